@@ -36,7 +36,7 @@ def open_image(path: str | Path) -> Image.Image:
 
 def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
+        arr = np.asarray(img).astype(np.float64)
         peak = arr.max() or 1.0
         img = Image.fromarray((arr * (255.0 / peak)).astype(np.uint8), mode="L")
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
@@ -60,7 +60,7 @@ def open_mask(path: str | Path, size: tuple[int, int]) -> Image.Image:
         with Image.open(path) as img:
             img.load()
             img = ImageOps.exif_transpose(img)
-            arr = np.asarray(to_rgb(img).convert("L") if img.mode != "L" else img, dtype=np.uint8)
+            arr = np.asarray(to_rgb(img).convert("L") if img.mode != "L" else img).astype(np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise EliteError(f"{path}: not a readable mask image ({exc.__class__.__name__})") from None
     mask = Image.fromarray(np.where(arr >= MASK_THRESHOLD, 255, 0).astype(np.uint8), mode="L")
@@ -82,8 +82,8 @@ def clip_inputs(image: Image.Image, mask: Image.Image, size: int, mean, std) -> 
     Returns (pixel_values of the full image, pixel_values of the masked image with a black
     background, mask (1, 1, size, size) in {0, 1}).
     """
-    rgb = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
-    m = torch.from_numpy(np.asarray(mask.convert("L"), dtype=np.float32) / 255.0)[None, None]
+    rgb = torch.from_numpy(np.asarray(image.convert("RGB")).astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+    m = torch.from_numpy(np.asarray(mask.convert("L")).astype(np.float32) / 255.0)[None, None]
     rgb = F.interpolate(rgb, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
     m = (F.interpolate(m, size=(size, size), mode="nearest") >= 0.5).float()
     mean_t = torch.tensor(mean, dtype=torch.float32)[None, :, None, None]

@@ -19,7 +19,6 @@ import torch
 from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPTokenizer, CLIPVisionConfig, CLIPVisionModel
 
-from elite.io import atomic_dir
 from elite.models.elite_model import EliteModel
 
 RESOLUTION = 64  # pixels; latents are 8x8
@@ -91,18 +90,8 @@ def build_image_encoder(out: Path, seed: int) -> None:
                        image_mean=CLIP_MEAN, image_std=CLIP_STD).save_pretrained(out)
 
 
-def prepare_smoke(out: Path, seed: int = 0, feature_layers: list[int] | None = None) -> None:
-    """Write out/base (Stable Diffusion folder), out/image_encoder (CLIP vision) and out/elite (fresh weights)."""
-    out = Path(out)
-    with atomic_dir(out / "base") as tmp:
-        build_base(tmp, seed)
-    with atomic_dir(out / "image_encoder") as tmp:
-        build_image_encoder(tmp, seed + 1)
-    init_elite_weights(out / "base", out / "image_encoder", out / "elite", seed + 2, feature_layers)
-
-
 def init_elite_weights(base: Path, image_encoder: Path | str, out: Path, seed: int,
-                       feature_layers: list[int] | None = None) -> None:
+                       feature_layers: list[int] | None = None, reference_depth: int = 24) -> None:
     """Freshly initialised ELITE weights for `base` (K/V copied from its UNet), naming `image_encoder`
     (a folder is recorded relative to `out`, so the models folder can move as a whole)."""
     unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet")
@@ -110,5 +99,6 @@ def init_elite_weights(base: Path, image_encoder: Path | str, out: Path, seed: i
     text_dim = CLIPTextConfig.from_pretrained(base, subfolder="text_encoder").hidden_size
     local = Path(image_encoder).exists()
     name = os.path.relpath(Path(image_encoder).resolve(), Path(out).resolve()) if local else str(image_encoder)
-    model = EliteModel.from_models(unet, encoder, text_dim, image_encoder_name=name, feature_layers=feature_layers, seed=seed)
+    model = EliteModel.from_models(unet, encoder, text_dim, image_encoder_name=name, feature_layers=feature_layers,
+                                   reference_depth=reference_depth, seed=seed)
     model.save_pretrained(out)

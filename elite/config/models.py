@@ -1,0 +1,28 @@
+"""params.yaml sections `models` (prepare_models stage) and `generate` (the `elite generate` defaults)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from elite.config.base import Section
+
+
+class ModelsConfig(Section):
+    dir: str  # prepare_models writes base/, image_encoder/, elite/ ... here
+    seed: int
+    base: str  # "builtin" = build the tiny smoke model; else a hub id or local folder (Stable Diffusion layout)
+    image_encoder: str  # "builtin" or a hub id / folder of a CLIP vision tower
+    feature_layers: list[int] = Field(min_length=1)
+    reference_depth: int = Field(ge=1)
+
+
+class GenerateConfig(Section):
+    weights: str  # ELITE weights folder used when --weights is not given
+    lam: float = Field(ge=0)
+    steps: int = Field(ge=1)
+    guidance: float
+    scheduler: Literal["lms", "dpm++", "ddim", "euler", "pndm"]
+    seed: int
+    allow_bare_s: bool  # also accept a standalone 'S' as the placeholder, as the authors' prompts do

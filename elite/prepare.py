@@ -1,0 +1,57 @@
+"""The prepare_models stage: put every model the pipeline needs into `models.dir`, loadable offline.
+
+smoke: builds the tiny models. paper: fetches the pinned pretrained models once (hub id), or copies a
+local folder in the same layout (a pre-downloaded mirror). Either way later stages only ever read
+`models.dir`, through the same `from_pretrained` calls.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from elite.config import Params
+from elite.errors import EliteError
+from elite.io import atomic_dir
+from elite.smoke_models import build_base, build_image_encoder, init_elite_weights
+
+BUILTIN = "builtin"
+BASE_FILES = ["model_index.json", "scheduler/*", "tokenizer/*", "text_encoder/config.json", "text_encoder/model.safetensors",
+              "unet/config.json", "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
+              "vae/diffusion_pytorch_model.safetensors"]
+ENCODER_FILES = ["config.json", "model.safetensors", "preprocessor_config.json"]
+
+
+def fetch(source: str, dest: Path, patterns: list[str]) -> None:
+    """Copy a local folder, or download the listed files of a hub repository, to `dest` atomically."""
+    with atomic_dir(dest) as tmp:
+        if Path(source).is_dir():
+            shutil.copytree(source, tmp, dirs_exist_ok=True)
+            return
+        try:
+            from huggingface_hub import snapshot_download
+
+            snapshot_download(repo_id=source, local_dir=tmp, allow_patterns=patterns)
+        except Exception as exc:  # network, auth and missing-repo errors all end here
+            raise EliteError(
+                f"cannot fetch {source!r} ({type(exc).__name__}); without internet, download it elsewhere and "
+                f"set the models key to that folder in params.yaml"
+            ) from None
+
+
+def prepare_models(params: Params, out: Path | None = None) -> Path:
+    cfg = params.models
+    out = Path(out or cfg.dir)
+    if cfg.base == BUILTIN:
+        with atomic_dir(out / "base") as tmp:
+            build_base(tmp, cfg.seed)
+    else:
+        fetch(cfg.base, out / "base", BASE_FILES)
+    if cfg.image_encoder == BUILTIN:
+        with atomic_dir(out / "image_encoder") as tmp:
+            build_image_encoder(tmp, cfg.seed + 1)
+    else:
+        fetch(cfg.image_encoder, out / "image_encoder", ENCODER_FILES)
+    init_elite_weights(out / "base", out / "image_encoder", out / "elite", cfg.seed + 2, cfg.feature_layers,
+                       cfg.reference_depth)
+    return out

@@ -1,0 +1,82 @@
+"""Shared fixtures. Every test session gets its own MLflow store, Prefect home and FiftyOne database
+directory (set before anything imports those libraries), and builds the smoke models once."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_SESSION_TMP = Path(tempfile.mkdtemp(prefix="elite-tests-"))
+
+os.environ.update(
+    {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{_SESSION_TMP / 'mlflow.db'}",
+        "PREFECT_HOME": str(_SESSION_TMP / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "FIFTYONE_DATABASE_DIR": str(_SESSION_TMP / "fiftyone-db"),
+        "FIFTYONE_DATABASE_VALIDATION": "false",
+        "FIFTYONE_DO_NOT_TRACK": "true",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_SESSION_TMP, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def session_tmp() -> Path:
+    return _SESSION_TMP
+
+
+@pytest.fixture(scope="session")
+def params():
+    from elite.config import load_params
+
+    return load_params(REPO / "params.yaml", profile="smoke")
+
+
+@pytest.fixture(scope="session")
+def smoke_models(params) -> Path:
+    """models.dir of the smoke profile, built once per session: base/, image_encoder/, elite/."""
+    from elite.prepare import prepare_models
+
+    return prepare_models(params, _SESSION_TMP / "models")
+
+
+@pytest.fixture(scope="session")
+def smoke_pipeline(smoke_models):
+    from elite.pipeline import ElitePipeline
+
+    pipe = ElitePipeline.from_pretrained(smoke_models / "base", smoke_models / "elite")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def concept_image(session_tmp) -> Path:
+    """A 96x128 JPEG of a red disc on a blue background, and its mask next to it (white = disc)."""
+    import numpy as np
+    from PIL import Image
+
+    yy, xx = np.mgrid[:128, :96]
+    disc = (yy - 64) ** 2 + (xx - 48) ** 2 < 30**2
+    rgb = np.zeros((128, 96, 3), np.uint8)
+    rgb[..., 2] = 160
+    rgb[disc] = (220, 30, 30)
+    path = session_tmp / "concept.jpg"
+    Image.fromarray(rgb).save(path, quality=95)
+    Image.fromarray((disc * 255).astype(np.uint8)).save(session_tmp / "concept_mask.png")
+    return path
