@@ -31,6 +31,9 @@ def build_section(cls: type[Section], raw: Any, where: str, profile: str, source
     if not isinstance(raw, dict):
         raise EliteError(f"{source}: {where} must be a mapping, got {type(raw).__name__}")
     values = {k: v for k, v in raw.items() if k not in PROFILES}
+    for key in values:
+        if key not in cls.model_fields:
+            raise EliteError(f"{source}: unknown key {where}.{key}{closest(key, cls.model_fields)}")
     for prof in PROFILES:
         override = raw.get(prof) or {}
         if not isinstance(override, dict):

@@ -1,0 +1,94 @@
+"""`elite generate` end to end on the smoke models, and its one-line errors."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def elite(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "elite.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def gen_args(smoke_models, concept_image):
+    return ["generate", "--base", smoke_models / "base", "--weights", smoke_models / "elite", "--steps", 2]
+
+
+def test_generate_writes_a_png(gen_args, concept_image, session_tmp, tmp_path, repo_root):
+    out = tmp_path / "beach.png"
+    run = elite(*gen_args, "--image", concept_image, "--mask", session_tmp / "concept_mask.png",
+                "--prompt", "a S* on the beach", "--out", out, "--seed", 7, cwd=repo_root)
+    assert run.returncode == 0, run.stderr
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.size == (64, 64)
+        assert np.asarray(img).std() > 0
+    assert [p.name for p in tmp_path.iterdir()] == ["beach.png"]
+
+
+def test_authors_rgb_bg_mask_works(gen_args, concept_image, session_tmp, tmp_path, repo_root):
+    disc = np.asarray(Image.open(session_tmp / "concept_mask.png"))
+    Image.fromarray(np.stack([disc] * 3, -1)).save(tmp_path / "concept_bg.png")
+    run = elite(*gen_args, "--image", concept_image, "--mask", tmp_path / "concept_bg.png",
+                "--prompt", "a S*", "--out", tmp_path / "o.png", cwd=repo_root)
+    assert run.returncode == 0, run.stderr
+
+
+@pytest.fixture(scope="module")
+def bad_files(session_tmp):
+    d = session_tmp / "bad"
+    d.mkdir(exist_ok=True)
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    (d / "empty.png").write_bytes(b"")
+    Image.new("L", (96, 128), 0).save(d / "black_mask.png")
+    return d
+
+
+@pytest.mark.parametrize("case, match", [
+    ("missing", "image file not found"),
+    ("broken", "not a readable image"),
+    ("empty", "is empty"),
+    ("black_mask", "all black"),
+    ("no_placeholder", "no placeholder"),
+    ("bad_scheduler", "unknown scheduler"),
+])
+def test_bad_input_exits_with_one_line(case, match, gen_args, concept_image, bad_files, tmp_path, repo_root):
+    image, mask, prompt, extra = concept_image, None, "a S* in the snow", []
+    if case == "missing":
+        image = tmp_path / "nope.jpg"
+    elif case == "broken":
+        image = bad_files / "broken.jpg"
+    elif case == "empty":
+        image = bad_files / "empty.png"
+    elif case == "black_mask":
+        mask = bad_files / "black_mask.png"
+    elif case == "no_placeholder":
+        prompt = "a dog in the snow"
+    elif case == "bad_scheduler":
+        extra = ["--scheduler", "magic"]
+    args = [*gen_args, "--image", image, "--prompt", prompt, "--out", tmp_path / "o.png", *extra]
+    if mask:
+        args += ["--mask", mask]
+    run = elite(*args, cwd=repo_root)
+    assert run.returncode != 0
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_params_typo_is_one_line_with_the_closest_key(tmp_path, repo_root):
+    text = (repo_root / "params.yaml").read_text().replace("  guidance: 5.0", "  guidence: 5.0")
+    (tmp_path / "params.yaml").write_text(text)
+    run = elite("--params", tmp_path / "params.yaml", "generate", "--image", "x.jpg", "--prompt", "a S*", "--out", "o.png",
+                cwd=repo_root)
+    assert run.returncode == 2
+    assert "unknown key generate.guidence; did you mean 'guidance'?" in run.stderr
+
+
+def test_missing_weights_say_how_to_get_them(gen_args, concept_image, tmp_path, repo_root):
+    args = [a if a != gen_args[4] else tmp_path / "none" for a in gen_args]
+    run = elite(*args, "--image", concept_image, "--prompt", "a S*", "--out", tmp_path / "o.png", cwd=repo_root)
+    assert run.returncode == 2 and "elite prepare-models" in run.stderr and "Traceback" not in run.stderr
