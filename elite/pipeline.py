@@ -30,6 +30,9 @@ class Concept:
 
     words: torch.Tensor  # (1, num_layers, D)
     local_tokens: torch.Tensor | None  # (1, P, D); None for a global-only model
+    # optional: a different word per UNet cross-attention layer (P+ space, Extended Textual Inversion),
+    # keyed like KVProjections; when set it replaces w0 layer by layer
+    layer_words: dict[str, torch.Tensor] | None = None
 
     @property
     def w0(self) -> torch.Tensor:
@@ -115,13 +118,22 @@ class ElitePipeline(DiffusionPipeline):
 
     # --- generation ----------------------------------------------------------------------------------
     def encode_prompts(self, prompts: list[str], concept: Concept, allow_bare_s: bool = False):
-        """Text states with w0 injected at each prompt's placeholder, and the placeholder positions."""
+        """Text states with w0 injected at each prompt's placeholder, and the placeholder positions.
+
+        With `concept.layer_words` the states are a dict with one tensor per cross-attention layer.
+        """
         tokenized = [tokenize_with_placeholder(self.tokenizer, p, 1, allow_bare_s) for p in prompts]
         device = self._execution_device
         ids = torch.stack([t.input_ids for t in tokenized]).to(device)
         slots = torch.tensor([t.slot for t in tokenized], device=device)
-        words = concept.w0.to(device, self.text_encoder.dtype).expand(len(prompts), -1, -1)
-        return encode_with_words(self.text_encoder, ids, slots, words), slots
+
+        def encode(word: torch.Tensor) -> torch.Tensor:
+            word = word.reshape(1, 1, -1).to(device, self.text_encoder.dtype).expand(len(prompts), -1, -1)
+            return encode_with_words(self.text_encoder, ids, slots, word)
+
+        if concept.layer_words is None:
+            return encode(concept.w0), slots
+        return {key: encode(word) for key, word in concept.layer_words.items()}, slots
 
     @torch.no_grad()
     def __call__(self, prompt: str | list[str], concept: Concept, lam: float = 0.8, num_inference_steps: int = 100,
@@ -144,22 +156,22 @@ class ElitePipeline(DiffusionPipeline):
         device, dtype = self._execution_device, self.unet.dtype
 
         text, slots = self.encode_prompts(prompts, concept, allow_bare_s)
-        text = text.repeat_interleave(num_images_per_prompt, 0)
+        text = _each(text, lambda t: t.repeat_interleave(num_images_per_prompt, 0))
         slots = slots.repeat_interleave(num_images_per_prompt, 0)
-        n = text.shape[0]
+        n = len(slots)
         cfg = guidance_scale > 1.0
         local = concept.local_tokens
         use_local = local is not None and lam > 0
         if cfg:
             uncond = self.text_encoder(tokenize_plain(self.tokenizer, [""]).to(device)).last_hidden_state
-            text = torch.cat([uncond.expand(n, -1, -1), text])
+            text = _each(text, lambda t: torch.cat([uncond.expand(n, -1, -1), t]))
             slots = torch.cat([torch.zeros_like(slots), slots])
         scales = torch.full((n,), float(lam), device=device)
         if cfg:
             scales = torch.cat([torch.zeros_like(scales), scales])
         cond = EliteConditioning(
-            text=text.to(dtype),
-            local_tokens=local.to(device, dtype).expand(text.shape[0], -1, -1) if use_local else None,
+            text=_each(text, lambda t: t.to(dtype)),
+            local_tokens=local.to(device, dtype).expand(len(slots), -1, -1) if use_local else None,
             local_scale=scales if use_local else None,
             word_index=slots if use_local else None,
         )
@@ -181,6 +193,11 @@ class ElitePipeline(DiffusionPipeline):
             return ImagePipelineOutput(images=images)
         arr = (images.permute(0, 2, 3, 1).float().cpu().numpy() * 255).round().astype("uint8")
         return ImagePipelineOutput(images=[Image.fromarray(a) for a in arr])
+
+
+def _each(text, fn):
+    """Apply fn to the text states, or to each layer's states when they differ per layer."""
+    return {k: fn(v) for k, v in text.items()} if isinstance(text, dict) else fn(text)
 
 
 def _check_numbers(lam: float, steps: int, guidance: float, num_images: int) -> None:

@@ -18,16 +18,20 @@ whole batch; the two agree at batch size 1, which is how they sampled).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Mapping, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
+from elite.errors import EliteError
+
 
 class EliteConditioning(NamedTuple):
-    text: torch.Tensor  # (B, 77, D) text encoder states
+    # (B, 77, D) text encoder states, or one such tensor per cross-attention layer keyed like
+    # KVProjections (the P+ space of Extended Textual Inversion)
+    text: torch.Tensor | Mapping[str, torch.Tensor]
     local_tokens: torch.Tensor | None = None  # (B, P, D) local mapper output e
     local_scale: torch.Tensor | None = None  # (B,) lambda per row; 0 = no local term
     word_index: torch.Tensor | None = None  # (B,) position of w0 in the text sequence
@@ -70,6 +74,18 @@ class KVProjections(nn.Module):
         }
 
 
+def attach_processors(unet: nn.Module, global_kv: KVProjections, local_kv: KVProjections | None = None) -> None:
+    """Install an EliteCrossAttnProcessor on each cross-attention layer (self-attention is untouched)."""
+    layers = cross_attention_layers(unet)
+    mismatch = set(global_kv.layers) ^ {KVProjections.key(p) for p in layers}
+    if mismatch:
+        raise EliteError(f"ELITE weights do not match this UNet's cross-attention layers: {sorted(mismatch)[:3]} ...")
+    for path, attn in layers.items():
+        key = KVProjections.key(path)
+        local = local_kv.layers[key] if local_kv is not None else None
+        attn.set_processor(EliteCrossAttnProcessor(global_kv.layers[key], local, layer=key))
+
+
 def cross_attention_layers(unet: nn.Module) -> dict[str, Attention]:
     """The UNet's cross-attention modules (`attn2`, 16 in Stable Diffusion v1) by module path."""
     return {
@@ -82,9 +98,10 @@ def cross_attention_layers(unet: nn.Module) -> dict[str, Attention]:
 class EliteCrossAttnProcessor:
     """Processor for one cross-attention layer: global K/V (Eq. 6) plus the local branch (Eq. 8)."""
 
-    def __init__(self, global_kv: nn.ModuleDict, local_kv: nn.ModuleDict | None = None) -> None:
+    def __init__(self, global_kv: nn.ModuleDict, local_kv: nn.ModuleDict | None = None, layer: str = "") -> None:
         self.global_kv = global_kv
         self.local_kv = local_kv
+        self.layer = layer  # this layer's key, to pick its text states when they differ per layer
 
     def __call__(
         self,
@@ -110,11 +127,11 @@ class EliteCrossAttnProcessor:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
         batch = hidden_states.shape[0]
         if attention_mask is not None:
-            attention_mask = attn.prepare_attention_mask(attention_mask, cond.text.shape[1], batch)
+            attention_mask = attn.prepare_attention_mask(attention_mask, attention_mask.shape[-1], batch)
             attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
 
         query = _heads(attn.to_q(hidden_states), attn.heads)
-        text = cond.text.to(query.dtype)
+        text = (cond.text[self.layer] if isinstance(cond.text, Mapping) else cond.text).to(query.dtype)
         key = _heads(self.global_kv["to_k"](text), attn.heads)
         value = _heads(self.global_kv["to_v"](text), attn.heads)
         if attn.norm_q is not None:

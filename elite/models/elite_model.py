@@ -13,7 +13,7 @@ from torch import nn
 
 from elite.errors import EliteError
 from elite.io import atomic_dir
-from elite.models.attention import EliteCrossAttnProcessor, KVProjections, cross_attention_layers
+from elite.models.attention import KVProjections, attach_processors
 from elite.models.features import scaled_layers
 from elite.models.mapping import GlobalMapper, LocalMapper
 
@@ -92,14 +92,7 @@ class EliteModel(nn.Module):
 
     def attach(self, unet: nn.Module, use_local: bool = True) -> None:
         """Install ELITE processors on the UNet's cross-attention layers (self-attention is untouched)."""
-        layers = cross_attention_layers(unet)
-        missing = set(self.global_kv.layers) ^ {KVProjections.key(p) for p in layers}
-        if missing:
-            raise EliteError(f"ELITE weights do not match this UNet's cross-attention layers: {sorted(missing)[:3]} ...")
-        for path, attn in layers.items():
-            key = KVProjections.key(path)
-            local = self.local_kv.layers[key] if (use_local and self.local_kv is not None) else None
-            attn.set_processor(EliteCrossAttnProcessor(self.global_kv.layers[key], local))
+        attach_processors(unet, self.global_kv, self.local_kv if use_local else None)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         with atomic_dir(Path(directory)) as tmp:
