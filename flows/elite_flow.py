@@ -1,0 +1,196 @@
+"""Prefect flow `elite`: the DVC pipeline, one task per stage, in dvc.yaml order.
+
+Each stage task runs `dvc repro --single-item <stage>`, so DVC decides what is up to date; tasks run one
+at a time (one DVC writer per checkout; a file lock also keeps other flow runs on the same checkout
+waiting). Stage output is streamed into the task's Prefect log. Stages that fetch from the network
+(prepare_models, download, dreambench) retry on the paper profile. The sharded stages (mask,
+evaluate) run their shards as mapped tasks in a nested flow `elite-shards` whose task runner is a
+thread pool, a local Dask cluster (`dask_workers=N`) or an existing one (`dask_address=tcp://...`;
+its workers must see this checkout at the same path), then one task finishes and commits the stage
+(see flows/stages.py). The flow opens an MLflow parent run and exports its id as ELITE_PARENT_RUN_ID,
+so every stage's MLflow run is nested under it, and ends with a markdown artifact of the metrics.
+
+Run it without a server: `python -m flows.elite_flow --profile smoke`; deployments: flows/serve.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Literal
+
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows import stages as S
+
+REPO = Path(__file__).resolve().parents[1]
+FETCHING = ("prepare_models", "download", "dreambench")  # stages that download on the paper profile
+RETRIES = {"paper": (2, [30, 120]), "smoke": (0, 0)}  # smoke fetches nothing: a failure is a bug, not luck
+ARTIFACT_KEY = "elite-metrics"
+
+
+def _log():
+    return get_run_logger().info
+
+
+@task(name="stage", cache_policy=NO_CACHE)
+def run_stage(repo: str, stage: str, env: dict[str, str]) -> dict:
+    """`dvc repro --single-item <stage>`: runs the stage only if DVC finds it changed."""
+    log = _log()
+    ran = False
+
+    def sink(line: str) -> None:
+        nonlocal ran
+        ran = ran or line.startswith((f"Running stage '{stage}'", f"Stage '{stage}' is cached"))
+        log(line)
+
+    start = time.monotonic()
+    S.dvc(Path(repo), ["repro", "--single-item", stage], S.tool_env(env), sink)
+    return {"stage": stage, "result": "ran" if ran else "up to date", "seconds": time.monotonic() - start}
+
+
+@task(name="plan-shards", cache_policy=NO_CACHE)
+def plan_shards(repo: str, stage: str, env: dict[str, str]) -> bool:
+    """Whether the stage is stale (then its outputs are readied for the shards)."""
+    spec = S.select(S.load_stages(Path(repo)), [stage])[0]
+    return S.prepare_shards(Path(repo), spec, S.tool_env(env), _log())
+
+
+@task(name="shard", cache_policy=NO_CACHE)
+def run_shard(repo: str, stage: str, index: int, count: int, env: dict[str, str]) -> int:
+    """`<stage cmd> --shard index/count` in the checkout (on a Dask worker: the same path must exist there)."""
+    spec = S.select(S.load_stages(Path(repo)), [stage])[0]
+    S.run_logged(S.shard_command(spec, index, count), Path(repo), S.tool_env(env), _log())
+    return index
+
+
+@task(name="finish-shards", cache_policy=NO_CACHE)
+def finish_shards(repo: str, stage: str, count: int, env: dict[str, str]) -> dict:
+    spec = S.select(S.load_stages(Path(repo)), [stage])[0]
+    start = time.monotonic()
+    S.finish_sharded(Path(repo), spec, S.tool_env(env), _log())
+    return {"stage": stage, "result": f"ran in {count} shards", "seconds": time.monotonic() - start}
+
+
+@flow(name="elite-shards")
+def shard_flow(repo: str, stage: str, count: int, env: dict[str, str]) -> list[int]:
+    """The shards of one stage as mapped tasks, spread by this flow's task runner."""
+    futures = run_shard.with_options(task_run_name=f"{stage}[{{index}}/{count}]").map(
+        unmapped(repo), unmapped(stage), range(count), unmapped(count), unmapped(env))
+    return [future.result() for future in futures]
+
+
+def shard_runner(count: int, dask_address: str | None, dask_workers: int):
+    if dask_address or dask_workers:
+        from prefect_dask import DaskTaskRunner
+
+        if dask_address:
+            return DaskTaskRunner(address=dask_address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": dask_workers, "threads_per_worker": 1, "processes": True,
+                                              "host": "127.0.0.1", "dashboard_address": None})
+    return ThreadPoolTaskRunner(max_workers=count)
+
+
+# --- MLflow parent run ----------------------------------------------------------------------------
+
+def _mlflow_client(repo: Path):
+    """The stages' tracking store (MLFLOW_TRACKING_URI, else the repo's mlflow.db; see elite/tracking.py)."""
+    import os
+
+    from mlflow.tracking import MlflowClient
+
+    from elite.tracking import EXPERIMENT, check_tracking_server
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo / 'mlflow.db'}"
+    check_tracking_server(uri)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is not None:
+        return uri, client, experiment.experiment_id
+    location = (repo / "mlruns").as_uri() if uri.startswith(("sqlite:", "file:")) else None
+    return uri, client, client.create_experiment(EXPERIMENT, artifact_location=location)
+
+
+# --- the flow -------------------------------------------------------------------------------------
+
+@flow(name="elite")
+def elite(profile: Literal["smoke", "paper"] | None = None, stages: list[str] | None = None, shards: int = 1,
+          dask_address: str | None = None, dask_workers: int = 0, repo: str | None = None) -> list[dict]:
+    """Run the DVC pipeline of `repo` (default: the checkout holding this file).
+
+    profile: set params.yaml's profile first (None: keep it). stages: a subset of dvc.yaml's stages
+    (None: all). shards > 1: run mask/evaluate as that many mapped shard tasks, on a local Dask
+    cluster of dask_workers processes or on the cluster at dask_address (else threads).
+    """
+    from elite.tracking import PARENT_ENV
+
+    log = _log()
+    root = Path(repo).resolve() if repo else REPO
+    with S.checkout_lock(root, log):
+        profile = S.apply_profile(root, profile, log)
+        selected = S.select(S.load_stages(root), stages)
+        uri, client, experiment_id = _mlflow_client(root)
+        parent = client.create_run(experiment_id, run_name=f"pipeline-{profile}", tags={
+            "stage": "pipeline", "profile": profile, "prefect.flow_run_id": str(flow_run.id),
+            "prefect.flow_run_name": str(flow_run.name)}).info.run_id
+        client.log_param(parent, "profile", profile)
+        client.log_param(parent, "stages", ",".join(s.name for s in selected))
+        client.log_param(parent, "shards", shards)
+        log(f"MLflow parent run {parent} in {uri} ({PARENT_ENV} for the stages)")
+        env = {PARENT_ENV: parent, "MLFLOW_TRACKING_URI": uri}
+        retries, delays = RETRIES[profile]
+        results: list[dict] = []
+        try:
+            for spec in selected:
+                if spec.name in S.SHARDABLE and shards > 1:
+                    if plan_shards.with_options(task_run_name=f"{spec.name}:plan")(str(root), spec.name, env):
+                        shard_flow.with_options(name=f"elite-shards-{spec.name}",
+                                                task_runner=shard_runner(shards, dask_address, dask_workers))(
+                            str(root), spec.name, shards, env)
+                        results.append(finish_shards.with_options(name=spec.name, task_run_name=spec.name)(
+                            str(root), spec.name, shards, env))
+                        continue
+                stage_task = run_stage.with_options(name=spec.name, task_run_name=spec.name)
+                if spec.name in FETCHING and retries:
+                    stage_task = stage_task.with_options(retries=retries, retry_delay_seconds=delays)
+                results.append(stage_task(str(root), spec.name, env))
+            metrics = S.read_metrics(root, selected)
+            markdown = S.metrics_markdown(f"ELITE pipeline ({profile} profile)", results, metrics)
+            create_markdown_artifact(markdown=markdown, key=ARTIFACT_KEY,
+                                     description=f"metrics of the DVC pipeline, {profile} profile")
+            values = S.numeric_metrics(metrics)
+            if values:
+                client.log_batch(parent, metrics=[_metric(k, v) for k, v in values.items()])
+            client.log_text(parent, markdown, "pipeline_metrics.md")
+        except BaseException:
+            client.set_terminated(parent, "FAILED")
+            raise
+        client.set_terminated(parent, "FINISHED")
+    return results
+
+
+def _metric(key: str, value: float):
+    from mlflow.entities import Metric
+
+    return Metric(key, value, int(time.time() * 1000), 0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run the Prefect flow `elite` once, without a server.")
+    parser.add_argument("--profile", choices=["smoke", "paper"])
+    parser.add_argument("--stages", nargs="+", help="a subset of dvc.yaml's stages")
+    parser.add_argument("--shards", type=int, default=1)
+    parser.add_argument("--dask-address")
+    parser.add_argument("--dask-workers", type=int, default=0)
+    args = parser.parse_args(argv)
+    elite(profile=args.profile, stages=args.stages, shards=args.shards, dask_address=args.dask_address,
+          dask_workers=args.dask_workers)
+
+
+if __name__ == "__main__":
+    main()
