@@ -1,0 +1,80 @@
+"""Images as request/response payloads: base64 (or raw bytes) in, base64 PNG out.
+
+The same helpers serve the pyfunc model (decode request rows), downstream apps (encode their files,
+decode the predictions) and the tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from elite.errors import EliteError
+from elite.images import MASK_THRESHOLD, MAX_PIXELS, to_rgb
+
+
+def encode_file(path: str | Path) -> str:
+    """The bytes of an image file as base64 text (what a request row's `image`/`mask` holds)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EliteError(f"{path}: file not found")
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def encode_png(image: Image.Image) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def payload_bytes(value: str | bytes, field: str) -> bytes:
+    """Raw bytes from base64 text (a `data:...;base64,` prefix is allowed) or from bytes as they are."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if not isinstance(value, str):
+        raise EliteError(f"{field}: expected base64 text or bytes, got {type(value).__name__}")
+    text = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise EliteError(f"{field}: not valid base64 (send the image file's bytes base64-encoded)") from None
+
+
+def decode_image(value: str | bytes, field: str = "image") -> Image.Image:
+    """An RGB image (EXIF orientation applied) from a payload, or a one-line EliteError."""
+    data = payload_bytes(value, field)
+    if not data:
+        raise EliteError(f"{field}: empty image")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise EliteError(f"{field}: {img.width}x{img.height} is over the {MAX_PIXELS:,}-pixel limit; downscale it first")
+            img.load()
+            return to_rgb(ImageOps.exif_transpose(img))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, EliteError):
+            raise
+        raise EliteError(f"{field}: not a readable image ({exc.__class__.__name__})") from None
+
+
+def decode_mask(value: str | bytes, size: tuple[int, int], field: str = "mask") -> Image.Image:
+    """A binary 'L' mask (255 = object) of `size`, thresholded like `elite.images.open_mask`."""
+    arr = np.asarray(decode_image(value, field).convert("L"))
+    mask = Image.fromarray(np.where(arr >= MASK_THRESHOLD, 255, 0).astype(np.uint8), mode="L")
+    if mask.size != size:
+        mask = mask.resize(size, Image.NEAREST)
+    if not np.asarray(mask).any():
+        raise EliteError(f"{field}: mask is all black (no object); white marks the object")
+    return mask
+
+
+def decode_png(value: str) -> Image.Image:
+    """A prediction (base64 PNG) as a PIL image."""
+    img = Image.open(io.BytesIO(payload_bytes(value, "prediction")))
+    img.load()
+    return img

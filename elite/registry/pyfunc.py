@@ -1,0 +1,155 @@
+"""ELITE as an MLflow pyfunc model.
+
+Artifacts: the ELITE weights, the CLIP vision tower they name and, when the register params ask for
+it, a copy of the Stable Diffusion base model (otherwise `model_config["base"]` holds a path or hub
+id). `load_context` loads the pipeline once; `predict` takes one request per row:
+
+| column   | type   | required | meaning                                                        |
+|----------|--------|----------|----------------------------------------------------------------|
+| image    | binary | yes      | the concept image file (JPEG, PNG ...): bytes, or base64 text  |
+| mask     | binary | no       | object mask file, white = object (default: the whole image)    |
+| prompt   | string | yes      | prompt with one placeholder S*                                 |
+| lam      | number | no       | local-branch weight lambda                                     |
+| steps    | number | no       | sampling steps (a whole number)                                |
+| guidance | number | no       | classifier-free guidance scale                                 |
+| seed     | number | no       | random seed (a whole number)                                   |
+
+The output is one column `image`: the generated PNG, base64. Over REST (`mlflow models serve`)
+binary columns travel as base64 strings, which MLflow decodes; Python callers may pass the file bytes
+or the same base64 text. Missing values take the defaults stored in `model_config` at registration
+(params.yaml `register`); the inference param `scheduler` switches the sampler for one call. The
+four numbers are declared `any` in the signature and checked here: MLflow's typed columns refuse a
+JSON integer for a double (`"guidance": 5`) and a missing value in an integer column (a batch that
+sets `steps` on some rows only). Bad input raises an MLflow INVALID_PARAMETER_VALUE error naming
+the row and the field (HTTP 400 from `mlflow models serve`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.pyfunc import PythonModel
+from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
+from PIL import Image
+
+from elite.errors import EliteError
+from elite.registry.codec import decode_image, decode_mask, encode_png
+
+WEIGHTS = "elite_weights"  # artifact keys
+IMAGE_ENCODER = "image_encoder"
+BASE = "base"
+
+
+def signature(scheduler: str) -> ModelSignature:
+    inputs = Schema([
+        ColSpec("binary", "image"),
+        ColSpec("binary", "mask", required=False),
+        ColSpec("string", "prompt"),
+        ColSpec(AnyType(), "lam", required=False),
+        ColSpec(AnyType(), "steps", required=False),
+        ColSpec(AnyType(), "guidance", required=False),
+        ColSpec(AnyType(), "seed", required=False),
+    ])
+    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("string", "image")]),
+                          params=ParamSchema([ParamSpec("scheduler", "string", scheduler)]))
+
+
+def example_images(size: int = 64) -> tuple[Image.Image, Image.Image]:
+    """A small synthetic concept (a red disc on blue) and its mask, for the stored input example."""
+    yy, xx = np.mgrid[:size, :size]
+    disc = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size * 0.3) ** 2
+    rgb = np.zeros((size, size, 3), np.uint8)
+    rgb[..., 2] = 160
+    rgb[disc] = (220, 30, 30)
+    return Image.fromarray(rgb), Image.fromarray((disc * 255).astype(np.uint8), mode="L")
+
+
+def input_example(prompt: str, steps: int, lam: float, guidance: float, seed: int) -> pd.DataFrame:
+    image, mask = example_images()
+    return pd.DataFrame([{"image": encode_png(image), "mask": encode_png(mask), "prompt": prompt, "lam": float(lam),
+                          "steps": int(steps), "guidance": float(guidance), "seed": int(seed)}])
+
+
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, (str, bytes)) or np.ndim(value) != 0:
+        return False
+    return bool(pd.isna(value))
+
+
+def _integer(value: Any, field: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value) or int(value) != value:
+        raise EliteError(f"{field}: expected an integer, got {value!r}")
+    return int(value)
+
+
+def _number(value: Any, field: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise EliteError(f"{field}: expected a number, got {value!r}")
+    return float(value)
+
+
+class ElitePyfunc(PythonModel):
+    """Loads ElitePipeline once per process; one generated image per input row."""
+
+    def load_context(self, context) -> None:
+        import torch
+
+        from elite.pipeline import ElitePipeline
+
+        cfg = dict(context.model_config or {})
+        base = context.artifacts.get(BASE) or cfg.get("base")
+        encoder = context.artifacts.get(IMAGE_ENCODER) or cfg.get("image_encoder")
+        if not base:
+            raise MlflowException("model has neither a base artifact nor model_config['base']")
+        device = cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = getattr(torch, cfg.get("cuda_dtype", "float32")) if device.startswith("cuda") else torch.float32
+        try:
+            pipe = ElitePipeline.from_pretrained(base, context.artifacts[WEIGHTS], image_encoder=encoder, torch_dtype=dtype)
+        except EliteError as exc:
+            raise MlflowException(f"cannot load the ELITE model: {exc}") from None
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe.to(device)
+        self.config = cfg
+
+    def _row_inputs(self, row: dict) -> dict:
+        def pick(column: str):  # the row's value, else the default stored at registration
+            value = row.get(column)
+            return self.config[column] if _missing(value) else value
+
+        prompt = row.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise EliteError("prompt: required, with one placeholder S* (e.g. 'a S* on the beach')")
+        if _missing(row.get("image")):
+            raise EliteError("image: required (the concept image file, base64)")
+        image = decode_image(row["image"], "image")
+        mask = None if _missing(row.get("mask")) else decode_mask(row["mask"], image.size, "mask")
+        return {"prompt": prompt, "image": image, "mask": mask, "lam": _number(pick("lam"), "lam"),
+                "steps": _integer(pick("steps"), "steps"), "guidance": _number(pick("guidance"), "guidance"),
+                "seed": _integer(pick("seed"), "seed")}
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        import torch
+
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        scheduler = (params or {}).get("scheduler") or self.config.get("scheduler")
+        allow_bare_s = bool(self.config.get("allow_bare_s", False))
+        out = []
+        for i, row in enumerate(frame.to_dict("records")):
+            try:
+                args = self._row_inputs(row)
+                concept = self.pipe.encode_concept(args["image"], args["mask"])
+                result = self.pipe(args["prompt"], concept=concept, lam=args["lam"], num_inference_steps=args["steps"],
+                                   guidance_scale=args["guidance"], scheduler=scheduler, allow_bare_s=allow_bare_s,
+                                   generator=torch.Generator().manual_seed(args["seed"]))
+            except EliteError as exc:
+                raise MlflowException.invalid_parameter_value(f"row {i}: {exc}") from None
+            out.append(encode_png(result.images[0]))
+        return pd.DataFrame({"image": out})

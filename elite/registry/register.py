@@ -1,0 +1,200 @@
+"""The register stage: log the trained ELITE as an MLflow pyfunc model, register it, gate the champion.
+
+1. Check the inputs (weights, the image encoder they name, base model, metrics and every gate's metric)
+   before anything is logged.
+2. In an MLflow run `register` (nested under $ELITE_PARENT_RUN_ID when set): log the params, the
+   DreamBench metrics (numbers as `dreambench.<dotted path>`, the file as an artifact) and the pyfunc
+   model (weights + image encoder + base copy or reference, signature, input example, the `elite`
+   package as code, pinned pip requirements); optionally load it back and run the input example.
+3. Register it as a new version of `register.model_name`, give it the candidate alias, and move the
+   champion alias to it only when every gate passes against the current champion's metrics.
+4. Write the decision to `register.report` (and to the run, and as tags on the version).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from elite.config import Params
+from elite.config.register import RegisterConfig
+from elite.errors import EliteError
+from elite.io import write_json
+from elite.registry.gates import decide, load_metrics, lookup, metric_key, numeric_leaves
+
+MODEL_ARTIFACT = "model"
+PIP_PACKAGES = ["mlflow", "torch", "diffusers", "transformers", "safetensors", "scipy", "pillow", "numpy", "pandas",
+                "pydantic"]
+
+
+def pip_requirements() -> list[str]:
+    """The model's runtime requirements, pinned to what is installed here (local version labels dropped)."""
+    reqs = []
+    for name in PIP_PACKAGES:
+        try:
+            reqs.append(f"{name}=={version(name).split('+')[0]}")
+        except PackageNotFoundError:
+            continue
+    return reqs
+
+
+def package_code(tmp: Path) -> Path:
+    """A clean copy of the `elite` package: the model carries the code that matches its weights."""
+    import elite
+
+    dst = tmp / "elite"
+    shutil.copytree(Path(elite.__file__).parent, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return dst
+
+
+def model_inputs(cfg: RegisterConfig) -> tuple[dict[str, str], dict]:
+    """(pyfunc artifacts, model_config), checked: the weights, the image encoder they name, the base."""
+    from elite.models.elite_model import CONFIG_NAME, WEIGHTS_NAME
+    from elite.pipeline import resolve_image_encoder
+
+    weights = Path(cfg.weights)
+    if not (weights / CONFIG_NAME).is_file() or not (weights / WEIGHTS_NAME).is_file():
+        raise EliteError(f"{weights}: no ELITE weights ({CONFIG_NAME} + {WEIGHTS_NAME}); train them (`dvc repro`) "
+                         "or set register.weights in params.yaml")
+    try:
+        encoder_name = json.loads((weights / CONFIG_NAME).read_text())["image_encoder"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise EliteError(f"{weights / CONFIG_NAME}: unreadable ELITE config (no image_encoder entry)") from None
+    artifacts = {"elite_weights": str(weights.resolve())}
+    config: dict = {"lam": cfg.lam, "steps": cfg.steps, "guidance": cfg.guidance, "seed": cfg.seed,
+                    "scheduler": cfg.scheduler, "allow_bare_s": cfg.allow_bare_s, "cuda_dtype": cfg.cuda_dtype}
+    encoder = resolve_image_encoder(weights, encoder_name)
+    if Path(encoder).is_dir():
+        artifacts["image_encoder"] = encoder
+    else:  # a hub id: stored as a reference
+        config["image_encoder"] = encoder
+    base = Path(cfg.base)
+    if cfg.copy_base or cfg.base_reference is None:
+        if not (base / "model_index.json").is_file():
+            raise EliteError(f"{base}: not a Stable Diffusion folder (no model_index.json); run `elite prepare-models` "
+                             "or set register.base in params.yaml")
+    if cfg.copy_base:
+        artifacts["base"] = str(base.resolve())
+    else:
+        config["base"] = cfg.base_reference or str(base.resolve())
+    return artifacts, config
+
+
+def champion_metrics(client, name: str, alias: str) -> tuple[object | None, dict[str, float] | None]:
+    """The version holding `alias` and the metrics of the run that registered it (None, None if none)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        champion = client.get_model_version_by_alias(name, alias)
+    except MlflowException:  # no such model or no such alias yet
+        return None, None
+    metrics: dict[str, float] = {}
+    if champion.run_id:
+        try:
+            metrics = dict(client.get_run(champion.run_id).data.metrics)
+        except MlflowException:
+            metrics = {}
+    return champion, metrics
+
+
+def verify_model(model_uri: str, example) -> None:
+    """Load the logged model from the store and run its input example: every row must give a PNG."""
+    import mlflow
+
+    from elite.registry.codec import decode_png
+
+    predictions = mlflow.pyfunc.load_model(model_uri).predict(example)
+    if list(predictions.columns) != ["image"] or len(predictions) != len(example):
+        raise EliteError(f"{model_uri}: the logged model answered its input example with {list(predictions.columns)}")
+    for value in predictions["image"]:
+        if decode_png(value).format != "PNG":
+            raise EliteError(f"{model_uri}: the logged model did not return PNG images")
+
+
+def pyfunc_spec(cfg: RegisterConfig, code_dir: Path, profile: str) -> dict:
+    """Keyword arguments for `mlflow.pyfunc.log_model` / `save_model`: the model as models-from-code,
+    its artifacts, config (serving defaults), signature, input example, code and requirements."""
+    from elite.registry import model_code
+    from elite.registry.pyfunc import input_example, signature
+
+    artifacts, model_config = model_inputs(cfg)
+    return {
+        "python_model": str(Path(model_code.__file__)),
+        "artifacts": artifacts,
+        "model_config": model_config,
+        "signature": signature(cfg.scheduler),
+        "input_example": input_example(cfg.example_prompt, cfg.example_steps, cfg.lam, cfg.guidance, cfg.seed),
+        "pip_requirements": pip_requirements(),
+        "code_paths": [str(package_code(code_dir))],
+        "metadata": {"elite": {"weights": cfg.weights, "metrics": cfg.metrics, "profile": profile}},
+    }
+
+
+def register_model(params: Params, cfg: RegisterConfig | None = None) -> dict:
+    """Run the register stage; returns (and writes to cfg.report) the decision record."""
+    cfg = cfg or params.register
+    model_inputs(cfg)  # fail on missing models before anything is logged
+    metrics = load_metrics(cfg.metrics)
+    for gate in cfg.gates:  # ... and on a misnamed gate
+        lookup(metrics, gate.metric, cfg.metrics)
+
+    from mlflow import MlflowClient
+
+    from elite.tracking import stage_run
+
+    bar = tqdm(total=5, desc="register", unit="step")
+    with stage_run("register", params.flat()) as run, tempfile.TemporaryDirectory(prefix="elite-code-") as tmp:
+        import mlflow
+
+        client = MlflowClient()
+        champion, champ_metrics = champion_metrics(client, cfg.model_name, cfg.champion_alias)
+        bar.set_postfix_str("logging the pyfunc model")
+        spec = pyfunc_spec(cfg, Path(tmp), params.profile)
+        info = mlflow.pyfunc.log_model(name=MODEL_ARTIFACT, **spec)
+        bar.update()
+        items = [(metric_key(k), v) for k, v in numeric_leaves(metrics).items()]
+        for i in range(0, len(items), 500):
+            mlflow.log_metrics(dict(items[i : i + 500]), model_id=info.model_id)
+        mlflow.log_artifact(cfg.metrics, artifact_path="metrics")
+        bar.update()
+        if cfg.verify:
+            bar.set_postfix_str("loading it back to run the input example")
+            verify_model(info.model_uri, spec["input_example"])
+        bar.update()
+
+        bar.set_postfix_str("registering")
+        mv = mlflow.register_model(info.model_uri, cfg.model_name)
+        client.set_registered_model_alias(cfg.model_name, cfg.candidate_alias, mv.version)
+        bar.update()
+        label = f"champion v{champion.version}" if champion is not None else "champion"
+        decision = decide(cfg.gates, metrics, champ_metrics if champion is not None else None, label, cfg.metrics)
+        if decision.promote:
+            client.set_registered_model_alias(cfg.model_name, cfg.champion_alias, mv.version)
+        verdict = "promoted" if decision.promote else "rejected"
+        client.set_model_version_tag(cfg.model_name, mv.version, "gate.decision", verdict)
+        client.set_model_version_tag(cfg.model_name, mv.version, "gate.reason", decision.reason[:5000])
+        previous = int(champion.version) if champion is not None else None
+        record = {
+            "model_name": cfg.model_name,
+            "version": int(mv.version),
+            "model_uri": f"models:/{cfg.model_name}/{mv.version}",
+            "logged_model_uri": info.model_uri,
+            "run_id": run.info.run_id,
+            "aliases": sorted(client.get_model_version(cfg.model_name, mv.version).aliases),
+            "decision": verdict,
+            "reason": decision.reason,
+            "previous_champion": previous,
+            "champion": int(mv.version) if decision.promote else previous,
+            "gates": decision.as_dict()["gates"],
+        }
+        mlflow.set_tags({"register.decision": verdict, "register.version": mv.version})
+        mlflow.log_dict(record, "register.json")
+        bar.update()
+    bar.close()
+    write_json(Path(cfg.report), record)
+    return record
