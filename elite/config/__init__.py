@@ -9,12 +9,14 @@ import yaml
 
 from elite.config.base import PROFILES, Section, build_section, closest
 from elite.config.models import GenerateConfig, ModelsConfig
+from elite.config.register import RegisterConfig
 from elite.errors import EliteError
 
 # section name -> typed model. Stages add their own section here.
 SECTIONS: dict[str, type[Section]] = {
     "models": ModelsConfig,
     "generate": GenerateConfig,
+    "register": RegisterConfig,
 }
 
 
