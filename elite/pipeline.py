@@ -17,7 +17,7 @@ from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPV
 
 from elite.errors import EliteError
 from elite.images import clip_inputs, full_mask, open_image, open_mask
-from elite.models.attention import EliteConditioning
+from elite.models.attention import EliteConditioning, attach_base_processors
 from elite.models.elite_model import EliteModel
 from elite.models.features import clip_layer_features
 from elite.models.text import encode_with_words, tokenize_plain, tokenize_with_placeholder
@@ -57,21 +57,28 @@ class ElitePipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->image_encoder->unet->vae"
 
     def __init__(self, vae: AutoencoderKL, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer,
-                 unet: UNet2DConditionModel, scheduler: SchedulerMixin, image_encoder: CLIPVisionModel,
-                 image_processor: CLIPImageProcessor, elite: EliteModel) -> None:
+                 unet: UNet2DConditionModel, scheduler: SchedulerMixin, image_encoder: CLIPVisionModel | None = None,
+                 image_processor: CLIPImageProcessor | None = None, elite: EliteModel | None = None) -> None:
+        """Without `elite` the pipeline is the plain base model that still takes injected words
+        (concepts learned by the Textual Inversion baselines); `encode_concept` then needs weights."""
         super().__init__()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
                               image_encoder=image_encoder, image_processor=image_processor, elite=elite)
-        elite.attach(unet)
+        if elite is not None:
+            elite.attach(unet)
+        else:
+            attach_base_processors(unet)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
 
     @classmethod
-    def from_pretrained(cls, base: str | os.PathLike, elite_weights: str | os.PathLike,
+    def from_pretrained(cls, base: str | os.PathLike, elite_weights: str | os.PathLike | None = None,
                         image_encoder: str | None = None, torch_dtype: torch.dtype = torch.float32) -> "ElitePipeline":
-        """Load a Stable Diffusion folder or hub id plus ELITE weights (and the CLIP tower they name)."""
+        """Load a Stable Diffusion folder or hub id plus ELITE weights (and the CLIP tower they name).
+
+        With `elite_weights=None`: the base model alone, for concepts given as learned words."""
         base = str(base)
-        elite = EliteModel.from_pretrained(elite_weights, dtype=torch_dtype)
-        encoder_src = image_encoder or resolve_image_encoder(Path(elite_weights), elite.config.image_encoder)
+        elite = EliteModel.from_pretrained(elite_weights, dtype=torch_dtype) if elite_weights is not None else None
+        encoder_src = image_encoder or (resolve_image_encoder(Path(elite_weights), elite.config.image_encoder) if elite else None)
         kw = {"torch_dtype": torch_dtype}
         return cls(
             vae=_load("the VAE", base, AutoencoderKL.from_pretrained, subfolder="vae", **kw),
@@ -79,19 +86,20 @@ class ElitePipeline(DiffusionPipeline):
             tokenizer=_load("the tokenizer", base, CLIPTokenizer.from_pretrained, subfolder="tokenizer"),
             unet=_load("the UNet", base, UNet2DConditionModel.from_pretrained, subfolder="unet", **kw),
             scheduler=_load("the scheduler", base, LMSDiscreteScheduler.from_pretrained, subfolder="scheduler"),
-            image_encoder=_load("the image encoder", encoder_src, CLIPVisionModel.from_pretrained, dtype=torch_dtype),
-            image_processor=_load("the image processor", encoder_src, CLIPImageProcessor.from_pretrained),
+            image_encoder=_load("the image encoder", encoder_src, CLIPVisionModel.from_pretrained, dtype=torch_dtype)
+            if encoder_src else None,
+            image_processor=_load("the image processor", encoder_src, CLIPImageProcessor.from_pretrained) if encoder_src else None,
             elite=elite,
         )
 
     # --- the two mapping networks, as in the paper -------------------------------------------
     @property
     def global_mapper(self):
-        return self.elite.global_mapper
+        return self.elite.global_mapper if self.elite is not None else None
 
     @property
     def local_mapper(self):
-        return self.elite.local_mapper
+        return self.elite.local_mapper if self.elite is not None else None
 
     # --- concept encoding ------------------------------------------------------------------------
     def clip_inputs(self, image: Image.Image, mask: Image.Image | None):
@@ -102,6 +110,8 @@ class ElitePipeline(DiffusionPipeline):
     @torch.no_grad()
     def encode_concept(self, image: Image.Image | str | os.PathLike, mask: Image.Image | str | os.PathLike | None = None) -> Concept:
         """One forward pass: the global words from the whole image, the local tokens from the masked object."""
+        if self.elite is None or self.image_encoder is None:
+            raise EliteError("this pipeline was loaded without ELITE weights; pass elite_weights to encode images")
         if not isinstance(image, Image.Image):
             image = open_image(image)
         if mask is not None and not isinstance(mask, Image.Image):

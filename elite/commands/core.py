@@ -15,7 +15,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     g = sub.add_parser("generate", help="generate images of a concept from one image",
                        description="Encode IMG (and its mask) once, then sample PROMPT with S* standing for the concept.")
-    g.add_argument("--image", required=True, help="concept image (JPEG/PNG), object roughly centred")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image", help="concept image (JPEG/PNG), object roughly centred")
+    src.add_argument("--embeddings", help="instead of an image: words learned by `elite baseline ti|xti` (sampled "
+                                          "on the base model)")
+    g.add_argument("--mix-fine", help="with XTI --embeddings: style mixing, this XTI concept's words in the fine "
+                                      "(high-resolution) layers, --embeddings' in the coarse ones")
     g.add_argument("--mask", help="object mask, white = object (RGB 0/255 or single-channel); "
                                   "without it the whole image is taken as the object")
     g.add_argument("--prompt", required=True, help='prompt with one placeholder, e.g. "a S* on the beach"')
@@ -57,17 +62,25 @@ def generate_cmd(args) -> None:
     params = load_params(args.params, args.profile)
     cfg = params.generate
     pick = lambda value, default: default if value is None else value  # noqa: E731
-    # validate inputs before loading any model
+    # inputs are validated before any model is loaded
     from elite.images import open_image, open_mask
     from elite.models.text import find_placeholder
 
     allow_s = pick(args.allow_bare_s, cfg.allow_bare_s)
     find_placeholder(args.prompt, allow_s)
-    image = open_image(args.image)
-    mask = open_mask(args.mask, image.size) if args.mask else None
+    base = pick(args.base, str(Path(params.models.dir) / "base"))
+    if args.embeddings:
+        from elite.baselines.inversion import Inversion, mix_styles
 
-    pipe = ElitePipeline.from_pretrained(pick(args.base, str(Path(params.models.dir) / "base")), pick(args.weights, cfg.weights))
-    concept = pipe.encode_concept(image, mask)
+        learned = Inversion.load(args.embeddings)
+        pipe = ElitePipeline.from_pretrained(base)
+        levels = len(pipe.unet.config.block_out_channels)
+        concept = mix_styles(learned, Inversion.load(args.mix_fine), levels) if args.mix_fine else learned.concept()
+    else:
+        image = open_image(args.image)
+        mask = open_mask(args.mask, image.size) if args.mask else None
+        pipe = ElitePipeline.from_pretrained(base, pick(args.weights, cfg.weights))
+        concept = pipe.encode_concept(image, mask)
     result = pipe(args.prompt, concept=concept, lam=pick(args.lam, cfg.lam), num_inference_steps=pick(args.steps, cfg.steps),
                   guidance_scale=pick(args.guidance, cfg.guidance), scheduler=pick(args.scheduler, cfg.scheduler),
                   generator=torch.Generator().manual_seed(pick(args.seed, cfg.seed)), num_images_per_prompt=args.num_images,

@@ -86,6 +86,24 @@ def attach_processors(unet: nn.Module, global_kv: KVProjections, local_kv: KVPro
         attn.set_processor(EliteCrossAttnProcessor(global_kv.layers[key], local, layer=key))
 
 
+def attach_base_processors(unet: nn.Module) -> None:
+    """Processors that use each layer's own K/V: plain Stable Diffusion, but accepting EliteConditioning
+    (so injected words, and per-layer text states, work on the base model; the baselines use this)."""
+    for path, attn in cross_attention_layers(unet).items():
+        own = nn.ModuleDict({"to_k": attn.to_k, "to_v": attn.to_v})
+        attn.set_processor(EliteCrossAttnProcessor(own, None, layer=KVProjections.key(path)))
+
+
+def layer_level(key: str, num_levels: int) -> int:
+    """Resolution level of a cross-attention layer: 0 = finest (64x64 latents in SD), num_levels-1 = coarsest."""
+    block, index = key.split("_")[0:2], key.split("_")[2]
+    if block == ["mid", "block"]:
+        return num_levels - 1
+    if block == ["down", "blocks"]:
+        return int(index)
+    return num_levels - 1 - int(index)
+
+
 def cross_attention_layers(unet: nn.Module) -> dict[str, Attention]:
     """The UNet's cross-attention modules (`attn2`, 16 in Stable Diffusion v1) by module path."""
     return {
