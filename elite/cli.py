@@ -12,7 +12,7 @@ import warnings
 from elite.errors import EliteError
 
 # modules under elite.commands, each with register(subparsers) adding parsers whose `func` runs them
-COMMAND_MODULES = ["core", "register"]
+COMMAND_MODULES = ["core", "register", "data"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from elite.config import Params
+from elite.data.sam import prepare_sam
 from elite.errors import EliteError
 from elite.io import atomic_dir
 from elite.smoke_models import build_base, build_image_encoder, init_elite_weights
@@ -54,4 +55,5 @@ def prepare_models(params: Params, out: Path | None = None) -> Path:
         fetch(cfg.image_encoder, out / "image_encoder", ENCODER_FILES)
     init_elite_weights(out / "base", out / "image_encoder", out / "elite", cfg.seed + 2, cfg.feature_layers,
                        cfg.reference_depth)
+    prepare_sam(cfg.sam, cfg.sam_type, out / "sam", cfg.seed + 5)  # the mask stage's SAM
     return out

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from elite.config.base import PROFILES, Section, build_section, closest
+from elite.config.data import CurateConfig, DownloadConfig, MaskConfig
 from elite.config.models import GenerateConfig, ModelsConfig
 from elite.config.register import RegisterConfig
 from elite.errors import EliteError
@@ -16,6 +17,9 @@ from elite.errors import EliteError
 SECTIONS: dict[str, type[Section]] = {
     "models": ModelsConfig,
     "generate": GenerateConfig,
+    "download": DownloadConfig,
+    "curate": CurateConfig,
+    "mask": MaskConfig,
     "register": RegisterConfig,
 }
 

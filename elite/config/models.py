@@ -16,6 +16,8 @@ class ModelsConfig(Section):
     image_encoder: str  # "builtin" or a hub id / folder of a CLIP vision tower
     feature_layers: list[int] = Field(min_length=1)
     reference_depth: int = Field(ge=1)
+    sam: str  # "builtin" = the tiny random SAM; else a path or http(s) URL of a SAM checkpoint (.pth)
+    sam_type: Literal["vit_h", "vit_l", "vit_b", "tiny"]  # architecture of that checkpoint (builtin: tiny)
 
 
 class GenerateConfig(Section):

