@@ -1,0 +1,273 @@
+"""The generation plan of the evaluate stage: which images, with which prompt, lambda and seed.
+
+A job is one (variant, subject, prompt[, lambda]) with its N images:
+- `elite`: ELITE with S* in the prompt and the prompt family's lambda;
+- `baseline`: plain Stable Diffusion (the same base) with the class word instead of S*;
+- `sweep`: ELITE on a subset at every lambda of `evaluate.sweep_lams`.
+Each image's seed depends only on `evaluate.seed`, the subject, the template and the image index, so
+the three variants share their starting noise and any run reproduces any image. An image counts as
+done when its PNG and its JSON sidecar (prompt, lambda, seed, sampler, a fingerprint of the weights,
+concept image and mask; generation seconds) exist and the settings match: a rerun skips it, a changed
+setting regenerates it. `--shard i/n` takes every n-th job of the full, deterministic list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from elite.errors import EliteError
+from elite.evaluate.dreambench import fill
+from elite.io import atomic_file, write_json
+
+VARIANTS = ("elite", "baseline", "sweep")
+
+
+@dataclass(frozen=True)
+class Job:
+    variant: str
+    subject: str
+    class_word: str
+    template: str  # the published template ({0} unique token, {1} class word)
+    family: str
+    lam: float | None  # None for the baseline
+    prompt: str  # what the model is given
+    text: str  # the prompt with the class word instead of S*: CLIP-T text and the baseline's prompt
+    folder: Path
+    seeds: tuple[int, ...]
+    settings: dict = field(hash=False, compare=False)
+
+    def image(self, i: int) -> Path:
+        return self.folder / f"{i}.png"
+
+    def sidecar(self, i: int) -> Path:
+        return self.folder / f"{i}.json"
+
+    def done(self, i: int) -> bool:
+        try:
+            meta = json.loads(self.sidecar(i).read_text())
+        except (OSError, ValueError):
+            return False
+        return self.image(i).is_file() and meta.get("settings") == self.settings
+
+    def missing(self) -> list[int]:
+        return [i for i in range(len(self.seeds)) if not self.done(i)]
+
+
+def image_seed(base: int, subject: str, template: str, index: int) -> int:
+    digest = hashlib.sha256(f"{base}|{subject}|{template}|{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:80] or "prompt"
+
+
+def spread(items: list, k: int | None) -> list:
+    """k items evenly spaced over the list (all when k is None or >= len)."""
+    if k is None or k >= len(items):
+        return list(items)
+    return [items[i] for i in sorted(set(np.linspace(0, len(items) - 1, k).round().astype(int).tolist()))]
+
+
+def family_of(template: str, families) -> tuple[str, float]:
+    for i, fam in enumerate(families):
+        try:
+            if re.search(fam.pattern, template):
+                return fam.name, fam.lam
+        except re.error as exc:
+            raise EliteError(f"params evaluate.families[{i}].pattern {fam.pattern!r} is not a regular expression ({exc})") from None
+    raise EliteError(f"prompt {template!r} matches no evaluate.families pattern; add a family (pattern \"\" matches all)")
+
+
+def select_subjects(rows: list[dict], wanted: list[str] | None) -> list[dict]:
+    if wanted is None:
+        return rows
+    by_name = {r["subject"]: r for r in rows}
+    unknown = [w for w in wanted if w not in by_name]
+    if unknown:
+        raise EliteError(f"params evaluate.subjects: {', '.join(unknown)} not in subjects.json (have: {', '.join(by_name)})")
+    return [by_name[w] for w in wanted]
+
+
+def subject_templates(row: dict, cfg) -> list[str]:
+    templates = list(dict.fromkeys(list(cfg.extra_prompts) + spread(list(row["prompts"]), cfg.max_prompts)))
+    for t in cfg.extra_prompts:
+        if "{0}" not in t:
+            raise EliteError(f"params evaluate.extra_prompts: {t!r} needs {{0}} where the concept goes")
+    return templates
+
+
+def fingerprint(*paths: Path) -> str:
+    """SHA-256 over the given files (folders: their files, sorted)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        files = sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() else [Path(path)]
+        for f in files:
+            digest.update(f.name.encode())
+            with open(f, "rb") as fh:
+                while chunk := fh.read(1 << 22):
+                    digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def plan(cfg, subjects: list[dict], concepts: dict[str, tuple[Path, Path]], weights_id: str) -> list[Job]:
+    """Every job of the stage in a fixed order: elite, baseline, sweep; subjects and prompts as listed."""
+    out = Path(cfg.out)
+    sampler = {"steps": cfg.steps, "guidance": cfg.guidance, "scheduler": cfg.scheduler}
+    concept_ids = {s: fingerprint(*paths) for s, paths in concepts.items()}
+    jobs: list[Job] = []
+
+    def add(variant: str, row: dict, template: str, lam: float | None, folder: Path, n: int) -> None:
+        family, _ = family_of(template, cfg.families)
+        text = fill(template, "", row["class"])
+        prompt = text if variant == "baseline" else fill(template, cfg.placeholder, row["class"] if cfg.class_word_in_prompt else "")
+        seeds = tuple(image_seed(cfg.seed, row["subject"], template, i) for i in range(n))
+        settings = {**sampler, "prompt": prompt, "lam": lam, "base": cfg.base,
+                    **({} if variant == "baseline" else {"weights": weights_id, "concept": concept_ids[row["subject"]]})}
+        jobs.append(Job(variant, row["subject"], row["class"], template, family, lam, prompt, text, folder, seeds, settings))
+
+    for row in subjects:
+        slugs = set()
+        for template in subject_templates(row, cfg):
+            name = slug(fill(template, "", row["class"]))
+            if name in slugs:
+                raise EliteError(f"subject {row['subject']!r}: two prompts give the same folder name {name!r}; make them differ")
+            slugs.add(name)
+            add("elite", row, template, family_of(template, cfg.families)[1], out / "elite" / row["subject"] / name,
+                cfg.images_per_prompt)
+    if cfg.baseline:
+        for row in subjects:
+            for template in subject_templates(row, cfg):
+                add("baseline", row, template, None, out / "baseline" / row["subject"] / slug(fill(template, "", row["class"])),
+                    cfg.images_per_prompt)
+    for lam in cfg.sweep_lams:
+        for row in subjects[: cfg.sweep_subjects]:
+            for template in spread(subject_templates(row, cfg), cfg.sweep_prompts):
+                add("sweep", row, template, float(lam),
+                    out / "sweep" / f"lam_{lam:g}" / row["subject"] / slug(fill(template, "", row["class"])), cfg.sweep_images)
+    return jobs
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    m = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+    if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
+        raise EliteError(f"--shard {text!r}: write i/n with 0 <= i < n, e.g. --shard 0/4")
+    return int(m.group(1)), int(m.group(2))
+
+
+def shard_jobs(jobs: list[Job], shard: tuple[int, int] | None) -> list[Job]:
+    if shard is None:
+        return jobs
+    i, n = shard
+    return [job for k, job in enumerate(jobs) if k % n == i]
+
+
+# --- running -------------------------------------------------------------------------------------------------
+def resolve_device(name: str, dtype: str) -> tuple[str, torch.dtype]:
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise EliteError(f"params evaluate.device is {name!r} but no CUDA device is available; use auto or cpu")
+    torch_dtype = getattr(torch, dtype) if device.startswith("cuda") else torch.float32
+    return device, torch_dtype
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+class Sampler:
+    """Loads the ELITE pipeline / the plain SD pipeline on first use; encodes each concept once."""
+
+    def __init__(self, cfg, concepts: dict[str, tuple[Path, Path]], device: str, dtype: torch.dtype) -> None:
+        self.cfg, self.concepts, self.device, self.dtype = cfg, concepts, device, dtype
+        self._elite = self._sd = None
+        self._encoded: dict[str, object] = {}
+
+    def elite(self):
+        if self._elite is None:
+            from elite.pipeline import ElitePipeline
+
+            self._release("_sd")
+            self._elite = ElitePipeline.from_pretrained(self.cfg.base, self.cfg.weights, torch_dtype=self.dtype).to(self.device)
+            self._elite.set_progress_bar_config(disable=True)
+        return self._elite
+
+    def sd(self):
+        if self._sd is None:
+            from diffusers import StableDiffusionPipeline
+
+            from elite.schedulers import make_scheduler
+
+            self._release("_elite")
+            try:
+                sd = StableDiffusionPipeline.from_pretrained(self.cfg.base, safety_checker=None, feature_extractor=None,
+                                                             requires_safety_checker=False, torch_dtype=self.dtype)
+            except (OSError, ValueError) as exc:
+                raise EliteError(f"cannot load Stable Diffusion from {self.cfg.base!r} ({str(exc).splitlines()[0][:200]})") from None
+            sd.scheduler = make_scheduler(self.cfg.scheduler, sd.scheduler.config)
+            sd.set_progress_bar_config(disable=True)
+            self._sd = sd.to(self.device)
+        return self._sd
+
+    def _release(self, name: str) -> None:
+        if getattr(self, name) is not None:
+            setattr(self, name, None)
+            if self.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+
+    def concept(self, subject: str):
+        if subject not in self._encoded:
+            pipe = self.elite()
+            image, mask = self.concepts[subject]
+            _sync(self.device)
+            start = time.perf_counter()
+            self._encoded[subject] = pipe.encode_concept(image, mask)
+            _sync(self.device)
+            seconds = time.perf_counter() - start
+            write_json(Path(self.cfg.out) / "elite" / subject / "concept.json",
+                       {"encode_s": seconds, "image": str(image), "mask": str(mask), "device": self.device})
+        return self._encoded[subject]
+
+    def run(self, job: Job, indices: list[int]) -> None:
+        cfg = self.cfg
+        gens = [torch.Generator().manual_seed(job.seeds[i]) for i in indices]
+        if job.variant == "baseline":
+            pipe, kwargs = self.sd(), {}
+        else:
+            pipe, kwargs = self.elite(), {"concept": self.concept(job.subject), "lam": job.lam, "scheduler": cfg.scheduler}
+        _sync(self.device)
+        start = time.perf_counter()
+        images = pipe(job.prompt, num_inference_steps=cfg.steps, guidance_scale=cfg.guidance, generator=gens,
+                      num_images_per_prompt=len(indices), **kwargs).images
+        _sync(self.device)
+        per_image = (time.perf_counter() - start) / len(indices)
+        for i, img in zip(indices, images):
+            with atomic_file(job.image(i), suffix=".png") as tmp:
+                img.save(tmp, format="PNG")
+            write_json(job.sidecar(i), {"settings": job.settings, "seed": job.seeds[i], "generate_s": per_image,
+                                        "device": self.device, "dtype": str(self.dtype).replace("torch.", "")})
+
+
+def generate(jobs: list[Job], runner: Sampler) -> dict[str, int]:
+    """Generate every missing image of `jobs`; returns counts (generated / skipped)."""
+    todo = sorted(((job, job.missing()) for job in jobs), key=lambda t: t[0].variant == "baseline")  # one model switch
+    total = sum(len(job.seeds) for job in jobs)
+    missing = sum(len(m) for _, m in todo)
+    with tqdm(total=missing, desc="generate", unit="img") as bar:
+        for job, indices in todo:
+            if indices:
+                runner.run(job, indices)
+                bar.update(len(indices))
+    return {"generated": missing, "skipped": total - missing}

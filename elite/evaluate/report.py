@@ -1,0 +1,184 @@
+"""Evaluation outputs: the metrics JSON, one grid per subject, the markdown report, the FiftyOne dataset.
+
+metrics/dreambench.json (DVC metrics; `dvc metrics diff` compares runs):
+    overall  {clip_i, clip_t, dino_i, images}        ELITE over every generated image
+    families {<family>: {...}}  subjects {<subject>: {...}}
+    context  {real: {clip_i, dino_i, pairs}, baseline: {clip_i, clip_t, dino_i, images}}
+    sweep    {lam_<x>: {clip_i, clip_t, dino_i, images}}
+    timing   {encode_s_mean, encode_s_max, generate_s_per_image_mean, baseline_generate_s_per_image_mean,
+              encode_s: {<subject>: s}}
+CLIP-I and DINO-I average over all (generated, real) pairs, so an image weighs by the real images of its
+subject; CLIP-T averages over images.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from elite.evaluate.metrics import Mean
+from elite.io import atomic_file
+
+SCORES = ("clip_i", "clip_t", "dino_i")
+
+
+def aggregate(rows: list[dict]) -> dict:
+    clip_i, dino_i, clip_t = Mean(), Mean(), Mean()
+    for r in rows:
+        clip_i.add(r["clip_i"], r["n_real"])
+        dino_i.add(r["dino_i"], r["n_real"])
+        clip_t.add(r["clip_t"])
+    return {"clip_i": clip_i.value, "clip_t": clip_t.value, "dino_i": dino_i.value, "images": len(rows)}
+
+
+def group(rows: list[dict], key: str) -> dict[str, dict]:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[str(r[key])].append(r)
+    return {name: aggregate(items) for name, items in groups.items()}
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def build_metrics(rows: list[dict], real: dict[str, dict], encode_s: dict[str, float]) -> dict:
+    """rows: per-image scores of every variant; real: per-subject real-vs-real {clip_i, dino_i, pairs}."""
+    by_variant: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_variant[r["variant"]].append(r)
+    elite, baseline = by_variant["elite"], by_variant["baseline"]
+    real_clip, real_dino = Mean(), Mean()
+    for value in real.values():
+        real_clip.add(value["clip_i"], value["pairs"])
+        real_dino.add(value["dino_i"], value["pairs"])
+    context = {"real": {"clip_i": real_clip.value, "dino_i": real_dino.value, "pairs": sum(v["pairs"] for v in real.values())}}
+    if baseline:
+        context["baseline"] = aggregate(baseline)
+    sweep = {f"lam_{lam:g}": agg for lam, agg in ((float(k), v) for k, v in group(by_variant["sweep"], "lam").items())}
+    times = list(encode_s.values())
+    timing = {
+        "encode_s_mean": _mean(times), "encode_s_max": max(times) if times else None, "encode_s": dict(encode_s),
+        "generate_s_per_image_mean": _mean([r["generate_s"] for r in elite if r["generate_s"] is not None]),
+        "baseline_generate_s_per_image_mean": _mean([r["generate_s"] for r in baseline if r["generate_s"] is not None]),
+    }
+    return {"overall": aggregate(elite), "families": group(elite, "family"), "subjects": group(elite, "subject"),
+            "context": context, "sweep": sweep, "timing": timing}
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves as dotted keys (for MLflow metrics)."""
+    out: dict[str, float] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+# --- grids -----------------------------------------------------------------------------------------------
+def _tile(img: Image.Image, size: int) -> Image.Image:
+    img = img.convert("RGB")
+    scale = size / max(img.size)
+    img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BICUBIC)
+    canvas = Image.new("RGB", (size, size), (255, 255, 255))
+    canvas.paste(img, ((size - img.width) // 2, (size - img.height) // 2))
+    return canvas
+
+
+def masked(image: Image.Image, mask: Image.Image) -> Image.Image:
+    """The concept as the local branch sees it: background black."""
+    black = Image.new("RGB", image.size)
+    return Image.composite(image.convert("RGB"), black, mask.convert("L").resize(image.size, Image.NEAREST))
+
+
+def make_grid(concept: list[Image.Image], rows: list[tuple[str, list[Image.Image]]], tile: int) -> Image.Image:
+    """Column 0: the concept image (and its masked version); then one row per prompt with its images."""
+    label_h = max(12, tile // 8)
+    cols = 1 + max((len(images) for _, images in rows), default=0)
+    grid = Image.new("RGB", (cols * tile, max(len(rows), len(concept)) * (tile + label_h)), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    for r, img in enumerate(concept):
+        y = r * (tile + label_h)
+        draw.text((2, y + 1), "concept" if r == 0 else "masked", fill=(0, 0, 0))
+        grid.paste(_tile(img, tile), (0, y + label_h))
+    for r, (label, images) in enumerate(rows):
+        y = r * (tile + label_h)
+        draw.text((tile + 2, y + 1), label, fill=(0, 0, 0))
+        for c, img in enumerate(images):
+            grid.paste(_tile(img, tile), ((c + 1) * tile, y + label_h))
+    return grid
+
+
+def save_image(img: Image.Image, path: Path) -> Path:
+    with atomic_file(path, suffix=".png") as tmp:
+        img.save(tmp, format="PNG")
+    return path
+
+
+# --- markdown ----------------------------------------------------------------------------------------------
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]]
+
+
+def write_report(path: Path, metrics: dict, settings: dict, grids: dict[str, Path]) -> None:
+    ctx = metrics["context"]
+    lines = ["# DreamBench evaluation", "", "Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()), "",
+             "CLIP-I / DINO-I: mean cosine over all (generated, real) pairs of a subject; CLIP-T: generated image vs "
+             "the prompt with the class word instead of S*.", "", "## Overall", ""]
+    rows = [["ELITE", metrics["overall"]["clip_t"], metrics["overall"]["clip_i"], metrics["overall"]["dino_i"], metrics["overall"]["images"]]]
+    if "baseline" in ctx:
+        b = ctx["baseline"]
+        rows.append(["base model, class word (no concept)", b["clip_t"], b["clip_i"], b["dino_i"], b["images"]])
+    rows.append(["real vs real (upper bound)", None, ctx["real"]["clip_i"], ctx["real"]["dino_i"], None])
+    lines += _table(["", "CLIP-T", "CLIP-I", "DINO-I", "images"], rows)
+    for title, key in (("Per prompt family", "families"), ("Per subject", "subjects")):
+        lines += ["", f"## {title}", ""]
+        lines += _table(["", "CLIP-T", "CLIP-I", "DINO-I", "images"],
+                        [[name, v["clip_t"], v["clip_i"], v["dino_i"], v["images"]] for name, v in metrics[key].items()])
+    if metrics["sweep"]:
+        from elite.evaluate.sweep import sweep_rows
+
+        lines += ["", "## Lambda sweep", ""]
+        lines += _table(["lambda", "CLIP-T", "CLIP-I", "DINO-I", "images"],
+                        [[f"{r['lam']:g}", r["clip_t"], r["clip_i"], r["dino_i"], r["images"]] for r in sweep_rows(metrics["sweep"])])
+    t = metrics["timing"]
+    lines += ["", "## Timing", "", f"- encode per concept: mean {_fmt(t['encode_s_mean'])} s, max {_fmt(t['encode_s_max'])} s",
+              f"- generation per image (ELITE): {_fmt(t['generate_s_per_image_mean'])} s",
+              f"- generation per image (base model): {_fmt(t['baseline_generate_s_per_image_mean'])} s", "", "## Grids", ""]
+    if (path.parent / "lambda_sweep.png").is_file():
+        lines[lines.index("## Timing"):lines.index("## Timing")] = ["![lambda sweep](lambda_sweep.png)", ""]
+    for subject, grid in grids.items():
+        lines += [f"### {subject}", "", f"![{subject}]({grid.relative_to(path.parent).as_posix()})", ""]
+    with atomic_file(path, suffix=".md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+# --- FiftyOne ---------------------------------------------------------------------------------------------
+FIELDS = ("variant", "subject", "class", "live", "family", "prompt", "text", "lam", "index", "seed",
+          *SCORES, "generate_s")
+
+
+def write_fiftyone(name: str, rows: list[dict]) -> int:
+    """A persistent FiftyOne dataset (replaced if it exists): one sample per generated image with its scores."""
+    import fiftyone as fo
+
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+    dataset = fo.Dataset(name, persistent=True)
+    samples = []
+    for r in rows:
+        sample = fo.Sample(filepath=str(Path(r["path"]).resolve()), tags=[r["variant"], r["subject"]])
+        for key in FIELDS:
+            sample["class_word" if key == "class" else key] = r[key]  # `class` reads badly in queries
+        samples.append(sample)
+    dataset.add_samples(samples)
+    return len(dataset)

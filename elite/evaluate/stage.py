@@ -1,0 +1,197 @@
+"""The `evaluate` stage: generate DreamBench images with ELITE (and the context rows), score, report.
+
+`elite evaluate` generates whatever is missing, then scores everything and writes metrics/dreambench.json,
+plots/lambda_sweep.csv, data/eval/ (images, grids, report.md, scores.jsonl), a FiftyOne dataset, and an
+MLflow run. `elite evaluate --shard i/n` only generates its share of the images (for parallel GPU
+workers); a final `elite evaluate` then finds them, fills any gap and scores.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from tqdm import tqdm
+
+from elite.errors import EliteError
+from elite.evaluate.dreambench import read_subjects
+from elite.evaluate.generate import Job, Sampler, fingerprint, generate, parse_shard, plan, resolve_device, select_subjects, shard_jobs
+from elite.images import open_image, open_mask
+from elite.evaluate.report import flatten
+from elite.io import atomic_file, write_json
+
+log = logging.getLogger(__name__)
+
+
+def concept_inputs(cfg, rows: list[dict]) -> dict[str, tuple[Path, Path]]:
+    """subject -> (concept image, its mask from the mask stage); every one must exist."""
+    out = {}
+    for row in rows:
+        images = row["images"]
+        if cfg.concept_image >= len(images):
+            raise EliteError(f"params evaluate.concept_image is {cfg.concept_image} but subject {row['subject']!r} "
+                             f"has {len(images)} image(s)")
+        image = Path(images[cfg.concept_image])
+        if not image.is_file():
+            raise EliteError(f"{image}: concept image of subject {row['subject']!r} not found; run `elite dreambench`")
+        mask = Path(cfg.masks) / f"{row['subject']}.png"
+        if not mask.is_file():
+            raise EliteError(f"{mask}: SAM mask of subject {row['subject']!r} not found; run `elite mask` first "
+                             f"(it writes {cfg.masks}/<subject>.png for each DreamBench subject)")
+        out[row["subject"]] = (image, mask)
+    return out
+
+
+def check_weights(path: str) -> Path:
+    weights = Path(path)
+    if not (weights / "elite_config.json").is_file():
+        raise EliteError(f"{weights}: no ELITE weights (elite_config.json); train them (`elite train-local`) or set "
+                         f"evaluate.weights to models/pretrained/elite or an `elite import-official` folder")
+    return weights
+
+
+def score(jobs: list[Job], rows: list[dict], cfg, device: str) -> tuple[list[dict], dict[str, dict]]:
+    """Per-image CLIP-I / CLIP-T / DINO-I of every job, and real-vs-real per subject."""
+    from elite.evaluate.metrics import ClipEmbedder, DinoEmbedder, cosine_to_set, mean_distinct_pair_cosine, paired_cosine
+
+    clip = ClipEmbedder(cfg.clip_model, device, cfg.metric_batch)
+    dino = DinoEmbedder(cfg.dino_model, device, cfg.metric_batch)
+    info = {r["subject"]: r for r in rows}
+    real, real_stats = {}, {}
+    for row in tqdm(rows, desc="embed real images", unit="subject"):
+        images = [open_image(p) for p in row["images"]]
+        c, d = clip.images(images), dino.images(images)
+        real[row["subject"]] = (c, d)
+        n = len(images)
+        real_stats[row["subject"]] = {"clip_i": mean_distinct_pair_cosine(c), "dino_i": mean_distinct_pair_cosine(d),
+                                      "pairs": n * (n - 1)}
+    scored = []
+    for job in tqdm(jobs, desc="score", unit="prompt"):
+        images = [open_image(job.image(i)) for i in range(len(job.seeds))]
+        c, d = clip.images(images), dino.images(images)
+        text = clip.texts([job.text]).expand(len(images), -1)
+        real_c, real_d = real[job.subject]
+        clip_i, dino_i, clip_t = cosine_to_set(c, real_c), cosine_to_set(d, real_d), paired_cosine(c, text)
+        for i in range(len(images)):
+            meta = json.loads(job.sidecar(i).read_text())
+            scored.append({
+                "variant": job.variant, "subject": job.subject, "class": job.class_word, "live": info[job.subject]["live"],
+                "family": job.family, "template": job.template, "prompt": job.prompt, "text": job.text, "lam": job.lam,
+                "index": i, "seed": job.seeds[i], "path": job.image(i).as_posix(), "n_real": len(real_c),
+                "clip_i": float(clip_i[i]), "clip_t": float(clip_t[i]), "dino_i": float(dino_i[i]),
+                "generate_s": meta.get("generate_s"),
+            })
+    return scored, real_stats
+
+
+def encode_times(cfg, rows: list[dict]) -> dict[str, float]:
+    out = {}
+    for row in rows:
+        path = Path(cfg.out) / "elite" / row["subject"] / "concept.json"
+        if path.is_file():
+            out[row["subject"]] = json.loads(path.read_text())["encode_s"]
+    return out
+
+
+def grids(cfg, jobs: list[Job], concepts: dict[str, tuple[Path, Path]]) -> dict[str, Path]:
+    from PIL import Image
+
+    from elite.evaluate.report import make_grid, masked, save_image
+
+    out = {}
+    for subject, (image_path, mask_path) in concepts.items():
+        image = open_image(image_path)
+        concept = [image, masked(image, open_mask(mask_path, image.size))]
+        rows = []
+        for job in (j for j in jobs if j.variant == "elite" and j.subject == subject):
+            images = []
+            for i in range(len(job.seeds)):
+                with Image.open(job.image(i)) as img:
+                    images.append(img.convert("RGB"))
+            rows.append((f"{job.prompt} (lambda {job.lam:g})", images))
+        out[subject] = save_image(make_grid(concept, rows, cfg.grid_tile), Path(cfg.out) / "grids" / f"{subject}.png")
+    return out
+
+
+def run_evaluate(params, shard: str | None = None) -> dict | None:
+    """The stage. Returns the metrics (None for a shard run, which only generates)."""
+    cfg = params.evaluate
+    shard_t = parse_shard(shard)
+    rows = select_subjects(read_subjects(cfg.subjects_file), cfg.subjects)
+    concepts = concept_inputs(cfg, rows)
+    weights = check_weights(cfg.weights)
+    jobs = plan(cfg, rows, concepts, fingerprint(weights))
+    device, dtype = resolve_device(cfg.device, cfg.dtype)
+    if shard_t is not None:
+        mine = shard_jobs(jobs, shard_t)
+        counts = generate(mine, Sampler(cfg, concepts, device, dtype))
+        print(f"shard {shard}: {len(mine)} of {len(jobs)} prompts; generated {counts['generated']} images, "
+              f"{counts['skipped']} already there")
+        return None
+
+    from elite.tracking import stage_run
+
+    flat_params = {"profile": params.profile, **{f"evaluate.{k}": v for k, v in cfg.model_dump().items()}}
+    with stage_run("evaluate", flat_params):
+        import mlflow
+
+        counts = generate(jobs, Sampler(cfg, concepts, device, dtype))
+        scored, real = score(jobs, rows, cfg, device)
+        metrics, grid_paths = write_outputs(cfg, params.profile, jobs, rows, concepts, scored, real, device)
+        mlflow.log_metrics({**flatten(metrics), "images_generated": counts["generated"], "images_skipped": counts["skipped"]})
+        _log_artifacts(mlflow, cfg, metrics, grid_paths)
+    print(f"evaluate: {counts['generated']} images generated, {counts['skipped']} reused; "
+          f"CLIP-T {_f(metrics['overall']['clip_t'])}  CLIP-I {_f(metrics['overall']['clip_i'])}  "
+          f"DINO-I {_f(metrics['overall']['dino_i'])}  -> {cfg.metrics}, {Path(cfg.out) / 'report.md'}")
+    return metrics
+
+
+def _f(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def write_outputs(cfg, profile: str, jobs, rows, concepts, scored, real, device: str) -> tuple[dict, dict[str, Path]]:
+    from elite.evaluate.report import build_metrics, write_fiftyone, write_report
+    from elite.evaluate.sweep import sweep_figure, sweep_rows, write_sweep_csv
+
+    out = Path(cfg.out)
+    metrics = build_metrics(scored, real, encode_times(cfg, rows))
+    write_json(Path(cfg.metrics), metrics)
+    with atomic_file(out / "scores.jsonl", suffix=".jsonl") as tmp:
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in scored))
+    sweep = sweep_rows(metrics["sweep"])
+    write_sweep_csv(Path(cfg.sweep_csv), sweep)
+    if sweep:
+        fig = sweep_figure(sweep)
+        with atomic_file(out / "lambda_sweep.png", suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=100)
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    grid_paths = grids(cfg, jobs, concepts)
+    settings = {"profile": profile, "weights": cfg.weights, "steps": cfg.steps, "guidance": cfg.guidance,
+                "scheduler": cfg.scheduler, "images_per_prompt": cfg.images_per_prompt, "device": device}
+    write_report(out / "report.md", metrics, settings, grid_paths)
+    if cfg.fiftyone_dataset:
+        n = write_fiftyone(cfg.fiftyone_dataset, scored)
+        print(f"FiftyOne dataset {cfg.fiftyone_dataset!r}: {n} samples (sort by dino_i in the App: `fiftyone app launch`)")
+    return metrics, grid_paths
+
+
+def _log_artifacts(mlflow, cfg, metrics: dict, grid_paths: dict[str, Path]) -> None:
+    out = Path(cfg.out)
+    if metrics["sweep"]:
+        from elite.evaluate.sweep import sweep_figure, sweep_rows
+
+        import matplotlib.pyplot as plt
+
+        fig = sweep_figure(sweep_rows(metrics["sweep"]))
+        mlflow.log_figure(fig, "lambda_sweep.png")
+        plt.close(fig)
+    for grid in grid_paths.values():
+        mlflow.log_artifact(str(grid), "grids")
+    mlflow.log_artifact(str(out / "report.md"))
+    mlflow.log_artifact(str(cfg.metrics))
+    if cfg.fiftyone_dataset:
+        mlflow.set_tag("fiftyone_dataset", cfg.fiftyone_dataset)

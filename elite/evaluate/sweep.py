@@ -1,0 +1,52 @@
+"""The lambda sweep (paper Fig. 12): CLIP-I / CLIP-T / DINO-I per lambda as a DVC plot CSV and a figure."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from elite.io import atomic_file
+
+COLUMNS = ("lam", "clip_i", "clip_t", "dino_i", "images")
+
+
+def sweep_rows(sweep: dict[str, dict]) -> list[dict]:
+    """metrics["sweep"] ({"lam_0.6": {...}}) -> rows sorted by lambda."""
+    return sorted(({"lam": float(key.removeprefix("lam_")), **value} for key, value in sweep.items()), key=lambda r: r["lam"])
+
+
+def write_sweep_csv(path: Path, rows: list[dict]) -> None:
+    """The DVC plot: one row per lambda (x = lam; y = clip_i, clip_t, dino_i)."""
+    with atomic_file(Path(path), suffix=".csv") as tmp:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: ("" if row.get(k) is None else round(row[k], 6) if isinstance(row[k], float) else row[k])
+                                 for k in COLUMNS})
+
+
+def sweep_figure(rows: list[dict]):
+    """Left: each score against lambda. Right: the CLIP-I / CLIP-T trade-off, points labelled by lambda."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    lams = [r["lam"] for r in rows]
+    for key, label in (("clip_i", "CLIP-I"), ("clip_t", "CLIP-T"), ("dino_i", "DINO-I")):
+        left.plot(lams, [r[key] for r in rows], marker="o", label=label)
+    left.set_xlabel("lambda (local branch weight)")
+    left.set_ylabel("score")
+    left.legend()
+    left.grid(alpha=0.3)
+    right.plot([r["clip_i"] for r in rows], [r["clip_t"] for r in rows], marker="o")
+    for r in rows:
+        right.annotate(f"{r['lam']:g}", (r["clip_i"], r["clip_t"]), textcoords="offset points", xytext=(4, 4))
+    right.set_xlabel("CLIP-I (image alignment)")
+    right.set_ylabel("CLIP-T (text alignment)")
+    right.grid(alpha=0.3)
+    fig.suptitle("ELITE lambda sweep")
+    fig.tight_layout()
+    return fig
