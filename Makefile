@@ -21,13 +21,13 @@ $(STAMP): pyproject.toml
 # The pipeline: `dvc repro` runs the stages of dvc.yaml that are not up to date (smoke profile by default).
 # With a DVC remote configured, outputs already pushed there are pulled instead of recomputed.
 run: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro $$($(BIN)/dvc remote list | grep -q . && echo --pull)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro $$($(BIN)/dvc remote list | grep -q . && echo --pull)
 
 # Local Prefect server (SQLite in PREFECT_HOME, default .prefect/; 127.0.0.1:PREFECT_PORT) serving elite/full and
 # elite/smoke; with PREFECT_API_URL set, serves them to that server instead. See README "Orchestration".
 PREFECT_PORT ?= 4200
 serve: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.serve --port $(PREFECT_PORT)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m flows.serve --port $(PREFECT_PORT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

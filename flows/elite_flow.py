@@ -64,9 +64,24 @@ def plan_shards(repo: str, stage: str, env: dict[str, str]) -> bool:
 @task(name="shard", cache_policy=NO_CACHE)
 def run_shard(repo: str, stage: str, index: int, count: int, env: dict[str, str]) -> int:
     """`<stage cmd> --shard index/count` in the checkout (on a Dask worker: the same path must exist there)."""
+    log = _log()
+    log(f"shard {index}/{count} of {stage} {_where()}")
     spec = S.select(S.load_stages(Path(repo)), [stage])[0]
-    S.run_logged(S.shard_command(spec, index, count), Path(repo), S.tool_env(env), _log())
+    S.run_logged(S.shard_command(spec, index, count), Path(repo), S.tool_env(env), log)
     return index
+
+
+def _where() -> str:
+    """Which Dask worker (or process) runs this task."""
+    import os
+    import socket
+
+    try:
+        from distributed import get_worker
+
+        return f"on Dask worker {get_worker().address} (host {socket.gethostname()}, pid {os.getpid()})"
+    except (ImportError, ValueError):
+        return f"in process {os.getpid()} on {socket.gethostname()}"
 
 
 @task(name="finish-shards", cache_policy=NO_CACHE)

@@ -1,0 +1,61 @@
+"""Fixtures of the pipeline tests: a throwaway git copy of this checkout, and (once per session) a real
+Prefect server on loopback serving the deployments of that copy, with `elite/smoke` run through it:
+the whole smoke pipeline, its mask and evaluate shards on a local 2-worker Dask cluster."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from pipeline_helpers import (BIN, REPO, SHARDS, SmokeRun, api, copy_checkout, free_port, run, stage_env, stop_process,
+                              wait_for)
+
+
+@pytest.fixture(scope="session")
+def pipeline_copy(session_tmp) -> Path:
+    return copy_checkout(session_tmp / "pipeline-repo")
+
+
+@pytest.fixture(scope="session")
+def served(pipeline_copy, session_tmp):
+    """`python -m flows.serve` in the copy: a Prefect server on a free loopback port (own PREFECT_HOME,
+    SQLite) serving elite/full and elite/smoke. Stopped (server included) at the end of the session."""
+    port = free_port()
+    traces = session_tmp / "import-traces"
+    traces.mkdir()
+    env = stage_env(pipeline_copy, PREFECT_HOME=str(session_tmp / "prefect-pipeline"), ELITE_IMPORT_TRACE=str(traces))
+    log = session_tmp / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "flows.serve", "--port", str(port)], cwd=pipeline_copy, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}/api"
+    try:
+        wait_for(lambda: api(base, "/deployments/name/elite/smoke") and api(base, "/deployments/name/elite/full"), 240,
+                 "serving elite/full and elite/smoke", proc, log)
+        yield dict(env, PREFECT_API_URL=base), base, traces, log, proc
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(served, pipeline_copy) -> SmokeRun:
+    """`prefect deployment run elite/smoke --watch`, the mask/evaluate shards on a local 2-worker Dask cluster."""
+    env, base, traces, log, _ = served
+    start = time.monotonic()
+    proc = run([str(BIN / "prefect"), "deployment", "run", "elite/smoke", "--watch", "--watch-interval", "2",
+                "-p", f"shards={SHARDS}", "-p", "dask_workers=2"], pipeline_copy, env, timeout=1500)
+    seconds = time.monotonic() - start
+    output = proc.stdout + proc.stderr
+    match = re.search(r"UUID:\s*([0-9a-f-]{36})", output)
+    assert match, f"no flow run id in:\n{output}"
+    print(f"elite/smoke through Prefect: {seconds:.0f} s")
+    return SmokeRun(pipeline_copy, env, base, match.group(1), proc.returncode, output, traces, log, seconds)
+
+
+@pytest.fixture(scope="session")
+def dvc_yaml() -> dict:
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())

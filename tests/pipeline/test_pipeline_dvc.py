@@ -1,0 +1,163 @@
+"""dvc.yaml as DVC sees it: each stage reads `profile` + its own params section, a params change reruns
+exactly its stage and what is downstream, a second `make run` is a fast no-op, and the outputs go to a
+DVC remote and come back into a fresh clone."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from pipeline_helpers import BIN, REPO, copy_checkout, dvc, git, run, stage_env
+
+SECTION = {"prepare_models": "models"}  # stage -> its params.yaml section, where the names differ
+STAGES = ["prepare_models", "download", "curate", "dreambench", "mask", "train_global", "train_local", "evaluate",
+          "register"]
+
+
+def stage_section(stage: str) -> str:
+    return SECTION.get(stage, stage)
+
+
+def status(repo: Path, env: dict) -> set[str]:
+    return set(json.loads(dvc(repo, env, "status", "--json") or "{}"))
+
+
+def bump_first_scalar(params_file: Path, section: str) -> None:
+    """Change the first top-level number, string or bool of `section` in place (comments kept)."""
+    text = params_file.read_text()
+    values = yaml.safe_load(text)[section]
+    key, value = next((k, v) for k, v in values.items() if isinstance(v, (int, float, str, bool)) and k not in ("smoke", "paper"))
+    new = (not value) if isinstance(value, bool) else value * 2 + 1 if isinstance(value, (int, float)) else f"{value}x"
+    block = re.search(rf"^{section}:\n(?:[ #].*\n|\n)*", text, re.MULTILINE)
+    line = re.compile(rf"^(  {key}:[ \t]*)([^#\n]*?)([ \t]*(#.*)?)$", re.MULTILINE)
+    body = line.sub(lambda m: f"{m.group(1)}{json.dumps(new)}{m.group(3)}", block.group(0), count=1)
+    params_file.write_text(text[: block.start()] + body + text[block.end():])
+    assert yaml.safe_load(params_file.read_text())[section][key] == new
+
+
+def test_stages_follow_the_contract(dvc_yaml):
+    stages = dvc_yaml["stages"]
+    assert list(stages) == STAGES
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for name, spec in stages.items():
+        assert spec["cmd"] == f"elite {name.replace('_', '-')}"
+        assert spec["params"] == ["profile", stage_section(name)], name
+        assert stage_section(name) in params, f"params.yaml has no section {stage_section(name)} for stage {name}"
+        for kind in ("metrics", "plots"):
+            for entry in spec.get(kind, []):
+                ((path, opts),) = entry.items()
+                assert opts["cache"] is False, f"{name}: {path} must be kept in git (cache: false)"
+        for dep in spec.get("deps", []):
+            assert (REPO / dep).exists() or any(dep == o or dep.startswith(o + "/") for other in stages.values()
+                                                for o in _outs(other)), f"{name}: dep {dep} is neither code nor an output"
+
+
+def _outs(spec: dict) -> list[str]:
+    return [next(iter(e)) if isinstance(e, dict) else e for kind in ("outs", "metrics", "plots") for e in spec.get(kind, [])]
+
+
+@pytest.fixture(scope="module")
+def placeholder_repo(session_tmp):
+    """A copy whose stage outputs are placeholders recorded with `dvc commit`: DVC's own view of the
+    graph and params, without running the (slower) stage commands."""
+    repo = copy_checkout(session_tmp / "dag-repo")
+    env = stage_env(repo)
+    write_outputs(repo, yaml.safe_load((repo / "dvc.yaml").read_text())["stages"], STAGES, "v1")
+    dvc(repo, env, "commit", "--force")
+    assert status(repo, env) == set()
+    return repo, env
+
+
+def write_outputs(repo: Path, stages: dict, names: list[str], tag: str) -> None:
+    for name in names:
+        for out in _outs(stages[name]):
+            path = repo / out
+            target = path if Path(out).suffix else path / "placeholder.txt"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps({"stage": name, "version": tag}) + "\n")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_params_section_invalidates_only_its_stage(placeholder_repo, stage):
+    repo, env = placeholder_repo
+    original = (repo / "params.yaml").read_text()
+    try:
+        bump_first_scalar(repo / "params.yaml", stage_section(stage))
+        assert status(repo, env) == {stage}
+    finally:
+        (repo / "params.yaml").write_text(original)
+    assert status(repo, env) == set()
+
+
+def test_train_local_change_reruns_train_local_evaluate_register(placeholder_repo):
+    """Stage by stage, as `dvc repro` would go: after train_local.* changes only train_local is stale;
+    once it has new outputs, evaluate and register are; nothing upstream ever is."""
+    repo, env = placeholder_repo
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    original = (repo / "params.yaml").read_text()
+    try:
+        bump_first_scalar(repo / "params.yaml", "train_local")
+        assert status(repo, env) == {"train_local"}
+        write_outputs(repo, stages, ["train_local"], "v2")
+        dvc(repo, env, "commit", "--force", "train_local")
+        assert status(repo, env) == {"evaluate", "register"}
+        write_outputs(repo, stages, ["evaluate"], "v2")
+        dvc(repo, env, "commit", "--force", "evaluate")
+        assert status(repo, env) == {"register"}
+    finally:
+        (repo / "params.yaml").write_text(original)
+        write_outputs(repo, stages, STAGES, "v1")
+        dvc(repo, env, "commit", "--force")
+
+
+# --- on the copy the smoke pipeline really ran in (tests/pipeline/test_pipeline_prefect.py) -----------
+
+@pytest.mark.slow
+def test_second_make_run_is_a_fast_noop(smoke_run):
+    assert smoke_run.returncode == 0
+    stamp = f"{BIN.parent}/.installed"
+    start = time.monotonic()
+    proc = run(["make", "-s", "-o", stamp, "run", f"VENV={BIN.parent}"], smoke_run.repo, stage_env(smoke_run.repo))
+    seconds = time.monotonic() - start
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Data and pipelines are up to date." in proc.stdout + proc.stderr
+    assert "Running stage" not in proc.stdout
+    assert seconds <= 10, f"a no-op `make run` took {seconds:.1f} s"
+
+
+@pytest.mark.slow
+def test_train_local_params_make_only_train_local_stale(smoke_run):
+    env = stage_env(smoke_run.repo)
+    original = (smoke_run.repo / "params.yaml").read_text()
+    assert status(smoke_run.repo, env) == set()
+    try:
+        bump_first_scalar(smoke_run.repo / "params.yaml", "train_local")
+        assert status(smoke_run.repo, env) == {"train_local"}
+    finally:
+        (smoke_run.repo / "params.yaml").write_text(original)
+    assert status(smoke_run.repo, env) == set()
+
+
+@pytest.mark.slow
+def test_remote_push_then_pull_into_a_fresh_clone(smoke_run, session_tmp):
+    repo, env = smoke_run.repo, stage_env(smoke_run.repo)
+    remote = session_tmp / "dvc-remote"
+    dvc(repo, env, "remote", "add", "--default", "storage", str(remote))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "pipeline results")
+    dvc(repo, env, "push")
+    assert any(p.is_file() for p in remote.rglob("*"))
+
+    clone = session_tmp / "fresh-clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    assert not (clone / "models").exists()
+    clone_env = stage_env(clone)
+    dvc(clone, clone_env, "pull")
+    assert status(clone, clone_env) == set()
+    for out in ("models/elite/elite.safetensors", "data/curated/global.jsonl", "metrics/dreambench.json"):
+        assert (clone / out).read_bytes() == (repo / out).read_bytes(), out

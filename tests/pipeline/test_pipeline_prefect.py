@@ -1,0 +1,185 @@
+"""The smoke pipeline through Prefect: a real server on loopback serving elite/full and elite/smoke from
+a copy of the checkout, `prefect deployment run elite/smoke --watch` to Completed, then what the run left
+behind: one task per stage, shards on Dask workers, streamed logs, the metrics artifact, the MLflow
+parent run, and the code each stage imported against its dvc.yaml deps."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipeline_helpers import BIN, SHARDS, api, free_port, run, stop_process
+
+pytestmark = pytest.mark.slow
+
+SHARDED = ("mask", "evaluate")
+# imported by the CLI for every command, or not changing what a stage writes: never listed as deps
+GLUE_FILES = {"elite/__init__.py", "elite/cli.py", "elite/errors.py", "elite/io.py", "elite/tracking.py"}
+GLUE_DIRS = ("elite/commands/", "elite/config/")
+
+
+def is_glue(root: Path, rel: str) -> bool:
+    if rel in GLUE_FILES or rel.startswith(GLUE_DIRS):
+        return True
+    if rel.endswith("/__init__.py"):  # a package docstring changes nothing
+        body = ast.parse((root / rel).read_text()).body
+        return all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body)
+    return False
+
+
+def task_runs(base: str, flow_run_id: str) -> list[dict]:
+    """Task runs of the flow run and of its nested flow runs (the shards)."""
+    runs = api(base, "/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}, "limit": 200})
+    ids = {r["id"] for r in runs}
+    for child in api(base, "/flow_runs/filter", {"limit": 200}):
+        if child.get("parent_task_run_id") in ids:
+            runs += api(base, "/task_runs/filter", {"flow_runs": {"id": {"any_": [child["id"]]}}, "limit": 200})
+    return runs
+
+
+def task_logs(base: str, task_run_id: str) -> list[str]:
+    logs = api(base, "/logs/filter", {"logs": {"task_run_id": {"any_": [task_run_id]}}, "limit": 200, "sort": "TIMESTAMP_ASC"})
+    return [entry["message"] for entry in logs]
+
+
+def by_name(runs: list[dict]) -> dict[str, dict]:
+    return {r["name"]: r for r in runs}
+
+
+def test_smoke_deployment_completes(smoke_run):
+    assert smoke_run.returncode == 0, smoke_run.output[-6000:] + smoke_run.serve_log.read_text()[-6000:]
+    assert "Completed" in smoke_run.output
+    assert api(smoke_run.api, f"/flow_runs/{smoke_run.flow_run_id}")["state"]["type"] == "COMPLETED"
+
+
+def test_one_task_per_stage_in_dvc_order(smoke_run, dvc_yaml):
+    runs = task_runs(smoke_run.api, smoke_run.flow_run_id)
+    assert all(r["state"]["type"] == "COMPLETED" for r in runs), [(r["name"], r["state"]["type"]) for r in runs]
+    names = [r["name"] for r in runs]
+    stages = list(dvc_yaml["stages"])
+    for stage in stages:
+        assert names.count(stage) == 1, f"{stage}: {names}"
+    started = sorted((r for r in runs if r["name"] in stages), key=lambda r: r["start_time"])
+    assert [r["name"] for r in started] == stages
+    for stage in SHARDED:
+        assert {f"{stage}[{i}/{SHARDS}]" for i in range(SHARDS)} <= set(names)
+
+
+def test_shards_ran_on_the_dask_workers(smoke_run):
+    runs = by_name(task_runs(smoke_run.api, smoke_run.flow_run_id))
+    workers = set()
+    for stage in SHARDED:
+        for i in range(SHARDS):
+            logs = task_logs(smoke_run.api, runs[f"{stage}[{i}/{SHARDS}]"]["id"])
+            where = [line for line in logs if line.startswith("shard ")]
+            assert where and "Dask worker" in where[0], logs[:5]
+            workers.add(where[0].split("Dask worker ")[1].split()[0])
+    assert len(workers) == 2, workers  # both workers of the local cluster did shard work
+
+
+def test_stage_output_is_streamed_into_task_logs(smoke_run):
+    runs = by_name(task_runs(smoke_run.api, smoke_run.flow_run_id))
+    logs = task_logs(smoke_run.api, runs["train_global"]["id"])
+    assert "Running stage 'train_global':" in logs
+    assert "> elite train-global" in logs
+    assert len(logs) > 3
+
+
+def flat_keys(value, prefix: str = "") -> list[str]:
+    if isinstance(value, dict):
+        return [k for key, item in value.items() for k in flat_keys(item, f"{prefix}.{key}" if prefix else str(key))]
+    return [prefix] if isinstance(value, (int, float, str, bool)) or value is None else []
+
+
+def test_metrics_artifact(smoke_run, dvc_yaml):
+    arts = api(smoke_run.api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["elite-metrics"]},
+                                                                  "flow_run_id": {"any_": [smoke_run.flow_run_id]}}})
+    assert len(arts) == 1 and arts[0]["type"] == "markdown"
+    markdown = arts[0]["data"]
+    for stage in dvc_yaml["stages"]:
+        assert f"| {stage} | " in markdown
+    section = markdown.split("## metrics/dreambench.json\n")[1].split("\n## ")[0]
+    rows = {line.split(" | ")[0].lstrip("| ") for line in section.splitlines() if line.startswith("| ")}
+    expected = flat_keys(json.loads((smoke_run.repo / "metrics/dreambench.json").read_text()))
+    assert expected and set(expected) <= rows
+
+
+def test_mlflow_parent_run_nests_the_stage_runs(smoke_run):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(smoke_run.env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("elite")
+    runs = client.search_runs([experiment.experiment_id], max_results=500)
+    parents = [r for r in runs if r.data.tags.get("prefect.flow_run_id") == smoke_run.flow_run_id]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert {r.data.tags.get("stage") for r in children} >= {"train_global", "train_local", "evaluate", "register"}
+    orphans = [r.info.run_name for r in runs if r is not parent and "mlflow.parentRunId" not in r.data.tags]
+    assert not orphans, f"stage runs not nested under the pipeline run: {orphans}"
+    assert any(key.startswith("dreambench/") for key in parent.data.metrics)
+
+
+def test_stage_deps_cover_the_code_each_stage_imports(smoke_run, dvc_yaml):
+    """Every elite/ module an `elite` stage process imported is a dep of that stage in dvc.yaml
+    (up to the CLI glue that every command imports)."""
+    command_stage = {spec["cmd"].split()[1]: name for name, spec in dvc_yaml["stages"].items()}
+    root = smoke_run.repo.resolve()
+    traces = [json.loads(p.read_text()) for p in smoke_run.traces.glob("*.json")]
+    seen = set()
+    for trace in traces:
+        command = next((a for a in trace["argv"] if not a.startswith("-")), None)
+        stage = command_stage.get(command)
+        if stage is None:
+            continue
+        seen.add(stage)
+        deps = [d.rstrip("/") for d in dvc_yaml["stages"][stage].get("deps", [])]
+        missing = set()
+        for file in trace["files"]:
+            path = Path(file).resolve()
+            assert path.is_relative_to(root), f"{stage} imported {path}, outside the pipeline's checkout"
+            rel = path.relative_to(root).as_posix()
+            if is_glue(root, rel):
+                continue
+            if not any(rel == d or rel.startswith(d + "/") for d in deps):
+                missing.add(rel)
+        assert not missing, f"dvc.yaml stage {stage} imports code it does not list as deps: {sorted(missing)}"
+    assert seen == set(command_stage.values()), f"no import trace for {set(command_stage.values()) - seen}"
+
+
+def test_prefect_yaml_deploys_to_a_process_work_pool(smoke_run, session_tmp):
+    """prefect.yaml as GPU nodes use it, on a second server: a process pool, `prefect deploy --all`, a worker
+    started elsewhere that finds the checkout through $ELITE_CHECKOUT; elite/smoke through it completes
+    (quickly: the copy is up to date)."""
+    from flows.serve import start_server, stop, wait_healthy
+
+    port = free_port()
+    server, server_log = start_server("127.0.0.1", port, session_tmp / "prefect-team")
+    base = f"http://127.0.0.1:{port}/api"
+    env = dict(smoke_run.env, PREFECT_API_URL=base, PREFECT_HOME=str(session_tmp / "prefect-team"),
+               ELITE_CHECKOUT=str(smoke_run.repo))
+    prefect = str(BIN / "prefect")
+    worker = None
+    try:
+        wait_healthy(base, server, 180, server_log)
+        for cmd in (["work-pool", "create", "gpu", "--type", "process"], ["--no-prompt", "deploy", "--all"]):
+            proc = run([prefect, *cmd], smoke_run.repo, env)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+        for name, profile in (("full", "paper"), ("smoke", "smoke")):
+            deployment = api(base, f"/deployments/name/elite/{name}")
+            assert deployment["work_pool_name"] == "gpu" and deployment["parameters"]["profile"] == profile
+        log = session_tmp / "worker.log"
+        with open(log, "wb") as out:
+            worker = subprocess.Popen([prefect, "worker", "start", "--pool", "gpu"], cwd="/", env=env, stdout=out,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+        proc = run([prefect, "deployment", "run", "elite/smoke", "--watch", "--watch-interval", "2"], smoke_run.repo,
+                   env, timeout=400)
+        assert proc.returncode == 0 and "Completed" in proc.stdout, proc.stdout[-3000:] + log.read_text()[-5000:]
+    finally:
+        if worker is not None:
+            stop_process(worker)
+        stop(server)
