@@ -21,6 +21,8 @@ BASE_FILES = ["model_index.json", "scheduler/*", "tokenizer/*", "text_encoder/co
               "unet/config.json", "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
               "vae/diffusion_pytorch_model.safetensors"]
 ENCODER_FILES = ["config.json", "model.safetensors", "preprocessor_config.json"]
+EVAL_FILES = ["config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json",
+              "merges.txt", "special_tokens_map.json"]  # + weights: model.safetensors, else pytorch_model.bin
 
 
 def fetch(source: str, dest: Path, patterns: list[str]) -> None:
@@ -55,5 +57,21 @@ def prepare_models(params: Params, out: Path | None = None) -> Path:
         fetch(cfg.image_encoder, out / "image_encoder", ENCODER_FILES)
     init_elite_weights(out / "base", out / "image_encoder", out / "elite", cfg.seed + 2, cfg.feature_layers,
                        cfg.reference_depth)
+    prepare_eval_models(cfg, out)
     prepare_sam(cfg.sam, cfg.sam_type, out / "sam", cfg.seed + 5)  # the mask stage's SAM
     return out
+
+
+def prepare_eval_models(cfg, out: Path) -> None:
+    """The metric models of the evaluate stage: out/clip_eval (CLIP-I, CLIP-T) and out/dino_eval (DINO-I)."""
+    from elite.evaluate.eval_models import build_clip_eval, build_dino_eval
+
+    for name, source, build, seed in (("clip_eval", cfg.clip_eval, build_clip_eval, cfg.seed + 3),
+                                      ("dino_eval", cfg.dino_eval, build_dino_eval, cfg.seed + 4)):
+        if source == BUILTIN:
+            with atomic_dir(out / name) as tmp:
+                build(tmp, seed)
+            continue
+        fetch(source, out / name, EVAL_FILES + ["model.safetensors"])
+        if not (out / name / "model.safetensors").is_file():  # e.g. facebook/dino-vits16 ships only the .bin
+            fetch(source, out / name, EVAL_FILES + ["pytorch_model.bin"])

@@ -9,6 +9,7 @@ import yaml
 
 from elite.config.base import PROFILES, Section, build_section, closest
 from elite.config.data import CurateConfig, DownloadConfig, MaskConfig
+from elite.config.evaluate import DreambenchConfig, EvaluateConfig
 from elite.config.models import GenerateConfig, ModelsConfig
 from elite.config.register import RegisterConfig
 from elite.errors import EliteError
@@ -20,6 +21,8 @@ SECTIONS: dict[str, type[Section]] = {
     "download": DownloadConfig,
     "curate": CurateConfig,
     "mask": MaskConfig,
+    "dreambench": DreambenchConfig,
+    "evaluate": EvaluateConfig,
     "register": RegisterConfig,
 }
 

@@ -14,6 +14,8 @@ class ModelsConfig(Section):
     seed: int
     base: str  # "builtin" = build the tiny smoke model; else a hub id or local folder (Stable Diffusion layout)
     image_encoder: str  # "builtin" or a hub id / folder of a CLIP vision tower
+    clip_eval: str  # "builtin" or hub id / folder of the CLIP for CLIP-I/CLIP-T (paper: ViT-B/32)
+    dino_eval: str  # "builtin" or hub id / folder of the DINO ViT for DINO-I (paper: ViT-S/16)
     feature_layers: list[int] = Field(min_length=1)
     reference_depth: int = Field(ge=1)
     sam: str  # "builtin" = the tiny random SAM; else a path or http(s) URL of a SAM checkpoint (.pth)
