@@ -42,16 +42,19 @@ def _log():
 def run_stage(repo: str, stage: str, env: dict[str, str]) -> dict:
     """`dvc repro --single-item <stage>`: runs the stage only if DVC finds it changed."""
     log = _log()
-    ran = False
+    result = "up to date"
 
     def sink(line: str) -> None:
-        nonlocal ran
-        ran = ran or line.startswith((f"Running stage '{stage}'", f"Stage '{stage}' is cached"))
+        nonlocal result
+        if line.startswith(f"Running stage '{stage}'"):
+            result = "ran"
+        elif line.startswith(f"Stage '{stage}' is cached"):
+            result = "restored from the run cache"
         log(line)
 
     start = time.monotonic()
     S.dvc(Path(repo), ["repro", "--single-item", stage], S.tool_env(env), sink)
-    return {"stage": stage, "result": "ran" if ran else "up to date", "seconds": time.monotonic() - start}
+    return {"stage": stage, "result": result, "seconds": time.monotonic() - start}
 
 
 @task(name="plan-shards", cache_policy=NO_CACHE)
@@ -106,9 +109,17 @@ def shard_runner(count: int, dask_address: str | None, dask_workers: int):
 
         if dask_address:
             return DaskTaskRunner(address=dask_address)
+        # the workers report their task runs to this flow run's API (also a temporary one started without a server)
         return DaskTaskRunner(cluster_kwargs={"n_workers": dask_workers, "threads_per_worker": 1, "processes": True,
-                                              "host": "127.0.0.1", "dashboard_address": None})
+                                              "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0",
+                                              "env": {"PREFECT_API_URL": _api_url()}})
     return ThreadPoolTaskRunner(max_workers=count)
+
+
+def _api_url() -> str:
+    from prefect.context import FlowRunContext
+
+    return str(FlowRunContext.get().client.api_url).rstrip("/")
 
 
 # --- MLflow parent run ----------------------------------------------------------------------------
