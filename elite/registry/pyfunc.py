@@ -6,22 +6,22 @@ id). `load_context` loads the pipeline once; `predict` takes one request per row
 
 | column   | type   | required | meaning                                                        |
 |----------|--------|----------|----------------------------------------------------------------|
-| image    | binary | yes      | the concept image file (JPEG, PNG ...): bytes, or base64 text  |
-| mask     | binary | no       | object mask file, white = object (default: the whole image)    |
+| image    | string | yes      | the concept image file (JPEG, PNG ...), base64                 |
+| mask     | string | no       | object mask file, base64, white = object (default: all image)  |
 | prompt   | string | yes      | prompt with one placeholder S*                                 |
 | lam      | number | no       | local-branch weight lambda                                     |
 | steps    | number | no       | sampling steps (a whole number)                                |
 | guidance | number | no       | classifier-free guidance scale                                 |
 | seed     | number | no       | random seed (a whole number)                                   |
 
-The output is one column `image`: the generated PNG, base64. Over REST (`mlflow models serve`)
-binary columns travel as base64 strings, which MLflow decodes; Python callers may pass the file bytes
-or the same base64 text. Missing values take the defaults stored in `model_config` at registration
-(params.yaml `register`); the inference param `scheduler` switches the sampler for one call. The
-four numbers are declared `any` in the signature and checked here: MLflow's typed columns refuse a
-JSON integer for a double (`"guidance": 5`) and a missing value in an integer column (a batch that
-sets `steps` on some rows only). Bad input raises an MLflow INVALID_PARAMETER_VALUE error naming
-the row and the field (HTTP 400 from `mlflow models serve`).
+The output is one column `image`: the generated PNG, base64. Python callers may also pass the image
+and mask files' bytes (a `string` column lets bytes through; `binary` would make MLflow's REST
+parser fail on a row without a mask). Missing values take the defaults stored in `model_config` at
+registration (params.yaml `register`); the inference param `scheduler` switches the sampler for one
+call. The four numbers are declared `any` in the signature and checked here: MLflow's typed columns
+refuse a JSON integer for a double (`"guidance": 5`) and a missing value in an integer column (a
+batch that sets `steps` on some rows only). Bad input raises an MLflow INVALID_PARAMETER_VALUE error
+naming the row and the field (HTTP 400 from `mlflow models serve`).
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ BASE = "base"
 
 def signature(scheduler: str) -> ModelSignature:
     inputs = Schema([
-        ColSpec("binary", "image"),
-        ColSpec("binary", "mask", required=False),
+        ColSpec("string", "image"),
+        ColSpec("string", "mask", required=False),
         ColSpec("string", "prompt"),
         ColSpec(AnyType(), "lam", required=False),
         ColSpec(AnyType(), "steps", required=False),

@@ -1,0 +1,128 @@
+"""Fixtures for the register tests: metrics JSON files, register configs on the smoke models, and real
+servers (`mlflow server`, `mlflow models serve`) on free loopback ports, stopped by the tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url}: no answer after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+@contextmanager
+def server(cmd: list[str], ready_url: str, log: Path, env: dict | None = None, timeout: float = 120, wait: bool = True):
+    """Start `cmd` in its own process group and yield `ready()`, which waits until `ready_url` answers
+    (called at once unless wait=False, so that slow starts can overlap); stop the group afterwards."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    start = time.monotonic()
+
+    def ready() -> None:
+        wait_http(ready_url, proc, log, timeout - (time.monotonic() - start))
+
+    try:
+        if wait:
+            ready()
+        yield ready
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def dreambench_metrics(clip_t: float, dino_i: float, clip_i: float = 0.7) -> dict:
+    """A metrics JSON in the evaluate stage's layout (overall / subjects / sweep / timing)."""
+    overall = {"clip_i": clip_i, "clip_t": clip_t, "dino_i": dino_i, "images": 4}
+    return {"overall": overall,
+            "subjects": {"dog": dict(overall, images=2), "rc_car": dict(overall, clip_t=clip_t - 0.01, images=2)},
+            "sweep": {"lam_0.8": dict(overall)}, "timing": {"encode_s_mean": 0.01, "encode_s_max": None}}
+
+
+@pytest.fixture(scope="package", autouse=True)
+def one_torch_thread():
+    """The smoke models are tiny: one thread is as fast, and on a busy machine two OpenMP threads that
+    wait for each other make a 1-step generation take seconds instead of a third of one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def servers():
+    """Helpers for tests that start their own servers: (free_port, server context manager, mlflow binary)."""
+    return free_port, server, BIN / "mlflow"
+
+
+@pytest.fixture(scope="session")
+def metrics_for():
+    return dreambench_metrics
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` (SQLite backend, proxied artifact store) on a free loopback port; while the
+    module runs, MLFLOW_TRACKING_URI points at it."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")]
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")  # no background job workers (8 processes)
+    with server(cmd, f"{uri}/health", root / "server.log", env=env, timeout=180), pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        yield uri
+
+
+@pytest.fixture(scope="module")
+def register_cfg(params, smoke_models, tmp_path_factory):
+    """params.register pointed at the smoke models; `make(metrics_dict, name)` writes the metrics file."""
+    root = tmp_path_factory.mktemp("register")
+
+    def make(metrics: dict, name: str, **update):
+        path = root / f"{name}.json"
+        path.write_text(json.dumps(metrics))
+        return params.register.model_copy(update={
+            "weights": str(smoke_models / "elite"), "base": str(smoke_models / "base"), "metrics": str(path),
+            "report": str(root / f"{name}-register.json"), **update})
+
+    return make

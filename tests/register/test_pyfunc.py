@@ -1,0 +1,118 @@
+"""The pyfunc model saved to a local folder (no server): request rows, defaults, errors, base reference."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow.exceptions import MlflowException
+from PIL import Image
+
+from elite.errors import EliteError
+from elite.registry.codec import decode_image, decode_mask, decode_png, encode_file, encode_png
+
+
+@pytest.fixture(scope="module")
+def saved_model(params, smoke_models, tmp_path_factory):
+    """The same pyfunc spec the register stage logs, saved with mlflow.pyfunc.save_model and loaded back."""
+    import mlflow
+
+    from elite.registry.register import pyfunc_spec
+
+    root = tmp_path_factory.mktemp("pyfunc")
+    cfg = params.register.model_copy(update={"weights": str(smoke_models / "elite"), "base": str(smoke_models / "base")})
+    spec = pyfunc_spec(cfg, root / "code", "smoke")
+    mlflow.pyfunc.save_model(str(root / "model"), **spec)
+    return mlflow.pyfunc.load_model(str(root / "model")), cfg
+
+
+@pytest.fixture(scope="module")
+def files(concept_image):
+    return encode_file(concept_image), encode_file(concept_image.with_name("concept_mask.png"))
+
+
+def _img(b64: str) -> np.ndarray:
+    return np.asarray(decode_png(b64).convert("RGB")).astype(np.int16)
+
+
+def _direct(pipe, concept_image, prompt, seed, steps, lam, guidance=5.0, scheduler="lms", mask=True):
+    concept = pipe.encode_concept(concept_image, concept_image.with_name("concept_mask.png") if mask else None)
+    out = pipe(prompt, concept=concept, lam=lam, num_inference_steps=steps, guidance_scale=guidance, scheduler=scheduler,
+               generator=torch.Generator().manual_seed(seed)).images[0]
+    return np.asarray(out).astype(np.int16)
+
+
+def test_defaults_come_from_the_register_params(saved_model, files, smoke_pipeline, concept_image):
+    model, cfg = saved_model
+    image, mask = files
+    out = model.predict(pd.DataFrame([{"image": image, "mask": mask, "prompt": "a S* on the beach"}]))
+    assert list(out.columns) == ["image"] and len(out) == 1
+    expected = _direct(smoke_pipeline, concept_image, "a S* on the beach", cfg.seed, cfg.steps, cfg.lam, cfg.guidance)
+    assert np.abs(_img(out["image"][0]) - expected).max() <= 2
+
+
+def test_a_batch_mixes_bytes_base64_and_missing_options(saved_model, files, smoke_pipeline, concept_image):
+    model, _ = saved_model
+    image, mask = files
+    rows = [{"image": concept_image.read_bytes(), "mask": base64.b64decode(mask), "prompt": "a S*", "steps": 2, "seed": 3,
+             "guidance": 5, "lam": 1},  # ints where numbers are meant
+            {"image": image, "prompt": "a photo of a S*", "steps": 2.0, "seed": 3}]
+    out = model.predict(pd.DataFrame(rows), params={"scheduler": "ddim"})
+    first, second = _img(out["image"][0]), _img(out["image"][1])
+    assert np.abs(first - _direct(smoke_pipeline, concept_image, "a S*", 3, 2, 1.0, scheduler="ddim")).max() <= 2
+    assert np.abs(second - _direct(smoke_pipeline, concept_image, "a photo of a S*", 3, 2, 0.8, scheduler="ddim",
+                                   mask=False)).max() <= 2
+
+
+@pytest.mark.parametrize("bad,message", [
+    ({"image": "***"}, "row 1: image: not valid base64"),
+    ({"image": base64.b64encode(b"not an image").decode()}, "row 1: image: not a readable image"),
+    ({"mask": encode_png(Image.new("L", (8, 8), 0))}, "row 1: mask: mask is all black"),
+    ({"prompt": "a dog on the beach"}, "row 1: prompt 'a dog on the beach' has no placeholder"),
+    ({"prompt": None}, "row 1: prompt: required"),
+    ({"steps": 2.5}, "row 1: steps: expected an integer, got 2.5"),
+    ({"lam": "high"}, "row 1: lam: expected a number"),
+    ({"steps": 0}, "row 1: num_inference_steps must be an integer >= 1"),
+])
+def test_bad_rows_are_invalid_parameter_errors_naming_row_and_field(saved_model, files, bad, message):
+    model, _ = saved_model
+    image, mask = files
+    good = {"image": image, "mask": mask, "prompt": "a S*", "steps": 1}
+    with pytest.raises(MlflowException) as info:
+        model.predict(pd.DataFrame([good, {**good, **bad}]))
+    assert info.value.error_code == "INVALID_PARAMETER_VALUE" and message in info.value.message
+
+
+def test_unknown_scheduler_param(saved_model, files):
+    model, _ = saved_model
+    with pytest.raises(MlflowException, match="unknown scheduler 'heun'"):
+        model.predict(pd.DataFrame([{"image": files[0], "prompt": "a S*", "steps": 1}]), params={"scheduler": "heun"})
+
+
+def test_base_reference_instead_of_a_copy(params, smoke_models, tmp_path):
+    from elite.registry.register import model_inputs
+
+    cfg = params.register.model_copy(update={"weights": str(smoke_models / "elite"), "base": str(smoke_models / "base"),
+                                             "copy_base": False, "base_reference": None})
+    artifacts, config = model_inputs(cfg)
+    assert set(artifacts) == {"elite_weights", "image_encoder"} and config["base"] == str((smoke_models / "base").resolve())
+    assert artifacts["image_encoder"] == str((smoke_models / "image_encoder").resolve())
+    hub = model_inputs(cfg.model_copy(update={"base_reference": "CompVis/stable-diffusion-v1-4"}))[1]
+    assert hub["base"] == "CompVis/stable-diffusion-v1-4" and hub["steps"] == cfg.steps
+
+
+def test_codec_round_trip_and_errors(tmp_path):
+    img = Image.new("RGB", (5, 3), (10, 200, 30))
+    assert np.array_equal(np.asarray(decode_image(encode_png(img))), np.asarray(img))
+    assert decode_image("data:image/png;base64," + encode_png(img)).size == (5, 3)
+    buf = io.BytesIO()
+    Image.new("L", (10, 10), 255).save(buf, format="PNG")
+    assert decode_mask(buf.getvalue(), (20, 20)).size == (20, 20)
+    with pytest.raises(EliteError, match="image: expected base64 text or bytes"):
+        decode_image(3.5)
+    with pytest.raises(EliteError, match="file not found"):
+        encode_file(tmp_path / "none.png")
