@@ -1,0 +1,153 @@
+"""The models the figures run on, all with random weights (nothing is downloaded).
+
+- smoke: the smoke profile's models, built by the project's own builders into a temporary folder and
+  loaded back through `from_pretrained` (`ElitePipeline.from_pretrained`, `load_sam`).
+- sd: a UNet with Stable Diffusion v1-4's configuration, a 768-wide 12-layer CLIP text encoder (SD
+  v1's), a CLIP vision tower the size of ViT-L/14 (hidden 1024, 24 layers, 16 heads, patch 14, 224
+  px), SD's VAE (for the training figure; generation decodes with the smoke VAE, see build_sd), and
+  ELITE weights for them from `EliteModel.from_models(unet, tower, text_dim=768)`.
+  The tokenizer and the image processor are the smoke ones (CLIP's real BPE; CLIP's 224 px inputs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, LMSDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from PIL import Image
+from transformers import CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPTokenizer, CLIPVisionConfig, CLIPVisionModel
+
+from elite.models.elite_model import EliteModel
+from elite.pipeline import ElitePipeline
+
+SD_UNET = dict(in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+               cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32,
+               down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+               up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+SD_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+              norm_num_groups=32, scaling_factor=0.18215, down_block_types=("DownEncoderBlock2D",) * 4,
+              up_block_types=("UpDecoderBlock2D",) * 4)
+SD_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+               max_position_embeddings=77, projection_dim=768, hidden_act="quick_gelu", bos_token_id=49406,
+               eos_token_id=49407, pad_token_id=49407)
+VIT_L14 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=224,
+               patch_size=14, projection_dim=768, hidden_act="quick_gelu")
+
+
+def build_smoke(root: Path, params) -> Path:
+    """The smoke profile's models (base, image_encoder, elite, sam) in `root`, by the project's builders."""
+    from elite.data.sam import prepare_sam
+    from elite.smoke_models import build_base, build_image_encoder, init_elite_weights
+
+    cfg = params.models
+    build_base(root / "base", cfg.seed)
+    build_image_encoder(root / "image_encoder", cfg.seed + 1)
+    init_elite_weights(root / "base", root / "image_encoder", root / "elite", cfg.seed + 2, cfg.feature_layers,
+                       cfg.reference_depth)
+    prepare_sam(cfg.sam, cfg.sam_type, root / "sam", cfg.seed + 5)
+    return root
+
+
+@dataclass
+class Models:
+    """One size's models, as the two pipelines share them."""
+
+    name: str
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    unet: UNet2DConditionModel
+    image_encoder: CLIPVisionModel
+    image_processor: CLIPImageProcessor
+    elite: EliteModel
+    scheduler_config: dict
+    resolution: int
+    vae_dir: Path  # `vae` saved as a diffusers folder (the latent cache fingerprints it)
+    decode_vae: AutoencoderKL  # the VAE of the two pipelines (see build_sd)
+
+    def elite_pipeline(self) -> ElitePipeline:
+        """The ELITE pipeline; building it attaches ELITE's processors to the UNet."""
+        pipe = ElitePipeline(vae=self.decode_vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
+                             scheduler=LMSDiscreteScheduler.from_config(self.scheduler_config),
+                             image_encoder=self.image_encoder, image_processor=self.image_processor, elite=self.elite)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def sd_pipeline(self) -> StableDiffusionPipeline:
+        """diffusers' plain Stable Diffusion pipeline on the same modules and the same sampler (LMS)."""
+        pipe = StableDiffusionPipeline(vae=self.decode_vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
+                                       unet=self.unet, scheduler=LMSDiscreteScheduler.from_config(self.scheduler_config),
+                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+
+def load_smoke(root: Path) -> Models:
+    pipe = ElitePipeline.from_pretrained(root / "base", root / "elite")
+    return Models("smoke", pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.unet, pipe.image_encoder,
+                  pipe.image_processor, pipe.elite, dict(pipe.scheduler.config),
+                  pipe.unet.config.sample_size * pipe.vae_scale_factor, root / "base" / "vae", pipe.vae)
+
+
+def build_sd(smoke: Models, smoke_root: Path, resolution: int, params, work: Path) -> Models:
+    """SD-v1-sized models with random weights (seeded), sharing the smoke tokenizer and image processor.
+
+    SD's VAE is `vae` (the training figure encodes with it); the pipelines decode with the smoke VAE
+    (`decode_vae`, the same in both pipelines), so that at the few steps this machine affords the
+    decode does not hide the per-step difference between the pipelines (with SD's VAE it would add the
+    same seconds to both and pull the ratio towards 1)."""
+    seed = params.models.seed
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(sample_size=resolution // 8, **SD_UNET).eval()
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(sample_size=resolution, **SD_VAE).eval()
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**SD_TEXT)).eval()
+    torch.manual_seed(seed + 3)
+    tower = CLIPVisionModel(CLIPVisionConfig(**VIT_L14)).eval()
+    elite = EliteModel.from_models(unet, tower, text_dim=768, image_encoder_name="random-vit-l14-sized",
+                                   feature_layers=params.models.feature_layers,
+                                   reference_depth=params.models.reference_depth, seed=seed + 4)
+    tokenizer = CLIPTokenizer.from_pretrained(smoke_root / "base", subfolder="tokenizer")
+    processor = CLIPImageProcessor.from_pretrained(smoke_root / "image_encoder")
+    scheduler = LMSDiscreteScheduler.from_pretrained(smoke_root / "base", subfolder="scheduler")
+    vae_dir = work / "sd_vae"
+    vae.save_pretrained(vae_dir)
+    for model in (unet, vae, text_encoder, tower):
+        model.requires_grad_(False)
+    return Models("sd", vae, text_encoder, tokenizer, unet, tower, processor, elite, dict(scheduler.config), resolution,
+                  vae_dir, smoke.decode_vae)
+
+
+def concept_image(root: Path, size: tuple[int, int] = (192, 256)) -> tuple[Path, Path]:
+    """A JPEG of a textured disc on a gradient and its mask (white = disc), as a user would pass them."""
+    w, h = size
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:h, :w]
+    disc = (yy - h / 2) ** 2 + (xx - w / 2) ** 2 < (0.3 * min(w, h)) ** 2
+    rgb = np.stack([xx * 200 // w, yy * 200 // h, np.full_like(xx, 120)], -1).astype(np.uint8)
+    rgb[disc] = (rng.integers(150, 255, (int(disc.sum()), 3))).astype(np.uint8)
+    root.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(root / "concept.jpg", quality=95)
+    Image.fromarray((disc * 255).astype(np.uint8)).save(root / "concept_mask.png")
+    return root / "concept.jpg", root / "concept_mask.png"
+
+
+def scene(rng: np.random.Generator, w: int, h: int, k: int) -> tuple[np.ndarray, list[list[int]]]:
+    """(H, W, 3) uint8 picture with k filled rectangles and ellipses over noise, and their boxes."""
+    img = rng.integers(0, 80, (h, w, 3)).astype(np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    boxes = []
+    for i in range(k):
+        bw, bh = int(rng.integers(w // 6, w // 2)), int(rng.integers(h // 6, h // 2))
+        x0, y0 = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
+        if i % 2:
+            inside = ((xx - x0 - bw / 2) / (bw / 2)) ** 2 + ((yy - y0 - bh / 2) / (bh / 2)) ** 2 <= 1
+        else:
+            inside = (xx >= x0) & (xx < x0 + bw) & (yy >= y0) & (yy < y0 + bh)
+        img[inside] = rng.integers(100, 256, 3)
+        boxes.append([x0, y0, x0 + bw, y0 + bh])
+    return img, boxes

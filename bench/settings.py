@@ -1,0 +1,84 @@
+"""What the benchmark measures and how often: the full run (`make bench`) and the `--quick` run that
+tests/bench uses to check that every figure's code path works (smoke sizes only, few repeats; its
+numbers mean nothing).
+
+These are measurement settings (sizes, repeats, caps), not pipeline hyperparameters: the models'
+own settings come from the code that builds them (elite.smoke_models) or from the SD-v1 / CLIP
+ViT-L/14 configurations named in bench/README.md, and the optimisation settings of the
+Textual-Inversion figure and of the training figure come from params.yaml (smoke profile).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: str
+    # model sizes of the inference figures: "smoke" (the smoke models) and "sd" (SD-v1-sized UNet,
+    # 768-wide CLIP text encoder, ViT-L/14-sized CLIP vision tower, all random weights)
+    sizes: tuple[str, ...]
+    encode_repeats: int  # concept encode latency: median of this many calls (batch 1)
+    sd_resolution: int  # pixels, SD-sized generation and training figures
+    gen_steps: dict[str, int]  # sampling steps per generation, by size
+    gen_rounds: dict[str, int]  # interleaved rounds (SD, ELITE lam 0, ELITE lam 0.8), by size
+    step_rounds: dict[str, int]  # interleaved rounds of single sampling steps, by size
+    lam: float  # local-branch weight of the "lam > 0" runs (paper: 0.8 for generation prompts)
+    guidance: float  # classifier-free guidance scale (paper: 5)
+    ti_cap: int  # Textual-Inversion-style optimisation: at most this many steps
+    plateau_window: int  # moving-average window (steps) of the plateau rule
+    plateau_rel: float  # plateau: the moving average improved by less than this share over one window
+    train_sizes: tuple[str, ...]
+    train_rounds: dict[str, int]  # interleaved optimiser steps (with / without the latent cache), by size
+    train_rows: int  # training images (one box each) the steps draw from
+    sam_sizes: tuple[str, ...]  # "tiny" (the smoke profile's SAM) and "vit_b" (SAM ViT-B, random weights)
+    sam_images: dict[str, int]  # images per round, by SAM size
+    sam_rounds: dict[str, int]
+    sam_boxes: tuple[int, int] = (4, 6)  # [min, max] boxes per image
+    prompt: str = "a photo of a S* on the beach"
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+FULL = Settings(
+    mode="full",
+    sizes=("smoke", "sd"),
+    encode_repeats=20,
+    sd_resolution=256,
+    gen_steps={"smoke": 10, "sd": 2},
+    gen_rounds={"smoke": 7, "sd": 3},
+    step_rounds={"smoke": 15, "sd": 3},
+    lam=0.8,
+    guidance=5.0,
+    ti_cap=400,
+    plateau_window=50,
+    plateau_rel=0.01,
+    train_sizes=("smoke", "sd"),
+    train_rounds={"smoke": 10, "sd": 2},
+    train_rows=8,
+    sam_sizes=("tiny", "vit_b"),
+    sam_images={"tiny": 8, "vit_b": 1},
+    sam_rounds={"tiny": 5, "vit_b": 1},
+)
+
+QUICK = Settings(
+    mode="quick",
+    sizes=("smoke",),
+    encode_repeats=3,
+    sd_resolution=256,
+    gen_steps={"smoke": 2},
+    gen_rounds={"smoke": 2},
+    step_rounds={"smoke": 2},
+    lam=0.8,
+    guidance=5.0,
+    ti_cap=12,
+    plateau_window=3,
+    plateau_rel=0.01,
+    train_sizes=("smoke",),
+    train_rounds={"smoke": 2},
+    train_rows=3,
+    sam_sizes=("tiny",),
+    sam_images={"tiny": 2},
+    sam_rounds={"tiny": 2},
+)
