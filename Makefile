@@ -32,8 +32,11 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# Benchmarks of issue 8 -> bench/results.json + a table (bench/README.md). BENCH_ARGS=--dvc adds the `dvc repro`
+# figure (minutes more); --quick, --only FIGURES, --threads N: see `python bench/run.py --help`.
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
