@@ -48,6 +48,7 @@ class CurateConfig(Section):
 
 class MaskConfig(Section):
     device: Literal["auto", "cpu", "cuda"]
+    cpu_threads: int = Field(ge=0)  # torch CPU threads while masking (0 = torch's default); 1 suits tiny models
     multimask: bool  # ask SAM for 3 masks per box and keep the one with the best predicted IoU
     min_mask_pixels: int = Field(ge=1)  # a SAM mask smaller than this is empty (row dropped if no release mask)
     concept_index: int = Field(ge=0)  # DreamBench: which image of a subject is the concept image

@@ -92,10 +92,10 @@ def box_iou(a: list[float], b: list[float]) -> float:
 
 def run_curate(cfg) -> dict:
     """Tag the FiftyOne dataset and write data/curated/{global,local}.jsonl; returns the metrics."""
+    info = read_release_info()
     fiftyone()
     from fiftyone import ViewField as F
 
-    info = read_release_info()
     dataset = open_dataset(paths.OPENIMAGES / info["split"], info["dataset"], info["stamp"])
     dataset.untag_samples(IMAGE_DROPS)
     dataset.untag_labels(ALL_LABEL_TAGS, label_fields=[BOXES, MASKS])

@@ -31,6 +31,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
@@ -86,6 +87,16 @@ def load_rgb(path: str | Path) -> np.ndarray | None:
 
 def run_mask(cfg, shard: tuple[int, int] = (0, 1)) -> dict | None:
     """Process one shard; returns the merged metrics when this run completed the set, else None."""
+    threads = torch.get_num_threads()
+    if cfg.cpu_threads:
+        torch.set_num_threads(cfg.cpu_threads)
+    try:
+        return _run_mask(cfg, shard)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_mask(cfg, shard: tuple[int, int]) -> dict | None:
     index, count = shard
     manifest = paths.CURATED / "local.jsonl"
     rows = read_manifest(manifest)

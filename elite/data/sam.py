@@ -14,6 +14,7 @@ attention, prompt encoder, two-way transformer mask decoder) at a tiny size with
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 import urllib.error
 import urllib.request
@@ -81,8 +82,6 @@ def prepare_sam(source: str, sam_type: str, out: Path, seed: int) -> None:
         with atomic_dir(out) as tmp:
             write_tiny_sam(tmp, seed)
         return
-    if sam_type == "tiny":
-        raise EliteError("params.yaml: models.sam_type tiny is only built (models.sam: builtin); name vit_h/vit_l/vit_b")
     is_url = urlparse(source).scheme in ("http", "https")
     name = Path(urlparse(source).path).name if is_url else Path(source).name
     with atomic_dir(out) as tmp:
@@ -124,7 +123,7 @@ def load_sam(sam_dir: Path, device: str):
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
-    except (RuntimeError, OSError, ValueError) as exc:
+    except (RuntimeError, OSError, ValueError, pickle.UnpicklingError, EOFError) as exc:
         raise EliteError(f"{ckpt}: not a {config['type']} SAM state dict ({str(exc).splitlines()[0][:160]})") from None
     return model.to(device).eval()
 

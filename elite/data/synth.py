@@ -117,10 +117,12 @@ def _scene(rng, w: int, h: int, k: int):
            + 25 * np.cos(yy / rng.uniform(6, 20))[..., None] + rng.normal(0, 6, (h, w, 3)))
     rgb = np.clip(rgb, 0, 255).astype(np.uint8)
     objs = []
-    for _ in range(k):
+    backdrop = rng.random() < 0.2  # a first object filling most of the frame (box area > 0.8)
+    for j in range(k):
         cls = CLASSES[int(rng.integers(USED))]
         group = rng.random() < 0.12
-        bw, bh = int(w * rng.uniform(0.15, 0.75)), int(h * rng.uniform(0.15, 0.75))
+        low, high = (0.92, 1.0) if backdrop and j == 0 else (0.08, 0.75)
+        bw, bh = max(int(w * rng.uniform(low, high)), 4), max(int(h * rng.uniform(low, high)), 4)
         x0, y0 = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
         if group:  # three small copies side by side, one box around them
             m = np.zeros((h, w), bool)
