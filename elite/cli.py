@@ -12,7 +12,7 @@ import warnings
 from elite.errors import EliteError
 
 # modules under elite.commands, each with register(subparsers) adding parsers whose `func` runs them
-COMMAND_MODULES = ["core", "register", "data", "evaluate"]
+COMMAND_MODULES = ["core", "register", "data", "evaluate", "train"]
 
 
 def build_parser() -> argparse.ArgumentParser:

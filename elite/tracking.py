@@ -54,9 +54,14 @@ def setup_mlflow():
 
 
 @contextmanager
-def stage_run(stage: str, params: dict | None = None) -> Iterator[object]:
-    """An MLflow run for one stage, nested under $ELITE_PARENT_RUN_ID when set; params logged flat."""
+def stage_run(stage: str, params: dict | None = None, resume_run_id: str | None = None) -> Iterator[object]:
+    """An MLflow run for one stage, nested under $ELITE_PARENT_RUN_ID when set; params logged flat.
+    `resume_run_id`: reopen that run (a resumed training stage) when this store has it; params stay as logged."""
     mlflow = setup_mlflow()
+    if resume_run_id and _run_exists(mlflow, resume_run_id):
+        with mlflow.start_run(run_id=resume_run_id) as run:
+            yield run
+        return
     parent = os.environ.get(PARENT_ENV)
     tags = {"stage": stage, **({"mlflow.parentRunId": parent} if parent else {})}
     with mlflow.start_run(run_name=stage, tags=tags) as run:
@@ -65,3 +70,11 @@ def stage_run(stage: str, params: dict | None = None) -> Iterator[object]:
             for i in range(0, len(items), 100):
                 mlflow.log_params(dict(items[i : i + 100]))
         yield run
+
+
+def _run_exists(mlflow, run_id: str) -> bool:
+    try:
+        mlflow.get_run(run_id)
+        return True
+    except Exception:  # MlflowException (unknown id) or a store that cannot answer
+        return False

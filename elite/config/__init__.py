@@ -12,6 +12,7 @@ from elite.config.data import CurateConfig, DownloadConfig, MaskConfig
 from elite.config.evaluate import DreambenchConfig, EvaluateConfig
 from elite.config.models import GenerateConfig, ModelsConfig
 from elite.config.register import RegisterConfig
+from elite.config.train import TrainGlobalConfig, TrainLocalConfig
 from elite.errors import EliteError
 
 # section name -> typed model. Stages add their own section here.
@@ -21,6 +22,8 @@ SECTIONS: dict[str, type[Section]] = {
     "download": DownloadConfig,
     "curate": CurateConfig,
     "mask": MaskConfig,
+    "train_global": TrainGlobalConfig,
+    "train_local": TrainLocalConfig,
     "dreambench": DreambenchConfig,
     "evaluate": EvaluateConfig,
     "register": RegisterConfig,

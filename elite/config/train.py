@@ -1,0 +1,124 @@
+"""params.yaml sections `train_global` (stage 1) and `train_local` (stage 2)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from elite.config.base import Section
+
+Range = list[float]
+
+
+def _range(value: list, low: float, high: float | None = None) -> list:
+    if len(value) != 2 or value[0] < low or value[1] < value[0] or (high is not None and value[1] > high):
+        upper = f" <= {high}" if high is not None else ""
+        raise ValueError(f"must be [min, max] with {low} <= min <= max{upper}")
+    return value
+
+
+class TrainCommon(Section):
+    """Keys shared by both training stages (each stage has its own copy in params.yaml)."""
+
+    base: str  # Stable Diffusion folder (VAE, text encoder, tokenizer, UNet, scheduler)
+    init: str  # ELITE weights to start from (they name the CLIP vision tower)
+    manifest: str  # JSON Lines training manifest
+    out: str  # trained weights folder
+    metrics: str  # DVC metrics JSON
+    plot: str  # per-step CSV (DVC plot)
+    checkpoint_dir: str  # step-NNNNNNN/ checkpoints; a rerun resumes from the newest matching one
+    seed: int = Field(ge=0)
+    resolution: int = Field(ge=8, multiple_of=8)  # target image side (pixels)
+    max_steps: int = Field(ge=1)  # optimiser steps
+    batch_size: int = Field(ge=1)  # per process
+    gradient_accumulation_steps: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    scale_lr: bool  # multiply learning_rate by batch_size * accumulation * processes (the authors' code does)
+    adam_beta1: float = Field(ge=0, lt=1)
+    adam_beta2: float = Field(ge=0, lt=1)
+    adam_weight_decay: float = Field(ge=0)
+    adam_epsilon: float = Field(gt=0)
+    max_grad_norm: float = Field(gt=0)
+    mixed_precision: Literal["no", "fp16", "bf16"]
+    reg_weight: float = Field(ge=0)  # stage 1: * mean|v|; stage 2: * mean over layers of mean|V_l|
+    crop_pad: list[int]  # [min, max] pixels of padding around the box (clipped at the image border)
+    num_workers: int = Field(ge=0)
+    repeat_randomness: bool  # true: each draw of a sample reuses its crop/augmentation/caption/noise/timestep
+    checkpoint_every: int = Field(ge=1)
+    keep_checkpoints: int = Field(ge=1)
+    sample_every: int = Field(ge=0)  # 0 = no sample grids
+    sample_prompt: str
+    sample_steps: int = Field(ge=1)
+    sample_guidance: float
+
+    @field_validator("crop_pad")
+    @classmethod
+    def _pad(cls, value):
+        return _range(value, 0)
+
+
+class TrainGlobalConfig(TrainCommon):
+    """Stage 1: global mapper M^g + 16 global K/V pairs, L_LDM + reg_weight * mean|v| over all five words."""
+
+    cache_latents: bool  # cache the VAE latent distributions of the (unaugmented) targets in cache_dir
+    cache_dir: str
+    clip_flip_p: float = Field(ge=0, le=1)
+    clip_rotate_deg: float = Field(ge=0)
+    clip_rotate_p: float = Field(ge=0, le=1)
+    clip_blur_p: float = Field(ge=0, le=1)
+    clip_blur_kernel: list[int]  # [min, max] side of the box-blur kernel (odd sizes in between)
+    clip_elastic_p: float = Field(ge=0, le=1)
+    clip_elastic_alpha: float = Field(ge=0)  # displacement magnitude (pixels), as torchvision's ElasticTransform
+    clip_elastic_sigma: float = Field(gt=0)  # smoothness of the displacement field (pixels)
+
+    @field_validator("clip_blur_kernel")
+    @classmethod
+    def _kernel(cls, value):
+        return _range(value, 1)
+
+
+class TrainLocalConfig(TrainCommon):
+    """Stage 2: local mapper M^l + 16 local K/V pairs (global part frozen), masked L_LDM + reg on V_l, w0 only."""
+
+    local_scale: float = Field(gt=0)  # lambda of Eq. 6 during training (paper: 1)
+    sample_lam: float = Field(ge=0)
+    shrink_p: float = Field(ge=0, le=1)  # share of targets shrunk and pasted on a black canvas
+    shrink_scale: Range  # pasted side as a fraction of resolution
+    enlarge_scale: Range  # the others: enlarged by this factor, then randomly cropped back
+    far_below: float = Field(gt=0)  # pasted side below this fraction of resolution -> a far prefix
+    far_prefixes: list[str] = Field(min_length=1)
+    near_prefixes: list[str] = Field(min_length=1)
+    clip_crop_p: float = Field(ge=0, le=1)  # CLIP input of the masked object: enlarge then crop back
+    clip_crop_scale: Range
+    clip_rotate_deg: float = Field(ge=0)
+    clip_rotate_p: float = Field(ge=0, le=1)
+    clip_translate_px: float = Field(ge=0)  # in pixels of the CLIP input
+    clip_translate_p: float = Field(ge=0, le=1)
+
+    @field_validator("shrink_scale")
+    @classmethod
+    def _shrink(cls, value):
+        return _range(value, 0.01, 1.0)
+
+    @field_validator("enlarge_scale", "clip_crop_scale")
+    @classmethod
+    def _enlarge(cls, value):
+        return _range(value, 1.0)
+
+
+def check_inputs(cfg: TrainCommon, section: str) -> None:
+    """Cheap checks before anything heavy is imported or loaded; each names the params key to fix."""
+    from pathlib import Path
+
+    from elite.errors import EliteError
+
+    if not Path(cfg.manifest).is_file():
+        raise EliteError(f"{cfg.manifest}: training manifest not found ({section}.manifest); run the stages before {section}")
+    if not (Path(cfg.base) / "unet").is_dir():
+        raise EliteError(f"{cfg.base}: no Stable Diffusion folder here ({section}.base); run `elite prepare-models`")
+    if not (Path(cfg.init) / "elite_config.json").is_file():
+        hint = "run `elite prepare-models`" if section == "train_global" else "run `elite train-global` first"
+        raise EliteError(f"{cfg.init}: no ELITE weights to start from ({section}.init); {hint}")
+    if getattr(cfg, "cache_latents", False) and cfg.crop_pad[0] != cfg.crop_pad[1]:
+        raise EliteError(f"{section}.cache_latents needs a fixed crop_pad [n, n] (cached targets are not augmented)")

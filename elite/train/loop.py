@@ -1,0 +1,205 @@
+"""The training loop shared by both stages, on `accelerate`.
+
+Run it with one process (`elite train-global`) or several (`accelerate launch [--multi_gpu]
+--num_processes N -m elite.cli train-global`, any number of nodes through accelerate's launcher):
+mixed precision (params `mixed_precision`), gradient accumulation (`accelerator.accumulate`), gradient
+clipping, DDP over ELITE's trainable weights only. Each process reads its own disjoint draws (see
+`elite.train.data`); the main process alone writes checkpoints, outputs and MLflow records.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from elite.errors import EliteError
+from elite.io import atomic_file, write_json
+from elite.models.elite_model import EliteModel
+from elite.pipeline import resolve_image_encoder
+from elite.train.checkpoint import (
+    FIELDS,
+    clean_partial,
+    find_resumable,
+    fingerprint,
+    load_checkpoint,
+    save_checkpoint,
+    write_history,
+)
+from elite.train.data import ClipSpec, DrawSampler, collate, read_manifest, worker_error
+from elite.train.latents import LatentCache
+from elite.train.stages import GlobalStage, LocalStage, load_frozen, sample_grid, save_weights
+
+log = logging.getLogger("elite.train")
+DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def train(stage: GlobalStage | LocalStage, profile: str) -> dict:
+    """Run one stage to `max_steps` (resuming from its newest matching checkpoint); returns its metrics."""
+    cfg = stage.cfg
+    started = time.perf_counter()
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps)
+    main = accelerator.is_main_process
+    set_seed(cfg.seed + accelerator.process_index)
+
+    rows = read_manifest(cfg.manifest, stage.need_mask)
+    init_dir = Path(cfg.init)
+    init = EliteModel.from_pretrained(init_dir)
+    encoder_src = resolve_image_encoder(init_dir, init.config.image_encoder)
+    frozen = load_frozen(cfg.base, encoder_src, accelerator.device, DTYPES[cfg.mixed_precision])
+    elite = stage.build(init, frozen).to(accelerator.device)
+    elite.attach(frozen.unet, use_local=stage.need_mask)
+
+    cache = None
+    if getattr(cfg, "cache_latents", False):
+        if cfg.crop_pad[0] != cfg.crop_pad[1]:
+            raise EliteError(f"{stage.name}.cache_latents needs a fixed crop_pad [n, n] (cached targets are not augmented)")
+        cache = LatentCache(cfg.cache_dir, rows, Path(cfg.base) / "vae", cfg.resolution, cfg.crop_pad[0])
+    clip = ClipSpec(frozen.image_processor)
+    dataset = stage.dataset(rows, frozen, clip, cache)
+    if cache is not None:
+        encoded = cache.build(stage.dataset(rows, frozen, clip), frozen.vae, accelerator, cfg.batch_size)
+        log.info("latent cache %s: %d new of %d", cache.dir, encoded, len(rows))
+
+    procs, accum = accelerator.num_processes, cfg.gradient_accumulation_steps
+    effective_batch = cfg.batch_size * accum * procs
+    lr = cfg.learning_rate * effective_batch if cfg.scale_lr else cfg.learning_rate
+    trainable = [p for p in elite.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                                  weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # constant LR (the paper's)
+    module, optimizer = accelerator.prepare(stage.module_class(elite, frozen, cfg), optimizer)
+
+    ckpt_dir = Path(cfg.checkpoint_dir)
+    fp = fingerprint(stage.name, cfg, init_dir)
+    if main:
+        clean_partial(ckpt_dir)
+    accelerator.wait_for_everyone()
+    ckpt = find_resumable(ckpt_dir, fp, cfg.max_steps)
+    history: list[dict] = []
+    start, last_good, run_id = 0, None, None
+    if ckpt is not None:
+        history = load_checkpoint(ckpt, elite, optimizer, scheduler, accelerator)
+        start, last_good, run_id = ckpt.step, ckpt.path, ckpt.state.get("mlflow_run_id")
+        accelerator.print(f"{stage.name}: resuming from {ckpt.path} (step {start} of {cfg.max_steps})")
+
+    def write_weights(directory: Path) -> None:
+        save_weights(accelerator.unwrap_model(module).elite, directory, encoder_src)
+
+    params = {"profile": profile, **{f"{stage.name}.{k}": v for k, v in cfg.model_dump().items()},
+              "num_processes": procs, "effective_batch_size": effective_batch, "effective_learning_rate": lr}
+    from elite.tracking import stage_run
+
+    with stage_run(stage.name, params, resume_run_id=run_id) if main else nullcontext() as run:
+        mlflow = _mlflow() if main else None
+        loader = DataLoader(dataset, batch_size=cfg.batch_size, collate_fn=collate, num_workers=cfg.num_workers,
+                            sampler=DrawSampler(start * accum, cfg.max_steps * accum, cfg.batch_size,
+                                                accelerator.process_index, procs))
+        batches = iter(loader)
+        bar = tqdm(total=cfg.max_steps, initial=start, desc=stage.name, disable=not accelerator.is_local_main_process)
+        run_images, run_seconds = 0, 0.0
+        for step in range(start + 1, cfg.max_steps + 1):
+            tick = time.perf_counter()
+            module.train()
+            sums = torch.zeros(3, device=accelerator.device)
+            grad_norm = torch.tensor(float("nan"))
+            for micro in range(accum):
+                batch = _next(batches)
+                with accelerator.accumulate(module):
+                    out = module(batch)
+                    losses = accelerator.reduce(torch.stack([out["loss"].detach().float(), out["loss_ldm"].float(),
+                                                             out["loss_reg"].float()]), reduction="mean")
+                    if not torch.isfinite(losses).all():
+                        where = f"step {step}" + (f" (micro-batch {micro + 1} of {accum})" if accum > 1 else "")
+                        good = str(last_good) if last_good else "none (no checkpoint written yet)"
+                        raise EliteError(f"{stage.name}: loss is {losses[0].item()} at {where}; last good checkpoint: "
+                                         f"{good}; lower {stage.name}.learning_rate or fix the data, then run again to resume")
+                    accelerator.backward(out["loss"])
+                    if accelerator.sync_gradients:
+                        grad_norm = accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                sums += losses
+            scheduler.step()
+            seconds = time.perf_counter() - tick
+            run_images, run_seconds = run_images + effective_batch, run_seconds + seconds
+            mean = (sums / accum).tolist()
+            row = {"step": step, "loss": mean[0], "loss_ldm": mean[1], "loss_reg": mean[2],
+                   "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm), "images_per_second": effective_batch / seconds}
+            history.append(row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+            if main:
+                mlflow.log_metrics({k: v for k, v in row.items() if k != "step" and math.isfinite(v)}, step=step)
+            if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+                state = {"stage": stage.name, "fingerprint": fp, "mlflow_run_id": run.info.run_id if main else None}
+                path = save_checkpoint(accelerator, ckpt_dir, step, write_weights, optimizer, scheduler, history, state,
+                                       cfg.keep_checkpoints)
+                if main:
+                    last_good = path
+                    accelerator.print(f"{stage.name}: checkpoint {path} written")
+            if main and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.max_steps):
+                _log_sample(accelerator, module, frozen, dataset, stage, step, mlflow)
+        bar.close()
+
+        metrics = {
+            "stage": stage.name, "steps": cfg.max_steps, "resumed_from_step": start,
+            "num_processes": procs, "effective_batch_size": effective_batch, "learning_rate": lr,
+            "first_loss": _mean_loss(history[:10]), "final_loss": _mean_loss(history[-10:]),
+            "images_per_second": run_images / run_seconds if run_seconds else None,
+            "wall_seconds": time.perf_counter() - started,
+        }
+        if main:
+            write_weights(Path(cfg.out))
+            write_json(Path(cfg.metrics), metrics)
+            with atomic_file(Path(cfg.plot)) as tmp:
+                write_history(history, tmp)
+            mlflow.log_metrics({f"final_{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None})
+            mlflow.log_artifacts(cfg.out, artifact_path="weights")
+            mlflow.log_artifact(cfg.metrics)
+            accelerator.print(f"{stage.name}: weights written to {cfg.out} (loss {metrics['first_loss']:.4f} -> "
+                              f"{metrics['final_loss']:.4f} over {len(history)} steps)")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return metrics
+
+
+def _mlflow():
+    import mlflow
+
+    return mlflow
+
+
+def _next(batches):
+    try:
+        return next(batches)
+    except StopIteration:
+        raise RuntimeError("the draw sampler ran out before max_steps (a bug)") from None
+    except Exception as exc:
+        wrapped = worker_error(exc)
+        if wrapped is not None:
+            raise wrapped from None
+        raise
+
+
+def _mean_loss(rows: list[dict]) -> float | None:
+    return sum(r["loss"] for r in rows) / len(rows) if rows else None
+
+
+def _log_sample(accelerator, module, frozen, dataset, stage, step: int, mlflow) -> None:
+    elite = accelerator.unwrap_model(module).elite
+    with accelerator.autocast():
+        grid = sample_grid(frozen, elite, dataset, stage.cfg, stage.sample_lam())
+    elite.attach(frozen.unet, use_local=stage.need_mask)  # the pipeline re-attached the same projections
+    mlflow.log_image(grid, artifact_file=f"samples/step_{step:07d}.png")
+
+
+__all__ = ["train", "FIELDS"]
