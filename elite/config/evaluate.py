@@ -52,6 +52,7 @@ class EvaluateConfig(Section):
     seed: int  # base seed; each image's seed is derived from it, the subject, the prompt and the index
     device: str  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
     dtype: Literal["float32", "float16", "bfloat16"]  # generation precision on the GPU (the CPU uses float32)
+    cpu_threads: int = Field(ge=0)  # torch CPU threads (0 = torch's default); tiny smoke models run fastest on 1
     baseline: bool  # also generate with the base model and the class word instead of S* (no-concept row)
     sweep_lams: list[float]  # lambda values of the sweep (paper Fig. 12: 0 to 1.2); [] = no sweep
     sweep_subjects: int = Field(ge=1)  # the sweep runs on the first this-many evaluated subjects

@@ -123,6 +123,10 @@ def run_evaluate(params, shard: str | None = None) -> dict | None:
     weights = check_weights(cfg.weights)
     jobs = plan(cfg, rows, concepts, fingerprint(weights))
     device, dtype = resolve_device(cfg.device, cfg.dtype)
+    if cfg.cpu_threads:
+        import torch
+
+        torch.set_num_threads(cfg.cpu_threads)
     if shard_t is not None:
         mine = shard_jobs(jobs, shard_t)
         counts = generate(mine, Sampler(cfg, concepts, device, dtype))

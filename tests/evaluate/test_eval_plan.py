@@ -1,0 +1,124 @@
+"""The generation plan: prompts, families and lambda, seeds, sharding, resumability (no models needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from eval_helpers import REAL_STYLE_LIVE, REAL_STYLE_OBJECT, params_with
+
+from elite.errors import EliteError
+from elite.evaluate.generate import family_of, parse_shard, plan, select_subjects, shard_jobs, spread
+
+SUBJECTS = [
+    {"subject": "teapot", "class": "teapot", "live": False, "images": ["x/00.jpg"], "prompts": REAL_STYLE_OBJECT},
+    {"subject": "dog6", "class": "dog", "live": True, "images": ["y/00.jpg"], "prompts": REAL_STYLE_LIVE},
+]
+
+
+@pytest.fixture()
+def concepts(tmp_path):
+    out = {}
+    for s in SUBJECTS:
+        (tmp_path / f"{s['subject']}.jpg").write_bytes(s["subject"].encode())
+        (tmp_path / f"{s['subject']}.png").write_bytes(b"mask")
+        out[s["subject"]] = (tmp_path / f"{s['subject']}.jpg", tmp_path / f"{s['subject']}.png")
+    return out
+
+
+def cfg_with(repo_root, tmp_path, **values):
+    values = {"out": str(tmp_path / "eval"), "extra_prompts": ["a photo of a {0} {1}"], "images_per_prompt": 2,
+              "sweep_lams": [0.0, 0.6, 1.2], "sweep_subjects": 1, "sweep_prompts": 2, "sweep_images": 1, **values}
+    return params_with(repo_root, evaluate=values).evaluate
+
+
+def test_prompts_families_and_lambda(repo_root, tmp_path, concepts):
+    jobs = plan(cfg_with(repo_root, tmp_path), SUBJECTS, concepts, "w")
+    elite = {(j.subject, j.prompt): j for j in jobs if j.variant == "elite"}
+    assert len(elite) == 2 * (1 + 4)
+    photo = elite[("teapot", "a photo of a S*")]
+    assert (photo.family, photo.lam, photo.text) == ("photo", 0.8, "a photo of a teapot")
+    assert (elite[("teapot", "a S* in the jungle")].family, elite[("teapot", "a S* in the jungle")].lam) == ("recontextualization", 0.6)
+    assert elite[("teapot", "a cube shaped S*")].family == "property"
+    hat = elite[("dog6", "a S* wearing a santa hat")]
+    assert (hat.family, hat.lam, hat.text) == ("accessorization", 0.6, "a dog wearing a santa hat")
+    assert elite[("dog6", "a S* in a chef outfit")].family == "accessorization"
+    assert elite[("dog6", "a wet S*")].family == "property"
+    baseline = [j for j in jobs if j.variant == "baseline"]
+    assert len(baseline) == 10 and all(j.prompt == j.text and j.lam is None for j in baseline)
+    with_class = plan(cfg_with(repo_root, tmp_path, class_word_in_prompt=True, placeholder="S*"), SUBJECTS, concepts, "w")
+    assert "a S* dog wearing a santa hat" in {j.prompt for j in with_class}
+
+
+def test_seeds_are_deterministic_and_shared_across_variants(repo_root, tmp_path, concepts):
+    cfg = cfg_with(repo_root, tmp_path)
+    jobs = plan(cfg, SUBJECTS, concepts, "w")
+    again = plan(cfg, SUBJECTS, concepts, "w")
+    assert [j.seeds for j in jobs] == [j.seeds for j in again]
+    by_key = {}
+    for j in jobs:
+        by_key.setdefault((j.subject, j.template), set()).add(j.seeds[0])
+    assert all(len(seeds) == 1 for seeds in by_key.values())  # elite, baseline and sweep start from the same noise
+    first = [j for j in jobs if j.variant == "elite"]
+    assert len({s for j in first for s in j.seeds}) == 2 * len(first)  # every image of the stage its own seed
+    other = plan(cfg_with(repo_root, tmp_path, seed=7), SUBJECTS, concepts, "w")
+    assert other[0].seeds != jobs[0].seeds
+
+
+def test_sweep_subset_and_folders(repo_root, tmp_path, concepts):
+    jobs = plan(cfg_with(repo_root, tmp_path), SUBJECTS, concepts, "w")
+    sweep = [j for j in jobs if j.variant == "sweep"]
+    assert {j.subject for j in sweep} == {"teapot"} and {j.lam for j in sweep} == {0.0, 0.6, 1.2}
+    assert len(sweep) == 3 * 2 and all(len(j.seeds) == 1 for j in sweep)
+    assert sweep[0].folder == tmp_path / "eval" / "sweep" / "lam_0" / "teapot" / "a_photo_of_a_teapot"
+    folders = [j.folder for j in jobs]
+    assert len(set(folders)) == len(folders)
+
+
+def test_max_prompts_spreads_over_the_list():
+    assert spread(list(range(25)), 5) == [0, 6, 12, 18, 24]
+    assert spread([1, 2], 5) == [1, 2] and spread([1, 2, 3], None) == [1, 2, 3]
+
+
+def test_shards_partition_the_jobs(repo_root, tmp_path, concepts):
+    jobs = plan(cfg_with(repo_root, tmp_path), SUBJECTS, concepts, "w")
+    shards = [shard_jobs(jobs, (i, 3)) for i in range(3)]
+    assert sorted((str(j.folder) for s in shards for j in s)) == sorted(str(j.folder) for j in jobs)
+    assert all(abs(len(s) - len(jobs) / 3) < 1 for s in shards)
+    assert parse_shard("1/3") == (1, 3) and parse_shard(None) is None
+    for bad in ("3/3", "1", "a/b", "0/0", "-1/2"):
+        with pytest.raises(EliteError, match="--shard"):
+            parse_shard(bad)
+
+
+def test_resume_skips_only_images_made_with_the_same_settings(repo_root, tmp_path, concepts):
+    cfg = cfg_with(repo_root, tmp_path)
+    job = plan(cfg, SUBJECTS, concepts, "w")[0]
+    assert job.missing() == [0, 1]
+    job.folder.mkdir(parents=True)
+    job.image(0).write_bytes(b"png")
+    assert job.missing() == [0, 1]  # no sidecar: not done
+    job.sidecar(0).write_text(json.dumps({"settings": job.settings, "generate_s": 1.0}))
+    assert job.missing() == [1]
+    for changed in (plan(cfg_with(repo_root, tmp_path, steps=3), SUBJECTS, concepts, "w")[0],
+                    plan(cfg, SUBJECTS, concepts, "new-weights")[0]):
+        assert changed.folder == job.folder and changed.missing() == [0, 1]
+    concepts["teapot"][1].write_bytes(b"another mask")
+    assert plan(cfg, SUBJECTS, concepts, "w")[0].missing() == [0, 1]
+
+
+def test_bad_selections_are_clear_errors(repo_root, tmp_path, concepts):
+    with pytest.raises(EliteError, match="robot not in subjects.json"):
+        select_subjects(SUBJECTS, ["teapot", "robot"])
+    assert [s["subject"] for s in select_subjects(SUBJECTS, ["dog6"])] == ["dog6"]
+    families = cfg_with(repo_root, tmp_path).families[:1]
+    with pytest.raises(EliteError, match="matches no evaluate.families"):
+        family_of("a {0} {1} in the jungle", families)
+    with pytest.raises(EliteError, match="not a regular expression"):
+        family_of("x {0}", [type(families[0])(name="x", pattern="(", lam=0.5)])
+    with pytest.raises(EliteError, match="needs \\{0\\}"):
+        plan(cfg_with(repo_root, tmp_path, extra_prompts=["a photo"]), SUBJECTS, concepts, "w")
+    with pytest.raises(EliteError, match="same folder name"):
+        plan(cfg_with(repo_root, tmp_path, extra_prompts=["a {0} {1} in the jungle!"]), SUBJECTS, concepts, "w")
+    assert Path(cfg_with(repo_root, tmp_path).out).name == "eval"

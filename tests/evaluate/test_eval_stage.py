@@ -1,0 +1,187 @@
+"""The dreambench + evaluate stages end to end on the smoke models: shards, resume, metrics, sweep, report,
+grids, MLflow run and FiftyOne dataset (in a subprocess whose FiftyOne mongod must be gone afterwards)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from eval_helpers import mongod_pids, write_params
+from PIL import Image, ImageDraw
+
+from elite.cli import main
+
+DATASET = f"elite-dreambench-test-{os.getpid()}"
+FIFTYONE_CHECK = """
+import json, sys
+from elite.cli import main
+rc = main(["--params", "params.yaml", "evaluate"])
+import fiftyone as fo
+ds = fo.load_dataset(sys.argv[1])
+worst = ds.sort_by("dino_i").first()
+print("FO " + json.dumps({"rc": rc, "n": len(ds), "variants": sorted(set(ds.values("variant"))),
+                          "worst": worst.dino_i, "min": min(ds.values("dino_i")), "fields": sorted(ds.get_field_schema())}))
+fo.delete_dataset(sys.argv[1])
+"""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, smoke_models, repo_root):
+    root = tmp_path_factory.mktemp("eval-project")
+    write_params(repo_root, root / "params.yaml", evaluate={
+        "weights": str(smoke_models / "elite"), "base": str(smoke_models / "base"),
+        "clip_model": str(smoke_models / "clip_eval"), "dino_model": str(smoke_models / "dino_eval"),
+        "images_per_prompt": 1, "steps": 2, "sweep_lams": [0.0, 1.2], "sweep_prompts": 2, "cpu_threads": 1,
+        "fiftyone_dataset": DATASET})
+    return root
+
+
+def write_masks(root, subjects):
+    folder = root / "data" / "masks" / "dreambench"
+    folder.mkdir(parents=True, exist_ok=True)
+    for s in subjects:
+        size = Image.open(root / s["images"][0]).size
+        mask = Image.new("L", size, 0)
+        ImageDraw.Draw(mask).ellipse([size[0] // 5, size[1] // 5, size[0] * 4 // 5, size[1] * 4 // 5], fill=255)
+        mask.save(folder / f"{s['subject']}.png")
+
+
+def pngs(root):
+    return sorted((root / "data" / "eval").rglob("*.png"))
+
+
+def test_evaluate_stage_end_to_end(project, monkeypatch, capsys, smoke_pipeline):
+    monkeypatch.chdir(project)
+    threads = torch.get_num_threads()
+    t0 = time.monotonic()
+    assert main(["--params", "params.yaml", "dreambench"]) == 0
+    print(f"dreambench {time.monotonic() - t0:.1f} s", file=sys.stderr)
+    subjects = json.loads((project / "data" / "dreambench" / "subjects.json").read_text())
+    capsys.readouterr()
+
+    # no masks yet: a clear one-line error before any model is loaded
+    assert main(["--params", "params.yaml", "evaluate"]) == 2
+    err = capsys.readouterr().err
+    assert "data/masks/dreambench/red_ball.png: SAM mask of subject 'red_ball' not found; run `elite mask`" in err
+    write_masks(project, subjects)
+
+    # two shards generate disjoint shares and no metrics; together they cover every image
+    t0 = time.monotonic()
+    assert main(["--params", "params.yaml", "evaluate", "--shard", "0/2"]) == 0
+    print(f"shard 0/2 {time.monotonic() - t0:.1f} s", file=sys.stderr)
+    first = pngs(project)
+    assert first and not (project / "metrics" / "dreambench.json").exists()
+    assert main(["--params", "params.yaml", "evaluate", "--shard", "1/2"]) == 0
+    every = pngs(project)
+    assert set(first) < set(every)
+    n_elite = 3 * 4  # 3 subjects x (3 DreamBench prompts + "a photo of a {0} {1}") x 1 image
+    assert len(every) == 2 * n_elite + 2 * 2  # elite + baseline + sweep (2 lambdas x 2 prompts x 1 subject)
+    stamps = {p: p.stat().st_mtime_ns for p in every}
+    torch.set_num_threads(threads)
+    capsys.readouterr()
+
+    # the full run (FiftyOne + MLflow) in a subprocess: nothing left to generate, everything scored
+    dbpath = project / "fiftyone-db"
+    env = {k: v for k, v in os.environ.items() if k != "FIFTYONE_DATABASE_URI"}
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", FIFTYONE_CHECK, DATASET], cwd=project, capture_output=True, text=True,
+                          timeout=600, env={**env, "PYTHONUNBUFFERED": "1", "FIFTYONE_DATABASE_DIR": str(dbpath)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"evaluate: 0 images generated, {len(every)} reused" in proc.stdout
+    fo_info = json.loads(proc.stdout.split("FO ", 1)[1].splitlines()[0])
+    deadline = time.monotonic() + 60
+    while mongod_pids(dbpath) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not mongod_pids(dbpath), "the mongod FiftyOne started for the stage is still running"
+    assert {p: p.stat().st_mtime_ns for p in pngs(project) if p in stamps} == stamps  # resumed, not regenerated
+    print(f"full evaluate subprocess: {time.monotonic() - start:.1f} s", file=sys.stderr)
+
+    # FiftyOne: one sample per generated image, sortable by DINO-I
+    assert fo_info["rc"] == 0 and fo_info["n"] == len(every)
+    assert fo_info["variants"] == ["baseline", "elite", "sweep"] and fo_info["worst"] == fo_info["min"]
+    assert {"clip_i", "clip_t", "dino_i", "prompt", "family", "lam", "seed", "subject", "class_word"} <= set(fo_info["fields"])
+
+    # metrics/dreambench.json
+    m = json.loads((project / "metrics" / "dreambench.json").read_text())
+    assert m["overall"]["images"] == n_elite and set(m["subjects"]) == {"red_ball", "blue_box", "dog"}
+    assert set(m["families"]) == {"photo", "recontextualization", "property", "accessorization"}
+    assert sum(f["images"] for f in m["families"].values()) == n_elite
+    for row in [m["overall"], m["context"]["baseline"], *m["subjects"].values(), *m["sweep"].values()]:
+        assert all(-1.0 <= row[k] <= 1.0 for k in ("clip_i", "clip_t", "dino_i"))
+    assert m["context"]["real"]["pairs"] == 3 * 3 * 2 and -1 <= m["context"]["real"]["dino_i"] <= 1
+    assert set(m["sweep"]) == {"lam_0", "lam_1.2"} and all(v["images"] == 2 for v in m["sweep"].values())
+    assert set(m["timing"]["encode_s"]) == {"red_ball", "blue_box", "dog"} and m["timing"]["encode_s_mean"] > 0
+    assert m["timing"]["generate_s_per_image_mean"] > 0 and m["timing"]["baseline_generate_s_per_image_mean"] > 0
+
+    # per-image scores agree with the aggregates
+    scores = [json.loads(line) for line in (project / "data" / "eval" / "scores.jsonl").read_text().splitlines()]
+    assert len(scores) == len(every)
+    dog = [s for s in scores if s["variant"] == "elite" and s["subject"] == "dog"]
+    assert m["subjects"]["dog"]["clip_t"] == pytest.approx(np.mean([s["clip_t"] for s in dog]))
+    hat = next(s for s in dog if s["prompt"] == "a S* wearing a red hat")
+    assert (hat["family"], hat["lam"], hat["text"]) == ("accessorization", 0.6, "a dog wearing a red hat")
+
+    # the lambda sweep as a DVC plot CSV, grids, report
+    with open(project / "plots" / "lambda_sweep.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["lam"] for r in rows] == ["0.0", "1.2"] and all(r["clip_i"] and r["clip_t"] for r in rows)
+    for s in subjects:
+        grid = Image.open(project / "data" / "eval" / "grids" / f"{s['subject']}.png")
+        assert grid.size == (2 * 64, 4 * (64 + 12))  # concept column + 1 image; 4 prompt rows of 64 px + label
+    report = (project / "data" / "eval" / "report.md").read_text()
+    assert "| ELITE |" in report and "real vs real" in report and "](grids/dog.png)" in report
+    assert "![lambda sweep](lambda_sweep.png)" in report and (project / "data" / "eval" / "lambda_sweep.png").is_file()
+
+    # the MLflow run of the stage
+    import mlflow
+
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(experiment_names=["elite"], filter_string="tags.stage = 'evaluate'", output_format="list")
+    run = max(runs, key=lambda r: r.info.start_time)
+    assert run.data.metrics["overall.dino_i"] == pytest.approx(m["overall"]["dino_i"])
+    assert run.data.tags["fiftyone_dataset"] == DATASET
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"grids", "lambda_sweep.png", "report.md", "dreambench.json"} <= artifacts
+
+    # an image is reproducible from its seed alone
+    job_dir = project / "data" / "eval" / "elite" / "dog" / "a_photo_of_a_dog"
+    meta = json.loads((job_dir / "0.json").read_text())
+    concept = smoke_pipeline.encode_concept(project / subjects[2]["images"][0], project / "data/masks/dreambench/dog.png")
+    again = smoke_pipeline("a photo of a S*", concept=concept, lam=0.8, num_inference_steps=2, guidance_scale=5.0,
+                           scheduler="lms", generator=[torch.Generator().manual_seed(meta["seed"])]).images[0]
+    saved = np.asarray(Image.open(job_dir / "0.png"), dtype=np.int16)
+    assert np.abs(saved - np.asarray(again, dtype=np.int16)).max() <= 2
+
+
+def test_changed_settings_regenerate_only_what_changed(project, monkeypatch, capsys):
+    """After the end-to-end run: a new sweep lambda generates just its images (shard runs skip the rest)."""
+    if not (project / "data" / "eval" / "sweep").is_dir():
+        pytest.skip("needs the end-to-end run")
+    monkeypatch.chdir(project)
+    threads = torch.get_num_threads()
+    params = yaml_load(project / "params.yaml")
+    params["evaluate"]["smoke"]["sweep_lams"] = [0.0, 0.5, 1.2]
+    (project / "params.yaml").write_text(yaml_dump(params))
+    assert main(["--params", "params.yaml", "evaluate", "--shard", "0/1"]) == 0
+    torch.set_num_threads(threads)
+    assert "generated 2 images, 28 already there" in capsys.readouterr().out
+    assert len(list((project / "data" / "eval" / "sweep" / "lam_0.5").rglob("*.png"))) == 2
+
+
+def yaml_load(path):
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def yaml_dump(data):
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False)
