@@ -53,14 +53,15 @@ def start_server(host: str, port: int, home: Path) -> tuple[subprocess.Popen, Pa
     return server, log
 
 
-def stop(server: subprocess.Popen) -> None:
-    if server.poll() is None:
-        os.killpg(server.pid, signal.SIGTERM)
+def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM to the process group of `proc` (started with start_new_session), SIGKILL after `timeout` s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
-            server.wait(timeout=20)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def _interrupt(signum, frame) -> None:

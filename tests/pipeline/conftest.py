@@ -8,16 +8,35 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
-from pipeline_helpers import (BIN, REPO, SHARDS, SmokeRun, api, copy_checkout, free_port, run, stage_env, stop_process,
-                              wait_for)
+from pipeline_helpers import (BIN, REPO, SHARDS, SmokeRun, api, copy_checkout, free_port, git, run, stage_env,
+                              stop_process, wait_for)
+
+
+# The smoke profile made smaller (fewer scenes, training steps and evaluation prompts) to keep the
+# end-to-end run within the tests' time budget: what is tested here is the orchestration; the stages'
+# own tests (tests/data, tests/train, tests/evaluate, tests/register) test what they compute.
+SMOKE_OVERRIDES = {
+    "download": {"synthetic_images": 16},
+    "train_global": {"max_steps": 4, "checkpoint_every": 2, "sample_every": 4},
+    "train_local": {"max_steps": 4, "checkpoint_every": 2, "sample_every": 4},
+    "evaluate": {"max_prompts": 2, "images_per_prompt": 1, "sweep_prompts": 1},
+}
 
 
 @pytest.fixture(scope="session")
 def pipeline_copy(session_tmp) -> Path:
-    return copy_checkout(session_tmp / "pipeline-repo")
+    repo = session_tmp / "pipeline-repo"
+    copy_checkout(repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for section, values in SMOKE_OVERRIDES.items():
+        params[section].setdefault("smoke", {}).update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git(repo, "commit", "-q", "-am", "smaller smoke training for the tests")
+    return repo
 
 
 @pytest.fixture(scope="session")

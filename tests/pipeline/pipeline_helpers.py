@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -98,13 +96,9 @@ def wait_for(check, timeout: float, what: str, proc: subprocess.Popen | None = N
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 40) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    from flows.serve import stop
+
+    stop(proc, timeout)
 
 
 @dataclass
