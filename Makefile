@@ -38,5 +38,10 @@ BENCH_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
+# MLflow UI for the default local store (mlflow.db + mlruns/ at the repository root) on 127.0.0.1:MLFLOW_PORT.
+MLFLOW_PORT ?= 5000
+mlflow-ui: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/elite mlflow-ui --port $(MLFLOW_PORT)
+
 clean-venv:
 	rm -rf $(VENV)
