@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def register_cmd(args) -> None:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our tqdm bar shows the progress
     from elite.registry.register import register_model
 
     record = register_model(load_params(args.params, args.profile))
@@ -40,7 +41,7 @@ def ui_command(port: int) -> list[str]:
     if mlflow_bin is None:
         raise EliteError("the `mlflow` command is not installed in this environment; run `make setup`")
     return [mlflow_bin, "ui", "--backend-store-uri", tracking_uri(), "--default-artifact-root",
-            Path("mlruns").resolve().as_uri(), "--no-serve-artifacts", "--host", "127.0.0.1", "--port", str(port)]
+            Path("mlruns").resolve().as_uri(), "--no-serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
 
 
 def mlflow_ui_cmd(args) -> int:

@@ -109,7 +109,9 @@ class ElitePyfunc(PythonModel):
         encoder = context.artifacts.get(IMAGE_ENCODER) or cfg.get("image_encoder")
         if not base:
             raise MlflowException("model has neither a base artifact nor model_config['base']")
-        device = cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = cfg.get("device", "auto")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = getattr(torch, cfg.get("cuda_dtype", "float32")) if device.startswith("cuda") else torch.float32
         try:
             pipe = ElitePipeline.from_pretrained(base, context.artifacts[WEIGHTS], image_encoder=encoder, torch_dtype=dtype)

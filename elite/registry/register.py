@@ -66,8 +66,11 @@ def model_inputs(cfg: RegisterConfig) -> tuple[dict[str, str], dict]:
     except (json.JSONDecodeError, KeyError, TypeError):
         raise EliteError(f"{weights / CONFIG_NAME}: unreadable ELITE config (no image_encoder entry)") from None
     artifacts = {"elite_weights": str(weights.resolve())}
+    # model_config: the serving defaults; a loader may override any of these keys (load_model(model_config=...)
+    # or MLFLOW_PYFUNC_INFERENCE_CONFIG), e.g. device "cpu" / "cuda:1" instead of "auto"
     config: dict = {"lam": cfg.lam, "steps": cfg.steps, "guidance": cfg.guidance, "seed": cfg.seed,
-                    "scheduler": cfg.scheduler, "allow_bare_s": cfg.allow_bare_s, "cuda_dtype": cfg.cuda_dtype}
+                    "scheduler": cfg.scheduler, "allow_bare_s": cfg.allow_bare_s, "cuda_dtype": cfg.cuda_dtype,
+                    "device": "auto"}
     encoder = resolve_image_encoder(weights, encoder_name)
     if Path(encoder).is_dir():
         artifacts["image_encoder"] = encoder

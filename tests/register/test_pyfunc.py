@@ -27,7 +27,7 @@ def saved_model(params, smoke_models, tmp_path_factory):
     cfg = params.register.model_copy(update={"weights": str(smoke_models / "elite"), "base": str(smoke_models / "base")})
     spec = pyfunc_spec(cfg, root / "code", "smoke")
     mlflow.pyfunc.save_model(str(root / "model"), **spec)
-    return mlflow.pyfunc.load_model(str(root / "model")), cfg
+    return mlflow.pyfunc.load_model(str(root / "model")), cfg, root / "model"
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def _direct(pipe, concept_image, prompt, seed, steps, lam, guidance=5.0, schedul
 
 
 def test_defaults_come_from_the_register_params(saved_model, files, smoke_pipeline, concept_image):
-    model, cfg = saved_model
+    model, cfg, _ = saved_model
     image, mask = files
     out = model.predict(pd.DataFrame([{"image": image, "mask": mask, "prompt": "a S* on the beach"}]))
     assert list(out.columns) == ["image"] and len(out) == 1
@@ -56,7 +56,7 @@ def test_defaults_come_from_the_register_params(saved_model, files, smoke_pipeli
 
 
 def test_a_batch_mixes_bytes_base64_and_missing_options(saved_model, files, smoke_pipeline, concept_image):
-    model, _ = saved_model
+    model, _, _ = saved_model
     image, mask = files
     rows = [{"image": concept_image.read_bytes(), "mask": base64.b64decode(mask), "prompt": "a S*", "steps": 2, "seed": 3,
              "guidance": 5, "lam": 1},  # ints where numbers are meant
@@ -79,7 +79,7 @@ def test_a_batch_mixes_bytes_base64_and_missing_options(saved_model, files, smok
     ({"steps": 0}, "row 1: num_inference_steps must be an integer >= 1"),
 ])
 def test_bad_rows_are_invalid_parameter_errors_naming_row_and_field(saved_model, files, bad, message):
-    model, _ = saved_model
+    model, _, _ = saved_model
     image, mask = files
     good = {"image": image, "mask": mask, "prompt": "a S*", "steps": 1}
     with pytest.raises(MlflowException) as info:
@@ -87,8 +87,18 @@ def test_bad_rows_are_invalid_parameter_errors_naming_row_and_field(saved_model,
     assert info.value.error_code == "INVALID_PARAMETER_VALUE" and message in info.value.message
 
 
+def test_loaders_override_the_stored_defaults(saved_model, files, smoke_pipeline, concept_image):
+    import mlflow
+
+    _, cfg, path = saved_model
+    model = mlflow.pyfunc.load_model(str(path), model_config={"steps": 1, "seed": 5, "device": "cpu"})
+    out = model.predict(pd.DataFrame([{"image": files[0], "mask": files[1], "prompt": "a S*"}]))
+    expected = _direct(smoke_pipeline, concept_image, "a S*", 5, 1, cfg.lam, cfg.guidance)
+    assert np.abs(_img(out["image"][0]) - expected).max() <= 2
+
+
 def test_unknown_scheduler_param(saved_model, files):
-    model, _ = saved_model
+    model, _, _ = saved_model
     with pytest.raises(MlflowException, match="unknown scheduler 'heun'"):
         model.predict(pd.DataFrame([{"image": files[0], "prompt": "a S*", "steps": 1}]), params={"scheduler": "heun"})
 
