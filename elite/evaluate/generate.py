@@ -213,7 +213,7 @@ class Sampler:
             self._release("_elite")
             try:
                 sd = StableDiffusionPipeline.from_pretrained(self.cfg.base, safety_checker=None, feature_extractor=None,
-                                                             requires_safety_checker=False, torch_dtype=self.dtype)
+                                                             requires_safety_checker=False, dtype=self.dtype)
             except (OSError, ValueError) as exc:
                 raise EliteError(f"cannot load Stable Diffusion from {self.cfg.base!r} ({str(exc).splitlines()[0][:200]})") from None
             sd.scheduler = make_scheduler(self.cfg.scheduler, sd.scheduler.config)

@@ -31,8 +31,33 @@ def _features(out) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
-class ClipEmbedder:
-    """CLIP image and text embeddings, L2-normalised."""
+class _Embedder:
+    """Batched, L2-normalised embeddings; subclasses give `_embed_pixels` (and `dim`)."""
+
+    model: torch.nn.Module
+    processor: object
+    device: str
+    batch: int
+    dim: int
+
+    def _batched(self, items: list, embed) -> torch.Tensor:
+        out = [embed(items[i : i + self.batch]).float().cpu() for i in range(0, len(items), self.batch)]
+        return F.normalize(torch.cat(out), dim=-1) if out else torch.empty(0, self.dim)
+
+    @torch.no_grad()
+    def images(self, images: list[Image.Image]) -> torch.Tensor:
+        def embed(chunk):
+            pixels = self.processor(images=[im.convert("RGB") for im in chunk], return_tensors="pt").pixel_values
+            return self._embed_pixels(pixels.to(self.device))
+
+        return self._batched(images, embed)
+
+    def _embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class ClipEmbedder(_Embedder):
+    """CLIP image and text embeddings (after CLIP's projections), L2-normalised."""
 
     def __init__(self, path: str, device: str = "cpu", batch: int = 32) -> None:
         from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
@@ -40,26 +65,21 @@ class ClipEmbedder:
         self.model = _load("CLIP metric model", path, CLIPModel.from_pretrained).eval().to(device)
         self.processor = _load("CLIP image processor", path, CLIPImageProcessor.from_pretrained)
         self.tokenizer = _load("CLIP tokenizer", path, AutoTokenizer.from_pretrained)
-        self.device, self.batch = device, batch
+        self.device, self.batch, self.dim = device, batch, self.model.config.projection_dim
 
-    @torch.no_grad()
-    def images(self, images: list[Image.Image]) -> torch.Tensor:
-        out = []
-        for i in range(0, len(images), self.batch):
-            pixels = self.processor(images=[im.convert("RGB") for im in images[i : i + self.batch]], return_tensors="pt")
-            out.append(_features(self.model.get_image_features(pixel_values=pixels.pixel_values.to(self.device))).float().cpu())
-        return F.normalize(torch.cat(out), dim=-1) if out else torch.empty(0, self.model.config.projection_dim)
+    def _embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return _features(self.model.get_image_features(pixel_values=pixels))
 
     @torch.no_grad()
     def texts(self, texts: list[str]) -> torch.Tensor:
-        out = []
-        for i in range(0, len(texts), self.batch):
-            tok = self.tokenizer(texts[i : i + self.batch], padding=True, truncation=True, return_tensors="pt").to(self.device)
-            out.append(_features(self.model.get_text_features(input_ids=tok.input_ids, attention_mask=tok.attention_mask)).float().cpu())
-        return F.normalize(torch.cat(out), dim=-1) if out else torch.empty(0, self.model.config.projection_dim)
+        def embed(chunk):
+            tok = self.tokenizer(chunk, padding=True, truncation=True, return_tensors="pt").to(self.device)
+            return _features(self.model.get_text_features(input_ids=tok.input_ids, attention_mask=tok.attention_mask))
+
+        return self._batched(texts, embed)
 
 
-class DinoEmbedder:
+class DinoEmbedder(_Embedder):
     """DINO ViT CLS features (the last hidden state's token 0, after the final layer norm), L2-normalised."""
 
     def __init__(self, path: str, device: str = "cpu", batch: int = 32) -> None:
@@ -67,15 +87,10 @@ class DinoEmbedder:
 
         self.model = _load("DINO metric model", path, ViTModel.from_pretrained, add_pooling_layer=False).eval().to(device)
         self.processor = _load("DINO image processor", path, AutoImageProcessor.from_pretrained)
-        self.device, self.batch = device, batch
+        self.device, self.batch, self.dim = device, batch, self.model.config.hidden_size
 
-    @torch.no_grad()
-    def images(self, images: list[Image.Image]) -> torch.Tensor:
-        out = []
-        for i in range(0, len(images), self.batch):
-            pixels = self.processor(images=[im.convert("RGB") for im in images[i : i + self.batch]], return_tensors="pt")
-            out.append(self.model(pixel_values=pixels.pixel_values.to(self.device)).last_hidden_state[:, 0].float().cpu())
-        return F.normalize(torch.cat(out), dim=-1) if out else torch.empty(0, self.model.config.hidden_size)
+    def _embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixels).last_hidden_state[:, 0]
 
 
 # --- pair averages on L2-normalised embeddings ---------------------------------------------------------

@@ -169,7 +169,9 @@ FIELDS = ("variant", "subject", "class", "live", "family", "prompt", "text", "la
 
 def write_fiftyone(name: str, rows: list[dict]) -> int:
     """A persistent FiftyOne dataset (replaced if it exists): one sample per generated image with its scores."""
-    import fiftyone as fo
+    from elite.data.fiftyone_db import fiftyone  # the project's FiftyOne settings (bundled mongod, no tracking)
+
+    fo = fiftyone()
 
     if fo.dataset_exists(name):
         fo.delete_dataset(name)

@@ -32,6 +32,7 @@ def sweep_figure(rows: list[dict]):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     lams = [r["lam"] for r in rows]
@@ -44,6 +45,8 @@ def sweep_figure(rows: list[dict]):
     right.plot([r["clip_i"] for r in rows], [r["clip_t"] for r in rows], marker="o")
     for r in rows:
         right.annotate(f"{r['lam']:g}", (r["clip_i"], r["clip_t"]), textcoords="offset points", xytext=(4, 4))
+    right.xaxis.set_major_locator(MaxNLocator(4))
+    right.yaxis.set_major_locator(MaxNLocator(5))
     right.set_xlabel("CLIP-I (image alignment)")
     right.set_ylabel("CLIP-T (text alignment)")
     right.grid(alpha=0.3)

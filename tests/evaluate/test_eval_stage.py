@@ -89,10 +89,9 @@ def test_evaluate_stage_end_to_end(project, monkeypatch, capsys, smoke_pipeline)
 
     # the full run (FiftyOne + MLflow) in a subprocess: nothing left to generate, everything scored
     dbpath = project / "fiftyone-db"
-    env = {k: v for k, v in os.environ.items() if k != "FIFTYONE_DATABASE_URI"}
-    start = time.monotonic()
+    start = time.monotonic()  # (a FIFTYONE_DATABASE_URI set by another test's mongod is used as is)
     proc = subprocess.run([sys.executable, "-c", FIFTYONE_CHECK, DATASET], cwd=project, capture_output=True, text=True,
-                          timeout=600, env={**env, "PYTHONUNBUFFERED": "1", "FIFTYONE_DATABASE_DIR": str(dbpath)})
+                          timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1", "FIFTYONE_DATABASE_DIR": str(dbpath)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"evaluate: 0 images generated, {len(every)} reused" in proc.stdout
     fo_info = json.loads(proc.stdout.split("FO ", 1)[1].splitlines()[0])
