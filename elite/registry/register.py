@@ -94,8 +94,11 @@ def champion_metrics(client, name: str, alias: str) -> tuple[object | None, dict
 
     try:
         champion = client.get_model_version_by_alias(name, alias)
-    except MlflowException:  # no such model or no such alias yet
-        return None, None
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or "alias" in exc.message and "not found" in exc.message:
+            return None, None  # no such model, or no version holds the alias yet
+        # anything else (a store that fails) must not look like "no champion": that would promote blindly
+        raise EliteError(f"cannot read {name}@{alias} from the model registry: {exc.message.splitlines()[0]}") from None
     metrics: dict[str, float] = {}
     if champion.run_id:
         try:
@@ -111,7 +114,12 @@ def verify_model(model_uri: str, example) -> None:
 
     from elite.registry.codec import decode_png
 
-    predictions = mlflow.pyfunc.load_model(model_uri).predict(example)
+    try:
+        predictions = mlflow.pyfunc.load_model(model_uri).predict(example)
+    except Exception as exc:  # any failure here means the model must not be registered
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise EliteError(f"{model_uri}: the logged model failed to load or to run its input example "
+                         f"({type(exc).__name__}: {first[:300]}); nothing was registered") from None
     if list(predictions.columns) != ["image"] or len(predictions) != len(example):
         raise EliteError(f"{model_uri}: the logged model answered its input example with {list(predictions.columns)}")
     for value in predictions["image"]:

@@ -138,3 +138,26 @@ def test_mlflow_ui_command_uses_the_default_store_on_loopback(monkeypatch, tmp_p
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.team.example:5000")
     assert mlflow_ui_cmd(SimpleNamespace(port=5000)) == 0  # a team server has its own UI: nothing is started
     assert "http://mlflow.team.example:5000" in capsys.readouterr().out
+
+
+def test_a_model_that_cannot_load_is_not_registered(params, smoke_models, tmp_path):
+    """verify: the logged model is loaded back and run before registration (local SQLite store)."""
+    import shutil
+
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from elite.registry.register import register_model
+
+    broken = tmp_path / "base"
+    shutil.copytree(smoke_models / "base", broken)
+    (broken / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    metrics = tmp_path / "m.json"
+    metrics.write_text(json.dumps({"overall": {"clip_t": 0.2, "dino_i": 0.5}}))
+    cfg = params.register.model_copy(update={"model_name": "elite-broken", "weights": str(smoke_models / "elite"),
+                                             "base": str(broken), "metrics": str(metrics), "report": str(tmp_path / "r.json")})
+    with pytest.raises(EliteError, match="the logged model failed to load or to run its input example.*nothing was registered"):
+        register_model(params, cfg)
+    with pytest.raises(MlflowException, match="not found"):
+        MlflowClient().get_registered_model("elite-broken")
+    assert not (tmp_path / "r.json").exists()
