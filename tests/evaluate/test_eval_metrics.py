@@ -128,3 +128,26 @@ def test_missing_metric_model_is_a_clear_error(tmp_path):
         ClipEmbedder(str(tmp_path / "nothing"))
     with pytest.raises(EliteError, match="DINO metric model"):
         DinoEmbedder(str(tmp_path / "nothing"))
+
+
+def test_prepare_fetches_metric_models_from_local_mirrors_incl_a_bin_only_dino(smoke_models, tmp_path, images):
+    """The paper path of prepare-models (a folder in the hub layout; facebook/dino-vits16 has no safetensors)."""
+    from types import SimpleNamespace
+
+    from safetensors.torch import load_file
+
+    from elite.prepare import prepare_eval_models
+
+    mirror = tmp_path / "dino-vits16"
+    mirror.mkdir()
+    for name in ("config.json", "preprocessor_config.json"):
+        (mirror / name).write_bytes((smoke_models / "dino_eval" / name).read_bytes())
+    torch.save(load_file(smoke_models / "dino_eval" / "model.safetensors"), mirror / "pytorch_model.bin")
+    cfg = SimpleNamespace(clip_eval=str(smoke_models / "clip_eval"), dino_eval=str(mirror), seed=0)
+    prepare_eval_models(cfg, tmp_path / "models")
+    assert (tmp_path / "models" / "dino_eval" / "pytorch_model.bin").is_file()
+    assert (tmp_path / "models" / "clip_eval" / "model.safetensors").is_file()
+    fetched = DinoEmbedder(str(tmp_path / "models" / "dino_eval")).images(images)
+    assert torch.allclose(fetched, DinoEmbedder(str(smoke_models / "dino_eval")).images(images), atol=1e-6)
+    clip = ClipEmbedder(str(tmp_path / "models" / "clip_eval"))
+    assert torch.allclose(clip.texts(["a dog"]), ClipEmbedder(str(smoke_models / "clip_eval")).texts(["a dog"]), atol=1e-6)
