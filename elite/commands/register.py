@@ -14,9 +14,10 @@ from elite.errors import EliteError
 
 def register(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("register", help="log the trained ELITE as an MLflow pyfunc model, register it, gate the champion",
-                       description="Register models/elite as a new version of the MLflow model `register.model_name`: "
+                       description="Register the ELITE weights of params register.weights as a new version of the MLflow "
+                                   "model register.model_name: "
                                    "it gets the candidate alias; the champion alias moves to it only when every gate "
-                                   "in params.yaml `register.gates` passes. Writes register.report.")
+                                   "in register.gates passes. The decision is written to register.report.")
     r.set_defaults(func=register_cmd)
 
     u = sub.add_parser("mlflow-ui", help="start the MLflow UI on 127.0.0.1 for the default local store (mlflow.db, mlruns/)")
