@@ -14,6 +14,7 @@ import os
 import time
 from pathlib import Path
 
+from elite.data.openimages import SEG_BOX_KEYS
 from elite.data.paths import rel
 from elite.errors import EliteError
 
@@ -73,7 +74,7 @@ def release_masks(split_dir: Path) -> dict[str, list[tuple[str, tuple[float, ...
     out: dict[str, list] = {}
     with open(split_dir / "labels" / "segmentations.csv", newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
-            x0, x1, y0, y1 = (float(row[k]) for k in ("BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax"))
+            x0, x1, y0, y1 = (float(row[k]) for k in SEG_BOX_KEYS)
             path = split_dir / "labels" / "masks" / row["ImageID"][0].upper() / row["MaskPath"]
             out.setdefault(row["ImageID"], []).append((row["LabelName"], (x0, y0, x1 - x0, y1 - y0), rel(path)))
     return out
@@ -88,6 +89,9 @@ def import_split(split_dir: Path, name: str, stamp: str):
     fo = fiftyone()
     dataset = fo.Dataset.from_dir(dataset_dir=str(split_dir), dataset_type=fo.types.OpenImagesV7Dataset,
                                   label_types=LABEL_TYPES, name=name, overwrite=True, persistent=True)
+    for field in (BOXES, MASKS):  # a split without any box or mask still gets both (empty) fields
+        if not dataset.has_sample_field(field):
+            dataset.add_sample_field(field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
     dataset.compute_metadata(skip_failures=True)
     names = {v: k for k, v in dataset.info["classes_map"].items()}
     masks = release_masks(split_dir)

@@ -19,6 +19,8 @@
   workers can share the folder. Each shard writes `data/masks/shards/<i>-of-<n>.json`; the shard
   that completes the set (all n files made from the same local.jsonl) writes `data/masks/local.jsonl`
   and `metrics/mask.json`. Without --shard (n = 1, the DVC stage) that is the same run.
+  `data/masks/sam/model.json` names the SAM (checkpoint SHA-256) and `multimask` that made the masks
+  there: a run with another refuses to mix them.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from tqdm import tqdm
 
 from elite.data import paths
 from elite.data.manifest import read_manifest, write_manifest
-from elite.data.sam import BoxMasker, load_sam, resolve_device
+from elite.data.openimages import image_size
+from elite.data.sam import BoxMasker, load_sam, resolve_device, sam_fingerprint
 from elite.errors import EliteError
 from elite.io import atomic_file, write_json
 
@@ -103,6 +106,7 @@ def _run_mask(cfg, shard: tuple[int, int]) -> dict | None:
     fingerprint = hashlib.sha256(manifest.read_bytes()).hexdigest()
     device = resolve_device(cfg.device)
     masker = BoxMasker(load_sam(paths.SAM_DIR, device), cfg.multimask)
+    _check_model_marker(sam_fingerprint(paths.SAM_DIR), cfg.multimask)
 
     by_image: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
@@ -123,11 +127,11 @@ def _mask_image(masker: BoxMasker, rows: list[dict], cfg, stats: dict, out_rows:
     image_id = rows[0]["image_id"]
     boxes = sorted({tuple(r["box"]) for r in rows})
     todo = [b for b in boxes if not sam_mask_path(image_id, list(b)).is_file()]
-    rgb = load_rgb(rows[0]["image"])
-    if rgb is None:
+    rgb = load_rgb(rows[0]["image"]) if todo else None
+    size = (rgb.shape[1], rgb.shape[0]) if rgb is not None else image_size(Path(rows[0]["image"]))
+    if size is None or (todo and rgb is None):
         stats["unreadable"] += len(rows)
         return
-    size = (rgb.shape[1], rgb.shape[0])
     sam: dict[tuple, np.ndarray] = {}
     if todo:
         start = time.perf_counter()
@@ -149,6 +153,16 @@ def _mask_image(masker: BoxMasker, rows: list[dict], cfg, stats: dict, out_rows:
             out_rows.append({**row, "mask": paths.rel(path), "mask_source": "sam"})
         else:
             stats["dropped_empty"] += 1
+
+
+def _check_model_marker(fingerprint: str, multimask: bool) -> None:
+    """Masks already on disk are reused only if the same SAM (and setting) made them."""
+    marker = paths.MASKS / "sam" / "model.json"
+    made_by = {"sam": fingerprint, "multimask": multimask}
+    if marker.is_file() and json.loads(marker.read_text()) != made_by:
+        raise EliteError(f"{marker.parent}: these masks were made by another SAM or mask.multimask; delete "
+                         f"{marker.parent} (or run through DVC, which does) to make them again")
+    write_json(marker, made_by)
 
 
 def read_subjects(path: Path, concept_index: int) -> list[tuple[str, str]]:

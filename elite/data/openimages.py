@@ -46,6 +46,8 @@ BOX_COLUMNS = ["ImageID", "Source", "LabelName", "Confidence", "XMin", "XMax", "
                "IsOccluded", "IsTruncated", "IsGroupOf", "IsDepiction", "IsInside"]
 SEG_COLUMNS = ["MaskPath", "ImageID", "LabelName", "BoxID", "BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax",
                "PredictedIoU", "Clicks"]
+BOX_KEYS = ("XMin", "XMax", "YMin", "YMax")
+SEG_BOX_KEYS = ("BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax")
 FLAG_COLUMNS = ["IsOccluded", "IsTruncated", "IsGroupOf", "IsDepiction", "IsInside"]
 CLASS_FILES = ["oidv7-class-descriptions-boxable.csv", "class-descriptions-boxable.csv"]
 SEG_CLASS_FILES = ["oidv7-classes-segmentation.txt", "classes-segmentation.txt"]
@@ -259,7 +261,7 @@ def import_release(release: Release, out: Path, workers: int, mask_tolerance: fl
         writer = csv.DictWriter(g, BOX_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in tqdm(reader, desc="boxes", unit="row", leave=False):
-            reason = _check_box_row(row, classes, images)
+            reason = _check_row(row, classes, images, BOX_KEYS, is_mask=False)
             if reason:
                 report.rejected[f"boxes:{reason}"] += 1
                 continue
@@ -271,7 +273,7 @@ def import_release(release: Release, out: Path, workers: int, mask_tolerance: fl
     with f:
         seg_rows = []
         for row in reader:
-            reason = _check_seg_row(row, classes, images)
+            reason = _check_row(row, classes, images, SEG_BOX_KEYS, is_mask=True)
             if reason:
                 report.rejected[f"masks:{reason}"] += 1
             else:
@@ -312,29 +314,18 @@ def import_release(release: Release, out: Path, workers: int, mask_tolerance: fl
     return report
 
 
-def _check_box_row(row: dict, classes: dict, images: dict) -> str | None:
+def _check_row(row: dict, classes: dict, images: dict, box_keys: tuple[str, ...], is_mask: bool) -> str | None:
+    """The reason to reject a box (is_mask False) or segmentation row, or None."""
     if not IMAGE_ID.match(row["ImageID"] or ""):
         return "bad_image_id"
-    if row["LabelName"] not in classes:
-        return "unknown_class"
-    if not _unit_box(row, ("XMin", "XMax", "YMin", "YMax")):
-        return "bad_box"
-    if any(row[c] not in ("0", "1", "-1") for c in FLAG_COLUMNS):
-        return "bad_flag"
-    if row["ImageID"] not in images:
-        return "missing_image"
-    return None
-
-
-def _check_seg_row(row: dict, classes: dict, images: dict) -> str | None:
-    if not IMAGE_ID.match(row["ImageID"] or ""):
-        return "bad_image_id"
-    if not MASK_NAME.match(row["MaskPath"] or ""):
+    if is_mask and not MASK_NAME.match(row["MaskPath"] or ""):
         return "bad_mask_path"
     if row["LabelName"] not in classes:
         return "unknown_class"
-    if not _unit_box(row, ("BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax")):
+    if not _unit_box(row, box_keys):
         return "bad_box"
+    if not is_mask and any(row[c] not in ("0", "1", "-1") for c in FLAG_COLUMNS):
+        return "bad_flag"
     if row["ImageID"] not in images:
         return "missing_image"
     return None

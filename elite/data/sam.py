@@ -13,6 +13,7 @@ attention, prompt encoder, two-way transformer mask decoder) at a tiny size with
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import shutil
@@ -126,6 +127,16 @@ def load_sam(sam_dir: Path, device: str):
     except (RuntimeError, OSError, ValueError, pickle.UnpicklingError, EOFError) as exc:
         raise EliteError(f"{ckpt}: not a {config['type']} SAM state dict ({str(exc).splitlines()[0][:160]})") from None
     return model.to(device).eval()
+
+
+def sam_fingerprint(sam_dir: Path) -> str:
+    """SHA-256 of sam_config.json and the checkpoint it names (what the masks were made with)."""
+    sam_dir = Path(sam_dir)
+    digest = hashlib.sha256((sam_dir / CONFIG).read_bytes())
+    with open(sam_dir / json.loads((sam_dir / CONFIG).read_text())["checkpoint"], "rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def resolve_device(device: str) -> str:

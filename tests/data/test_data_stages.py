@@ -257,3 +257,52 @@ def test_empty_sam_masks_drop_unmasked_rows_and_fall_back_to_the_box(pipeline_ru
     assert m["release"] == pipeline_run["mask"]["release"] and m["dreambench_box_fallback"] == 2
     mask = mask_bool(copy_repo / "data/masks/dreambench/blue_box.png")
     assert mask.all()  # concept_box image + empty SAM mask -> the whole-image box
+
+
+def test_image_checks(tmp_path):
+    from elite.data.curate import check_image
+
+    rgb = np.random.default_rng(0).integers(0, 255, (40, 60, 3)).astype(np.uint8)
+    good, rotated, cut = tmp_path / "good.jpg", tmp_path / "rotated.jpg", tmp_path / "cut.jpg"
+    Image.fromarray(rgb).save(good, quality=90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    Image.fromarray(rgb).save(rotated, quality=90, exif=exif)
+    cut.write_bytes(good.read_bytes()[:-40])
+    status, digest = check_image(str(good))
+    assert status == "ok" and digest == hashlib.sha256(good.read_bytes()).hexdigest()
+    assert check_image(str(rotated))[0] == "exif_rotated"
+    assert check_image(str(cut))[0] == "unreadable"
+    assert check_image(str(tmp_path / "missing.jpg")) == ("unreadable", None)
+
+
+def test_a_split_without_masks_still_curates(cfgs, mongod, tmp_path):
+    from elite.data.curate import run_curate
+    from elite.data.download import run_download
+    from elite.data.synth import write_synthetic_release
+
+    download, cur, _ = cfgs
+    src = write_synthetic_release(tmp_path / "src", SPLIT, 6, download.synthetic_size, download.synthetic_objects, 0.0, 1)
+    (tmp_path / "repo").mkdir()
+    with contextlib.chdir(tmp_path / "repo"):
+        d = run_download(download.model_copy(update={"source": str(src), "dataset": "elite-data-tests-nomask"}))
+        c = run_curate(cur)
+    assert d["masks"] == 0 and d["boxes"] > 0
+    assert c["local"] == c["local_boxes_without_mask"] > 0 and c["global"] > 0
+
+
+def test_masks_of_another_sam_are_not_reused(pipeline_run, copy_repo):
+    from elite.data.masking import run_mask
+    from elite.data.sam import prepare_sam
+    from elite.errors import EliteError
+
+    mask_cfg = pipeline_run["cfgs"][2]
+    with contextlib.chdir(copy_repo):
+        run_mask(mask_cfg)
+        prepare_sam("builtin", "tiny", Path("models/pretrained/sam"), seed=6)
+        with pytest.raises(EliteError, match="made by another SAM"):
+            run_mask(mask_cfg)
+        prepare_sam("builtin", "tiny", Path("models/pretrained/sam"), seed=5)  # the one that made them
+        assert run_mask(mask_cfg)["masks_made"] == 0
+        with pytest.raises(EliteError, match="mask.multimask"):
+            run_mask(mask_cfg.model_copy(update={"multimask": False}))
