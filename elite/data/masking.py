@@ -19,8 +19,8 @@
   workers can share the folder. Each shard writes `data/masks/shards/<i>-of-<n>.json`; the shard
   that completes the set (all n files made from the same local.jsonl) writes `data/masks/local.jsonl`
   and `metrics/mask.json`. Without --shard (n = 1, the DVC stage) that is the same run.
-  `data/masks/sam/model.json` names the SAM (checkpoint SHA-256) and `multimask` that made the masks
-  there: a run with another refuses to mix them.
+  `model.json` in `data/masks/sam/` and `data/masks/dreambench/` names the SAM (checkpoint SHA-256) and
+  the settings that made the masks there: a run with others refuses to mix them.
 """
 
 from __future__ import annotations
@@ -106,7 +106,12 @@ def _run_mask(cfg, shard: tuple[int, int]) -> dict | None:
     fingerprint = hashlib.sha256(manifest.read_bytes()).hexdigest()
     device = resolve_device(cfg.device)
     masker = BoxMasker(load_sam(paths.SAM_DIR, device), cfg.multimask)
-    _check_model_marker(sam_fingerprint(paths.SAM_DIR), cfg.multimask)
+    sam_id = sam_fingerprint(paths.SAM_DIR)
+    _check_marker(paths.MASKS / "sam", {"sam": sam_id, "multimask": cfg.multimask}, "mask.multimask")
+    if paths.DREAMBENCH_SUBJECTS.is_file():
+        concept = {k: v for k, v in cfg.model_dump().items() if k.startswith(("concept_", "auto_")) or k == "min_mask_pixels"}
+        _check_marker(paths.MASKS / "dreambench", {"sam": sam_id, "multimask": cfg.multimask, **concept},
+                      "mask.concept_* / auto_* / min_mask_pixels")
 
     by_image: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
@@ -155,13 +160,12 @@ def _mask_image(masker: BoxMasker, rows: list[dict], cfg, stats: dict, out_rows:
             stats["dropped_empty"] += 1
 
 
-def _check_model_marker(fingerprint: str, multimask: bool) -> None:
-    """Masks already on disk are reused only if the same SAM (and setting) made them."""
-    marker = paths.MASKS / "sam" / "model.json"
-    made_by = {"sam": fingerprint, "multimask": multimask}
+def _check_marker(folder: Path, made_by: dict, settings: str) -> None:
+    """Masks already in `folder` are reused only if the same SAM (and settings) made them."""
+    marker = folder / "model.json"
     if marker.is_file() and json.loads(marker.read_text()) != made_by:
-        raise EliteError(f"{marker.parent}: these masks were made by another SAM or mask.multimask; delete "
-                         f"{marker.parent} (or run through DVC, which does) to make them again")
+        raise EliteError(f"{folder}: these masks were made by another SAM or other {settings}; delete "
+                         f"{folder} (or run through DVC, which does) to make them again")
     write_json(marker, made_by)
 
 

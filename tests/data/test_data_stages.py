@@ -304,5 +304,7 @@ def test_masks_of_another_sam_are_not_reused(pipeline_run, copy_repo):
             run_mask(mask_cfg)
         prepare_sam("builtin", "tiny", Path("models/pretrained/sam"), seed=5)  # the one that made them
         assert run_mask(mask_cfg)["masks_made"] == 0
-        with pytest.raises(EliteError, match="mask.multimask"):
+        with pytest.raises(EliteError, match="other mask.multimask"):
             run_mask(mask_cfg.model_copy(update={"multimask": False}))
+        with pytest.raises(EliteError, match="data/masks/dreambench: .* other mask.concept_"):
+            run_mask(mask_cfg.model_copy(update={"concept_box": "image"}))
