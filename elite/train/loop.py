@@ -46,7 +46,8 @@ def train(stage: GlobalStage | LocalStage, profile: str) -> dict:
     """Run one stage to `max_steps` (resuming from its newest matching checkpoint); returns its metrics."""
     cfg = stage.cfg
     started = time.perf_counter()
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps)
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                              cpu=not has_accelerator())
     main = accelerator.is_main_process
     set_seed(cfg.seed + accelerator.process_index)
 
@@ -170,6 +171,13 @@ def train(stage: GlobalStage | LocalStage, profile: str) -> dict:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return metrics
+
+
+def has_accelerator() -> bool:
+    """A GPU (or other accelerator) torch can use. Without one, accelerate must be told `cpu=True`, else a
+    multi-process launch on a CPU machine falls back to independent single processes instead of gloo."""
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
 
 
 def _mlflow():

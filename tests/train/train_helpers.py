@@ -1,4 +1,4 @@
-"""Fixtures of the training tests: tiny scenes with boxes and masks, and params files for them.
+"""Helpers of the training tests: tiny scenes with boxes and masks, params files, CLI runs.
 
 The params come from the repository's params.yaml (smoke profile) with the training sections pointed at
 a test folder and a few keys overridden, so the tests exercise the shipped configuration."""
@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import yaml
 from PIL import Image
 
@@ -47,13 +46,6 @@ def make_scenes(out: Path, count: int, seed: int = 0) -> tuple[Path, Path]:
     return glob, local
 
 
-@pytest.fixture(scope="session")
-def scenes(session_tmp) -> dict:
-    glob, local = make_scenes(session_tmp / "train-scenes", 4)
-    two_glob, two_local = make_scenes(session_tmp / "train-scenes-2", 2, seed=1)
-    return {"global": glob, "local": local, "global2": two_glob, "local2": two_local}
-
-
 def write_params(folder: Path, smoke_models: Path, manifests: dict, overrides: dict | None = None,
                  local_init: Path | None = None) -> Path:
     """A params.yaml for `folder`: the repository's, with both training sections writing under `folder`.
@@ -76,9 +68,9 @@ def write_params(folder: Path, smoke_models: Path, manifests: dict, overrides: d
 
 
 def run_cli(args: list[str], cwd: Path, launcher: list[str] | None = None, timeout: float = 600,
-            **popen) -> subprocess.CompletedProcess | subprocess.Popen:
+            env: dict | None = None, **popen) -> subprocess.CompletedProcess | subprocess.Popen:
     """Run `elite ARGS` in a fresh interpreter (or under `launcher`, e.g. accelerate launch ... -m)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
     cmd = (launcher or [sys.executable, "-m"]) + ["elite.cli", *args]
     if popen.pop("background", False):
         return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

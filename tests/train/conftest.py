@@ -1,0 +1,23 @@
+"""Fixtures of the training tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from train_helpers import make_scenes
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The tiny models train several times faster on one thread when the two cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def scenes(session_tmp) -> dict:
+    glob, local = make_scenes(session_tmp / "train-scenes", 4)
+    two_glob, two_local = make_scenes(session_tmp / "train-scenes-2", 2, seed=1)
+    return {"global": glob, "local": local, "global2": two_glob, "local2": two_local}

@@ -1,0 +1,164 @@
+"""The pieces of the training stages: config, captions, manifests, draws, augmentations, losses."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+import torch
+from PIL import Image
+
+from elite.config import load_params
+from elite.errors import EliteError
+from elite.train.augment import local_clip_augment, padded_box, scale_augment
+from elite.train.data import DrawSampler, read_manifest
+from elite.train.losses import ldm_loss, local_value_regulariser
+from elite.train.templates import TEMPLATES, caption
+
+from train_helpers import REPO, load_yaml
+
+
+def test_paper_and_smoke_profiles():
+    paper = load_params(REPO / "params.yaml", profile="paper")
+    g, loc = paper.train_global, paper.train_local
+    assert (g.learning_rate, g.batch_size * g.gradient_accumulation_steps, g.max_steps) == (1e-6, 16, 70000)
+    assert (loc.learning_rate, loc.batch_size * loc.gradient_accumulation_steps, loc.max_steps) == (1e-5, 8, 65000)
+    assert (g.reg_weight, loc.reg_weight, loc.local_scale, g.resolution) == (0.01, 1e-4, 1.0, 512)
+    assert (g.adam_beta1, g.adam_beta2, g.adam_weight_decay, g.adam_epsilon, g.max_grad_norm) == (0.9, 0.999, 1e-2, 1e-8, 1.0)
+    assert g.mixed_precision == "no" and not g.scale_lr and g.crop_pad == [10, 10] and loc.crop_pad == [10, 19]
+    smoke = load_params(REPO / "params.yaml", profile="smoke")
+    assert smoke.train_global.resolution == 64 and smoke.train_global.max_steps < 100
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("crop_pad", [12, 3], "train_global.crop_pad"),
+    ("mixed_precision", "fp8", "train_global.mixed_precision"),
+    ("resolution", 60, "train_global.resolution"),
+    ("learning_rate", 0.0, "train_global.learning_rate"),
+])
+def test_bad_values_name_the_key(tmp_path, key, value, message):
+    raw = load_yaml(REPO / "params.yaml")
+    raw["train_global"][key] = value
+    raw["train_global"].get("smoke", {}).pop(key, None)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(EliteError) as err:
+        load_params(path, profile="smoke")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_27_templates_and_prefixes(smoke_pipeline):
+    assert len(TEMPLATES) == len(set(TEMPLATES)) == 27
+    assert caption(0) == "a photo of a S*"
+    assert caption(0, "a far away") == "a far away photo of a S*"
+    assert caption(3, "zoomed in") == "zoomed in the photo of a S*"
+    # the placeholder position comes from the tokenizer: "close-up" is three tokens
+    from elite.models.text import tokenize_with_placeholder
+
+    tok = smoke_pipeline.tokenizer
+    for i in range(27):
+        text = caption(i, "very small")
+        got = tokenize_with_placeholder(tok, text, num_slots=5)
+        before = tok(text[: text.index("S*")], add_special_tokens=False).input_ids
+        assert got.slot == 1 + len(before)
+    assert tokenize_with_placeholder(tok, caption(9), 1).slot == 1 + len(tok("a close-up photo of a", add_special_tokens=False).input_ids)
+
+
+def _manifest(tmp_path, rows):
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def test_manifest_errors_are_one_line(tmp_path):
+    img = tmp_path / "a.jpg"
+    Image.new("RGB", (40, 30)).save(img)
+    good = {"image": str(img), "box": [1, 2, 30, 25], "mask": None}
+    assert read_manifest(_manifest(tmp_path, [good]), need_mask=False)[0].box == (1.0, 2.0, 30.0, 25.0)
+    cases = [
+        ([good, "{not json"], "m.jsonl:2: not valid JSON"),
+        ([{**good, "box": [5, 5, 2, 9]}], "m.jsonl:1: \"box\""),
+        ([{**good, "image": str(tmp_path / "missing.jpg")}], "missing.jpg not found"),
+    ]
+    for rows, message in cases:
+        with pytest.raises(EliteError, match=message):
+            read_manifest(_manifest(tmp_path, rows), need_mask=False)
+    with pytest.raises(EliteError, match="stage 2 needs a \"mask\""):
+        read_manifest(_manifest(tmp_path, [good]), need_mask=True)
+    with pytest.raises(EliteError, match="not found; run the stages"):
+        read_manifest(tmp_path / "nope.jsonl", need_mask=False)
+
+
+def test_draws_are_disjoint_across_processes_and_resume_exactly():
+    one = list(DrawSampler(0, 6, 3, 0, 1))
+    two = [list(DrawSampler(0, 3, 3, p, 2)) for p in range(2)]
+    assert set(two[0]).isdisjoint(two[1]) and sorted(two[0] + two[1]) == one
+    assert list(DrawSampler(4, 6, 3, 0, 1)) == one[12:]  # resumed at micro-batch 4
+
+
+def test_padded_box_clips_at_the_border():
+    assert padded_box([3, 4, 50.5, 60], (55, 64), 10) == (0, 0, 55, 64)
+    assert padded_box([20, 20, 30, 30], (100, 100), 10) == (10, 10, 40, 40)
+
+
+class _Cfg:
+    shrink_p, shrink_scale, enlarge_scale, far_below = 1.0, [0.332, 1.0], [1.2, 1.4], 0.6
+    far_prefixes, near_prefixes = ["a far away", "very small"], ["zoomed in", "close up"]
+    clip_crop_p = clip_rotate_p = clip_translate_p = 1.0
+    clip_crop_scale, clip_rotate_deg, clip_translate_px = [1.0, 1.143], 30.0, 60.0
+
+
+def test_scale_augmentation_masks_only_the_pasted_area():
+    crop = Image.new("RGB", (90, 70), (255, 255, 255))
+    seen_far = seen_plain = False
+    for seed in range(40):
+        target, mask, prefix = scale_augment(crop, 64, 8, np.random.default_rng(seed), _Cfg)
+        pasted = target[0] > 0  # white pixels; the canvas is black (-1)
+        ys, xs = np.nonzero(pasted.numpy())
+        side = ys.max() - ys.min() + 1
+        assert 21 <= side <= 64 and xs.max() - xs.min() + 1 == side
+        cells = np.kron(mask[0].numpy(), np.ones((8, 8))) > 0
+        assert cells.any() and pasted.numpy()[cells].all()  # loss only on cells fully inside the pasted square
+        assert (pasted.sum() == 64 * 64) == bool(cells.all())
+        if side < 0.6 * 64:
+            assert prefix in _Cfg.far_prefixes
+            seen_far = True
+        else:
+            assert prefix is None
+            seen_plain = True
+    assert seen_far and seen_plain
+    enlarge = type("C", (_Cfg,), {"shrink_p": 0.0})
+    target, mask, prefix = scale_augment(crop, 64, 8, np.random.default_rng(0), enlarge)
+    assert target.shape == (3, 64, 64) and mask.all() and prefix in _Cfg.near_prefixes
+
+
+def test_object_augmentation_moves_the_mask_with_the_image():
+    x = torch.rand(3, 224, 224)
+    m = torch.zeros(1, 224, 224)
+    m[:, 60:160, 80:150] = 1
+    for seed in range(5):
+        obj, mask = local_clip_augment(x * m, m, np.random.default_rng(seed), _Cfg)
+        assert set(mask.unique().tolist()) <= {0.0, 1.0} and 0 < mask.sum() < 224 * 224
+        assert (obj * (1 - mask)).abs().max() == 0  # nothing outside the (moved) mask
+        assert not torch.equal(mask, m)
+
+
+def test_masked_ldm_loss_ignores_the_outside():
+    pred, target = torch.zeros(2, 4, 8, 8), torch.ones(2, 4, 8, 8)
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[:, :, 2:5, 3:6] = 1
+    assert ldm_loss(pred, target) == 1
+    pred[:, :, 0, 0] = 7.0  # outside the mask
+    assert ldm_loss(pred, target, mask) == pytest.approx(1.0)
+    pred[0, :, 2, 3] = 1.0  # one masked cell of sample 0 right: 8 of 9 cells wrong in sample 0
+    assert ldm_loss(pred, target, mask) == pytest.approx((8 / 9 + 1) / 2)
+
+
+def test_local_value_regulariser_is_mean_over_layers(smoke_pipeline):
+    kv = smoke_pipeline.elite.local_kv
+    tokens = torch.randn(2, 256, smoke_pipeline.text_encoder.config.hidden_size)
+    expected = np.mean([pair["to_v"](tokens).abs().mean().item() for pair in kv.layers.values()])
+    assert len(kv.layers) == 16
+    assert local_value_regulariser(kv, tokens).item() == pytest.approx(expected, rel=1e-5)
