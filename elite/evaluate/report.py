@@ -99,7 +99,7 @@ def masked(image: Image.Image, mask: Image.Image) -> Image.Image:
 def make_grid(concept: list[Image.Image], rows: list[tuple[str, list[Image.Image]]], tile: int) -> Image.Image:
     """Column 0: the concept image (and its masked version); then one row per prompt with its images."""
     label_h = max(12, tile // 8)
-    cols = 1 + max((len(images) for _, images in rows), default=0)
+    cols = max(4, 1 + max((len(images) for _, images in rows), default=0))  # room for the prompt labels
     grid = Image.new("RGB", (cols * tile, max(len(rows), len(concept)) * (tile + label_h)), (255, 255, 255))
     draw = ImageDraw.Draw(grid)
     for r, img in enumerate(concept):
@@ -153,7 +153,8 @@ def write_report(path: Path, metrics: dict, settings: dict, grids: dict[str, Pat
     t = metrics["timing"]
     lines += ["", "## Timing", "", f"- encode per concept: mean {_fmt(t['encode_s_mean'])} s, max {_fmt(t['encode_s_max'])} s",
               f"- generation per image (ELITE): {_fmt(t['generate_s_per_image_mean'])} s",
-              f"- generation per image (base model): {_fmt(t['baseline_generate_s_per_image_mean'])} s", "", "## Grids", ""]
+              *([f"- generation per image (base model): {_fmt(t['baseline_generate_s_per_image_mean'])} s"]
+                if t["baseline_generate_s_per_image_mean"] is not None else []), "", "## Grids", ""]
     if (path.parent / "lambda_sweep.png").is_file():
         lines[lines.index("## Timing"):lines.index("## Timing")] = ["![lambda sweep](lambda_sweep.png)", ""]
     for subject, grid in grids.items():
