@@ -39,7 +39,6 @@ from tqdm import tqdm
 
 from elite.data import paths
 from elite.data.manifest import read_manifest, write_manifest
-from elite.data.openimages import image_size
 from elite.data.sam import BoxMasker, load_sam, resolve_device, sam_fingerprint
 from elite.errors import EliteError
 from elite.io import atomic_file, write_json
@@ -79,11 +78,12 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(np.logical_and(a, b).sum() / union) if union else None
 
 
-def load_rgb(path: str | Path) -> np.ndarray | None:
-    """(H, W, 3) uint8 pixels as stored (curate drops EXIF-rotated images), or None when unreadable."""
+def load_rgb(path: str | Path, header_only: bool = False) -> np.ndarray | tuple[int, int] | None:
+    """(H, W, 3) uint8 pixels as stored (curate drops EXIF-rotated images), or with `header_only` just
+    (width, height); None when unreadable."""
     try:
         with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
+            return img.size if header_only else np.asarray(img.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return None
 
@@ -133,7 +133,7 @@ def _mask_image(masker: BoxMasker, rows: list[dict], cfg, stats: dict, out_rows:
     boxes = sorted({tuple(r["box"]) for r in rows})
     todo = [b for b in boxes if not sam_mask_path(image_id, list(b)).is_file()]
     rgb = load_rgb(rows[0]["image"]) if todo else None
-    size = (rgb.shape[1], rgb.shape[0]) if rgb is not None else image_size(Path(rows[0]["image"]))
+    size = (rgb.shape[1], rgb.shape[0]) if rgb is not None else load_rgb(rows[0]["image"], header_only=True)
     if size is None or (todo and rgb is None):
         stats["unreadable"] += len(rows)
         return
