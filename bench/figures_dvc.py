@@ -17,18 +17,15 @@ import sys
 import time
 from pathlib import Path
 
-from bench.figures_infer import headline
+from bench.measure import figure, headline
 
 STAGES = ("prepare_models", "download", "curate", "dreambench", "mask", "train_global", "train_local", "evaluate", "register")
-TITLE = "smoke pipeline: dvc repro from nothing, then with nothing changed"
-TARGET = "<= 15 min and <= 10 s"
 HOW = ("`dvc repro` (smoke profile) in a temporary copy of the checkout (tracked + untracked-not-ignored files, fresh git "
        "repo, empty DVC cache), wall time of the whole command; then `dvc repro` again with nothing changed")
 
 
-def _not_measured(reason: str) -> dict:
-    return {"title": TITLE, "how": HOW, "target": TARGET, "status": "not measured", "reason": reason, "sizes": {},
-            "headline": [headline("smoke", "dvc repro", None, "s", TARGET)]}
+def _not_measured(reason: str, status: str = "not measured") -> dict:
+    return figure("dvc", HOW, {}, [], status, reason)
 
 
 def _copy_checkout(repo: Path, dst: Path) -> None:
@@ -86,15 +83,14 @@ def dvc_repro(repo: Path, work: Path, enabled: bool, timeout_s: float) -> dict:
         proc = subprocess.run([dvc, "repro"], cwd=copy, env=env, capture_output=True, text=True, timeout=timeout_s)
         runs.append((time.perf_counter() - start, proc))
         if proc.returncode != 0:
-            out = _not_measured(f"dvc repro failed in the copy (run {len(runs)}): {_tail(proc)}")
-            out["status"] = "failed"
-            return out
+            return _not_measured(f"dvc repro failed in the copy (run {len(runs)}): {_tail(proc)}", "failed")
     (first, p1), (second, p2) = runs
     up_to_date = "up to date" in (p2.stdout + p2.stderr)
     sizes = {"smoke": {"first_s": first, "second_s": second, "second_up_to_date": up_to_date,
                        "largest_child_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
                        "stages": list(STAGES)}}
-    return {"title": TITLE, "how": HOW, "target": TARGET, "status": "measured", "sizes": sizes, "headline": [
-        headline("smoke", "dvc repro from nothing", first, "s", "<= 900 s", first <= 900),
-        headline("smoke", "dvc repro, nothing changed", second, "s", "<= 10 s", second <= 10 and up_to_date),
-    ]}
+    return figure("dvc", HOW, sizes, [
+        headline("smoke", "dvc repro from nothing (wall)", first, "s", "<= 900 s", first <= 900, wall=first),
+        headline("smoke", "dvc repro, nothing changed (wall)", second, "s", "<= 10 s", second <= 10 and up_to_date,
+                 wall=second),
+    ])

@@ -9,16 +9,12 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from PIL import Image
 
 from bench.classic import batched_step, classic_processors, two_call_step
-from bench.measure import interleaved, median_time, ratio
+from bench.measure import figure, headline, interleaved, median_time, ratio, ratio_headline, time_headline
 from bench.models import Models
 from bench.settings import Settings
 from elite.models.attention import EliteConditioning
 from elite.models.text import tokenize_plain
 from elite.pipeline import Concept
-
-
-def headline(size: str, label: str, value: float | None, unit: str, target: str = "report", met: bool | None = None) -> dict:
-    return {"size": size, "label": label, "value": value, "unit": unit, "target": target, "met": met}
 
 
 def plain_processors(unet) -> dict:
@@ -44,16 +40,10 @@ def encode_latency(models: dict[str, Models], settings: Settings, image: Image.I
                                                       "image_size": cfg.image_size},
                        "tower_params_m": round(sum(p.numel() for p in m.image_encoder.parameters()) / 1e6, 1),
                        "mapper_params_m": round(sum(p.numel() for p in m.elite.parameters()) / 1e6, 1)}
-        heads.append(headline(name, "encode_concept median", sizes[name]["median_s"], "s", "report (paper: 0.05 s on a V100)"))
-    return {
-        "title": "concept encode latency",
-        "how": f"median of {settings.encode_repeats} ElitePipeline.encode_concept(image, mask) calls after one warm-up, "
-               "batch 1, PIL inputs (CLIP preprocessing included), global + local mapper",
-        "target": "report (paper: 0.05 s on a V100)",
-        "status": "measured",
-        "sizes": sizes,
-        "headline": heads,
-    }, concepts
+        heads.append(time_headline(name, "encode_concept median", sizes[name], "report (paper: 0.05 s on a V100)"))
+    how = (f"median of {settings.encode_repeats} ElitePipeline.encode_concept(image, mask) calls after one warm-up, batch 1, "
+           "PIL inputs (CLIP preprocessing included), the vision tower on the image and on the masked object, both mappers")
+    return figure("encode", how, sizes, heads), concepts
 
 
 def generation(models: dict[str, Models], concepts: dict[str, Concept], settings: Settings) -> dict:
@@ -84,18 +74,14 @@ def generation(models: dict[str, Models], concepts: dict[str, Concept], settings
                        **{k: s.summary() for k, s in samples.items()},
                        "ratio_lam0_vs_sd": r0, f"ratio_lam{settings.lam}_vs_sd": r1,
                        "image_size": list(samples["elite_lam"].last[0].size)}
-        heads.append(headline(name, "ELITE lam=0 / SD", r0["ratio"], "x", "<= 1.10", r0["ratio"] <= 1.10))
-        heads.append(headline(name, f"ELITE lam={settings.lam} / SD", r1["ratio"], "x", "<= 1.10", r1["ratio"] <= 1.10))
-    return {
-        "title": "ELITE generation vs StableDiffusionPipeline",
-        "how": "whole pipeline calls (text encoding, sampling loop with classifier-free guidance, VAE decode, PIL output) "
-               "on shared modules; SD runs with diffusers' default SDPA processors, ELITE with its own on the 16 "
-               "cross-attention layers (swapped untimed before each call); ratio = median of per-round ratios",
-        "target": "<= 1.10x",
-        "status": "measured",
-        "sizes": sizes,
-        "headline": heads,
-    }
+        heads.append(ratio_headline(name, "ELITE lam=0 / SD", r0, "<= 1.10", lambda v: v <= 1.10))
+        heads.append(ratio_headline(name, f"ELITE lam={settings.lam} / SD", r1, "<= 1.10", lambda v: v <= 1.10))
+        for key, label in (("sd", "SD"), ("elite_lam", f"ELITE lam={settings.lam}")):
+            heads.append(headline(name, f"generation peak RSS, {label}", sizes[name][key]["peak_rss_mib"], "MiB"))
+    how = ("whole pipeline calls (text encoding, LMS sampling loop with classifier-free guidance, VAE decode, PIL output) "
+           "on shared modules; SD runs with diffusers' default SDPA processors, ELITE with its own on the 16 "
+           "cross-attention layers (swapped untimed before each call); interleaved rounds")
+    return figure("generation", how, sizes, heads)
 
 
 def sampling_step(models: dict[str, Models], concepts: dict[str, Concept], settings: Settings) -> dict:
@@ -144,18 +130,12 @@ def sampling_step(models: dict[str, Models], concepts: dict[str, Concept], setti
                        **{k: s.summary() for k, s in samples.items()},
                        "speedup_ours_vs_authors": speedup, "ratio_ours_vs_plain_sd": overhead,
                        "max_abs_diff_ours_vs_authors": diff, "max_abs_noise": float(ours.abs().max())}
-        heads.append(headline(name, "authors' step / our step", speedup["ratio"], "x", "report the speed-up"))
-        heads.append(headline(name, f"our ELITE step (lam={settings.lam}) / plain SD step", overhead["ratio"], "x"))
-    return {
-        "title": "our sampling step vs the authors' style",
-        "how": "one guidance step, UNet part only (scale_model_input, UNet, guidance combination; the scheduler update "
-               "is the same for all and left out). ours: ELITE processors, both halves in one batched call, SDPA. "
-               "authors: two batch-1 calls (uncond, cond), diffusers' classic AttnProcessor on self-attention and "
-               "bench.classic.ClassicEliteCrossAttn (baddbmm + softmax + bmm, heads in the batch) on cross-attention. "
-               "plain_sd: the same batched step with SD's own K/V and SDPA everywhere. Both ELITE variants give the same "
-               "noise (max_abs_diff)",
-        "target": "report the speed-up",
-        "status": "measured",
-        "sizes": sizes,
-        "headline": heads,
-    }
+        heads.append(ratio_headline(name, "authors' step / our step", speedup, "report the speed-up"))
+        heads.append(ratio_headline(name, f"our ELITE step (lam={settings.lam}) / plain SD step", overhead))
+    how = ("one guidance step, UNet part only (scale_model_input, UNet, guidance combination; the scheduler update is "
+           "the same for all and left out). ours: ELITE processors, both halves in one batched call, SDPA. authors: two "
+           "batch-1 calls (uncond, cond), diffusers' classic AttnProcessor on self-attention and "
+           "bench.classic.ClassicEliteCrossAttn (baddbmm + softmax + bmm, heads in the batch) on cross-attention. "
+           "plain_sd: the same batched step with SD's own K/V and SDPA everywhere. Both ELITE variants give the same "
+           "noise (max_abs_diff)")
+    return figure("step", how, sizes, heads)

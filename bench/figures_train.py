@@ -11,8 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.figures_infer import headline
-from bench.measure import interleaved, peak_rss_mib, ratio, reset_peak
+from bench.measure import Samples, figure, headline, interleaved, ratio, ratio_headline
 from bench.models import Models, scene
 from bench.settings import Settings
 
@@ -29,10 +28,11 @@ def plateau_step(losses: list[float], window: int, rel: float) -> int | None:
 
 
 def textual_inversion(base: Path, image: Image.Image, mask: Image.Image, params, settings: Settings,
-                      encode_s: float) -> dict:
+                      encode: dict) -> dict:
     """elite.baselines.inversion.invert (method "ti", params.yaml baselines.ti of the smoke profile, steps
     capped) on the smoke base; the plateau step is found on the capped run, then the same seeded run is
-    repeated stopping there and timed end to end (model loading included), against encode_concept."""
+    repeated stopping there and timed end to end (model loading included), against encode_concept
+    (`encode`: the smoke summary of the encode figure)."""
     from elite.baselines.inversion import invert
 
     b = params.baselines
@@ -41,32 +41,27 @@ def textual_inversion(base: Path, image: Image.Image, mask: Image.Image, params,
     step = plateau_step(capped.losses, settings.plateau_window, settings.plateau_rel)
     reached = step is not None
     stop = step if reached else settings.ti_cap
-    reset_peak()
-    start = time.perf_counter()
-    run = invert(base, image, mask, "ti", b.ti.model_copy(update={"steps": stop}), **kw)
-    seconds = time.perf_counter() - start
+    timed = Samples()
+    run = timed.record(lambda: invert(base, image, mask, "ti", b.ti.model_copy(update={"steps": stop}), **kw))
     same = np.allclose(run.losses, capped.losses[:stop], rtol=1e-4, atol=1e-6)
-    value = seconds / encode_s
-    return {
-        "title": "Textual-Inversion-style optimisation vs ELITE encode",
-        "how": f"invert(method='ti') on the smoke base, params.yaml baselines.ti (smoke: lr {b.ti.lr}, batch "
-               f"{b.ti.batch_size}), capped at {settings.ti_cap} steps. Plateau: the first step s >= 2w where the mean "
-               f"loss of steps (s-w, s] is less than {settings.plateau_rel:.0%} below that of (s-2w, s-w], w = "
-               f"{settings.plateau_window}. The seeded run is repeated with steps = s and timed end to end (loading "
-               "included); ratio = that time / the median smoke encode_concept time of the encode figure",
-        "target": "report the ratio (paper: 50 min vs 0.05 s, 60000x)",
-        "status": "measured",
-        "sizes": {"smoke": {
-            "plateau_reached": reached, "plateau_step": step, "timed_steps": stop, "cap": settings.ti_cap,
-            "ti_seconds": seconds, "ti_seconds_per_step": seconds / stop, "encode_seconds": encode_s, "ratio": value,
-            "rerun_matches_capped_run": bool(same), "first_window_loss": float(np.mean(capped.losses[: settings.plateau_window])),
-            "loss_at_plateau": float(np.mean(capped.losses[stop - settings.plateau_window : stop])),
-            "final_window_loss": float(np.mean(capped.losses[-settings.plateau_window :])),
-            "peak_rss_mib": round(peak_rss_mib(), 1),
-        }},
-        "headline": [headline("smoke", "TI to plateau / ELITE encode" + ("" if reached else " (cap, no plateau)"),
-                              value, "x", "report (paper: 60000x)")],
-    }
+    cpu, wall = timed.cpu[0] / encode["median_cpu_s"], timed.wall[0] / encode["median_s"]
+    how = (f"invert(method='ti') on the smoke base, params.yaml baselines.ti (smoke: lr {b.ti.lr}, batch "
+           f"{b.ti.batch_size}), capped at {settings.ti_cap} steps. Plateau: the first step s >= 2w where the mean loss of "
+           f"steps (s-w, s] is less than {settings.plateau_rel:.0%} below that of (s-2w, s-w], w = {settings.plateau_window}. "
+           "The seeded run is repeated with steps = s and timed end to end (loading included); ratio = that time / the "
+           "median smoke encode_concept time of the encode figure")
+    sizes = {"smoke": {
+        "plateau_reached": reached, "plateau_step": step, "timed_steps": stop, "cap": settings.ti_cap,
+        "ti_seconds": timed.wall[0], "ti_cpu_seconds": timed.cpu[0], "ti_cpu_seconds_per_step": timed.cpu[0] / stop,
+        "encode_seconds": encode["median_s"], "encode_cpu_seconds": encode["median_cpu_s"],
+        "ratio": {"cpu": cpu, "wall": wall}, "rerun_matches_capped_run": bool(same),
+        "first_window_loss": float(np.mean(capped.losses[: settings.plateau_window])),
+        "loss_at_plateau": float(np.mean(capped.losses[stop - settings.plateau_window : stop])),
+        "final_window_loss": float(np.mean(capped.losses[-settings.plateau_window :])),
+        "peak_rss_mib": timed.summary()["peak_rss_mib"],
+    }}
+    label = "TI to plateau / ELITE encode" + ("" if reached else " (cap reached, no plateau)")
+    return figure("textual_inversion", how, sizes, [headline("smoke", label, cpu, "x", "report (paper: 60000x)", wall=wall)])
 
 
 def _train_images(root: Path, n: int, seed: int) -> Path:
@@ -85,10 +80,13 @@ def _train_images(root: Path, n: int, seed: int) -> Path:
     return manifest
 
 
-def training_step(models: dict[str, Models], smoke_root: Path, work: Path, params, settings: Settings) -> dict:
+def training_step(name: str, m: Models | None, smoke_root: Path, work: Path, params, settings: Settings) -> dict:
     """Stage-1 optimiser steps through the training code's own pieces (GlobalStage, its dataset and
-    loss module, LatentCache, collate), with and without the latent cache, interleaved step by step."""
+    loss module, LatentCache, collate), with and without the latent cache, interleaved step by step.
+    `name` "smoke": the smoke models loaded as the stage loads them (load_frozen); else the in-memory
+    models `m` (SD-v1-sized) at settings.sd_resolution, batch 1."""
     from accelerate import Accelerator
+    from diffusers import DDPMScheduler
 
     from elite.models.elite_model import EliteModel
     from elite.pipeline import resolve_image_encoder
@@ -96,131 +94,108 @@ def training_step(models: dict[str, Models], smoke_root: Path, work: Path, param
     from elite.train.latents import LatentCache
     from elite.train.stages import Frozen, GlobalStage, load_frozen
 
-    manifest = _train_images(work / "train_images", settings.train_rows, settings.seed)
-    accelerator = Accelerator(cpu=True)
-    sizes, heads = {}, []
-    for name in settings.train_sizes:
-        base = params.train_global
-        init_dir = smoke_root / "elite"
-        update = {"manifest": str(manifest), "init": str(init_dir), "cache_dir": str(work / f"latents_{name}"),
-                  "cache_latents": True, "crop_pad": [base.crop_pad[0]] * 2}
-        if name == "smoke":
-            cfg = base.model_copy(update={**update, "base": str(smoke_root / "base")})
-            init = EliteModel.from_pretrained(init_dir)
-            frozen = load_frozen(cfg.base, resolve_image_encoder(init_dir, init.config.image_encoder), torch.device("cpu"),
-                                 torch.float32)
-            vae_dir = Path(cfg.base) / "vae"
-        else:
-            m = models[name]
-            cfg = base.model_copy(update={**update, "resolution": settings.sd_resolution, "batch_size": 1})
-            from diffusers import DDPMScheduler
+    base, init_dir = params.train_global, smoke_root / "elite"
+    manifest = _train_images(work / f"train_images_{name}", settings.train_rows[name], settings.seed)
+    update = {"manifest": str(manifest), "init": str(init_dir), "cache_dir": str(work / f"latents_{name}"),
+              "cache_latents": True, "crop_pad": [base.crop_pad[0]] * 2}
+    if name == "smoke":
+        cfg = base.model_copy(update={**update, "base": str(smoke_root / "base")})
+        init = EliteModel.from_pretrained(init_dir)
+        frozen = load_frozen(cfg.base, resolve_image_encoder(init_dir, init.config.image_encoder), torch.device("cpu"),
+                             torch.float32)
+        vae_dir = Path(cfg.base) / "vae"
+    else:
+        cfg = base.model_copy(update={**update, "resolution": settings.sd_resolution, "batch_size": 1})
+        init = m.elite
+        frozen = Frozen(vae=m.vae, text_encoder=m.text_encoder, tokenizer=m.tokenizer, unet=m.unet,
+                        image_encoder=m.image_encoder, image_processor=m.image_processor,
+                        noise_scheduler=DDPMScheduler.from_config(m.scheduler_config), base="(in memory)",
+                        image_encoder_src="(in memory)")
+        vae_dir = m.vae_dir
+    stage = GlobalStage(cfg)
+    rows = read_manifest(cfg.manifest, need_mask=False)
+    elite = stage.build(init, frozen)
+    elite.attach(frozen.unet, use_local=False)
+    module = stage.module_class(elite, frozen, cfg).train()
+    trainable = [p for p in elite.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                                  weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
+    clip = ClipSpec(frozen.image_processor)
+    cache = LatentCache(cfg.cache_dir, rows, vae_dir, cfg.resolution, cfg.crop_pad[0])
+    plain = stage.dataset(rows, frozen, clip)
+    start = time.perf_counter()
+    cache.build(plain, frozen.vae, Accelerator(cpu=True), cfg.batch_size)
+    cache_build_s = time.perf_counter() - start
+    cached = stage.dataset(rows, frozen, clip, cache)
+    counters = {"no_cache": 0, "cache": 0}
 
-            init = m.elite
-            frozen = Frozen(vae=m.vae, text_encoder=m.text_encoder, tokenizer=m.tokenizer, unet=m.unet,
-                            image_encoder=m.image_encoder, image_processor=m.image_processor,
-                            noise_scheduler=DDPMScheduler.from_config(m.scheduler_config), base="(in memory)",
-                            image_encoder_src="(in memory)")
-            vae_dir = m.vae_dir
-        stage = GlobalStage(cfg)
-        rows = read_manifest(cfg.manifest, need_mask=False)
-        elite = stage.build(init, frozen)
-        elite.attach(frozen.unet, use_local=False)
-        module = stage.module_class(elite, frozen, cfg).train()
-        trainable = [p for p in elite.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                      weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
-        clip = ClipSpec(frozen.image_processor)
-        cache = LatentCache(cfg.cache_dir, rows, vae_dir, cfg.resolution, cfg.crop_pad[0])
-        plain = stage.dataset(rows, frozen, clip)
-        start = time.perf_counter()
-        cache.build(plain, frozen.vae, accelerator, cfg.batch_size)
-        cache_build_s = time.perf_counter() - start
-        cached = stage.dataset(rows, frozen, clip, cache)
-        counters = {"no_cache": 0, "cache": 0}
+    def step(dataset, key):
+        def call():
+            n = counters[key]
+            counters[key] += 1
+            batch = collate([dataset[d] for d in range(n * cfg.batch_size, (n + 1) * cfg.batch_size)])
+            out = module(batch)
+            out["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            return out["loss"].detach().item()
+        return call
 
-        def step(dataset, key):
-            def call():
-                n = counters[key]
-                counters[key] += 1
-                batch = collate([dataset[d] for d in range(n * cfg.batch_size, (n + 1) * cfg.batch_size)])
-                out = module(batch)
-                out["loss"].backward()
-                torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                return out["loss"].detach().item()
-            return call
-
-        samples = interleaved({"no_cache": step(plain, "no_cache"), "cache": step(cached, "cache")},
-                              settings.train_rounds[name], warmup=1)
-        speed = ratio(samples, "no_cache", "cache")  # time without / time with = images/s with / without
-        summary = {k: s.summary() for k, s in samples.items()}
-        for k in summary:
-            summary[k]["images_per_s"] = cfg.batch_size / summary[k]["median_s"]
-        sizes[name] = {"resolution": cfg.resolution, "batch_size": cfg.batch_size, "rows": len(rows),
-                       "cache_build_s": cache_build_s, **summary, "speedup_with_cache": speed,
-                       "trainable_params_m": round(sum(p.numel() for p in trainable) / 1e6, 1)}
-        heads.append(headline(name, "stage-1 step: images/s with cache / without", speed["ratio"], "x", ">= 1.5",
-                              speed["ratio"] >= 1.5))
-        for key, label in (("cache", "with cache"), ("no_cache", "without cache")):
-            heads.append(headline(name, f"stage-1 step peak RSS, {label}", summary[key]["peak_rss_mib"], "MiB"))
-        del module, optimizer, elite, frozen
-    return {
-        "title": "stage-1 training step, with vs without cached VAE latents",
-        "how": "one optimiser step = draw a batch from the stage's GlobalDataset (crop, CLIP augmentations, caption; "
-               "pixels or cached latent moments) + collate + GlobalStageModule forward (VAE encode unless cached, CLIP "
-               "tower, mapper, text encoder, UNet, loss) + backward + gradient clipping + AdamW step, single process "
-               "without accelerate's wrapper; the two variants alternate step by step on the same draws, after one "
-               "warm-up step each; the cache is built before (cache_build_s)",
-        "target": ">= 1.5x faster with the cache",
-        "status": "measured",
-        "sizes": sizes,
-        "headline": heads,
-    }
+    samples = interleaved({"no_cache": step(plain, "no_cache"), "cache": step(cached, "cache")},
+                          settings.train_rounds[name], warmup=1)
+    speed = ratio(samples, "no_cache", "cache")  # time without / time with = images/s with / without
+    summary = {k: s.summary() for k, s in samples.items()}
+    for k in summary:
+        summary[k]["images_per_s"] = cfg.batch_size / summary[k]["median_s"]
+        summary[k]["images_per_cpu_s"] = cfg.batch_size / summary[k]["median_cpu_s"]
+    sizes = {name: {"resolution": cfg.resolution, "batch_size": cfg.batch_size, "rows": len(rows),
+                    "cache_build_s": cache_build_s, **summary, "speedup_with_cache": speed,
+                    "trainable_params_m": round(sum(p.numel() for p in trainable) / 1e6, 1)}}
+    heads = [ratio_headline(name, "stage-1 step: images/s with cache / without", speed, ">= 1.5", lambda v: v >= 1.5)]
+    for key, label in (("cache", "with cache"), ("no_cache", "without cache")):
+        heads.append(headline(name, f"stage-1 step peak RSS, {label}", summary[key]["peak_rss_mib"], "MiB"))
+    how = ("one optimiser step = draw a batch from the stage's GlobalDataset (crop, CLIP augmentations, caption; pixels or "
+           "cached latent moments) + collate + GlobalStageModule forward (VAE encode unless cached, CLIP tower, mapper, "
+           "text encoder, UNet, loss) + backward + gradient clipping + AdamW step, one process without accelerate's "
+           "wrapper; the two variants alternate step by step on the same draws after one warm-up step each; the cache "
+           "is built before (cache_build_s)")
+    return figure("training", how, sizes, heads)
 
 
-def sam_masking(smoke_root: Path, params, settings: Settings) -> dict:
-    """elite.data.sam.BoxMasker: all boxes of an image in one call vs one call per box, same images."""
+def sam_masking(name: str, smoke_root: Path, params, settings: Settings) -> dict:
+    """elite.data.sam.BoxMasker: all boxes of an image in one call vs one call per box, same images.
+    `name`: "tiny" (the smoke profile's SAM, loaded with load_sam) or a SAM type built with random weights."""
     from elite.data.sam import BoxMasker, build_sam_model, load_sam
 
-    sizes, heads = {}, []
     rng = np.random.default_rng(settings.seed)
-    for name in settings.sam_sizes:
-        if name == "tiny":
-            model = load_sam(smoke_root / "sam", "cpu")
-        else:
-            torch.manual_seed(settings.seed)
-            model = build_sam_model({"type": name}).eval()
-        masker = BoxMasker(model, params.mask.multimask)
-        images = []
-        for _ in range(settings.sam_images[name]):
-            k = int(rng.integers(settings.sam_boxes[0], settings.sam_boxes[1] + 1))
-            images.append(scene(rng, int(rng.integers(320, 640)), int(rng.integers(240, 480)), k))
+    if name == "tiny":
+        model = load_sam(smoke_root / "sam", "cpu")
+    else:
+        torch.manual_seed(settings.seed)
+        model = build_sam_model({"type": name}).eval()
+    masker = BoxMasker(model, params.mask.multimask)
+    images = []
+    for _ in range(settings.sam_images[name]):
+        k = int(rng.integers(settings.sam_boxes[0], settings.sam_boxes[1] + 1))
+        images.append(scene(rng, int(rng.integers(320, 640)), int(rng.integers(240, 480)), k))
 
-        def batched():
-            return [masker(img, boxes)[0] for img, boxes in images]
+    def batched():
+        return [masker(img, boxes)[0] for img, boxes in images]
 
-        def per_box():
-            return [np.concatenate([masker(img, [b])[0] for b in boxes]) for img, boxes in images]
+    def per_box():
+        return [np.concatenate([masker(img, [b])[0] for b in boxes]) for img, boxes in images]
 
-        samples = interleaved({"batched": batched, "per_box": per_box}, settings.sam_rounds[name],
-                              warmup=1 if name == "tiny" else 0)
-        speed = ratio(samples, "per_box", "batched")
-        agree = float(np.mean([(a == b).mean() for a, b in zip(samples["batched"].last, samples["per_box"].last)]))
-        sizes[name] = {"images": len(images), "boxes": [len(b) for _, b in images], "multimask": params.mask.multimask,
-                       "image_size": model.image_encoder.img_size, **{k: s.summary() for k, s in samples.items()},
-                       "speedup_batched": speed, "mask_pixel_agreement": agree,
-                       "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
-        heads.append(headline(name, "SAM: per-box calls / one call per image", speed["ratio"], "x", ">= 3",
-                              speed["ratio"] >= 3))
-    return {
-        "title": "SAM masking, all boxes of an image in one call vs one call per box",
-        "how": f"BoxMasker(model, multimask={params.mask.multimask}) on generated images with "
-               f"{settings.sam_boxes[0]}-{settings.sam_boxes[1]} boxes each: masker(image, boxes) once per image vs "
-               "masker(image, [box]) per box (each call sets the image, i.e. runs the image encoder); "
-               "mask_pixel_agreement compares the masks of both ways",
-        "target": ">= 3x",
-        "status": "measured",
-        "sizes": sizes,
-        "headline": heads,
-    }
+    samples = interleaved({"batched": batched, "per_box": per_box}, settings.sam_rounds[name],
+                          warmup=1 if name == "tiny" else 0)
+    speed = ratio(samples, "per_box", "batched")
+    agree = float(np.mean([(a == b).mean() for a, b in zip(samples["batched"].last, samples["per_box"].last)]))
+    sizes = {name: {"images": len(images), "boxes": [len(b) for _, b in images], "multimask": params.mask.multimask,
+                    "image_size": model.image_encoder.img_size, **{k: s.summary() for k, s in samples.items()},
+                    "speedup_batched": speed, "mask_pixel_agreement": agree,
+                    "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}}
+    how = (f"BoxMasker(model, multimask={params.mask.multimask}) on generated images with {settings.sam_boxes[0]}-"
+           f"{settings.sam_boxes[1]} boxes each: masker(image, boxes) once per image vs masker(image, [box]) per box (each "
+           "call sets the image, i.e. runs the image encoder); mask_pixel_agreement compares the masks of both ways")
+    heads = [ratio_headline(name, "SAM: per-box calls / one call per image", speed, ">= 3", lambda v: v >= 3)]
+    return figure("sam", how, sizes, heads)

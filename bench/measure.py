@@ -6,8 +6,9 @@ n), and ratios are medians of the per-round ratios. Wall time is the figure; pro
 kept beside it (it is less disturbed by other processes competing for the cores).
 
 Peak memory is the resident set's high-water mark (VmHWM) of this process during one call: Linux
-resets it when "5" is written to /proc/self/clear_refs. Where that is not possible the lifetime peak
-(`getrusage` ru_maxrss) is reported and the method says so.
+resets it when "5" is written to /proc/self/clear_refs (freed heap memory is first handed back with
+glibc's malloc_trim, untimed). Where that is not possible the lifetime peak (`getrusage` ru_maxrss)
+is reported and the method says so.
 """
 
 from __future__ import annotations
@@ -51,6 +52,20 @@ def peak_rss_mib() -> float:
     return kib / 1024
 
 
+def _malloc_trim():
+    """glibc's malloc_trim: hand freed heap memory back to the kernel, so that the RSS before a call is
+    what is alive and the peak during it shows what the call itself needed (None off glibc)."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
 def rss_mib() -> float | None:
     kib = _status_kib("VmRSS")
     return None if kib is None else kib / 1024
@@ -71,6 +86,8 @@ class Samples:
     last: Any = None  # what the last call returned
 
     def record(self, fn: Callable[[], Any]) -> Any:
+        if _TRIM is not None:
+            _TRIM(0)
         reset_peak()
         before = rss_mib()
         cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -124,16 +141,67 @@ def interleaved(configs: dict[str, Config], rounds: int, warmup: int = 1) -> dic
 
 
 def ratio(samples: dict[str, Samples], num: str, den: str) -> dict:
-    """num/den: the median of the per-round ratios (the figure), the ratio of the medians, and the
-    same from CPU time."""
+    """num/den per round, from process CPU time (`cpu`, the figure: with one compute thread it is the
+    time the work took, whatever else runs on the machine) and from wall time (`wall`); each the
+    median of the per-round ratios."""
     a, b = samples[num], samples[den]
-    per_round = [x / y for x, y in zip(a.wall, b.wall)]
+    cpu = [x / y for x, y in zip(a.cpu, b.cpu)]
+    wall = [x / y for x, y in zip(a.wall, b.wall)]
     return {
-        "ratio": statistics.median(per_round),
-        "ratio_of_medians": statistics.median(a.wall) / statistics.median(b.wall),
-        "cpu_ratio": statistics.median([x / y for x, y in zip(a.cpu, b.cpu)]),
-        "per_round": [round(x, 4) for x in per_round],
+        "cpu": statistics.median(cpu),
+        "wall": statistics.median(wall),
+        "wall_ratio_of_medians": statistics.median(a.wall) / statistics.median(b.wall),
+        "per_round_cpu": [round(x, 4) for x in cpu],
+        "per_round_wall": [round(x, 4) for x in wall],
     }
+
+
+# figure key -> (title, target), as in issue 8
+CATALOG = {
+    "encode": ("concept encode latency", "report (paper: 0.05 s on a V100)"),
+    "generation": ("ELITE generation vs StableDiffusionPipeline", "<= 1.10x"),
+    "step": ("our sampling step vs the authors' style", "report the speed-up"),
+    "textual_inversion": ("Textual-Inversion-style optimisation vs ELITE encode",
+                          "report the ratio (paper: 50 min vs 0.05 s, i.e. 60000x)"),
+    "training": ("stage-1 training step, with vs without cached VAE latents", ">= 1.5x faster with the cache"),
+    "sam": ("SAM masking, all boxes of an image in one call vs one call per box", ">= 3x"),
+    "dvc": ("smoke pipeline: dvc repro from nothing, then with nothing changed", "<= 15 min and <= 10 s"),
+}
+
+
+def figure(key: str, how: str, sizes: dict, heads: list[dict], status: str = "measured", reason: str | None = None) -> dict:
+    """One figure's record in results.json."""
+    title, target = CATALOG[key]
+    out = {"title": title, "target": target, "how": how, "status": status, "sizes": sizes, "headline": heads}
+    if reason:
+        out["reason"] = reason
+    return out
+
+
+def merge(old: dict | None, new: dict) -> dict:
+    """The records of one figure measured in several phases (model sizes) as one record."""
+    if old is None:
+        return new
+    out = {**old, "sizes": {**old["sizes"], **new["sizes"]}, "headline": old["headline"] + new["headline"],
+           "seconds": round(old.get("seconds", 0) + new.get("seconds", 0), 1), "how": old["how"] or new["how"]}
+    if new["status"] != "measured":
+        out["status"] = "failed" if "failed" in (old["status"], new["status"]) else new["status"]
+        out["reason"] = "; ".join(r for r in (old.get("reason"), new.get("reason")) if r)
+    return out
+
+
+def headline(size: str, label: str, value: float | None, unit: str, target: str = "report", met: bool | None = None,
+             wall: float | None = None) -> dict:
+    """One row of the results table: `value` from CPU time (or a size in MiB), `wall` from wall time."""
+    return {"size": size, "label": label, "value": value, "wall": wall, "unit": unit, "target": target, "met": met}
+
+
+def ratio_headline(size: str, label: str, r: dict, target: str = "report", ok: Callable[[float], bool] | None = None) -> dict:
+    return headline(size, label, r["cpu"], "x", target, None if ok is None else bool(ok(r["cpu"])), r["wall"])
+
+
+def time_headline(size: str, label: str, summary: dict, target: str = "report") -> dict:
+    return headline(size, label, summary["median_cpu_s"], "s", target, wall=summary["median_s"])
 
 
 def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> Samples:

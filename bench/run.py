@@ -48,16 +48,17 @@ def table_rows(results: dict) -> list[list[str]]:
     rows = []
     for key, fig in results["figures"].items():
         if fig["status"] != "measured":
-            rows.append([fig["title"], "-", fig["status"], "-", fig["target"], fig.get("reason", "")])
+            rows.append([fig["title"], "-", fig["status"], "-", "-", fig["target"], fig.get("reason", "")])
             continue
         for h in fig["headline"]:
             met = "" if h["met"] is None else ("yes" if h["met"] else "NO")
-            rows.append([fig["title"], h["size"], h["label"], _fmt(h["value"], h["unit"]), h["target"], met])
+            rows.append([fig["title"], h["size"], h["label"], _fmt(h["value"], h["unit"]), _fmt(h.get("wall"), h["unit"]),
+                         h["target"], met])
     return rows
 
 
 def render_table(results: dict, markdown: bool) -> str:
-    header = ["figure", "size", "measure", "value", "target", "met"]
+    header = ["figure", "size", "measure", "value (CPU time)", "wall time", "target", "met"]
     rows = table_rows(results)
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -68,114 +69,100 @@ def render_table(results: dict, markdown: bool) -> str:
     return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, rows)])
 
 
-def _failed(name: str, exc: BaseException) -> dict:
+def _failed(key: str, size: str, exc: BaseException) -> dict:
+    from bench.measure import figure
+
     line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-    return {"title": name, "how": "", "target": "", "status": "failed", "reason": f"{type(exc).__name__}: {line}",
-            "sizes": {}, "headline": []}
+    return figure(key, "", {}, [], "failed", f"{size}: {type(exc).__name__}: {line}")
 
 
-def _unavailable(name: str, module: str) -> str | None:
-    """Why a figure whose code lives in another area cannot run yet (None when it can)."""
+def _missing(key: str, modules: tuple[str, ...]) -> dict | None:
+    """A "not measured" record when code of another area that the figure uses is not in this checkout."""
     import importlib
 
-    try:
-        importlib.import_module(module)
-    except ImportError as exc:
-        return f"not measured: {module} is not in this checkout yet ({exc})"
+    from bench.measure import figure
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            return figure(key, "", {}, [], "not measured", f"{module} is not in this checkout yet ({exc})")
     return None
 
 
 def run(args) -> int:
+    import torch
+    from PIL import Image
     from tqdm.auto import tqdm
 
-    from bench.measure import machine
+    from bench import figures_dvc, figures_infer, figures_train
+    from bench.measure import machine, merge
+    from bench.models import build_sd, build_smoke, concept_image, load_smoke
     from bench.settings import FULL, QUICK
     from elite.config import load_params
     from elite.io import write_json
 
-    import torch
-
     settings = QUICK if args.quick else FULL
     torch.set_num_threads(args.threads)
-    wanted = [f for f in FIGURES if not args.only or f in args.only.split(",")]
+    wanted = set(args.only.split(",")) if args.only else set(FIGURES)
     params = load_params(REPO / "params.yaml", profile="smoke")
     results = {"schema": 1, "mode": settings.mode, "machine": machine(), "settings": dataclasses.asdict(settings),
                "figures": {}}
     started = time.perf_counter()
     out = Path(args.out)
     work = Path(tempfile.mkdtemp(prefix="elite-bench-"))
+
+    def measure(key: str, size: str, fn) -> None:
+        if key not in wanted:
+            return
+        tqdm.write(f"[bench] {key} ({size}) ...", file=sys.stderr)
+        t0 = time.perf_counter()
+        try:
+            fig = fn()
+        except Exception as exc:  # one broken figure must not lose the others
+            traceback.print_exc(file=sys.stderr)
+            fig = _failed(key, size, exc)
+        fig["seconds"] = round(time.perf_counter() - t0, 1)
+        results["figures"][key] = merge(results["figures"].get(key), fig)
+        results["wall_seconds"] = round(time.perf_counter() - started, 1)
+        write_json(out, results)  # after every figure: a killed run keeps what it measured
+        tqdm.write(f"[bench] {key} ({size}): {fig['status']} in {fig['seconds']} s", file=sys.stderr)
+
     try:
-        from PIL import Image
-
-        from bench import figures_dvc, figures_infer, figures_train
-        from bench.models import build_smoke, build_sd, concept_image, load_smoke
-
-        tqdm.write("[bench] building models (random weights) ...", file=sys.stderr)
+        tqdm.write("[bench] building the smoke models ...", file=sys.stderr)
         smoke_root = build_smoke(work / "models", params)
-        models = {"smoke": load_smoke(smoke_root)}
-        needs_sd = any(f in wanted for f in ("encode", "generation", "step")) and "sd" in settings.sizes
-        if needs_sd or ("training" in wanted and "sd" in settings.train_sizes):
-            models["sd"] = build_sd(models["smoke"], smoke_root, settings.sd_resolution, params, work)
-        infer_models = {k: v for k, v in models.items() if k in settings.sizes}
+        smoke = load_smoke(smoke_root)
         img_path, mask_path = concept_image(work / "concept")
         image, mask = Image.open(img_path).convert("RGB"), Image.open(mask_path).convert("L")
-        concepts: dict = {}
-        encode_s: float | None = None
+        encode_smoke: dict = {}
+        for size in tqdm(settings.sizes, desc="bench sizes", file=sys.stderr):
+            if size == "smoke":
+                m = smoke
+            else:
+                tqdm.write(f"[bench] building the {size} models (random weights) ...", file=sys.stderr)
+                m = build_sd(smoke, smoke_root, settings.sd_resolution, params, work)
+            models = {size: m}
+            concepts = {size: m.elite_pipeline().encode_concept(image, mask)}
 
-        def encode():
-            nonlocal concepts, encode_s
-            fig, concepts = figures_infer.encode_latency(infer_models, settings, image, mask)
-            encode_s = fig["sizes"]["smoke"]["median_s"]
-            return fig
+            def encode():
+                fig, _ = figures_infer.encode_latency(models, settings, image, mask)
+                encode_smoke.update(fig["sizes"].get("smoke", {}))
+                return fig
 
-        def need_concepts():
-            if not concepts:  # figures run without the encode figure still need encoded concepts
-                for name, m in infer_models.items():
-                    concepts[name] = m.elite_pipeline().encode_concept(image, mask)
-            return concepts
-
-        def ti():
-            if encode_s is None:
-                raise RuntimeError("the textual_inversion figure needs the encode figure (--only encode,textual_inversion)")
-            return figures_train.textual_inversion(smoke_root / "base", image, mask, params, settings, encode_s)
-
-        def training():
-            reason = _unavailable("training", "elite.train.stages") or _unavailable("training", "elite.train.latents")
-            if reason:
-                return {"title": "stage-1 training step, with vs without cached VAE latents", "how": "",
-                        "target": ">= 1.5x faster with the cache", "status": "not measured", "reason": reason,
-                        "sizes": {}, "headline": []}
-            return figures_train.training_step(models, smoke_root, work, params, settings)
-
-        def sam():
-            reason = _unavailable("sam", "elite.data.sam")
-            if reason:
-                return {"title": "SAM masking, all boxes of an image in one call vs one call per box", "how": "",
-                        "target": ">= 3x", "status": "not measured", "reason": reason, "sizes": {}, "headline": []}
-            return figures_train.sam_masking(smoke_root, params, settings)
-
-        steps = {
-            "encode": encode,
-            "generation": lambda: figures_infer.generation(infer_models, need_concepts(), settings),
-            "step": lambda: figures_infer.sampling_step(infer_models, need_concepts(), settings),
-            "textual_inversion": ti,
-            "training": training,
-            "sam": sam,
-            "dvc": lambda: figures_dvc.dvc_repro(REPO, work, args.dvc, args.dvc_timeout),
-        }
-        for name in tqdm(wanted, desc="bench", file=sys.stderr):
-            tqdm.write(f"[bench] {name} ...", file=sys.stderr)
-            t0 = time.perf_counter()
-            try:
-                fig = steps[name]()
-            except Exception as exc:  # one broken figure must not lose the others
-                traceback.print_exc(file=sys.stderr)
-                fig = _failed(name, exc)
-            fig["seconds"] = round(time.perf_counter() - t0, 1)
-            results["figures"][name] = fig
-            results["wall_seconds"] = round(time.perf_counter() - started, 1)
-            write_json(out, results)  # after every figure: a killed run keeps what it measured
-            tqdm.write(f"[bench] {name}: {fig['status']} in {fig['seconds']} s", file=sys.stderr)
+            measure("encode", size, encode)
+            measure("generation", size, lambda: figures_infer.generation(models, concepts, settings))
+            measure("step", size, lambda: figures_infer.sampling_step(models, concepts, settings))
+            if size == "smoke":
+                measure("textual_inversion", size, lambda: figures_train.textual_inversion(
+                    smoke_root / "base", image, mask, params, settings,
+                    encode_smoke or figures_infer.encode_latency(models, settings, image, mask)[0]["sizes"]["smoke"]))
+            measure("training", size, lambda: _missing("training", ("elite.train.stages", "elite.train.latents"))
+                    or figures_train.training_step(size, m, smoke_root, work, params, settings))
+            sam = settings.sam_model[size]
+            measure("sam", sam, lambda: _missing("sam", ("elite.data.sam",))
+                    or figures_train.sam_masking(sam, smoke_root, params, settings))
+            del models, concepts, m
+        measure("dvc", "smoke", lambda: figures_dvc.dvc_repro(REPO, work, args.dvc, args.dvc_timeout))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["machine"]["load_average_at_end"] = list(os.getloadavg())
@@ -183,7 +170,7 @@ def run(args) -> int:
     write_json(out, results)
     print(render_table(results, args.markdown))
     print(f"\n{settings.mode} run in {results['wall_seconds']:.0f} s on {results['machine']['cores']} cores "
-          f"({results['machine']['cpu_model']}); results: {out}")
+          f"({results['machine']['cpu_model']}, {args.threads} torch thread(s)); results: {out}")
     return 1 if any(f["status"] == "failed" for f in results["figures"].values()) else 0
 
 
