@@ -144,17 +144,10 @@ def run_curate(cfg) -> dict:
         write_manifest(tmp / "global.jsonl", rows_global)
         write_manifest(tmp / "local.jsonl", rows_local)
 
-    dataset.save_view("curated-global", kept.filter_labels(BOXES, F("tags").contains("global")), overwrite=True)
-    dataset.save_view("curated-local", kept.filter_labels(MASKS, F("tags").contains("local"), only_matches=False)
-                      .filter_labels(BOXES, F("tags").contains("local"), only_matches=False)
-                      .match((F(f"{MASKS}.detections").length() > 0) | (F(f"{BOXES}.detections").length() > 0)),
-                      overwrite=True)
+    dataset.save_view("curated-global", _with_labels(kept, ["global"], F), overwrite=True)
+    dataset.save_view("curated-local", _with_labels(kept, ["local"], F), overwrite=True)
     dataset.save_view("dropped-images", dataset.match_tags(IMAGE_DROPS), overwrite=True)
-    drops = BOX_RULES + SIZE_RULES
-    dataset.save_view("dropped-labels", dataset.filter_labels(BOXES, F("tags").contains(drops), only_matches=False)
-                      .filter_labels(MASKS, F("tags").contains(drops), only_matches=False)
-                      .match((F(f"{MASKS}.detections").length() > 0) | (F(f"{BOXES}.detections").length() > 0)),
-                      overwrite=True)
+    dataset.save_view("dropped-labels", _with_labels(dataset, BOX_RULES + SIZE_RULES, F), overwrite=True)
 
     box_tags = Counter(kept.count_label_tags(label_fields=[BOXES]))
     mask_tags = Counter(kept.count_label_tags(label_fields=[MASKS]))
@@ -177,6 +170,13 @@ def run_curate(cfg) -> dict:
         metrics["local_boxes_covered_by_mask"] = box_tags["has_mask"]
     write_json(paths.metrics_file("curate"), metrics)
     return metrics
+
+
+def _with_labels(view, tags: list[str], F):
+    """The samples of `view` that have a box or mask tagged with one of `tags`, showing only those labels."""
+    for field in (BOXES, MASKS):
+        view = view.filter_labels(field, F("tags").contains(tags), only_matches=False)
+    return view.match((F(f"{BOXES}.detections").length() > 0) | (F(f"{MASKS}.detections").length() > 0))
 
 
 def _local_boxes(kept, cfg, size_rules, F) -> None:
