@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from elite.config.base import Section
@@ -20,4 +22,4 @@ class BaselinesConfig(Section):
     seed: int
     flip_p: float = Field(ge=0, le=1)  # horizontal flip probability of the concept image per draw
     subjects: list[str]  # DreamBench subjects the evaluation also inverts ([] = none)
-    methods: list[str]  # which baselines the evaluation runs: ti, xti
+    methods: list[Literal["ti", "xti"]]  # which baselines the evaluation runs

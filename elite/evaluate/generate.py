@@ -3,7 +3,9 @@
 A job is one (variant, subject, prompt[, lambda]) with its N images:
 - `elite`: ELITE with S* in the prompt and the prompt family's lambda;
 - `baseline`: plain Stable Diffusion (the same base) with the class word instead of S*;
-- `sweep`: ELITE on a subset at every lambda of `evaluate.sweep_lams`.
+- `sweep`: ELITE on a subset at every lambda of `evaluate.sweep_lams`;
+- `ti` / `xti`: the optimisation baselines (params `baselines`) on their subjects, with S* in the
+  prompt, sampled on the base model from the word(s) learned once per subject on the concept image.
 Each image's seed depends only on `evaluate.seed`, the subject, the template and the image index, so
 the three variants share their starting noise and any run reproduces any image. An image counts as
 done when its PNG and its JSON sidecar (prompt, lambda, seed, sampler, a fingerprint of the weights,
@@ -28,7 +30,8 @@ from elite.errors import EliteError
 from elite.evaluate.dreambench import fill
 from elite.io import atomic_file, write_json
 
-VARIANTS = ("elite", "baseline", "sweep")
+VARIANTS = ("elite", "baseline", "sweep", "ti", "xti")
+INVERSIONS = ("ti", "xti")
 
 
 @dataclass(frozen=True)
@@ -119,8 +122,13 @@ def fingerprint(*paths: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def plan(cfg, subjects: list[dict], concepts: dict[str, tuple[Path, Path]], weights_id: str) -> list[Job]:
-    """Every job of the stage in a fixed order: elite, baseline, sweep; subjects and prompts as listed."""
+def inversion_settings(baselines, method: str) -> dict:
+    """What an inversion depends on (besides the base model and the concept): its images are redone when it changes."""
+    return {**getattr(baselines, method).model_dump(), "seed": baselines.seed, "flip_p": baselines.flip_p}
+
+
+def plan(cfg, subjects: list[dict], concepts: dict[str, tuple[Path, Path]], weights_id: str, baselines=None) -> list[Job]:
+    """Every job of the stage in a fixed order: elite, baseline, sweep, ti/xti; subjects and prompts as listed."""
     out = Path(cfg.out)
     sampler = {"steps": cfg.steps, "guidance": cfg.guidance, "scheduler": cfg.scheduler}
     concept_ids = {s: fingerprint(*paths) for s, paths in concepts.items()}
@@ -131,8 +139,11 @@ def plan(cfg, subjects: list[dict], concepts: dict[str, tuple[Path, Path]], weig
         text = fill(template, "", row["class"])
         prompt = text if variant == "baseline" else fill(template, cfg.placeholder, row["class"] if cfg.class_word_in_prompt else "")
         seeds = tuple(image_seed(cfg.seed, row["subject"], template, i) for i in range(n))
-        settings = {**sampler, "prompt": prompt, "lam": lam, "base": cfg.base,
-                    **({} if variant == "baseline" else {"weights": weights_id, "concept": concept_ids[row["subject"]]})}
+        settings = {**sampler, "prompt": prompt, "lam": lam, "base": cfg.base}
+        if variant in INVERSIONS:
+            settings.update(concept=concept_ids[row["subject"]], inversion=inversion_settings(baselines, variant))
+        elif variant != "baseline":
+            settings.update(weights=weights_id, concept=concept_ids[row["subject"]])
         jobs.append(Job(variant, row["subject"], row["class"], template, family, lam, prompt, text, folder, seeds, settings))
 
     for row in subjects:
@@ -154,6 +165,13 @@ def plan(cfg, subjects: list[dict], concepts: dict[str, tuple[Path, Path]], weig
             for template in spread(subject_templates(row, cfg), cfg.sweep_prompts):
                 add("sweep", row, template, float(lam),
                     out / "sweep" / f"lam_{lam:g}" / row["subject"] / slug(fill(template, "", row["class"])), cfg.sweep_images)
+    if baselines is not None:
+        chosen = [row for row in subjects if row["subject"] in baselines.subjects]
+        for method in baselines.methods:
+            for row in chosen:
+                for template in subject_templates(row, cfg):
+                    add(method, row, template, None, out / method / row["subject"] / slug(fill(template, "", row["class"])),
+                        cfg.images_per_prompt)
     return jobs
 
 
@@ -190,16 +208,18 @@ def _sync(device: str) -> None:
 class Sampler:
     """Loads the ELITE pipeline / the plain SD pipeline on first use; encodes each concept once."""
 
-    def __init__(self, cfg, concepts: dict[str, tuple[Path, Path]], device: str, dtype: torch.dtype) -> None:
-        self.cfg, self.concepts, self.device, self.dtype = cfg, concepts, device, dtype
-        self._elite = self._sd = None
+    def __init__(self, cfg, concepts: dict[str, tuple[Path, Path]], device: str, dtype: torch.dtype, baselines=None) -> None:
+        self.cfg, self.concepts, self.device, self.dtype, self.baselines = cfg, concepts, device, dtype, baselines
+        self._elite = self._sd = self._base = None
         self._encoded: dict[str, object] = {}
+        self._inverted: dict[tuple[str, str], object] = {}
 
     def elite(self):
         if self._elite is None:
             from elite.pipeline import ElitePipeline
 
             self._release("_sd")
+            self._release("_base")
             self._elite = ElitePipeline.from_pretrained(self.cfg.base, self.cfg.weights, torch_dtype=self.dtype).to(self.device)
             self._elite.set_progress_bar_config(disable=True)
         return self._elite
@@ -211,6 +231,7 @@ class Sampler:
             from elite.schedulers import make_scheduler
 
             self._release("_elite")
+            self._release("_base")
             try:
                 sd = StableDiffusionPipeline.from_pretrained(self.cfg.base, safety_checker=None, feature_extractor=None,
                                                              requires_safety_checker=False, dtype=self.dtype)
@@ -220,6 +241,42 @@ class Sampler:
             sd.set_progress_bar_config(disable=True)
             self._sd = sd.to(self.device)
         return self._sd
+
+    def base(self):
+        """The base model without ELITE weights, sampling learned words (the TI / XTI baselines)."""
+        if self._base is None:
+            from elite.pipeline import ElitePipeline
+
+            self._release("_elite")
+            self._release("_sd")
+            self._base = ElitePipeline.from_pretrained(self.cfg.base, torch_dtype=self.dtype).to(self.device)
+            self._base.set_progress_bar_config(disable=True)
+        return self._base
+
+    def inversion(self, method: str, subject: str, class_word: str):
+        """The subject's learned concept for `method`, optimised once on the concept image (inside its mask)
+        and kept in <out>/<method>/<subject>/inversion/ with its wall time; reused while its settings hold."""
+        from elite.baselines.inversion import Inversion, invert
+
+        key = (method, subject)
+        if key not in self._inverted:
+            folder = Path(self.cfg.out) / method / subject / "inversion"
+            settings = {**inversion_settings(self.baselines, method), "base": self.cfg.base,
+                        "concept": fingerprint(*self.concepts[subject])}
+            marker = folder / "settings.json"
+            if marker.is_file() and json.loads(marker.read_text()) == settings:
+                result = Inversion.load(folder)
+            else:
+                image, mask = (Path(p) for p in self.concepts[subject])
+                from elite.images import open_image, open_mask
+
+                img = open_image(image)
+                result = invert(self.cfg.base, img, open_mask(mask, img.size), method, getattr(self.baselines, method),
+                                class_word, self.baselines.seed, self.baselines.flip_p, progress=False)
+                result.save(folder)
+                write_json(marker, settings)
+            self._inverted[key] = result.concept()
+        return self._inverted[key]
 
     def _release(self, name: str) -> None:
         if getattr(self, name) is not None:
@@ -245,6 +302,9 @@ class Sampler:
         gens = [torch.Generator().manual_seed(job.seeds[i]) for i in indices]
         if job.variant == "baseline":
             pipe, kwargs = self.sd(), {}
+        elif job.variant in INVERSIONS:
+            concept = self.inversion(job.variant, job.subject, job.class_word)
+            pipe, kwargs = self.base(), {"concept": concept, "scheduler": cfg.scheduler}
         else:
             pipe, kwargs = self.elite(), {"concept": self.concept(job.subject), "lam": job.lam, "scheduler": cfg.scheduler}
         _sync(self.device)
@@ -262,7 +322,8 @@ class Sampler:
 
 def generate(jobs: list[Job], runner: Sampler) -> dict[str, int]:
     """Generate every missing image of `jobs`; returns counts (generated / skipped)."""
-    todo = sorted(((job, job.missing()) for job in jobs), key=lambda t: t[0].variant == "baseline")  # one model switch
+    order = {"elite": 0, "sweep": 0, "ti": 1, "xti": 1, "baseline": 2}  # fewest model switches
+    todo = sorted(((job, job.missing()) for job in jobs), key=lambda t: order[t[0].variant])
     total = sum(len(job.seeds) for job in jobs)
     missing = sum(len(m) for _, m in todo)
     with tqdm(total=missing, desc="generate", unit="img") as bar:

@@ -5,6 +5,8 @@ metrics/dreambench.json (DVC metrics; `dvc metrics diff` compares runs):
     families {<family>: {...}}  subjects {<subject>: {...}}
     context  {real: {clip_i, dino_i, pairs}, baseline: {clip_i, clip_t, dino_i, images}}
     sweep    {lam_<x>: {clip_i, clip_t, dino_i, images}}
+    table2   {elite|ti|xti: {clip_t, clip_i, dino_i, images, time_s}}   paper Table 2 on the baselines' subjects
+             (time_s: ELITE's encode vs a baseline's optimisation, mean seconds per concept)
     timing   {encode_s_mean, encode_s_max, generate_s_per_image_mean, baseline_generate_s_per_image_mean,
               encode_s: {<subject>: s}}
 CLIP-I and DINO-I average over all (generated, real) pairs, so an image weighs by the real images of its
@@ -44,8 +46,21 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def build_metrics(rows: list[dict], real: dict[str, dict], encode_s: dict[str, float]) -> dict:
-    """rows: per-image scores of every variant; real: per-subject real-vs-real {clip_i, dino_i, pairs}."""
+def table2(by_variant: dict[str, list[dict]], encode_s: dict[str, float], inversion_s: dict[str, dict[str, float]]) -> dict:
+    """ELITE next to the optimisation baselines, on the subjects the baselines ran on (paper Table 2)."""
+    subjects = {r["subject"] for m in inversion_s for r in by_variant.get(m, [])}
+    if not subjects:
+        return {}
+    rows = {"elite": ([r for r in by_variant["elite"] if r["subject"] in subjects], encode_s)}
+    rows.update({m: (by_variant[m], inversion_s[m]) for m in inversion_s if by_variant.get(m)})
+    return {name: {**aggregate(items), "time_s": _mean([t for s, t in times.items() if s in subjects])}
+            for name, (items, times) in rows.items()}
+
+
+def build_metrics(rows: list[dict], real: dict[str, dict], encode_s: dict[str, float],
+                  inversion_s: dict[str, dict[str, float]] | None = None) -> dict:
+    """rows: per-image scores of every variant; real: per-subject real-vs-real {clip_i, dino_i, pairs};
+    inversion_s: {method: {subject: seconds}} of the optimisation baselines."""
     by_variant: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_variant[r["variant"]].append(r)
@@ -65,7 +80,7 @@ def build_metrics(rows: list[dict], real: dict[str, dict], encode_s: dict[str, f
         "baseline_generate_s_per_image_mean": _mean([r["generate_s"] for r in baseline if r["generate_s"] is not None]),
     }
     return {"overall": aggregate(elite), "families": group(elite, "family"), "subjects": group(elite, "subject"),
-            "context": context, "sweep": sweep, "timing": timing}
+            "context": context, "sweep": sweep, "timing": timing, "table2": table2(by_variant, encode_s, inversion_s or {})}
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, float]:
@@ -140,6 +155,12 @@ def write_report(path: Path, metrics: dict, settings: dict, grids: dict[str, Pat
         rows.append(["base model, class word (no concept)", b["clip_t"], b["clip_i"], b["dino_i"], b["images"]])
     rows.append(["real vs real (upper bound)", None, ctx["real"]["clip_i"], ctx["real"]["dino_i"], None])
     lines += _table(["", "CLIP-T", "CLIP-I", "DINO-I", "images"], rows)
+    if metrics.get("table2"):
+        names = {"elite": "ELITE (one forward pass)", "ti": "Textual Inversion", "xti": "Extended Textual Inversion (P+)"}
+        lines += ["", "## ELITE vs optimisation baselines (paper Table 2, on the baselines' subjects)", ""]
+        lines += _table(["", "CLIP-T", "CLIP-I", "DINO-I", "time per concept (s)", "images"],
+                        [[names[k], v["clip_t"], v["clip_i"], v["dino_i"], v["time_s"], v["images"]]
+                         for k, v in metrics["table2"].items()])
     for title, key in (("Per prompt family", "families"), ("Per subject", "subjects")):
         lines += ["", f"## {title}", ""]
         lines += _table(["", "CLIP-T", "CLIP-I", "DINO-I", "images"],

@@ -85,12 +85,14 @@ def score(jobs: list[Job], rows: list[dict], cfg, device: str) -> tuple[list[dic
     return scored, real_stats
 
 
-def encode_times(cfg, rows: list[dict]) -> dict[str, float]:
+def encode_times(cfg, rows: list[dict], variant: str = "elite") -> dict[str, float]:
+    """Seconds to get each subject's concept: ELITE's encoder pass, or a baseline's optimisation."""
+    name, key = ("concept.json", "encode_s") if variant == "elite" else ("inversion/inversion.json", "seconds")
     out = {}
     for row in rows:
-        path = Path(cfg.out) / "elite" / row["subject"] / "concept.json"
+        path = Path(cfg.out) / variant / row["subject"] / name
         if path.is_file():
-            out[row["subject"]] = json.loads(path.read_text())["encode_s"]
+            out[row["subject"]] = json.loads(path.read_text())[key]
     return out
 
 
@@ -121,7 +123,7 @@ def run_evaluate(params, shard: str | None = None) -> dict | None:
     rows = select_subjects(read_subjects(cfg.subjects_file), cfg.subjects)
     concepts = concept_inputs(cfg, rows)
     weights = check_weights(cfg.weights)
-    jobs = plan(cfg, rows, concepts, fingerprint(weights))
+    jobs = plan(cfg, rows, concepts, fingerprint(weights), params.baselines)
     device, dtype = resolve_device(cfg.device, cfg.dtype)
     if cfg.cpu_threads:
         import torch
@@ -129,7 +131,7 @@ def run_evaluate(params, shard: str | None = None) -> dict | None:
         torch.set_num_threads(cfg.cpu_threads)
     if shard_t is not None:
         mine = shard_jobs(jobs, shard_t)
-        counts = generate(mine, Sampler(cfg, concepts, device, dtype))
+        counts = generate(mine, Sampler(cfg, concepts, device, dtype, params.baselines))
         print(f"shard {shard}: {len(mine)} of {len(jobs)} prompts; generated {counts['generated']} images, "
               f"{counts['skipped']} already there")
         return None
@@ -140,7 +142,7 @@ def run_evaluate(params, shard: str | None = None) -> dict | None:
     with stage_run("evaluate", flat_params):
         import mlflow
 
-        counts = generate(jobs, Sampler(cfg, concepts, device, dtype))
+        counts = generate(jobs, Sampler(cfg, concepts, device, dtype, params.baselines))
         scored, real = score(jobs, rows, cfg, device)
         metrics, grid_paths = write_outputs(cfg, params.profile, jobs, rows, concepts, scored, real, device)
         mlflow.log_metrics({**flatten(metrics), "images_generated": counts["generated"], "images_skipped": counts["skipped"]})
@@ -160,7 +162,8 @@ def write_outputs(cfg, profile: str, jobs, rows, concepts, scored, real, device:
     from elite.evaluate.sweep import sweep_figure, sweep_rows, write_sweep_csv
 
     out = Path(cfg.out)
-    metrics = build_metrics(scored, real, encode_times(cfg, rows))
+    inversion_s = {m: encode_times(cfg, rows, m) for m in ("ti", "xti")}
+    metrics = build_metrics(scored, real, encode_times(cfg, rows), inversion_s)
     write_json(Path(cfg.metrics), metrics)
     with atomic_file(out / "scores.jsonl", suffix=".jsonl") as tmp:
         tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in scored))

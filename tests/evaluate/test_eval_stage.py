@@ -39,7 +39,9 @@ def project(tmp_path_factory, smoke_models, repo_root):
         "weights": str(smoke_models / "elite"), "base": str(smoke_models / "base"),
         "clip_model": str(smoke_models / "clip_eval"), "dino_model": str(smoke_models / "dino_eval"),
         "images_per_prompt": 1, "steps": 2, "sweep_lams": [0.0, 1.2], "sweep_prompts": 2, "cpu_threads": 1,
-        "fiftyone_dataset": DATASET})
+        "fiftyone_dataset": DATASET},
+        baselines={"subjects": ["red_ball"], "ti": {"lr": 5.0e-3, "steps": 2, "batch_size": 1, "weight_decay": 0.0},
+                   "xti": {"lr": 1.0e-3, "steps": 2, "batch_size": 1, "weight_decay": 0.0}})
     return root
 
 
@@ -82,7 +84,8 @@ def test_evaluate_stage_end_to_end(project, monkeypatch, capsys, smoke_pipeline)
     every = pngs(project)
     assert set(first) < set(every)
     n_elite = 3 * 4  # 3 subjects x (3 DreamBench prompts + "a photo of a {0} {1}") x 1 image
-    assert len(every) == 2 * n_elite + 2 * 2  # elite + baseline + sweep (2 lambdas x 2 prompts x 1 subject)
+    # elite + baseline + sweep (2 lambdas x 2 prompts x 1 subject) + TI and XTI on red_ball (4 prompts x 1 image)
+    assert len(every) == 2 * n_elite + 2 * 2 + 2 * 4
     stamps = {p: p.stat().st_mtime_ns for p in every}
     torch.set_num_threads(threads)
     capsys.readouterr()
@@ -104,7 +107,7 @@ def test_evaluate_stage_end_to_end(project, monkeypatch, capsys, smoke_pipeline)
 
     # FiftyOne: one sample per generated image, sortable by DINO-I
     assert fo_info["rc"] == 0 and fo_info["n"] == len(every)
-    assert fo_info["variants"] == ["baseline", "elite", "sweep"] and fo_info["worst"] == fo_info["min"]
+    assert fo_info["variants"] == ["baseline", "elite", "sweep", "ti", "xti"] and fo_info["worst"] == fo_info["min"]
     assert {"clip_i", "clip_t", "dino_i", "prompt", "family", "lam", "seed", "subject", "class_word"} <= set(fo_info["fields"])
 
     # metrics/dreambench.json
@@ -118,6 +121,12 @@ def test_evaluate_stage_end_to_end(project, monkeypatch, capsys, smoke_pipeline)
     assert set(m["sweep"]) == {"lam_0", "lam_1.2"} and all(v["images"] == 2 for v in m["sweep"].values())
     assert set(m["timing"]["encode_s"]) == {"red_ball", "blue_box", "dog"} and m["timing"]["encode_s_mean"] > 0
     assert m["timing"]["generate_s_per_image_mean"] > 0 and m["timing"]["baseline_generate_s_per_image_mean"] > 0
+
+    # paper Table 2 for this model: ELITE next to TI and XTI on the baselines' subject, with time per concept
+    t2 = m["table2"]
+    assert set(t2) == {"elite", "ti", "xti"} and all(v["images"] == 4 and v["time_s"] > 0 for v in t2.values())
+    assert t2["xti"]["time_s"] > t2["elite"]["time_s"]
+    assert json.loads((project / "data/eval/xti/red_ball/inversion/inversion.json").read_text())["steps"] == 2
 
     # per-image scores agree with the aggregates
     scores = [json.loads(line) for line in (project / "data" / "eval" / "scores.jsonl").read_text().splitlines()]
@@ -136,6 +145,7 @@ def test_evaluate_stage_end_to_end(project, monkeypatch, capsys, smoke_pipeline)
         assert grid.size == (4 * 64, 4 * (64 + 12))  # concept column + 1 image (at least 4 wide); 4 rows + labels
     report = (project / "data" / "eval" / "report.md").read_text()
     assert "| ELITE |" in report and "real vs real" in report and "](grids/dog.png)" in report
+    assert "| Extended Textual Inversion (P+) |" in report
     assert "![lambda sweep](lambda_sweep.png)" in report and (project / "data" / "eval" / "lambda_sweep.png").is_file()
 
     # the MLflow run of the stage
@@ -170,7 +180,7 @@ def test_changed_settings_regenerate_only_what_changed(project, monkeypatch, cap
     (project / "params.yaml").write_text(yaml_dump(params))
     assert main(["--params", "params.yaml", "evaluate", "--shard", "0/1"]) == 0
     torch.set_num_threads(threads)
-    assert "generated 2 images, 28 already there" in capsys.readouterr().out
+    assert "generated 2 images, 36 already there" in capsys.readouterr().out  # TI/XTI images and inversions reused too
     assert len(list((project / "data" / "eval" / "sweep" / "lam_0.5").rglob("*.png"))) == 2
 
 
