@@ -23,7 +23,8 @@ SMOKE_OVERRIDES = {
     "download": {"synthetic_images": 16},
     "train_global": {"max_steps": 4, "checkpoint_every": 2, "sample_every": 4},
     "train_local": {"max_steps": 4, "checkpoint_every": 2, "sample_every": 4},
-    "evaluate": {"max_prompts": 2, "images_per_prompt": 1, "sweep_prompts": 1},
+    "evaluate": {"max_prompts": 2, "images_per_prompt": 1, "baseline": False, "sweep_lams": [0.0, 0.8],
+                 "sweep_prompts": 1},
 }
 
 

@@ -161,3 +161,7 @@ def test_remote_push_then_pull_into_a_fresh_clone(smoke_run, session_tmp):
     assert status(clone, clone_env) == set()
     for out in ("models/elite/elite.safetensors", "data/curated/global.jsonl", "metrics/dreambench.json"):
         assert (clone / out).read_bytes() == (repo / out).read_bytes(), out
+    # metrics travel in git (cache: false), so `dvc metrics show/diff` work in any clone
+    shown = json.loads(dvc(clone, clone_env, "metrics", "show", "--json"))
+    files = {path for rev in shown.values() for path in rev.get("data", {})}
+    assert {"metrics/dreambench.json", "metrics/train_local.json", "metrics/register.json"} <= files

@@ -71,14 +71,14 @@ def test_one_task_per_stage_in_dvc_order(smoke_run, dvc_yaml):
 
 def test_shards_ran_on_the_dask_workers(smoke_run):
     runs = by_name(task_runs(smoke_run.api, smoke_run.flow_run_id))
-    workers = set()
     for stage in SHARDED:
+        workers = set()
         for i in range(SHARDS):
             logs = task_logs(smoke_run.api, runs[f"{stage}[{i}/{SHARDS}]"]["id"])
             where = [line for line in logs if line.startswith("shard ")]
             assert where and "Dask worker" in where[0], logs[:5]
             workers.add(where[0].split("Dask worker ")[1].split()[0])
-    assert len(workers) == 2, workers  # both workers of the local cluster did shard work
+        assert len(workers) == 2, f"{stage}: {workers}"  # both workers of the stage's local cluster did a shard
 
 
 def test_stage_output_is_streamed_into_task_logs(smoke_run):
