@@ -153,7 +153,7 @@ def elite(profile: Literal["smoke", "paper"] | None = None, stages: list[str] | 
     (None: all). shards > 1: run mask/evaluate as that many mapped shard tasks, on a local Dask
     cluster of dask_workers processes or on the cluster at dask_address (else threads).
     """
-    from elite.tracking import PARENT_ENV
+    from elite.tracking import PARENT_ENV, redact
 
     log = _log()
     root = Path(repo).resolve() if repo else REPO
@@ -167,7 +167,7 @@ def elite(profile: Literal["smoke", "paper"] | None = None, stages: list[str] | 
         client.log_param(parent, "profile", profile)
         client.log_param(parent, "stages", ",".join(s.name for s in selected))
         client.log_param(parent, "shards", shards)
-        log(f"MLflow parent run {parent} in {uri} ({PARENT_ENV} for the stages)")
+        log(f"MLflow parent run {parent} in {redact(uri)} ({PARENT_ENV} for the stages)")
         env = {PARENT_ENV: parent, "MLFLOW_TRACKING_URI": uri}
         retries, delays = RETRIES[profile]
         results: list[dict] = []

@@ -50,14 +50,18 @@ class Stage:
     params: tuple[str, ...]
     outs: tuple[str, ...]  # every output path: outs, metrics and plots
     metrics: tuple[str, ...] = field(default=())
+    persist: tuple[str, ...] = field(default=())  # outputs marked `persist: true` (the command keeps what is valid)
 
 
-def _paths(entries: list | None) -> list[str]:
-    """dvc.yaml out lists hold plain paths or {path: {options}} maps."""
+def _paths(entries: list | None, option: str | None = None) -> list[str]:
+    """dvc.yaml out lists hold plain paths or {path: {options}} maps; with `option`, only the paths
+    where that option is true."""
     paths = []
     for entry in entries or []:
-        paths.extend(entry.keys() if isinstance(entry, dict) else [entry])
-    return [str(p) for p in paths]
+        for path, opts in (entry.items() if isinstance(entry, dict) else [(entry, None)]):
+            if option is None or (opts or {}).get(option):
+                paths.append(str(path))
+    return paths
 
 
 def load_stages(repo: Path) -> list[Stage]:
@@ -72,7 +76,9 @@ def load_stages(repo: Path) -> list[Stage]:
         metrics = _paths(spec.get("metrics"))
         outs = _paths(spec.get("outs")) + metrics + _paths(spec.get("plots"))
         params = [p for entry in spec.get("params", []) for p in ([entry] if isinstance(entry, str) else entry)]
-        stages.append(Stage(name, spec["cmd"], tuple(spec.get("deps", [])), tuple(params), tuple(outs), tuple(metrics)))
+        persist = [p for kind in ("outs", "metrics", "plots") for p in _paths(spec.get(kind), "persist")]
+        stages.append(Stage(name, spec["cmd"], tuple(spec.get("deps", [])), tuple(params), tuple(outs), tuple(metrics),
+                            tuple(persist)))
     return stages
 
 
@@ -240,8 +246,8 @@ def _marker(repo: Path, stage: Stage) -> Path:
 
 def prepare_shards(repo: Path, stage: Stage, env: dict[str, str], log: Log) -> bool:
     """Whether the stage's shards must run. When they must, its outputs are cleared first (as `dvc
-    repro` clears them) unless they hold the partial work of an interrupted run with the same
-    fingerprint, which the shards then resume."""
+    repro` clears them; `persist: true` outputs are kept, as `dvc repro` keeps them) unless they hold
+    the partial work of an interrupted run with the same fingerprint, which the shards then resume."""
     status = dvc_status(repo, stage.name, env)
     if not status:
         return False
@@ -253,6 +259,8 @@ def prepare_shards(repo: Path, stage: Stage, env: dict[str, str], log: Log) -> b
         log(f"{stage.name}: resuming the partial outputs of an interrupted run (same code, data and params)")
         return True
     for out in stage.outs:
+        if out in stage.persist:  # kept, as `dvc repro` keeps it: the command redoes what is stale
+            continue
         path = Path(repo) / out
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
