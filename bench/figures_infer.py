@@ -78,8 +78,8 @@ def generation(models: dict[str, Models], concepts: dict[str, Concept], settings
         heads.append(ratio_headline(name, f"ELITE lam={settings.lam} / SD", r1, "<= 1.10", lambda v: v <= 1.10))
         for key, label in (("sd", "SD"), ("elite_lam", f"ELITE lam={settings.lam}")):
             heads.append(headline(name, f"generation peak RSS, {label}", sizes[name][key]["peak_rss_mib"], "MiB"))
-    how = ("whole pipeline calls (text encoding, LMS sampling loop with classifier-free guidance, VAE decode, PIL output) "
-           "on shared modules; SD runs with diffusers' default SDPA processors, ELITE with its own on the 16 "
+    how = ("whole pipeline calls (text encoding, LMS sampling loop with classifier-free guidance, VAE decode (at the sd "
+           "size with the smoke VAE, see bench/README.md), PIL output) on shared modules; SD runs with diffusers' default SDPA processors, ELITE with its own on the 16 "
            "cross-attention layers (swapped untimed before each call); interleaved rounds")
     return figure("generation", how, sizes, heads)
 

@@ -129,39 +129,42 @@ def run(args) -> int:
         tqdm.write(f"[bench] {key} ({size}): {fig['status']} in {fig['seconds']} s", file=sys.stderr)
 
     try:
-        tqdm.write("[bench] building the smoke models ...", file=sys.stderr)
-        smoke_root = build_smoke(work / "models", params)
-        smoke = load_smoke(smoke_root)
-        img_path, mask_path = concept_image(work / "concept")
-        image, mask = Image.open(img_path).convert("RGB"), Image.open(mask_path).convert("L")
+        if wanted - {"dvc"}:  # the dvc figure alone needs no models
+            tqdm.write("[bench] building the smoke models ...", file=sys.stderr)
+            smoke_root = build_smoke(work / "models", params)
+            smoke = load_smoke(smoke_root)
+            img_path, mask_path = concept_image(work / "concept")
+            image, mask = Image.open(img_path).convert("RGB"), Image.open(mask_path).convert("L")
         encode_smoke: dict = {}
-        for size in tqdm(settings.sizes, desc="bench sizes", file=sys.stderr):
+        for size in tqdm(settings.sizes if wanted - {"dvc"} else [], desc="bench sizes", file=sys.stderr):
+            models, concepts = {}, {}
             if size == "smoke":
-                m = smoke
-            else:
+                models[size] = smoke
+            elif wanted & {"encode", "generation", "step", "training"}:
                 tqdm.write(f"[bench] building the {size} models (random weights) ...", file=sys.stderr)
-                m = build_sd(smoke, smoke_root, settings.sd_resolution, params, work)
-            models = {size: m}
-            concepts = {size: m.elite_pipeline().encode_concept(image, mask)}
+                models[size] = build_sd(smoke, smoke_root, settings.sd_resolution, params, work)
+            if wanted & {"generation", "step"}:
+                concepts[size] = models[size].elite_pipeline().encode_concept(image, mask)
 
             def encode():
                 fig, _ = figures_infer.encode_latency(models, settings, image, mask)
                 encode_smoke.update(fig["sizes"].get("smoke", {}))
                 return fig
 
-            measure("encode", size, encode)
-            measure("generation", size, lambda: figures_infer.generation(models, concepts, settings))
-            measure("step", size, lambda: figures_infer.sampling_step(models, concepts, settings))
+            if models:
+                measure("encode", size, encode)
+                measure("generation", size, lambda: figures_infer.generation(models, concepts, settings))
+                measure("step", size, lambda: figures_infer.sampling_step(models, concepts, settings))
+                measure("training", size, lambda: _missing("training", ("elite.train.stages", "elite.train.latents"))
+                        or figures_train.training_step(size, models[size], smoke_root, work, params, settings))
             if size == "smoke":
                 measure("textual_inversion", size, lambda: figures_train.textual_inversion(
                     smoke_root / "base", image, mask, params, settings,
                     encode_smoke or figures_infer.encode_latency(models, settings, image, mask)[0]["sizes"]["smoke"]))
-            measure("training", size, lambda: _missing("training", ("elite.train.stages", "elite.train.latents"))
-                    or figures_train.training_step(size, m, smoke_root, work, params, settings))
             sam = settings.sam_model[size]
             measure("sam", sam, lambda: _missing("sam", ("elite.data.sam",))
                     or figures_train.sam_masking(sam, smoke_root, params, settings))
-            del models, concepts, m
+            del models, concepts
         measure("dvc", "smoke", lambda: figures_dvc.dvc_repro(REPO, work, args.dvc, args.dvc_timeout))
     finally:
         shutil.rmtree(work, ignore_errors=True)
