@@ -12,11 +12,18 @@ import warnings
 from elite.errors import EliteError
 
 # modules under elite.commands, each with register(subparsers) adding parsers whose `func` runs them
-COMMAND_MODULES = ["core", "register", "data", "evaluate", "train"]
+COMMAND_MODULES = ["core", "register", "evaluate", "baselines", "train", "data"]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (`error: elite generate: ...`), like every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="elite", description="ELITE: one image -> a pseudo-word S* for Stable Diffusion")
+    parser = OneLineParser(prog="elite", description="ELITE: one image -> a pseudo-word S* for Stable Diffusion")
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     parser.add_argument("--profile", choices=["smoke", "paper"], help="override params.yaml's profile")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -26,13 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def quiet_libraries() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
-
-    dlog.set_verbosity_error()
-    tlog.set_verbosity_error()
-    tlog.disable_progress_bar()
+    """Library chatter off, through their environment switches (importing them here would cost every
+    command seconds)."""
+    for key, value in {"TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error",
+                       "DIFFUSERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}.items():
+        os.environ.setdefault(key, value)
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
 
 
