@@ -44,6 +44,7 @@ class TrainCommon(Section):
     reg_weight: float = Field(ge=0)  # stage 1: * mean|v|; stage 2: * mean over layers of mean|V_l|
     crop_pad: list[int]  # [min, max] pixels of padding around the box (clipped at the image border)
     num_workers: int = Field(ge=0)
+    cpu_threads: int = Field(ge=0)  # torch threads when training on the CPU (0 = torch's default)
     repeat_randomness: bool  # true: each draw of a sample reuses its crop/augmentation/caption/noise/timestep
     checkpoint_every: int = Field(ge=1)
     keep_checkpoints: int = Field(ge=1)

@@ -36,7 +36,7 @@ STEP_DIR = re.compile(r"^step-(\d+)$")
 FIELDS = ("step", "loss", "loss_ldm", "loss_reg", "lr", "grad_norm", "images_per_second")
 # keys that do not change what is trained (where/how often to write, how to sample, how long to run)
 BOOKKEEPING = {"out", "metrics", "plot", "checkpoint_dir", "checkpoint_every", "keep_checkpoints", "max_steps",
-               "num_workers", "cache_latents", "cache_dir", "sample_every", "sample_prompt", "sample_steps",
+               "num_workers", "cpu_threads", "cache_latents", "cache_dir", "sample_every", "sample_prompt", "sample_steps",
                "sample_guidance", "sample_lam"}
 
 

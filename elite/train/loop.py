@@ -44,6 +44,16 @@ DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 def train(stage: GlobalStage | LocalStage, profile: str) -> dict:
     """Run one stage to `max_steps` (resuming from its newest matching checkpoint); returns its metrics."""
+    threads = torch.get_num_threads()
+    if stage.cfg.cpu_threads and not has_accelerator():
+        torch.set_num_threads(stage.cfg.cpu_threads)
+    try:
+        return _train(stage, profile)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(stage: GlobalStage | LocalStage, profile: str) -> dict:
     cfg = stage.cfg
     started = time.perf_counter()
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps,

@@ -86,9 +86,10 @@ def test_sigkill_then_rerun_resumes_to_the_same_final_step(smoke_models, scenes,
 
 
 def test_two_processes_write_one_checkpoint(smoke_models, scenes, session_tmp):
+    """Two gloo processes (with bf16 autocast, which CPUs have too) train as one: one writer, one format."""
     folder = session_tmp / "train-ddp"
     params = write_params(folder, smoke_models, scenes, {
-        "train_global": {"max_steps": 4, "checkpoint_every": 2, "sample_every": 2}})
+        "train_global": {"max_steps": 4, "checkpoint_every": 2, "sample_every": 2, "mixed_precision": "bf16"}})
     accelerate = str(Path(sys.executable).with_name("accelerate"))
     launcher = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                 "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()), "-m"]
@@ -110,4 +111,5 @@ def test_two_processes_write_one_checkpoint(smoke_models, scenes, session_tmp):
     weights = load_file(folder / "train_global" / "weights" / "elite.safetensors")
     init = load_file(smoke_models / "elite" / "elite.safetensors")
     assert any(not torch.equal(weights[k], init[k]) for k in weights)
+    assert all(w.dtype == torch.float32 for w in weights.values())  # trained weights stay fp32 under autocast
     assert len(_rows(folder / "train_global" / "plot.csv")) == 4

@@ -49,8 +49,19 @@ def overfit(smoke_models, scenes, session_tmp):
 
 @pytest.fixture(scope="module")
 def local_run(overfit):
+    """Stage 2 from the stage-1 weights, as a step of a pipeline run (ELITE_PARENT_RUN_ID)."""
+    import mlflow
+
+    from elite.tracking import PARENT_ENV, setup_mlflow
+
     folder, params, _ = overfit
-    return _train(params, "train_local", folder)
+    setup_mlflow()
+    with mlflow.start_run(run_name="pipeline") as parent:
+        pass
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(PARENT_ENV, parent.info.run_id)
+        metrics = _train(params, "train_local", folder)
+    return metrics, parent.info.run_id
 
 
 def test_stage1_overfits_two_images(overfit):
@@ -105,8 +116,13 @@ def test_stage1_mlflow_run(overfit):
 
 
 def test_stage2_trains_only_the_local_branch(overfit, local_run, smoke_models, concept_image):
+    import mlflow
+
     folder, params, _ = overfit
-    assert local_run["steps"] == 12
+    metrics, parent = local_run
+    assert metrics["steps"] == 12
+    children = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{parent}'", search_all_experiments=True)
+    assert list(children["tags.stage"]) == ["train_local"]  # nested under the pipeline run
     stage1 = load_file(folder / "train_global" / "weights" / "elite.safetensors")
     final = load_file(folder / "train_local" / "weights" / "elite.safetensors")
     assert all(torch.equal(stage1[k], final[k]) for k in stage1)  # global mapper and global K/V frozen
