@@ -25,6 +25,7 @@ SMOKE_OVERRIDES = {
     "train_local": {"max_steps": 4, "checkpoint_every": 2, "sample_every": 4},
     "evaluate": {"max_prompts": 2, "images_per_prompt": 1, "baseline": False, "sweep_lams": [0.0, 0.8],
                  "sweep_prompts": 1},
+    "baselines": {"subjects": []},
 }
 
 
