@@ -119,12 +119,12 @@ def read_history(path: Path) -> list[dict]:
 
 
 def save_checkpoint(accelerator, directory: Path, step: int, save_weights, optimizer, scheduler, history: list[dict],
-                    state: dict, keep: int) -> Path | None:
-    """Collective (every process must call it); the main process writes. Returns the path on the main process."""
+                    state: dict, keep: int) -> Path:
+    """Collective (every process must call it); the main process writes. Returns the checkpoint's path."""
     rngs = gather_object([rng_state()])
-    if not accelerator.is_main_process:
-        return None
     target = Path(directory) / f"step-{step:07d}"
+    if not accelerator.is_main_process:
+        return target
     with atomic_dir(target) as tmp:
         save_weights(tmp / "elite")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")

@@ -115,51 +115,34 @@ def _train(stage: GlobalStage | LocalStage, profile: str) -> dict:
                             sampler=DrawSampler(start * accum, cfg.max_steps * accum, cfg.batch_size,
                                                 accelerator.process_index, procs))
         batches = iter(loader)
-        bar = tqdm(total=cfg.max_steps, initial=start, desc=stage.name, disable=not accelerator.is_local_main_process)
-        run_images, run_seconds = 0, 0.0
-        for step in range(start + 1, cfg.max_steps + 1):
-            tick = time.perf_counter()
-            module.train()
-            sums = torch.zeros(3, device=accelerator.device)
-            grad_norm = torch.tensor(float("nan"))
-            for micro in range(accum):
-                batch = _next(batches)
-                with accelerator.accumulate(module):
-                    out = module(batch)
-                    losses = accelerator.reduce(torch.stack([out["loss"].detach().float(), out["loss_ldm"].float(),
-                                                             out["loss_reg"].float()]), reduction="mean")
-                    if not torch.isfinite(losses).all():
-                        where = f"step {step}" + (f" (micro-batch {micro + 1} of {accum})" if accum > 1 else "")
-                        good = str(last_good) if last_good else "none (no checkpoint written yet)"
-                        raise EliteError(f"{stage.name}: loss is {losses[0].item()} at {where}; last good checkpoint: "
-                                         f"{good}; lower {stage.name}.learning_rate or fix the data, then run again to resume")
-                    accelerator.backward(out["loss"])
-                    if accelerator.sync_gradients:
-                        grad_norm = accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                sums += losses
-            scheduler.step()
-            seconds = time.perf_counter() - tick
-            run_images, run_seconds = run_images + effective_batch, run_seconds + seconds
-            mean = (sums / accum).tolist()
-            row = {"step": step, "loss": mean[0], "loss_ldm": mean[1], "loss_reg": mean[2],
-                   "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm), "images_per_second": effective_batch / seconds}
-            history.append(row)
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.4f}")
-            if main:
-                mlflow.log_metrics({k: v for k, v in row.items() if k != "step" and math.isfinite(v)}, step=step)
-            if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-                state = {"stage": stage.name, "fingerprint": fp, "mlflow_run_id": run.info.run_id if main else None}
-                path = save_checkpoint(accelerator, ckpt_dir, step, write_weights, optimizer, scheduler, history, state,
-                                       cfg.keep_checkpoints)
+        progress = tqdm(total=cfg.max_steps, initial=start, desc=stage.name, disable=not accelerator.is_local_main_process)
+        with progress as bar:
+            run_images, run_seconds = 0, 0.0
+            for step in range(start + 1, cfg.max_steps + 1):
+                tick = time.perf_counter()
+                try:
+                    mean, grad_norm = _optimizer_step(accelerator, module, optimizer, batches, trainable, cfg)
+                except FloatingPointError as exc:
+                    good = str(last_good) if last_good else "none (no checkpoint written yet)"
+                    raise EliteError(f"{stage.name}: loss is {exc} at step {step}; last good checkpoint: {good}; "
+                                     f"lower {stage.name}.learning_rate or fix the data, then run again to resume") from None
+                scheduler.step()
+                seconds = time.perf_counter() - tick
+                run_images, run_seconds = run_images + effective_batch, run_seconds + seconds
+                row = {"step": step, "loss": mean[0], "loss_ldm": mean[1], "loss_reg": mean[2],
+                       "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm), "images_per_second": effective_batch / seconds}
+                history.append(row)
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
                 if main:
-                    last_good = path
-                    accelerator.print(f"{stage.name}: checkpoint {path} written")
-            if main and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.max_steps):
-                _log_sample(accelerator, module, frozen, dataset, stage, step, mlflow)
-        bar.close()
+                    mlflow.log_metrics({k: v for k, v in row.items() if k != "step" and math.isfinite(v)}, step=step)
+                if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+                    state = {"stage": stage.name, "fingerprint": fp, "mlflow_run_id": run.info.run_id if main else None}
+                    last_good = save_checkpoint(accelerator, ckpt_dir, step, write_weights, optimizer, scheduler, history,
+                                                state, cfg.keep_checkpoints)
+                    accelerator.print(f"{stage.name}: checkpoint {last_good} written")
+                if main and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.max_steps):
+                    _log_sample(accelerator, module, frozen, dataset, stage, step, mlflow)
 
         metrics = {
             "stage": stage.name, "steps": cfg.max_steps, "resumed_from_step": start,
@@ -181,6 +164,32 @@ def _train(stage: GlobalStage | LocalStage, profile: str) -> dict:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return metrics
+
+
+def _optimizer_step(accelerator, module, optimizer, batches, trainable, cfg) -> tuple[list[float], torch.Tensor]:
+    """One optimiser step over `gradient_accumulation_steps` micro-batches. Returns the mean (loss, L_LDM,
+    regulariser) over processes and micro-batches and the gradient norm before clipping. A non-finite loss
+    (seen by every process, as it is reduced first) raises FloatingPointError before its backward pass."""
+    accum = cfg.gradient_accumulation_steps
+    module.train()
+    sums = torch.zeros(3, device=accelerator.device)
+    grad_norm = torch.tensor(float("nan"))
+    for micro in range(accum):
+        batch = _next(batches)
+        with accelerator.accumulate(module):
+            out = module(batch)
+            parts = torch.stack([out["loss"].detach().float(), out["loss_ldm"].float(), out["loss_reg"].float()])
+            losses = accelerator.reduce(parts, reduction="mean")
+            if not torch.isfinite(losses).all():
+                where = f" (micro-batch {micro + 1} of {accum})" if accum > 1 else ""
+                raise FloatingPointError(f"{losses[0].item()}{where}")
+            accelerator.backward(out["loss"])
+            if accelerator.sync_gradients:
+                grad_norm = accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        sums += losses
+    return (sums / accum).tolist(), grad_norm
 
 
 def has_accelerator() -> bool:
