@@ -9,7 +9,8 @@
 Written by the main process only (the RNG states of the others are gathered to it first), into a
 temporary folder renamed into place, so a killed run leaves either a whole checkpoint or none. A run
 resumes from the newest checkpoint whose fingerprint matches its own (same params apart from
-bookkeeping keys, same manifest, same starting weights) and whose step is within max_steps.
+bookkeeping keys, same manifest, same starting weights, same training code) and whose step is within
+max_steps; the others are ignored, and removed when this run writes its first checkpoint.
 """
 
 from __future__ import annotations
@@ -55,10 +56,23 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def code_digest() -> str:
+    """The training code (elite/train, elite/models, elite/images.py): a checkpoint of other code is not resumed."""
+    import elite
+
+    root = Path(elite.__file__).parent
+    files = sorted([*(root / "train").glob("*.py"), *(root / "models").glob("*.py"), root / "images.py"])
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
 def fingerprint(stage: str, cfg, init_dir: Path) -> str:
-    """What the trained weights depend on: the section minus bookkeeping keys, the manifest, the init weights."""
+    """What the trained weights depend on: the section minus bookkeeping keys, the manifest, the init
+    weights and the training code."""
     values = {k: v for k, v in cfg.model_dump().items() if k not in BOOKKEEPING}
-    parts = [stage, values, file_digest(Path(cfg.manifest)), file_digest(Path(init_dir) / WEIGHTS_NAME)]
+    parts = [stage, values, file_digest(Path(cfg.manifest)), file_digest(Path(init_dir) / WEIGHTS_NAME), code_digest()]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -132,7 +146,9 @@ def save_checkpoint(accelerator, directory: Path, step: int, save_weights, optim
         torch.save(rngs, tmp / "rng.pt")
         write_history(history, tmp / "history.csv")
         (tmp / "state.json").write_text(json.dumps({**state, "step": step, "num_processes": len(rngs)}, indent=2) + "\n")
-    for old in checkpoints(directory)[:-keep]:
+    ours = [c for c in checkpoints(directory) if c.state.get("fingerprint") == state["fingerprint"]]
+    stale = [c for c in checkpoints(directory) if c.state.get("fingerprint") != state["fingerprint"]]
+    for old in stale + ours[:-keep]:  # other params/data/code: never resumable by this run
         shutil.rmtree(old.path, ignore_errors=True)
     return target
 

@@ -184,3 +184,24 @@ def test_latent_cache_gives_the_vae_targets(smoke_models, scenes, session_tmp):
         torch.testing.assert_close(la[0], lb[0], atol=1e-5, rtol=1e-5)
         assert torch.equal(la[2], lb[2])
         torch.testing.assert_close(module(a)["loss"], module(b)["loss"], atol=1e-5, rtol=1e-5)
+
+
+def test_only_checkpoints_of_the_same_params_are_resumed(smoke_models, scenes, session_tmp):
+    import json
+
+    folder = session_tmp / "train-stale"
+    ckpts = folder / "train_global" / "checkpoints"
+    base = {"max_steps": 4, "checkpoint_every": 2, "sample_every": 0}
+
+    def run(**over):
+        params = write_params(folder, smoke_models, scenes, {"train_global": {**base, **over}})
+        return _train(params, "train_global", folder)
+
+    assert run()["resumed_from_step"] == 0
+    first = json.loads((ckpts / "step-0000004" / "state.json").read_text())["fingerprint"]
+    assert run(learning_rate=2.0e-3)["resumed_from_step"] == 0  # another LR: a new run
+    states = [json.loads((c / "state.json").read_text()) for c in sorted(ckpts.iterdir())]
+    assert [s["step"] for s in states] == [2, 4] and all(s["fingerprint"] != first for s in states)  # old ones gone
+    # bookkeeping keys (how long, how often to write or sample) do not start over
+    assert run(learning_rate=2.0e-3, max_steps=6, sample_every=3)["resumed_from_step"] == 4
+    assert run(learning_rate=2.0e-3, max_steps=6)["resumed_from_step"] == 6  # done: only the outputs are written
