@@ -4,8 +4,8 @@ Each stage task runs `dvc repro --single-item <stage>`, so DVC decides what is u
 at a time (one DVC writer per checkout; a file lock also keeps other flow runs on the same checkout
 waiting). Stage output is streamed into the task's Prefect log. Stages that fetch from the network
 (prepare_models, download, dreambench) retry on the paper profile. The sharded stages (mask,
-evaluate) run their shards as mapped tasks in a nested flow `elite-shards` whose task runner is a
-thread pool, a local Dask cluster (`dask_workers=N`) or an existing one (`dask_address=tcp://...`;
+evaluate) run their shards as mapped tasks in a nested flow `elite-shards-<stage>` whose task runner
+is a thread pool, a local Dask cluster (`dask_workers=N`) or an existing one (`dask_address=tcp://...`;
 its workers must see this checkout at the same path), then one task finishes and commits the stage
 (see flows/stages.py). The flow opens an MLflow parent run and exports its id as ELITE_PARENT_RUN_ID,
 so every stage's MLflow run is nested under it, and ends with a markdown artifact of the metrics.
