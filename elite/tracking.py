@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,17 +26,30 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
 
 
+def redact(uri: str) -> str:
+    """`uri` without credentials (http://user:secret@host -> http://***@host), for messages and logs."""
+    parts = urllib.parse.urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
 def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, naming the URI, when an http(s) tracking server does not answer /health."""
+    """Fail fast, naming the URI (credentials redacted), when an http(s) tracking server does not answer /health."""
     if not uri.startswith(("http://", "https://")):
         return
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+        parts = urllib.parse.urlsplit(uri)  # /health needs no login: ask it without the URI's credentials
+        health = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1])).rstrip("/") + "/health"
+        with urllib.request.urlopen(health, timeout=timeout) as resp:
             if resp.status != 200:
-                raise EliteError(f"MLflow tracking server {uri} answered /health with HTTP {resp.status}")
-    except (urllib.error.URLError, OSError) as exc:
+                raise EliteError(f"MLflow tracking server {redact(uri)} answered /health with HTTP {resp.status}")
+    except urllib.error.HTTPError as exc:
+        raise EliteError(f"MLflow tracking server {redact(uri)} answered /health with HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise EliteError(f"MLflow tracking server {uri} is unreachable ({reason}); start it or unset MLFLOW_TRACKING_URI") from None
+        raise EliteError(f"MLflow tracking server {redact(uri)} is unreachable ({reason}); start it or unset "
+                         f"MLFLOW_TRACKING_URI") from None
 
 
 def setup_mlflow():

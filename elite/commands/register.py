@@ -48,7 +48,9 @@ def ui_command(port: int) -> list[str]:
 def mlflow_ui_cmd(args) -> int:
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if uri.startswith(("http://", "https://")):
-        print(f"MLFLOW_TRACKING_URI points at a tracking server: open {uri} in a browser (its UI is already running)")
+        from elite.tracking import redact
+
+        print(f"MLFLOW_TRACKING_URI points at a tracking server: open {redact(uri)} in a browser (its UI is already running)")
         return 0
     cmd = ui_command(args.port)
     print(f"MLflow UI on http://127.0.0.1:{args.port} (store {cmd[3]}); Ctrl-C stops it", flush=True)

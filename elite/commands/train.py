@@ -27,6 +27,9 @@ def _run(args, section: str) -> None:
     params = load_params(args.params, args.profile)
     cfg = getattr(params, section)
     check_inputs(cfg, section)
+    from elite.tracking import check_tracking_server, tracking_uri
+
+    check_tracking_server(tracking_uri())  # an unreachable MLflow server fails here, before models and data load
     from elite.train.loop import train
     from elite.train.stages import GlobalStage, LocalStage
 
