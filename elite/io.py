@@ -49,3 +49,62 @@ def atomic_file(target: Path, suffix: str | None = None) -> Iterator[Path]:
 def write_json(target: Path, data: object) -> None:
     with atomic_file(Path(target)) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def inside(path: str | Path, *roots: str | Path) -> bool:
+    """Whether `path` lies within one of `roots` (relative paths from the working directory; `..` is
+    resolved lexically, so a manifest row or archive member cannot climb out with it)."""
+    target = os.path.abspath(path)
+    for root in roots:
+        base = os.path.abspath(root)
+        if target == base or target.startswith(base.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
+def fetch_url(url: str, dest: Path, retries: int, wait: float, hint: str) -> str:
+    """Download `url` to `dest` (a temporary sibling renamed into place when complete); returns its SHA-256.
+
+    Connection errors, timeouts, HTTP 408/429/5xx and bodies shorter than their Content-Length are retried,
+    `retries` tries in all with a wait of `wait` seconds doubling each time; other HTTP errors are final.
+    Failing ends in a one-line EliteError naming the URL and the last reason, followed by `hint`."""
+    import hashlib
+    import http.client
+    import logging
+    import time
+    import urllib.error
+    import urllib.request
+
+    from tqdm import tqdm
+
+    from elite.errors import EliteError
+
+    for attempt in range(1, retries + 1):
+        try:
+            digest = hashlib.sha256()
+            with atomic_file(Path(dest)) as tmp:
+                with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as out:
+                    total = int(resp.headers.get("Content-Length") or 0) or None
+                    got = 0
+                    with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {Path(dest).name}", leave=False) as bar:
+                        while chunk := resp.read(1 << 20):
+                            out.write(chunk)
+                            digest.update(chunk)
+                            got += len(chunk)
+                            bar.update(len(chunk))
+                    if total is not None and got != total:
+                        raise ConnectionError(f"connection closed after {got} of {total} bytes")
+            return digest.hexdigest()
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+            code = getattr(exc, "code", None)
+            final = (isinstance(exc, urllib.error.HTTPError) and code not in (408, 429) and code < 500) or (
+                isinstance(exc, ValueError))  # e.g. not a URL
+            reason = f"HTTP {code}" if isinstance(exc, urllib.error.HTTPError) else str(getattr(exc, "reason", exc))
+            if final or attempt == retries:
+                tries = f" after {attempt} tries" if attempt > 1 else ""
+                raise EliteError(f"cannot download {url}{tries} ({reason}); {hint}") from None
+            pause = wait * 2 ** (attempt - 1)
+            logging.getLogger("elite.io").warning("download of %s failed (%s); retry %d of %d in %.1f s",
+                                                  url, reason, attempt, retries - 1, pause)
+            time.sleep(pause)
+    raise EliteError(f"cannot download {url}: retries must be >= 1; {hint}")

@@ -15,6 +15,8 @@ class DreambenchConfig(Section):
     source: str
     url: str  # archive (zip or tar) of github.com/google/dreambooth; its `archive_dir` folder is the data set
     sha256: str | None  # checked against the downloaded archive when set
+    retries: int = Field(ge=1)  # download tries in all (connection errors, timeouts, 5xx, cut-off bodies)
+    retry_wait: float = Field(ge=0)  # seconds before the first retry, doubled each time
     archive_dir: str  # name of the data set folder inside the archive
     out: str  # official layout + subjects.json are written here
     live_classes: list[str] = Field(min_length=1)  # class words of the live subjects (the file does not mark them)

@@ -20,15 +20,12 @@ dogs). The `dreambench` stage writes the set to `dreambench.out` in the same lay
 from __future__ import annotations
 
 import ast
-import hashlib
 import logging
 import re
 import shutil
 import string
 import tarfile
 import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -38,7 +35,7 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 from tqdm import tqdm
 
 from elite.errors import EliteError
-from elite.io import atomic_dir, write_json
+from elite.io import atomic_dir, fetch_url, inside, write_json
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +207,7 @@ def _check_image(path: Path) -> None:
     try:
         with Image.open(path) as img:
             img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise EliteError(f"{path}: not a readable image ({type(exc).__name__}); replace or remove it") from None
 
 
@@ -228,27 +225,26 @@ def read_subjects(path: str | Path) -> list[dict]:
     keys = {"subject", "class", "live", "images", "prompts"}
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and keys <= set(r) for r in rows):
         raise EliteError(f"{path}: expected a non-empty list of {{{', '.join(sorted(keys))}}}; run `elite dreambench` again")
+    for i, row in enumerate(rows):  # names become folder names; images stay in the repository or beside the file
+        name, images = row["subject"], row["images"]
+        if not isinstance(name, str) or not NAME.match(name):
+            raise EliteError(f"{path}: entry {i}: subject {name!r} must be a plain name (letters, digits, _ . -)")
+        if not isinstance(images, list) or not images:
+            raise EliteError(f"{path}: subject {name}: 'images' must be a non-empty list; run `elite dreambench` again")
+        for image in images:
+            if not isinstance(image, str) or not inside(image, ".", path.parent):
+                raise EliteError(f"{path}: subject {name}: image {image!r} is outside the repository and {path.parent}; "
+                                 f"run `elite dreambench` again")
     return rows
 
 
 # --- fetching ----------------------------------------------------------------------------------------------
-def download(url: str, dest: Path, sha256: str | None) -> Path:
-    """Stream `url` to `dest` with a progress bar; check its SHA-256 when given."""
-    digest = hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=60) as resp, open(dest, "wb") as out:
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc="download DreamBench") as bar:
-                while chunk := resp.read(1 << 20):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise EliteError(f"cannot download {url} ({reason}); without internet, fetch it elsewhere and set "
-                         f"dreambench.source to the unpacked dataset folder") from None
-    if sha256 and digest.hexdigest() != sha256.lower():
-        raise EliteError(f"{url}: SHA-256 is {digest.hexdigest()}, params dreambench.sha256 says {sha256}; "
+def download(url: str, dest: Path, sha256: str | None, retries: int, retry_wait: float) -> Path:
+    """Fetch `url` to `dest` with retries (elite.io.fetch_url); check its SHA-256 when given."""
+    digest = fetch_url(url, dest, retries, retry_wait,
+                       "without internet, fetch it elsewhere and set dreambench.source to the unpacked dataset folder")
+    if sha256 and digest != sha256.lower():
+        raise EliteError(f"{url}: SHA-256 is {digest}, params dreambench.sha256 says {sha256}; "
                          f"the archive changed: check it and update the pin")
     return dest
 
@@ -368,7 +364,7 @@ def build_dreambench(params, out: str | Path | None = None) -> list[Subject]:
         if cfg.source == "builtin":
             src = write_builtin(work / "dataset", cfg.seed, cfg.builtin_size)
         elif cfg.source == "download":
-            archive = download(cfg.url, work / "archive", cfg.sha256)
+            archive = download(cfg.url, work / "archive", cfg.sha256, cfg.retries, cfg.retry_wait)
             src = extract_dataset(archive, cfg.archive_dir, work / "dataset")
         else:
             src = locate(cfg.source)
