@@ -12,8 +12,33 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from elite.errors import EliteError
 
-MAX_PIXELS = 100_000_000  # larger images are refused before decoding (decompression bombs)
+MAX_PIXELS = 100_000_000  # larger images are refused from their header, before decoding (decompression bombs)
 MASK_THRESHOLD = 128  # mask pixels >= this (0..255 scale, any channel mean) count as object
+
+
+def _decode(path: Path, what: str) -> Image.Image:
+    """The decoded image at `path` with its EXIF orientation applied, or a one-line EliteError.
+
+    The size is checked from the header before any pixel is decoded. MAX_PIXELS is the one limit: PIL's
+    own decompression-bomb warning (from ~89 MP) is silenced and its error (from ~179 MP) reported like
+    ours. An untrusted file can break a decoder in many ways, so every decoder failure is one line too.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise EliteError(f"{path}: {what} is {img.width}x{img.height}, over the {MAX_PIXELS:,}-pixel "
+                                     f"limit; downscale it first")
+                img.load()
+                return ImageOps.exif_transpose(img)  # a new image, usable after the file is closed
+    except EliteError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise EliteError(f"{path}: {what} is over the {MAX_PIXELS:,}-pixel limit ({exc}); downscale it first") from None
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise EliteError(f"{path}: not a readable {what} ({type(exc).__name__}: {detail})") from None
 
 
 def open_image(path: str | Path) -> Image.Image:
@@ -23,23 +48,16 @@ def open_image(path: str | Path) -> Image.Image:
         raise EliteError(f"{path}: image file not found")
     if path.stat().st_size == 0:
         raise EliteError(f"{path}: image file is empty")
-    try:
-        with Image.open(path) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise EliteError(f"{path}: {img.width}x{img.height} is over the {MAX_PIXELS:,}-pixel limit; downscale it first")
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise EliteError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
+    return to_rgb(_decode(path, "image"))
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img).astype(np.float64)
-        peak = arr.max() or 1.0
-        img = Image.fromarray((arr * (255.0 / peak)).astype(np.uint8), mode="L")
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+    """RGB of any PIL mode: 16-bit grayscale keeps its top 8 bits (as viewers show it), transparent pixels
+    become black (the background of ELITE's masked image), CMYK / palette / grayscale are converted."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img).astype(np.float64).clip(0, 65535) / 257.0
+        img = Image.fromarray(arr.round().astype(np.uint8), mode="L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         canvas = Image.new("RGB", rgba.size, (0, 0, 0))
         canvas.paste(rgba, mask=rgba.split()[3])
@@ -56,14 +74,11 @@ def open_mask(path: str | Path, size: tuple[int, int]) -> Image.Image:
     path = Path(path)
     if not path.is_file():
         raise EliteError(f"{path}: mask file not found")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            arr = np.asarray(to_rgb(img).convert("L") if img.mode != "L" else img).astype(np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise EliteError(f"{path}: not a readable mask image ({exc.__class__.__name__})") from None
-    mask = Image.fromarray(np.where(arr >= MASK_THRESHOLD, 255, 0).astype(np.uint8), mode="L")
+    if path.stat().st_size == 0:
+        raise EliteError(f"{path}: mask file is empty")
+    img = _decode(path, "mask image")
+    level = np.asarray(img, np.float32) if img.mode == "L" else np.asarray(to_rgb(img), np.float32).mean(axis=2)
+    mask = Image.fromarray(np.where(level >= MASK_THRESHOLD, 255, 0).astype(np.uint8), mode="L")
     if mask.size != size:
         warnings.warn(f"{path}: mask is {mask.size[0]}x{mask.size[1]}, image is {size[0]}x{size[1]}; resized (nearest)")
         mask = mask.resize(size, Image.NEAREST)
