@@ -22,6 +22,7 @@ from torch.utils.data import Dataset, Sampler
 
 from elite.errors import EliteError
 from elite.images import open_image, open_mask
+from elite.io import inside
 from elite.models.text import tokenize_with_placeholder
 from elite.train.augment import (
     clip_tensor,
@@ -65,6 +66,11 @@ def read_manifest(path: str | Path, need_mask: bool) -> list[Row]:
         if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)
                 and all(math.isfinite(v) for v in box) and box[2] > box[0] and box[3] > box[1]):
             raise EliteError(f"{where}: \"box\" must be [x0, y0, x1, y1] in pixels with x1 > x0 and y1 > y0, got {box!r}")
+        for key in ("image", "mask"):  # only files of the repository or of the manifest's own folder are read
+            value = rec.get(key)
+            if isinstance(value, str) and not inside(value, ".", path.parent):
+                raise EliteError(f"{where}: {key} {value} is outside the repository and {path.parent}; "
+                                 f"paths are relative to the repository root")
         if not Path(rec["image"]).is_file():
             raise EliteError(f"{where}: image {rec['image']} not found (paths are relative to the repository root)")
         mask = rec.get("mask")
