@@ -21,7 +21,7 @@ from elite.models.attention import EliteConditioning, attach_base_processors
 from elite.models.elite_model import EliteModel
 from elite.models.features import clip_layer_features
 from elite.models.text import encode_with_words, tokenize_plain, tokenize_with_placeholder
-from elite.schedulers import make_scheduler
+from elite.schedulers import SCHEDULERS, make_scheduler
 
 
 @dataclass
@@ -40,11 +40,19 @@ class Concept:
 
 
 def _load(what: str, source: str, loader, **kwargs):
+    if _is_local_path(source) and not Path(source).exists():
+        raise EliteError(f"{source}: folder not found (for {what}); build or fetch the models with `elite prepare-models` "
+                         f"(params models.dir), or pass a hub id")
     try:
         return loader(source, **kwargs)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EliteError(f"cannot load {what} from {source!r}: {first[:300]}") from None
+
+
+def _is_local_path(source: str) -> bool:
+    """A folder path rather than a hub id ("org/name" or "name")."""
+    return os.path.isabs(source) or source.startswith((".", "~")) or source.count("/") >= 2
 
 
 def resolve_image_encoder(weights_dir: Path, name: str) -> str:
@@ -157,7 +165,7 @@ class ElitePipeline(DiffusionPipeline):
         Classifier-free guidance runs both halves in one batched UNet call per step.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        _check_numbers(lam, num_inference_steps, guidance_scale, num_images_per_prompt)
+        check_sampling(lam, num_inference_steps, guidance_scale, num_images_per_prompt, scheduler)
         size = self.unet.config.sample_size * self.vae_scale_factor
         height, width = height or size, width or size
         if height % self.vae_scale_factor or width % self.vae_scale_factor:
@@ -210,7 +218,11 @@ def _each(text, fn):
     return {k: fn(v) for k, v in text.items()} if isinstance(text, dict) else fn(text)
 
 
-def _check_numbers(lam: float, steps: int, guidance: float, num_images: int) -> None:
+def check_sampling(lam: float, steps: int, guidance: float, num_images: int,
+                   scheduler: str | SchedulerMixin | None = None) -> None:
+    """One-line errors for sampling settings, cheap enough to run before any model is loaded."""
+    if isinstance(scheduler, str) and scheduler not in SCHEDULERS:
+        raise EliteError(f"unknown scheduler {scheduler!r}; choose one of: {', '.join(SCHEDULERS)}")
     if not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
         raise EliteError(f"lam must be a finite number >= 0 (paper: 0.8 generation, 0.6 editing), got {lam}")
     if not isinstance(steps, int) or steps < 1:

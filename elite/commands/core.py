@@ -57,7 +57,7 @@ def generate_cmd(args) -> None:
     import torch
 
     from elite.io import atomic_file
-    from elite.pipeline import ElitePipeline
+    from elite.pipeline import ElitePipeline, check_sampling
 
     params = load_params(args.params, args.profile)
     cfg = params.generate
@@ -68,6 +68,9 @@ def generate_cmd(args) -> None:
 
     allow_s = pick(args.allow_bare_s, cfg.allow_bare_s)
     find_placeholder(args.prompt, allow_s)
+    lam, steps, guidance = pick(args.lam, cfg.lam), pick(args.steps, cfg.steps), pick(args.guidance, cfg.guidance)
+    scheduler = pick(args.scheduler, cfg.scheduler)
+    check_sampling(lam, steps, guidance, args.num_images, scheduler)
     base = pick(args.base, str(Path(params.models.dir) / "base"))
     if args.embeddings:
         from elite.baselines.inversion import Inversion, mix_styles
@@ -81,8 +84,7 @@ def generate_cmd(args) -> None:
         mask = open_mask(args.mask, image.size) if args.mask else None
         pipe = ElitePipeline.from_pretrained(base, pick(args.weights, cfg.weights))
         concept = pipe.encode_concept(image, mask)
-    result = pipe(args.prompt, concept=concept, lam=pick(args.lam, cfg.lam), num_inference_steps=pick(args.steps, cfg.steps),
-                  guidance_scale=pick(args.guidance, cfg.guidance), scheduler=pick(args.scheduler, cfg.scheduler),
+    result = pipe(args.prompt, concept=concept, lam=lam, num_inference_steps=steps, guidance_scale=guidance, scheduler=scheduler,
                   generator=torch.Generator().manual_seed(pick(args.seed, cfg.seed)), num_images_per_prompt=args.num_images,
                   allow_bare_s=allow_s)
     out = Path(args.out)

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -113,8 +114,12 @@ class EliteModel(nn.Module):
         except (json.JSONDecodeError, TypeError) as exc:
             raise EliteError(f"{directory / CONFIG_NAME}: not a valid ELITE config ({exc})") from None
         model = cls(config)
-        state = load_file(directory / WEIGHTS_NAME)
-        problems = model.load_state_dict(state, strict=False)
+        try:
+            problems = model.load_state_dict(load_file(directory / WEIGHTS_NAME), strict=False)
+        except (SafetensorError, RuntimeError, OSError) as exc:  # a damaged file, or tensors of other shapes
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise EliteError(f"{directory / WEIGHTS_NAME}: cannot load these weights ({first}); rebuild, retrain or "
+                             f"re-convert them") from None
         if problems.missing_keys or problems.unexpected_keys:
             bad = (problems.missing_keys or problems.unexpected_keys)[0]
             raise EliteError(f"{directory / WEIGHTS_NAME}: weights do not match {CONFIG_NAME} (first mismatch: {bad})")
