@@ -41,6 +41,14 @@ def quiet_libraries() -> None:
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
 
 
+def end_progress_bars() -> None:
+    """Close the progress bars an error interrupted, so that the error starts a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries()
@@ -48,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except EliteError as exc:
+        end_progress_bars()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
