@@ -128,24 +128,46 @@ def run_logged(cmd: list[str] | str, cwd: Path, env: dict[str, str], log: Log, w
             for m in _BREAK.finditer(pending):
                 text = pending[start : m.start()]
                 start = m.end()
-                if m.group() == b"\r":  # a progress-bar redraw
+                if m.group() != b"\r":
+                    bar = b""  # a pending redraw is overwritten by this line, as on a terminal
+                    emit(text)
+                elif text.strip():  # a progress-bar redraw
                     bar = text
                     if time.monotonic() - last_bar >= PROGRESS_EVERY_S:
                         emit(bar)
                         bar, last_bar = b"", time.monotonic()
-                else:
-                    emit(text)
             pending = pending[start:]
-        emit(bar)
-        emit(pending)
+        emit(pending if pending.strip() else bar)
         rc = proc.wait()
-    except BaseException:
-        proc.kill()
+    except BaseException:  # cancelled, timed out, interrupted: stop dvc and the stage command it started
+        _terminate_tree(proc.pid)
         proc.wait()
         raise
     if rc != 0:
         last = "\n".join(tail)
         raise CommandFailed(f"{what} exited with code {rc}; last output:\n{last}")
+
+
+def _terminate_tree(pid: int, grace_s: float = 10.0) -> None:
+    """SIGTERM a process and all its descendants, SIGKILL what is left after `grace_s` seconds."""
+    import psutil  # a dependency of dvc, accelerate and distributed
+
+    try:
+        root = psutil.Process(pid)
+        procs = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def dvc(repo: Path, args: list[str], env: dict[str, str], log: Log) -> None:
