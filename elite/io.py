@@ -108,3 +108,54 @@ def fetch_url(url: str, dest: Path, retries: int, wait: float, hint: str) -> str
                                                   url, reason, attempt, retries - 1, pause)
             time.sleep(pause)
     raise EliteError(f"cannot download {url}: retries must be >= 1; {hint}")
+
+
+def save_state(obj: object, target: Path) -> None:
+    """Save a nested state (dicts with any keys, lists, tuples, tensors, numbers, strings, None) as one safetensors
+    file, atomically: the tensors as its tensors, the structure as JSON in its metadata. No pickle anywhere, so
+    loading it back cannot run code (optimizer/scheduler state dicts, RNG states)."""
+    import torch
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+
+    def encode(value):
+        if isinstance(value, torch.Tensor):
+            tensors[key := str(len(tensors))] = value.detach().contiguous().cpu()
+            return {"tensor": key}
+        if isinstance(value, dict):
+            return {"dict": [[encode(k), encode(v)] for k, v in value.items()]}
+        if isinstance(value, (list, tuple)):
+            return {type(value).__name__: [encode(v) for v in value]}
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return {"value": value}
+        raise TypeError(f"{target}: cannot store a {type(value).__name__} in a state file")
+
+    tree = json.dumps(encode(obj))
+    with atomic_file(Path(target)) as tmp:
+        save_file(tensors, str(tmp), metadata={"elite_state": tree})
+
+
+def load_state(path: Path) -> object:
+    """What `save_state` wrote; ValueError for a file that is not one."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tree = json.loads((f.metadata() or {})["elite_state"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, KeyError) as exc:
+        raise ValueError(f"{path}: not a state file ({exc})") from None
+
+    def decode(node):
+        kind, value = next(iter(node.items()))
+        if kind == "tensor":
+            return tensors[value]
+        if kind == "dict":
+            return {decode(k): decode(v) for k, v in value}
+        if kind in ("list", "tuple"):
+            items = [decode(v) for v in value]
+            return tuple(items) if kind == "tuple" else items
+        return value
+
+    return decode(tree)

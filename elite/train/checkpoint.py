@@ -1,8 +1,9 @@
 """Checkpoints: `<checkpoint_dir>/step-NNNNNNN/` with
 
     elite/            the ELITE weights at that step (elite.safetensors + elite_config.json; usable as --weights)
-    optimizer.pt      AdamW state            scheduler.pt   LR scheduler state
-    rng.pt            python/numpy/torch(/cuda) RNG states of every process, in process order
+    optimizer.safetensors   AdamW state         scheduler.safetensors   LR scheduler state
+    rng.safetensors         python/numpy/torch(/cuda) RNG states of every process, in process order
+                            (elite.io.save_state: tensors + a JSON skeleton, no pickle)
     history.csv       the per-step log up to that step (the plot CSV of a resumed run stays whole)
     state.json        step, stage, fingerprint of what determines the result, MLflow run id, ...
 
@@ -30,7 +31,7 @@ from accelerate.utils import gather_object
 from safetensors.torch import load_file
 
 from elite.errors import EliteError
-from elite.io import atomic_dir
+from elite.io import atomic_dir, load_state, save_state
 from elite.models.elite_model import WEIGHTS_NAME
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -141,9 +142,9 @@ def save_checkpoint(accelerator, directory: Path, step: int, save_weights, optim
         return target
     with atomic_dir(target) as tmp:
         save_weights(tmp / "elite")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save(rngs, tmp / "rng.pt")
+        save_state(optimizer.state_dict(), tmp / "optimizer.safetensors")
+        save_state(scheduler.state_dict(), tmp / "scheduler.safetensors")
+        save_state(rngs, tmp / "rng.safetensors")
         write_history(history, tmp / "history.csv")
         (tmp / "state.json").write_text(json.dumps({**state, "step": step, "num_processes": len(rngs)}, indent=2) + "\n")
     ours = [c for c in checkpoints(directory) if c.state.get("fingerprint") == state["fingerprint"]]
@@ -157,9 +158,9 @@ def load_checkpoint(ckpt: Checkpoint, elite, optimizer, scheduler, accelerator) 
     """Restore weights, optimiser, scheduler and this process's RNG state; returns the history."""
     try:
         elite.load_state_dict(load_file(ckpt.path / "elite" / WEIGHTS_NAME), strict=True)
-        optimizer.load_state_dict(torch.load(ckpt.path / "optimizer.pt", map_location="cpu", weights_only=True))
-        scheduler.load_state_dict(torch.load(ckpt.path / "scheduler.pt", map_location="cpu", weights_only=True))
-        rngs = torch.load(ckpt.path / "rng.pt", map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(load_state(ckpt.path / "optimizer.safetensors"))
+        scheduler.load_state_dict(load_state(ckpt.path / "scheduler.safetensors"))
+        rngs = load_state(ckpt.path / "rng.safetensors")
         history = read_history(ckpt.path / "history.csv")
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

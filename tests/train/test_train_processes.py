@@ -16,10 +16,11 @@ import torch
 from safetensors.torch import load_file
 
 from elite.config import load_params
+from elite.io import load_state
 from elite.models.elite_model import EliteModel
 from train_helpers import run_cli, write_params
 
-CKPT_FILES = ["elite", "history.csv", "optimizer.pt", "rng.pt", "scheduler.pt", "state.json"]
+CKPT_FILES = ["elite", "history.csv", "optimizer.safetensors", "rng.safetensors", "scheduler.safetensors", "state.json"]
 
 
 def _rows(path: Path) -> list[list[str]]:
@@ -105,7 +106,7 @@ def test_two_processes_write_one_checkpoint(smoke_models, scenes, session_tmp):
         path = ckpts / f"step-{step:07d}"
         assert output.count(f"checkpoint {path} written") == 1  # written by the main process only
         assert sorted(p.name for p in path.iterdir()) == CKPT_FILES  # the single-process format
-        rngs = torch.load(path / "rng.pt", weights_only=True)
+        rngs = load_state(path / "rng.safetensors")
         assert len(rngs) == 2 and not torch.equal(rngs[0]["torch"], rngs[1]["torch"])  # one state per process
         assert json.loads((path / "state.json").read_text())["num_processes"] == 2
     weights = load_file(folder / "train_global" / "weights" / "elite.safetensors")

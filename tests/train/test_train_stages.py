@@ -90,7 +90,8 @@ def test_stage1_output_is_a_usable_global_only_model(overfit, smoke_models, conc
     assert image.size == (64, 64)
     # the final checkpoint holds the same weights plus optimiser, scheduler and RNG state
     ckpt = folder / "train_global" / "checkpoints" / "step-0000060"
-    assert sorted(p.name for p in ckpt.iterdir()) == ["elite", "history.csv", "optimizer.pt", "rng.pt", "scheduler.pt", "state.json"]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["elite", "history.csv", "optimizer.safetensors", "rng.safetensors",
+                                                   "scheduler.safetensors", "state.json"]
     a, b = load_file(ckpt / "elite" / "elite.safetensors"), load_file(out / "elite.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert len(list((folder / "latent-cache").rglob("*.safetensors"))) == 2  # one cached distribution per row
