@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from elite.config.base import PROFILES, Section, build_section, closest
+from elite.config.baselines import BaselinesConfig
 from elite.config.data import CurateConfig, DownloadConfig, MaskConfig
 from elite.config.evaluate import DreambenchConfig, EvaluateConfig
 from elite.config.models import GenerateConfig, ModelsConfig
@@ -27,6 +28,7 @@ SECTIONS: dict[str, type[Section]] = {
     "dreambench": DreambenchConfig,
     "evaluate": EvaluateConfig,
     "register": RegisterConfig,
+    "baselines": BaselinesConfig,
 }
 
 
