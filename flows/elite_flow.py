@@ -146,12 +146,14 @@ def _mlflow_client(repo: Path):
 
 @flow(name="elite")
 def elite(profile: Literal["smoke", "paper"] | None = None, stages: list[str] | None = None, shards: int = 1,
-          dask_address: str | None = None, dask_workers: int = 0, repo: str | None = None) -> list[dict]:
+          shard_stages: list[str] | None = None, dask_address: str | None = None, dask_workers: int = 0,
+          repo: str | None = None) -> list[dict]:
     """Run the DVC pipeline of `repo` (default: the checkout holding this file).
 
     profile: set params.yaml's profile first (None: keep it). stages: a subset of dvc.yaml's stages
-    (None: all). shards > 1: run mask/evaluate as that many mapped shard tasks, on a local Dask
-    cluster of dask_workers processes or on the cluster at dask_address (else threads).
+    (None: all). shards > 1: run mask/evaluate (or those of them in shard_stages) as that many mapped
+    shard tasks, on a local Dask cluster of dask_workers processes or on the cluster at dask_address
+    (else threads).
     """
     from elite.tracking import PARENT_ENV, redact
 
@@ -160,6 +162,7 @@ def elite(profile: Literal["smoke", "paper"] | None = None, stages: list[str] | 
     with S.checkout_lock(root, log):
         profile = S.apply_profile(root, profile, log)
         selected = S.select(S.load_stages(root), stages)
+        sharded = S.shardable(shard_stages)
         uri, client, experiment_id = _mlflow_client(root)
         parent = client.create_run(experiment_id, run_name=f"pipeline-{profile}", tags={
             "stage": "pipeline", "profile": profile, "prefect.flow_run_id": str(flow_run.id),
@@ -173,7 +176,7 @@ def elite(profile: Literal["smoke", "paper"] | None = None, stages: list[str] | 
         results: list[dict] = []
         try:
             for spec in selected:
-                if spec.name in S.SHARDABLE and shards > 1:
+                if spec.name in sharded and shards > 1:
                     if plan_shards.with_options(task_run_name=f"{spec.name}:plan")(str(root), spec.name, env):
                         shard_flow.with_options(name=f"elite-shards-{spec.name}",
                                                 task_runner=shard_runner(shards, dask_address, dask_workers))(
@@ -211,11 +214,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", choices=["smoke", "paper"])
     parser.add_argument("--stages", nargs="+", help="a subset of dvc.yaml's stages")
     parser.add_argument("--shards", type=int, default=1)
+    parser.add_argument("--shard-stages", nargs="+", choices=S.SHARDABLE, help="default: all of them")
     parser.add_argument("--dask-address")
     parser.add_argument("--dask-workers", type=int, default=0)
     args = parser.parse_args(argv)
-    elite(profile=args.profile, stages=args.stages, shards=args.shards, dask_address=args.dask_address,
-          dask_workers=args.dask_workers)
+    elite(profile=args.profile, stages=args.stages, shards=args.shards, shard_stages=args.shard_stages,
+          dask_address=args.dask_address, dask_workers=args.dask_workers)
 
 
 if __name__ == "__main__":

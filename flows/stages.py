@@ -92,6 +92,16 @@ def select(stages: list[Stage], names: list[str] | None) -> list[Stage]:
     return [s for s in stages if s.name in names]
 
 
+def shardable(names: list[str] | None) -> tuple[str, ...]:
+    """The stages to shard: `names` (all of SHARDABLE when None), each one of SHARDABLE."""
+    if names is None:
+        return SHARDABLE
+    wrong = [n for n in names if n not in SHARDABLE]
+    if wrong:
+        raise EliteError(f"shard_stages: {', '.join(wrong)} cannot be sharded; choose from {', '.join(SHARDABLE)}")
+    return tuple(names)
+
+
 def tool_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for `dvc` and stage commands: this interpreter's bin folder first on PATH (so
     `elite` and `dvc` resolve to this virtualenv), unbuffered Python output, plus `extra`."""

@@ -1,9 +1,11 @@
 """Fixtures of the pipeline tests: a throwaway git copy of this checkout, and (once per session) a real
 Prefect server on loopback serving the deployments of that copy, with `elite/smoke` run through it:
-the whole smoke pipeline, its mask and evaluate shards on a local 2-worker Dask cluster."""
+the whole smoke pipeline, the evaluation's shards on a local 2-worker Dask cluster (sharding mask
+works the same way: tests/pipeline/test_pipeline_stages.py tests the protocol on a toy stage)."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -12,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pipeline_helpers import (BIN, REPO, SHARDS, SmokeRun, api, copy_checkout, free_port, git, run, stage_env,
-                              stop_process, wait_for)
+from pipeline_helpers import (BIN, REPO, SHARDED, SHARDS, SmokeRun, api, copy_checkout, free_port, git, run,
+                              stage_env, stop_process, wait_for)
 
 
 # The smoke profile made smaller (fewer scenes, training steps and evaluation prompts) to keep the
@@ -64,11 +66,12 @@ def served(pipeline_copy, session_tmp):
 
 @pytest.fixture(scope="session")
 def smoke_run(served, pipeline_copy) -> SmokeRun:
-    """`prefect deployment run elite/smoke --watch`, the mask/evaluate shards on a local 2-worker Dask cluster."""
+    """`prefect deployment run elite/smoke --watch`, the evaluate shards on a local 2-worker Dask cluster."""
     env, base, traces, log, _ = served
     start = time.monotonic()
     proc = run([str(BIN / "prefect"), "deployment", "run", "elite/smoke", "--watch", "--watch-interval", "2",
-                "-p", f"shards={SHARDS}", "-p", "dask_workers=2"], pipeline_copy, env, timeout=1500)
+                "-p", f"shards={SHARDS}", "-p", f"shard_stages={json.dumps(list(SHARDED))}", "-p", "dask_workers=2"],
+               pipeline_copy, env, timeout=1500)
     seconds = time.monotonic() - start
     output = proc.stdout + proc.stderr
     match = re.search(r"UUID:\s*([0-9a-f-]{36})", output)

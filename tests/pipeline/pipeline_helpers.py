@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 TRACER = Path(__file__).parent / "tracer"
 SHARDS = 2
+SHARDED = ("evaluate",)  # sharded in the end-to-end run (the persist output and the scoring run included)
 
 
 def git(repo: Path, *args: str) -> str:

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_helpers import BIN, SHARDS, api, free_port, run, stop_process
+from pipeline_helpers import BIN, SHARDED, SHARDS, api, free_port, run, stop_process
 
 pytestmark = pytest.mark.slow
 
-SHARDED = ("mask", "evaluate")
 # imported by the CLI for every command, or not changing what a stage writes: never listed as deps
 GLUE_FILES = {"elite/__init__.py", "elite/cli.py", "elite/errors.py", "elite/io.py", "elite/tracking.py"}
 GLUE_DIRS = ("elite/commands/", "elite/config/")

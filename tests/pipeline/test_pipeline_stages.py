@@ -49,6 +49,12 @@ def test_apply_profile_edits_only_the_profile_line(tmp_path):
         S.apply_profile(tmp_path, "smoke", print)
 
 
+def test_shardable_stages():
+    assert S.shardable(None) == ("mask", "evaluate") and S.shardable(["evaluate"]) == ("evaluate",)
+    with pytest.raises(EliteError, match="train_local cannot be sharded"):
+        S.shardable(["train_local"])
+
+
 def test_load_stages_reads_the_real_dvc_yaml():
     stages = {s.name: s for s in S.load_stages(REPO)}
     assert list(stages)[0] == "prepare_models" and list(stages)[-1] == "register"
