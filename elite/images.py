@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -16,8 +17,9 @@ MAX_PIXELS = 100_000_000  # larger images are refused from their header, before 
 MASK_THRESHOLD = 128  # mask pixels >= this (0..255 scale, any channel mean) count as object
 
 
-def _decode(path: Path, what: str) -> Image.Image:
-    """The decoded image at `path` with its EXIF orientation applied, or a one-line EliteError.
+def decode(source: Path | bytes, name: str, what: str = "image") -> Image.Image:
+    """An image file (or a file's bytes, e.g. from a request) decoded, EXIF orientation applied, or a one-line
+    EliteError that starts with `name`.
 
     The size is checked from the header before any pixel is decoded. MAX_PIXELS is the one limit: PIL's
     own decompression-bomb warning (from ~89 MP) is silenced and its error (from ~179 MP) reported like
@@ -26,19 +28,27 @@ def _decode(path: Path, what: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
                 if img.width * img.height > MAX_PIXELS:
-                    raise EliteError(f"{path}: {what} is {img.width}x{img.height}, over the {MAX_PIXELS:,}-pixel "
+                    raise EliteError(f"{name}: {what} is {img.width}x{img.height}, over the {MAX_PIXELS:,}-pixel "
                                      f"limit; downscale it first")
                 img.load()
                 return ImageOps.exif_transpose(img)  # a new image, usable after the file is closed
     except EliteError:
         raise
     except Image.DecompressionBombError as exc:
-        raise EliteError(f"{path}: {what} is over the {MAX_PIXELS:,}-pixel limit ({exc}); downscale it first") from None
+        raise EliteError(f"{name}: {what} is over the {MAX_PIXELS:,}-pixel limit ({exc}); downscale it first") from None
+    except UnidentifiedImageError:
+        raise EliteError(f"{name}: not a readable {what} (not an image format PIL knows)") from None
     except Exception as exc:  # noqa: BLE001 - see the docstring
         detail = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise EliteError(f"{path}: not a readable {what} ({type(exc).__name__}: {detail})") from None
+        raise EliteError(f"{name}: not a readable {what} ({type(exc).__name__}: {detail})") from None
+
+
+def binary_mask(img: Image.Image) -> Image.Image:
+    """'L' 0/255: object (255) where the mean of the channels is >= MASK_THRESHOLD (transparent = background)."""
+    level = np.asarray(img, np.float32) if img.mode == "L" else np.asarray(to_rgb(img), np.float32).mean(axis=2)
+    return Image.fromarray(np.where(level >= MASK_THRESHOLD, 255, 0).astype(np.uint8), mode="L")
 
 
 def open_image(path: str | Path) -> Image.Image:
@@ -48,7 +58,7 @@ def open_image(path: str | Path) -> Image.Image:
         raise EliteError(f"{path}: image file not found")
     if path.stat().st_size == 0:
         raise EliteError(f"{path}: image file is empty")
-    return to_rgb(_decode(path, "image"))
+    return to_rgb(decode(path, str(path)))
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -76,9 +86,7 @@ def open_mask(path: str | Path, size: tuple[int, int]) -> Image.Image:
         raise EliteError(f"{path}: mask file not found")
     if path.stat().st_size == 0:
         raise EliteError(f"{path}: mask file is empty")
-    img = _decode(path, "mask image")
-    level = np.asarray(img, np.float32) if img.mode == "L" else np.asarray(to_rgb(img), np.float32).mean(axis=2)
-    mask = Image.fromarray(np.where(level >= MASK_THRESHOLD, 255, 0).astype(np.uint8), mode="L")
+    mask = binary_mask(decode(path, str(path), "mask image"))
     if mask.size != size:
         warnings.warn(f"{path}: mask is {mask.size[0]}x{mask.size[1]}, image is {size[0]}x{size[1]}; resized (nearest)")
         mask = mask.resize(size, Image.NEAREST)

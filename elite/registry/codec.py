@@ -12,10 +12,10 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from elite.errors import EliteError
-from elite.images import MASK_THRESHOLD, MAX_PIXELS, to_rgb
+from elite.images import binary_mask, decode, to_rgb
 
 
 def encode_file(path: str | Path) -> str:
@@ -46,26 +46,19 @@ def payload_bytes(value: str | bytes, field: str) -> bytes:
 
 
 def decode_image(value: str | bytes, field: str = "image") -> Image.Image:
-    """An RGB image (EXIF orientation applied) from a payload, or a one-line EliteError."""
+    """An RGB image (EXIF orientation applied) from a payload, or a one-line EliteError (elite.images.decode)."""
     data = payload_bytes(value, field)
     if not data:
         raise EliteError(f"{field}: empty image")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise EliteError(f"{field}: {img.width}x{img.height} is over the {MAX_PIXELS:,}-pixel limit; downscale it first")
-            img.load()
-            return to_rgb(ImageOps.exif_transpose(img))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, EliteError):
-            raise
-        raise EliteError(f"{field}: not a readable image ({exc.__class__.__name__})") from None
+    return to_rgb(decode(data, field))
 
 
 def decode_mask(value: str | bytes, size: tuple[int, int], field: str = "mask") -> Image.Image:
     """A binary 'L' mask (255 = object) of `size`, thresholded like `elite.images.open_mask`."""
-    arr = np.asarray(decode_image(value, field).convert("L"))
-    mask = Image.fromarray(np.where(arr >= MASK_THRESHOLD, 255, 0).astype(np.uint8), mode="L")
+    data = payload_bytes(value, field)
+    if not data:
+        raise EliteError(f"{field}: empty mask")
+    mask = binary_mask(decode(data, field, "mask image"))
     if mask.size != size:
         mask = mask.resize(size, Image.NEAREST)
     if not np.asarray(mask).any():
