@@ -522,3 +522,45 @@ DATA = [
 
 CATALOGUE: list[Case] = IMAGES + MASKS + PROMPTS + NUMBERS + CONFIG + DATA
 assert len({c.id for c in CATALOGUE}) == len(CATALOGUE)
+
+
+# --- requests to the registered model (elite.registry.codec: the pyfunc model and the REST server) -------------------
+def request_case(case_id: str, expect: str | None, call: Callable[[Ctx], None]) -> Case:
+    return Case(case_id, "requests", expect, call)
+
+
+def _request_mask(ctx: Ctx) -> None:
+    from elite.registry.codec import decode_mask, encode_file
+
+    for name in ("mask.png", "mask_color.png", "mask_alpha.png", "mask16.png", "mask_half.png"):
+        assert ((np.asarray(decode_mask(encode_file(ctx.d / name), (48, 64))) > 0) == source_mask()).all(), name
+
+
+def _decode(name: str, mask: bool = False):
+    def call(ctx: Ctx) -> None:
+        from elite.registry.codec import decode_image, decode_mask
+
+        data = (ctx.d / name).read_bytes() if (ctx.d / name).is_file() else name.encode()
+        decode_mask(data, (48, 64)) if mask else decode_image(data)
+
+    return call
+
+
+def _not_base64(ctx: Ctx) -> None:
+    from elite.registry.codec import decode_image
+
+    decode_image("this is not base64 !!")
+
+
+REQUESTS = [
+    request_case("request-image-12000x12000", r"^image: image is 12000x12000, over the 100,000,000-pixel limit",
+                 _decode("big_12000.png")),
+    request_case("request-image-pil-bomb", r"^image: image is over the 100,000,000-pixel limit", _decode("bomb_20000.png")),
+    request_case("request-image-truncated", r"^image: not a readable image", _decode("truncated.jpg")),
+    request_case("request-image-not-base64", r"^image: not valid base64", _not_base64),
+    request_case("request-mask-all-black", r"^mask: mask is all black", _decode("mask_black.png", mask=True)),
+    request_case("request-mask-like-open-mask", None, _request_mask),
+]
+
+CATALOGUE += REQUESTS
+assert len({c.id for c in CATALOGUE}) == len(CATALOGUE)
