@@ -160,9 +160,9 @@ def elite(profile: Literal["smoke", "paper"] | None = None, stages: list[str] | 
     log = _log()
     root = Path(repo).resolve() if repo else REPO
     with S.checkout_lock(root, log):
-        profile = S.apply_profile(root, profile, log)
-        selected = S.select(S.load_stages(root), stages)
+        selected = S.select(S.load_stages(root), stages)  # bad parameters fail before anything changes
         sharded = S.shardable(shard_stages)
+        profile = S.apply_profile(root, profile, log)
         uri, client, experiment_id = _mlflow_client(root)
         parent = client.create_run(experiment_id, run_name=f"pipeline-{profile}", tags={
             "stage": "pipeline", "profile": profile, "prefect.flow_run_id": str(flow_run.id),
@@ -170,6 +170,7 @@ def elite(profile: Literal["smoke", "paper"] | None = None, stages: list[str] | 
         client.log_param(parent, "profile", profile)
         client.log_param(parent, "stages", ",".join(s.name for s in selected))
         client.log_param(parent, "shards", shards)
+        client.log_param(parent, "shard_stages", ",".join(sharded))
         log(f"MLflow parent run {parent} in {redact(uri)} ({PARENT_ENV} for the stages)")
         env = {PARENT_ENV: parent, "MLFLOW_TRACKING_URI": uri}
         retries, delays = RETRIES[profile]
@@ -192,9 +193,9 @@ def elite(profile: Literal["smoke", "paper"] | None = None, stages: list[str] | 
             markdown = S.metrics_markdown(f"ELITE pipeline ({profile} profile)", results, metrics)
             create_markdown_artifact(markdown=markdown, key=ARTIFACT_KEY,
                                      description=f"metrics of the DVC pipeline, {profile} profile")
-            values = S.numeric_metrics(metrics)
-            if values:
-                client.log_batch(parent, metrics=[_metric(k, v) for k, v in values.items()])
+            values = [_metric(k, v) for k, v in S.numeric_metrics(metrics).items()]
+            for i in range(0, len(values), 1000):  # MLflow takes at most 1000 metrics per batch
+                client.log_batch(parent, metrics=values[i : i + 1000])
             client.log_text(parent, markdown, "pipeline_metrics.md")
         except BaseException:
             client.set_terminated(parent, "FAILED")

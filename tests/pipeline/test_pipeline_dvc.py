@@ -29,8 +29,12 @@ def readers() -> dict[str, set[str]]:
     return {sec: {name for name, spec in stages.items() if sec in spec.get("params", [])} for sec in sections}
 
 
-def status(repo: Path, env: dict) -> set[str]:
-    return set(json.loads(dvc(repo, env, "status", "--json") or "{}"))
+def status(repo: Path, env: dict | None = None) -> set[str]:
+    """The stale stages, as `dvc status` lists them (DVC's Python API: no process start per call)."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc_repo:
+        return {key.rsplit(":", 1)[-1] for key in dvc_repo.status()}  # "<path>/dvc.yaml:<stage>" away from cwd
 
 
 def bump_first_scalar(params_file: Path, section: str) -> None:
