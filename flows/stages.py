@@ -136,6 +136,8 @@ def run_logged(cmd: list[str] | str, cwd: Path, env: dict[str, str], log: Log, w
             pending += chunk
             start = 0
             for m in _BREAK.finditer(pending):
+                if m.group() == b"\r" and m.end() == len(pending):
+                    break  # maybe the first half of \r\n: wait for the next chunk
                 text = pending[start : m.start()]
                 start = m.end()
                 if m.group() != b"\r":

@@ -27,6 +27,15 @@ def test_run_logged_streams_lines_and_throttles_progress_bars(tmp_path):
     assert 1 <= len(bars) < 10 and bars[-1] == "bar 199"  # redraws thinned out, the final state kept
 
 
+def test_run_logged_keeps_crlf_lines_split_across_reads(tmp_path):
+    script = ("import sys, time\n"
+              "sys.stdout.write('bar\\rone\\r'); sys.stdout.flush(); time.sleep(0.3)\n"
+              "sys.stdout.write('\\ntwo\\r\\n'); sys.stdout.flush()\n")
+    lines: list[str] = []
+    S.run_logged([sys.executable, "-c", script], tmp_path, S.tool_env(), lines.append)
+    assert lines == ["bar", "one", "two"]  # `one` ended with \r\n, split over two reads: a line, not a redraw
+
+
 def test_run_logged_failure_names_the_command_and_its_last_lines(tmp_path):
     with pytest.raises(S.CommandFailed, match=r"(?s)exited with code 3.*boom"):
         S.run_logged("echo boom; exit 3", tmp_path, S.tool_env(), lambda line: None)
