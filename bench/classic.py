@@ -15,8 +15,6 @@ folded into the batch dimension, `baddbmm` for the scores, softmax, `bmm` with t
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor
 
@@ -76,8 +74,3 @@ def two_call_step(unet, scheduler, latents, t, uncond, cond, guidance: float) ->
     u = unet(model_in, t, encoder_hidden_states=uncond).sample
     c = unet(model_in, t, encoder_hidden_states=cond).sample
     return u + guidance * (c - u)
-
-
-def with_processors(unet, procs: dict, fn: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
-    """`fn` preceded by installing `procs` (outside the timed call: see measure.interleaved)."""
-    return (lambda: unet.set_attn_processor(dict(procs)), fn)

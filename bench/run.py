@@ -191,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", metavar="RESULTS", help="print the table of an existing results file and exit")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
     if args.only:
         unknown = [f for f in args.only.split(",") if f not in FIGURES]
         if unknown:

@@ -10,7 +10,7 @@ Textual-Inversion figure and of the training figure come from params.yaml (smoke
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
