@@ -98,50 +98,67 @@ def _image_tensors(image: Image.Image, mask: Image.Image | None, size: int) -> t
     return pixels, torch.from_numpy((np.asarray(m) >= 128).astype(np.float32))[None]
 
 
-def invert(base: str | Path, image: Image.Image, mask: Image.Image | None, method: str, cfg: InversionConfig,
-           class_word: str, seed: int = 0, flip_p: float = 0.5, progress: bool = True) -> Inversion:
-    if method not in METHODS:
-        raise EliteError(f"unknown baseline {method!r}; choose one of: {', '.join(METHODS)}")
-    start = time.perf_counter()
-    torch.manual_seed(seed)
-    tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer")
-    text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder").requires_grad_(False).eval()
-    vae = AutoencoderKL.from_pretrained(base, subfolder="vae").requires_grad_(False).eval()
-    unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet").requires_grad_(False).eval()
-    noise_sched = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
-    attach_base_processors(unet)
-    keys = [KVProjections.key(p) for p in cross_attention_layers(unet)] if method == "xti" else [TI_KEY]
-    init = _class_embedding(tokenizer, text_encoder, class_word)
-    words = torch.nn.Parameter(init[None].repeat(len(keys), 1))
-    opt = torch.optim.AdamW([words], lr=cfg.lr, weight_decay=cfg.weight_decay)
+class InversionObjective:
+    """The LDM loss of a concept's word(s) on the one image: the frozen base model, the image's (and its
+    mirror's) latent distributions encoded once, the training templates."""
 
-    size = unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
-    pixels, pmask = _image_tensors(image, mask, size)
-    both = torch.stack([pixels, pixels.flip(-1)])
-    with torch.no_grad():
-        dists = vae.encode(both).latent_dist  # the image and its mirror: the only two targets, encoded once
-    lat_mask = F.interpolate(torch.stack([pmask, pmask.flip(-1)]), size=dists.mean.shape[-2:], mode="nearest")
-    prompts = [tokenize_with_placeholder(tokenizer, t.format(PLACEHOLDER)) for t in TEMPLATES]
-    gen = torch.Generator().manual_seed(seed)
-    losses = []
-    for _ in tqdm(range(cfg.steps), desc=f"{method} inversion", disable=not progress):
-        flip = (torch.rand(cfg.batch_size, generator=gen) < flip_p).long()
-        mean, std = dists.mean[flip], dists.std[flip]
-        latents = (mean + std * torch.randn(mean.shape, generator=gen)) * vae.config.scaling_factor
+    def __init__(self, base: str | Path, image: Image.Image, mask: Image.Image | None, method: str, class_word: str,
+                 flip_p: float = 0.5) -> None:
+        if method not in METHODS:
+            raise EliteError(f"unknown baseline {method!r}; choose one of: {', '.join(METHODS)}")
+        self.method, self.flip_p, self.masked = method, flip_p, mask is not None
+        self.tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer")
+        self.text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder").requires_grad_(False).eval()
+        vae = AutoencoderKL.from_pretrained(base, subfolder="vae").requires_grad_(False).eval()
+        self.unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet").requires_grad_(False).eval()
+        self.noise_sched = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
+        attach_base_processors(self.unet)
+        self.keys = [KVProjections.key(p) for p in cross_attention_layers(self.unet)] if method == "xti" else [TI_KEY]
+        self.init = _class_embedding(self.tokenizer, self.text_encoder, class_word)
+        size = self.unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
+        pixels, pmask = _image_tensors(image, mask, size)
+        with torch.no_grad():  # the image and its mirror: the only two targets, encoded once
+            self.dists = vae.encode(torch.stack([pixels, pixels.flip(-1)])).latent_dist
+        self.scaling = vae.config.scaling_factor
+        self.lat_mask = F.interpolate(torch.stack([pmask, pmask.flip(-1)]), size=self.dists.mean.shape[-2:], mode="nearest")
+        self.prompts = [tokenize_with_placeholder(self.tokenizer, t.format(PLACEHOLDER)) for t in TEMPLATES]
+
+    def initial_words(self) -> torch.Tensor:
+        return self.init[None].repeat(len(self.keys), 1)
+
+    def loss(self, words: torch.Tensor, batch_size: int, gen: torch.Generator) -> torch.Tensor:
+        """One draw of `batch_size` (flip, latent, noise, timestep, template), all from `gen`."""
+        flip = (torch.rand(batch_size, generator=gen) < self.flip_p).long()
+        mean, std = self.dists.mean[flip], self.dists.std[flip]
+        latents = (mean + std * torch.randn(mean.shape, generator=gen)) * self.scaling
         noise = torch.randn(latents.shape, generator=gen)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (cfg.batch_size,), generator=gen)
-        chosen = [prompts[i] for i in torch.randint(0, len(prompts), (cfg.batch_size,), generator=gen).tolist()]
+        t = torch.randint(0, self.noise_sched.config.num_train_timesteps, (batch_size,), generator=gen)
+        chosen = [self.prompts[i] for i in torch.randint(0, len(self.prompts), (batch_size,), generator=gen).tolist()]
         ids = torch.stack([p.input_ids for p in chosen])
         slots = torch.tensor([p.slot for p in chosen])
-        states = {k: encode_with_words(text_encoder, ids, slots, words[i].expand(len(chosen), 1, -1)) for i, k in enumerate(keys)}
-        text = states[TI_KEY] if method == "ti" else states
-        pred = unet(noise_sched.add_noise(latents, noise, t), t, encoder_hidden_states=EliteConditioning(text=text)).sample
-        loss = ldm_loss(pred, noise, lat_mask[flip] if mask is not None else None)
+        states = {k: encode_with_words(self.text_encoder, ids, slots, words[i].expand(batch_size, 1, -1))
+                  for i, k in enumerate(self.keys)}
+        text = states[TI_KEY] if self.method == "ti" else states
+        pred = self.unet(self.noise_sched.add_noise(latents, noise, t), t, encoder_hidden_states=EliteConditioning(text=text)).sample
+        return ldm_loss(pred, noise, self.lat_mask[flip] if self.masked else None)
+
+
+def invert(base: str | Path, image: Image.Image, mask: Image.Image | None, method: str, cfg: InversionConfig,
+           class_word: str, seed: int = 0, flip_p: float = 0.5, progress: bool = True,
+           objective: InversionObjective | None = None) -> Inversion:
+    start = time.perf_counter()
+    objective = objective or InversionObjective(base, image, mask, method, class_word, flip_p)
+    words = torch.nn.Parameter(objective.initial_words())
+    opt = torch.optim.AdamW([words], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    for step in tqdm(range(1, cfg.steps + 1), desc=f"{method} inversion", disable=not progress):
+        loss = objective.loss(words, cfg.batch_size, gen)
+        if not torch.isfinite(loss):
+            raise EliteError(f"{method} inversion: loss became {loss.item()} at step {step}; lower baselines.{method}.lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if not torch.isfinite(loss):
-            raise EliteError(f"{method} inversion: loss became {loss.item()} at step {len(losses) + 1}; lower baselines.{method}.lr")
         losses.append(loss.item())
-    embeddings = {k: words[i].detach().clone() for i, k in enumerate(keys)}
+    embeddings = {k: words[i].detach().clone() for i, k in enumerate(objective.keys)}
     return Inversion(method, class_word, embeddings, cfg.steps, time.perf_counter() - start, losses)
