@@ -158,9 +158,18 @@ class EliteCrossAttnProcessor:
             key = attn.norm_k(key)
 
         rows = _local_rows(cond) if self.local_kv is not None else None
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)
-        if rows is not None and rows.numel() > 0:
-            out = out.index_copy(0, rows, self._with_local(attn, query, key, value, attention_mask, cond, rows))
+        if rows is None or rows.numel() == 0:
+            out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)
+        else:  # rows with a local term need A_g explicitly (for M); the others keep the fused kernel
+            out = self._with_local(attn, query, key, value, attention_mask, cond, rows)
+            if rows.numel() < batch:
+                rest = torch.ones(batch, dtype=torch.bool, device=query.device)
+                rest[rows] = False
+                rest = torch.nonzero(rest).flatten()
+                mask = attention_mask[rest] if attention_mask is not None else None
+                plain = F.scaled_dot_product_attention(query[rest], key[rest], value[rest], attn_mask=mask)
+                full = query.new_empty(batch, query.shape[1], query.shape[2], value.shape[-1])
+                out = full.index_copy(0, rows, out).index_copy(0, rest, plain)
 
         out = out.transpose(1, 2).reshape(batch, -1, attn.heads * query.shape[-1]).to(query.dtype)
         out = attn.to_out[1](attn.to_out[0](out))
