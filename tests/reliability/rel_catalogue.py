@@ -6,6 +6,8 @@ and through the command line, and what must happen.
 that one `error:` line on stderr, no traceback, and nothing written.
 Limits and rules (README "Reliability and security"): images over 100 MP are refused from their header;
 masks are object where the channel mean is >= 128, resized nearest (with a warning) to the image.
+Areas: images, masks, prompts, numbers, config, data (manifests, CSVs, archives) and requests (payloads of
+the registered model, Python API only).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import torch
 import yaml
 from PIL import Image
 from rel_helpers import REPO, archive, source_mask, source_rgb, write_params
-
 
 
 @dataclass
