@@ -31,6 +31,18 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_SESSION_TMP, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test runs torch on one thread: the tiny smoke models run several times faster so when the
+    machine's two cores are shared (pytest plus the servers and stage subprocesses the tests start)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO

@@ -3,18 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from rel_catalogue import Ctx
 from rel_helpers import make_inputs
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The tiny models run fastest on one thread when the two cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -3,17 +3,7 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from train_helpers import make_scenes
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The tiny models train several times faster on one thread when the two cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
