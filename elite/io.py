@@ -51,6 +51,23 @@ def write_json(target: Path, data: object) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def read_json(path: str | Path, expect: type, what: str, fix: str) -> object:
+    """A JSON file's content of type `expect`; otherwise one EliteError naming the file, ending with `fix`."""
+    from elite.errors import EliteError
+
+    path = Path(path)
+    if not path.is_file():
+        raise EliteError(f"{path}: {what} not found; {fix}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise EliteError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); {fix}") from None
+    if not isinstance(data, expect):
+        kind = {dict: "object", list: "list"}.get(expect, expect.__name__)
+        raise EliteError(f"{path}: expected a JSON {kind} ({what}), got {type(data).__name__}; {fix}")
+    return data
+
+
 def inside(path: str | Path, *roots: str | Path) -> bool:
     """Whether `path` lies within one of `roots` (relative paths from the working directory; `..` is
     resolved lexically, so a manifest row or archive member cannot climb out with it)."""

@@ -41,7 +41,7 @@ from elite.data import paths
 from elite.data.manifest import read_manifest, write_manifest
 from elite.data.sam import BoxMasker, load_sam, resolve_device, sam_fingerprint
 from elite.errors import EliteError
-from elite.io import atomic_file, write_json
+from elite.io import atomic_file, read_json, write_json
 
 SUBJECT = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.-]{0,127}$")
 
@@ -171,12 +171,7 @@ def _check_marker(folder: Path, made_by: dict, settings: str) -> None:
 
 def read_subjects(path: Path, concept_index: int) -> list[tuple[str, str]]:
     """[(subject, concept image path)] from subjects.json; errors name the file and entry."""
-    try:
-        subjects = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise EliteError(f"{path}: not JSON ({exc.msg}); run `elite dreambench` again") from None
-    if not isinstance(subjects, list):
-        raise EliteError(f"{path}: expected a list of subjects")
+    subjects = read_json(path, list, "DreamBench subjects file", "run `elite dreambench` again")
     out = []
     for i, entry in enumerate(subjects):
         name = entry.get("subject") if isinstance(entry, dict) else None

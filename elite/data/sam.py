@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from elite.errors import EliteError
-from elite.io import atomic_dir
+from elite.io import atomic_dir, read_json
 
 CONFIG = "sam_config.json"
 SAM_TYPES = ("vit_h", "vit_l", "vit_b", "tiny")
@@ -111,12 +111,7 @@ def _download(url: str, dest: Path) -> None:
 def load_sam(sam_dir: Path, device: str):
     """The SAM saved in `sam_dir` (sam_config.json + checkpoint), on `device`, in eval mode."""
     sam_dir = Path(sam_dir)
-    try:
-        config = json.loads((sam_dir / CONFIG).read_text())
-    except FileNotFoundError:
-        raise EliteError(f"{sam_dir / CONFIG} not found: run `elite prepare-models` first") from None
-    except json.JSONDecodeError as exc:
-        raise EliteError(f"{sam_dir / CONFIG}: not JSON ({exc.msg}); run `elite prepare-models` again") from None
+    config = read_json(sam_dir / CONFIG, dict, "SAM config", "run `elite prepare-models` first")
     model = build_sam_model(config)
     ckpt = sam_dir / str(config.get("checkpoint"))
     if not ckpt.is_file():

@@ -8,7 +8,6 @@ All gates must pass for the champion alias to move.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import asdict, dataclass
@@ -16,22 +15,14 @@ from pathlib import Path
 
 from elite.config.register import Gate
 from elite.errors import EliteError
+from elite.io import read_json
 
 METRIC_PREFIX = "dreambench."  # MLflow metric key = prefix + sanitised dotted path
 
 
 def load_metrics(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise EliteError(f"{path}: metrics file not found; run the evaluate stage first (`dvc repro evaluate`) "
-                         "or point register.metrics at a DreamBench metrics JSON")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise EliteError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(data, dict):
-        raise EliteError(f"{path}: expected a JSON object of metrics, got {type(data).__name__}")
-    return data
+    return read_json(path, dict, "metrics file", "run the evaluate stage first (`dvc repro evaluate`) or point register.metrics at a "
+                                 "DreamBench metrics JSON")
 
 
 def numeric_leaves(data, prefix: str = "") -> dict[str, float]:

@@ -111,7 +111,7 @@ def test_subjects_json_and_shard_errors(tmp_path):
     with pytest.raises(EliteError, match="plain name"):
         read_subjects(path, 0)
     path.write_text("{")
-    with pytest.raises(EliteError, match="not JSON"):
+    with pytest.raises(EliteError, match="not valid JSON"):
         read_subjects(path, 0)
     assert parse_shard(None) == (0, 1) and parse_shard("2/3") == (2, 3)
     for bad in ("3/3", "a/b", "-1/2", "1"):
