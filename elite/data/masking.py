@@ -37,6 +37,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from elite import shards
 from elite.data import paths
 from elite.data.manifest import read_manifest, write_manifest
 from elite.data.sam import BoxMasker, load_sam, resolve_device, sam_fingerprint
@@ -47,12 +48,8 @@ SUBJECT = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.-]{0,127}$")
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
-    if text is None:
-        return 0, 1
-    m = re.fullmatch(r"(\d+)/(\d+)", text.strip())
-    if not m or not 0 <= int(m.group(1)) < int(m.group(2)):
-        raise EliteError(f"--shard {text}: expected i/n with 0 <= i < n, e.g. 0/4")
-    return int(m.group(1)), int(m.group(2))
+    """--shard i/n; no shard is the one shard 0/1."""
+    return shards.parse_shard(text) or (0, 1)
 
 
 def sam_mask_path(image_id: str, box: list[int]) -> Path:

@@ -175,15 +175,6 @@ def plan(cfg, subjects: list[dict], concepts: dict[str, tuple[Path, Path]], weig
     return jobs
 
 
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    m = re.fullmatch(r"(\d+)/(\d+)", text.strip())
-    if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
-        raise EliteError(f"--shard {text!r}: write i/n with 0 <= i < n, e.g. --shard 0/4")
-    return int(m.group(1)), int(m.group(2))
-
-
 def shard_jobs(jobs: list[Job], shard: tuple[int, int] | None) -> list[Job]:
     if shard is None:
         return jobs

@@ -16,10 +16,11 @@ from tqdm import tqdm
 
 from elite.errors import EliteError
 from elite.evaluate.dreambench import read_subjects
-from elite.evaluate.generate import Job, Sampler, fingerprint, generate, parse_shard, plan, resolve_device, select_subjects, shard_jobs
+from elite.evaluate.generate import Job, Sampler, fingerprint, generate, plan, resolve_device, select_subjects, shard_jobs
 from elite.images import open_image, open_mask
 from elite.evaluate.report import flatten
 from elite.io import atomic_file, write_json
+from elite.shards import parse_shard
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ import pytest
 from eval_helpers import REAL_STYLE_LIVE, REAL_STYLE_OBJECT, params_with
 
 from elite.errors import EliteError
-from elite.evaluate.generate import family_of, parse_shard, plan, select_subjects, shard_jobs, spread
+from elite.evaluate.generate import family_of, plan, select_subjects, shard_jobs, spread
+from elite.shards import parse_shard
 
 SUBJECTS = [
     {"subject": "teapot", "class": "teapot", "live": False, "images": ["x/00.jpg"], "prompts": REAL_STYLE_OBJECT},
