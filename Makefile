@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench serve mlflow-ui clean-venv
+.PHONY: setup browser run test bench serve mlflow-ui clean-venv
 
 setup: $(STAMP)
 
@@ -29,7 +29,14 @@ PREFECT_PORT ?= 4200
 serve: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m flows.serve --port $(PREFECT_PORT)
 
-test: $(STAMP)
+# The browser tests drive Debian's chromium + chromium-driver (selenium, headless); installed here when missing
+# (root + apt, as on CI). Without them and without root those tests skip with the command to run.
+browser:
+	@command -v chromedriver >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "browser tests will skip: apt-get install chromium chromium-driver"; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
 
 # Benchmarks of issue 8 -> bench/results.json + a table (bench/README.md). BENCH_ARGS=--dvc adds the `dvc repro`
