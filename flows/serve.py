@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,12 +40,23 @@ def wait_healthy(api: str, server: subprocess.Popen | None, timeout: float, log:
     raise SystemExit(f"error: no Prefect server answered {api}/health within {timeout:.0f} s" + (f"; see {log}" if log else ""))
 
 
+def ui_api_url(host: str, port: int) -> str:
+    """The API address the server's UI gives browsers: this host and port (`prefect server start --port`
+    alone leaves it at 4200). A wildcard host (0.0.0.0, ::) becomes this machine's name."""
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/api"
+
+
 def start_server(host: str, port: int, home: Path) -> tuple[subprocess.Popen, Path]:
-    """`prefect server start` on host:port with its SQLite database in `home`; output goes to home/server.log."""
+    """`prefect server start` on host:port with its SQLite database in `home`; output goes to home/server.log.
+    Its UI talks to host:port, unless PREFECT_UI_API_URL / PREFECT_SERVER_UI_API_URL says otherwise (a proxy)."""
     home.mkdir(parents=True, exist_ok=True)
     log = home / "server.log"
     env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     env.pop("PREFECT_API_URL", None)
+    if not (env.get("PREFECT_SERVER_UI_API_URL") or env.get("PREFECT_UI_API_URL")):
+        env["PREFECT_SERVER_UI_API_URL"] = ui_api_url(host, port)
     prefect = Path(sys.executable).parent / "prefect"
     with open(log, "ab") as out:
         server = subprocess.Popen([str(prefect), "server", "start", "--host", host, "--port", str(port)],
