@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from elite.errors import EliteError
@@ -99,16 +98,35 @@ def full_mask(image: Image.Image) -> Image.Image:
     return Image.new("L", image.size, 255)
 
 
-def clip_inputs(image: Image.Image, mask: Image.Image, size: int, mean, std) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Resize image and mask to size x size (no crop, so they stay aligned) and normalise for CLIP.
+def clip_pixels(image: Image.Image, size: int) -> torch.Tensor:
+    """The CLIP input before normalisation: (3, size, size) in [0, 1], the whole image resized to the square
+    without a crop (so that image and mask stay aligned) with PIL's bicubic filter, which widens with the
+    downscale factor (antialiased: a 4 MP photo is averaged, not sampled). Training and inference both use
+    this one function, so the encoder sees the same kind of input in both."""
+    small = image.convert("RGB").resize((size, size), Image.BICUBIC)
+    return torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
-    Returns (pixel_values of the full image, pixel_values of the masked image with a black
-    background, mask (1, 1, size, size) in {0, 1}).
-    """
-    rgb = torch.from_numpy(np.asarray(image.convert("RGB")).astype(np.float32) / 255.0).permute(2, 0, 1)[None]
-    m = torch.from_numpy(np.asarray(mask.convert("L")).astype(np.float32) / 255.0)[None, None]
-    rgb = F.interpolate(rgb, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
-    m = (F.interpolate(m, size=(size, size), mode="nearest") >= 0.5).float()
-    mean_t = torch.tensor(mean, dtype=torch.float32)[None, :, None, None]
-    std_t = torch.tensor(std, dtype=torch.float32)[None, :, None, None]
-    return (rgb - mean_t) / std_t, (rgb * m - mean_t) / std_t, m
+
+def masked_clip_pixels(image: Image.Image, mask: Image.Image, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(whole image, masked object, mask) for the CLIP tower, unnormalised: the object is cut out at the
+    image's full resolution (background black, as the authors' image * mask) and then resized like the whole
+    image; the mask (binarised with MASK_THRESHOLD) is resized nearest. Shapes (3, S, S), (3, S, S), (1, S, S)."""
+    mask = binary_mask(mask)
+    if mask.size != image.size:
+        mask = mask.resize(image.size, Image.NEAREST)
+    obj = Image.composite(image.convert("RGB"), Image.new("RGB", image.size), mask)
+    small = np.asarray(mask.resize((size, size), Image.NEAREST)) >= MASK_THRESHOLD
+    return clip_pixels(image, size), clip_pixels(obj, size), torch.from_numpy(small.astype(np.float32))[None]
+
+
+def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """(x - mean) / std per channel of a (..., C, H, W) tensor."""
+    mean_t = torch.tensor(mean, dtype=x.dtype)[:, None, None]
+    return (x - mean_t) / torch.tensor(std, dtype=x.dtype)[:, None, None]
+
+
+def clip_inputs(image: Image.Image, mask: Image.Image, size: int, mean, std) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batch-of-one CLIP inputs for inference (`masked_clip_pixels`, normalised): pixel_values of the whole
+    image (1, 3, S, S), of the masked object on black (1, 3, S, S), and the mask (1, 1, S, S) in {0, 1}."""
+    full, obj, m = masked_clip_pixels(image, mask, size)
+    return normalize(full, mean, std)[None], normalize(obj, mean, std)[None], m[None]

@@ -34,7 +34,7 @@ class TrainCommon(Section):
     batch_size: int = Field(ge=1)  # per process
     gradient_accumulation_steps: int = Field(ge=1)
     learning_rate: float = Field(gt=0)
-    scale_lr: bool  # multiply learning_rate by batch_size * accumulation * processes (the authors' code does)
+    scale_lr: bool  # multiply learning_rate by batch_size * accumulation * processes (the authors' rule: --scale_lr)
     adam_beta1: float = Field(ge=0, lt=1)
     adam_beta2: float = Field(ge=0, lt=1)
     adam_weight_decay: float = Field(ge=0)
@@ -58,6 +58,15 @@ class TrainCommon(Section):
     def _pad(cls, value):
         return _range(value, 0)
 
+    def effective_batch(self, num_processes: int) -> int:
+        """Samples per optimiser step over all processes."""
+        return self.batch_size * self.gradient_accumulation_steps * num_processes
+
+    def effective_learning_rate(self, num_processes: int) -> float:
+        """The optimiser's learning rate: with scale_lr, learning_rate times the effective batch (the
+        authors' rule, so any process count gets their per-sample rate), else learning_rate itself."""
+        return self.learning_rate * self.effective_batch(num_processes) if self.scale_lr else self.learning_rate
+
 
 class TrainGlobalConfig(TrainCommon):
     """Stage 1: global mapper M^g + 16 global K/V pairs, L_LDM + reg_weight * mean|v| over all five words."""
@@ -69,9 +78,10 @@ class TrainGlobalConfig(TrainCommon):
     clip_rotate_p: float = Field(ge=0, le=1)
     clip_blur_p: float = Field(ge=0, le=1)
     clip_blur_kernel: list[int]  # [min, max] side of the box-blur kernel (odd sizes in between)
-    clip_elastic_p: float = Field(ge=0, le=1)
-    clip_elastic_alpha: float = Field(ge=0)  # displacement magnitude (pixels), as torchvision's ElasticTransform
-    clip_elastic_sigma: float = Field(gt=0)  # smoothness of the displacement field (pixels)
+    clip_elastic_p: float = Field(ge=0, le=1)  # albumentations 1.3.0 ElasticTransform: control-point affine + elastic field
+    clip_elastic_affine: float = Field(ge=0)  # its alpha_affine: each of 3 control points moves U(-a, a) px in x and y
+    clip_elastic_alpha: float = Field(ge=0)  # elastic field magnitude: uniform noise in [-1, 1] smoothed, times alpha (px)
+    clip_elastic_sigma: float = Field(ge=1)  # Gaussian smoothing of that noise (px)
 
     @field_validator("clip_blur_kernel")
     @classmethod
@@ -83,11 +93,12 @@ class TrainLocalConfig(TrainCommon):
     """Stage 2: local mapper M^l + 16 local K/V pairs (global part frozen), masked L_LDM + reg on V_l, w0 only."""
 
     local_scale: float = Field(gt=0)  # lambda of Eq. 6 during training (paper: 1)
+    crop_box: Literal["mask", "annotation"]  # crop around the mask's tight box (the authors') or the manifest's box
     sample_lam: float = Field(ge=0)
-    shrink_p: float = Field(ge=0, le=1)  # share of targets shrunk and pasted on a black canvas
-    shrink_scale: Range  # pasted side as a fraction of resolution
+    shrink_p: float = Field(ge=0, le=1)  # share of targets whose side is drawn from shrink_scale (else enlarge_scale)
+    shrink_scale: Range  # drawn side as a fraction of resolution (pasted below far_below, else the full frame)
     enlarge_scale: Range  # the others: enlarged by this factor, then randomly cropped back
-    far_below: float = Field(gt=0)  # pasted side below this fraction of resolution -> a far prefix
+    far_below: float = Field(gt=0)  # drawn side below this fraction of resolution -> pasted on a grey canvas + far prefix
     far_prefixes: list[str] = Field(min_length=1)
     near_prefixes: list[str] = Field(min_length=1)
     clip_crop_p: float = Field(ge=0, le=1)  # CLIP input of the masked object: enlarge then crop back

@@ -3,24 +3,30 @@
 sees exactly the batches an uninterrupted run would have seen.
 
 Stage 1: the box padded by crop_pad px (clipped at the border) is the target (not augmented, so its
-VAE latents can be cached); its CLIP input is flipped, rotated, blurred and elastically deformed.
-Stage 2: the target gets the scale augmentation of Custom Diffusion (shrunk and pasted on black with
-the loss only inside the pasted area, or enlarged and cropped) and a caption prefix; the masked
-object's CLIP input is resized-and-cropped, rotated and translated together with its mask.
+VAE latents can be cached); its CLIP input gets the authors' albumentations pipeline (flip, rotate,
+blur, and albumentations 1.3.0's ElasticTransform, which with its defaults is an affine jitter of three
+control points plus a negligible elastic field), run by albumentations 2.x.
+Stage 2: the target gets the authors' scale augmentation (`scale_augment`, from their datasets.py,
+itself from Custom Diffusion); the masked object's CLIP input is resized-and-cropped, rotated and
+translated together with its mask.
 """
 
 from __future__ import annotations
 
 import math
+import random
 
+import albumentations as A
+import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
+from albumentations.augmentations.geometric import functional as AF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
 BICUBIC, BILINEAR, NEAREST = InterpolationMode.BICUBIC, InterpolationMode.BILINEAR, InterpolationMode.NEAREST
+REFLECT_101 = cv2.BORDER_REFLECT_101  # albumentations 1.3.0's border for Rotate and ElasticTransform ("dcb|abcd")
 
 
 def to_tensor01(img: Image.Image) -> torch.Tensor:
@@ -40,56 +46,83 @@ def padded_box(box, size: tuple[int, int], pad: int) -> tuple[int, int, int, int
     return left, top, max(right, left + 1), max(bottom, top + 1)
 
 
+def mask_box(mask: Image.Image) -> tuple[int, int, int, int]:
+    """The tight box [x0, y0, x1, y1] of a binary mask's object pixels, as the authors' cal_bbox_by_seg.py:
+    x1 / y1 are the last object column / row (so a crop to x1 + pad ends pad - 1 px past the object), and a
+    side of odd length grows by one pixel (at the far end when it fits, else at the near end)."""
+    arr = np.asarray(mask)
+    ys, xs = np.nonzero(arr)
+    h, w = arr.shape[:2]
+    box = []
+    for lo, hi, limit in ((int(xs.min()), int(xs.max()), w), (int(ys.min()), int(ys.max()), h)):
+        if (hi - lo) % 2 and hi + 1 <= limit:
+            hi += 1
+        if (hi - lo) % 2 and lo - 1 >= 0:
+            lo -= 1
+        box.append((lo, hi))
+    return box[0][0], box[1][0], box[0][1], box[1][1]
+
+
 def target_tensor(img: Image.Image, resolution: int) -> torch.Tensor:
     """The diffusion target: resized to resolution x resolution (bicubic), values in [-1, 1]."""
     return to_tensor01(img.convert("RGB").resize((resolution, resolution), Image.BICUBIC)) * 2 - 1
 
 
-def clip_tensor(img: Image.Image, size: int) -> torch.Tensor:
-    """CLIP input before normalisation: size x size, [0, 1] (the whole crop, no centre crop)."""
-    return to_tensor01(img.convert("RGB").resize((size, size), Image.BICUBIC)).clamp(0, 1)
+def affine_control_points(height: int, width: int) -> np.ndarray:
+    """The three control points of albumentations 1.3.0's ElasticTransform: the centre plus (s, s), (s, -s)
+    and (-s, -s) with s = a third of the shorter side, as (x, y) float32 rows."""
+    centre = np.array((width // 2, height // 2), dtype=np.float32)
+    s = min(height, width) // 3
+    return np.stack([centre + (s, s), centre + (s, -s), centre - (s, s)]).astype(np.float32)
 
 
-def mask_tensor(mask: Image.Image, size: int) -> torch.Tensor:
-    """(1, size, size) in {0, 1} from a binary 'L' mask (nearest)."""
-    return (to_tensor01(mask.convert("L").resize((size, size), Image.NEAREST)) >= 0.5).float()
+class ControlPointAffine(A.ImageOnlyTransform):
+    """The affine step of albumentations 1.3.0's ElasticTransform (`alpha_affine`, removed in 1.4): every
+    control point moves by U(-jitter, jitter) px in x and y and the image is warped by the affine map between
+    the two triangles (albumentations' warp_affine: bilinear, reflect-101 borders). With jitter 50 on a 224 px
+    input the four linear coefficients move by up to +-0.68 (triangular, std 0.28): scale, shear and
+    rotation jitter plus a shift of up to 50 px. The applied offsets are kept in `params["offsets"]`."""
+
+    def __init__(self, jitter: float, p: float = 1.0) -> None:
+        super().__init__(p=p)
+        self.jitter = float(jitter)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("jitter",)
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
+        src = affine_control_points(*params["shape"][:2])
+        offsets = self.random_generator.uniform(-self.jitter, self.jitter, size=src.shape).astype(np.float32)
+        return {"matrix": cv2.getAffineTransform(src, src + offsets), "offsets": offsets}
+
+    def apply(self, img: np.ndarray, matrix: np.ndarray, **params) -> np.ndarray:
+        return AF.warp_affine(img, np.vstack([matrix, [0, 0, 1]]), cv2.INTER_LINEAR, 0, REFLECT_101, img.shape[:2])
 
 
-def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
-    return (x - torch.tensor(mean, dtype=x.dtype)[:, None, None]) / torch.tensor(std, dtype=x.dtype)[:, None, None]
+def global_clip_pipeline(cfg) -> A.Compose:
+    """Stage-1 CLIP-input augmentation with the authors' parameters (their datasets.py, albumentations 1.3.0:
+    HorizontalFlip(0.5), Rotate(limit=20) p 0.5, Blur(p=0.3) kernel 3-7, ElasticTransform(p=0.3) with its
+    defaults alpha 1, sigma 50, alpha_affine 50); borders reflect-101 as 1.3.0's defaults (2.x defaults to
+    black). The elastic field is uniform noise in [-1, 1] smoothed with sigma 50, times alpha 1: well under a
+    pixel, as in 1.3.0; the visible part is the control-point affine before it."""
+    return A.Compose([
+        A.HorizontalFlip(p=cfg.clip_flip_p),
+        A.Rotate(limit=cfg.clip_rotate_deg, interpolation=cv2.INTER_LINEAR, border_mode=REFLECT_101, p=cfg.clip_rotate_p),
+        A.Blur(blur_limit=tuple(cfg.clip_blur_kernel), p=cfg.clip_blur_p),
+        A.Sequential([
+            ControlPointAffine(cfg.clip_elastic_affine),
+            A.ElasticTransform(alpha=cfg.clip_elastic_alpha, sigma=cfg.clip_elastic_sigma, interpolation=cv2.INTER_LINEAR,
+                               noise_distribution="uniform", border_mode=REFLECT_101, p=1.0),
+        ], p=cfg.clip_elastic_p),
+    ], save_applied_params=True)
 
 
-def box_blur(x: torch.Tensor, kernel: int) -> torch.Tensor:
-    if kernel <= 1:
-        return x
-    half = kernel // 2
-    padded = F.pad(x[None], (half, half, half, half), mode="replicate")
-    return F.avg_pool2d(padded, kernel, stride=1)[0]
-
-
-def elastic(x: torch.Tensor, rng: np.random.Generator, alpha: float, sigma: float) -> torch.Tensor:
-    """Elastic deformation with a smooth random displacement field (torchvision's parameterisation)."""
-    _, h, w = x.shape
-    field = torch.from_numpy(rng.uniform(-1, 1, size=(2, 1, h, w)).astype(np.float32))
-    k = int(8 * sigma + 1) | 1
-    field = TF.gaussian_blur(field, [k, k], [sigma, sigma])
-    displacement = torch.stack([field[0, 0] * alpha / w, field[1, 0] * alpha / h], dim=-1)[None]
-    return TF.elastic_transform(x, displacement, interpolation=BILINEAR)
-
-
-def global_clip_augment(x: torch.Tensor, rng: np.random.Generator, cfg) -> torch.Tensor:
-    """Stage-1 CLIP input (3, S, S) in [0, 1]: flip, rotate, box blur, elastic (each with its probability)."""
-    if rng.random() < cfg.clip_flip_p:
-        x = TF.horizontal_flip(x)
-    if rng.random() < cfg.clip_rotate_p:
-        x = TF.rotate(x, float(rng.uniform(-cfg.clip_rotate_deg, cfg.clip_rotate_deg)), interpolation=BILINEAR)
-    if rng.random() < cfg.clip_blur_p:
-        lo, hi = cfg.clip_blur_kernel
-        sizes = [k for k in range(lo, hi + 1) if k % 2] or [lo]
-        x = box_blur(x, int(rng.choice(sizes)))
-    if rng.random() < cfg.clip_elastic_p:
-        x = elastic(x, rng, cfg.clip_elastic_alpha, cfg.clip_elastic_sigma)
-    return x.clamp(0, 1)
+def global_clip_augment(x: torch.Tensor, rng: np.random.Generator, pipeline: A.Compose) -> tuple[torch.Tensor, list]:
+    """Stage-1 CLIP input (3, S, S) in [0, 1] through `global_clip_pipeline`, its random choices drawn from
+    `rng`. Returns the augmented input and the applied transforms (name, params) in order."""
+    pipeline.set_random_state(rng, random.Random(int(rng.integers(2**63))))
+    out = pipeline(image=np.ascontiguousarray(x.permute(1, 2, 0).numpy(), dtype=np.float32))
+    return torch.from_numpy(np.ascontiguousarray(out["image"])).permute(2, 0, 1).clamp(0, 1), out["applied_transforms"]
 
 
 def local_clip_augment(x: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator, cfg):
@@ -113,29 +146,42 @@ def local_clip_augment(x: torch.Tensor, mask: torch.Tensor, rng: np.random.Gener
     return x.clamp(0, 1) * mask, mask
 
 
-def scale_augment(img: Image.Image, resolution: int, latent_factor: int, rng: np.random.Generator, cfg):
-    """Stage-2 target with Custom Diffusion's scale augmentation.
+def scale_sides(resolution: int, cfg) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The integer ranges [low, high) of the drawn side, as the authors' numpy randint calls: shrink
+    [R//3, R] (shrink_scale [1/3, 1]) and enlarge [int(1.2 R), int(1.4 R)) (enlarge_scale [1.2, 1.4])."""
+    lo, hi = cfg.shrink_scale
+    big_lo, big_hi = cfg.enlarge_scale
+    return ((int(lo * resolution), int(hi * resolution) + 1),
+            (int(big_lo * resolution), max(int(big_lo * resolution) + 1, int(big_hi * resolution))))
 
-    With probability shrink_p the crop is shrunk to a side in shrink_scale * resolution and pasted at a
-    random place on a black canvas; the loss mask covers the latent cells entirely inside the pasted
-    square, and sides below far_below * resolution get a far prefix ("a far away", "very small").
-    Otherwise it is enlarged by enlarge_scale and randomly cropped back (near prefix, "zoomed in"), loss
-    everywhere. Returns (target (3, R, R) in [-1, 1], loss mask (1, R/f, R/f), prefix or None).
+
+def scale_augment(img: Image.Image, resolution: int, latent_factor: int, rng: np.random.Generator, cfg):
+    """Stage-2 target with the authors' scale augmentation (their datasets.py `custom_aug`, after Custom
+    Diffusion). A side s is drawn: with probability shrink_p from [R/3, R], else from [1.2 R, 1.4 R); odd
+    sides are made even. Then
+    - s < far_below * R: the crop resized to s x s is pasted centred at a uniform (cy, cx) on a canvas of 0
+      (mid-grey in [-1, 1]); the loss mask covers latent cells (c - s/2) // f + 1 to (c + s/2) // f - 1
+      (exclusive) on each axis, their rounding; caption prefix from far_prefixes;
+    - s > R: resized to s x s and cropped back to R at a uniform place; loss everywhere; near prefix;
+    - otherwise (about 40% of all samples at R = 512): resized to the full frame, loss everywhere, no prefix.
+    Returns (target (3, R, R) in [-1, 1], loss mask (1, R/f, R/f), prefix or None).
     """
     cells = resolution // latent_factor
-    if rng.random() < cfg.shrink_p:
-        lo, hi = (int(round(s * resolution)) for s in cfg.shrink_scale)
-        side = min(resolution, max(latent_factor * 2, int(rng.integers(lo, hi + 1))))
-        x0, y0 = int(rng.integers(0, resolution - side + 1)), int(rng.integers(0, resolution - side + 1))
-        canvas = torch.full((3, resolution, resolution), -1.0)
-        canvas[:, y0 : y0 + side, x0 : x0 + side] = target_tensor(img, side)
+    shrink, enlarge = scale_sides(resolution, cfg)
+    side = int(rng.integers(*shrink)) if rng.random() < cfg.shrink_p else int(rng.integers(*enlarge))
+    side += side % 2
+    full = torch.ones(1, cells, cells)
+    if side < cfg.far_below * resolution:
+        half = side // 2
+        cy, cx = (int(rng.integers(half, resolution - half + 1)) for _ in range(2))
+        canvas = torch.zeros(3, resolution, resolution)
+        canvas[:, cy - half : cy + half, cx - half : cx + half] = target_tensor(img, side)
         mask = torch.zeros(1, cells, cells)
-        c0x, c0y = -(-x0 // latent_factor), -(-y0 // latent_factor)  # first cell fully inside
-        c1x, c1y = (x0 + side) // latent_factor, (y0 + side) // latent_factor  # one past the last
-        mask[:, c0y:c1y, c0x:c1x] = 1.0
-        prefix = str(rng.choice(cfg.far_prefixes)) if side < cfg.far_below * resolution else None
-        return canvas, mask, prefix
-    side = max(resolution, int(round(rng.uniform(*cfg.enlarge_scale) * resolution)))
-    top, left = int(rng.integers(0, side - resolution + 1)), int(rng.integers(0, side - resolution + 1))
-    big = target_tensor(img, side)
-    return big[:, top : top + resolution, left : left + resolution], torch.ones(1, cells, cells), str(rng.choice(cfg.near_prefixes))
+        mask[:, (cy - half) // latent_factor + 1 : (cy + half) // latent_factor - 1,
+             (cx - half) // latent_factor + 1 : (cx + half) // latent_factor - 1] = 1.0
+        return canvas, mask, str(rng.choice(cfg.far_prefixes))
+    if side > resolution:
+        top, left = (int(rng.integers(0, side - resolution + 1)) for _ in range(2))
+        big = target_tensor(img, side)
+        return big[:, top : top + resolution, left : left + resolution], full, str(rng.choice(cfg.near_prefixes))
+    return target_tensor(img, resolution), full, None

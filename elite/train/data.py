@@ -21,15 +21,14 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from elite.errors import EliteError
-from elite.images import open_image, open_mask
+from elite.images import clip_pixels, masked_clip_pixels, normalize, open_image, open_mask
 from elite.io import inside
 from elite.models.text import tokenize_with_placeholder
 from elite.train.augment import (
-    clip_tensor,
     global_clip_augment,
+    global_clip_pipeline,
     local_clip_augment,
-    mask_tensor,
-    normalize,
+    mask_box,
     padded_box,
     scale_augment,
     target_tensor,
@@ -131,15 +130,17 @@ class DrawDataset(Dataset):
     def make(self, index: int, rng: np.random.Generator) -> dict:
         raise NotImplementedError
 
-    def crop(self, index: int, pad: int, with_mask: bool = False):
+    def crop(self, index: int, pad: int, with_mask: bool = False, box_from_mask: bool = False):
+        """The row's box grown by `pad` px (clipped at the border) cut from its image (and mask). With
+        `box_from_mask` the box is the mask's tight box (`mask_box`) instead of the manifest's."""
         row = self.rows[index]
         image = open_image(row.image)
-        box = padded_box(row.box, image.size, pad)
         if not with_mask:
-            return image.crop(box), None
+            return image.crop(padded_box(row.box, image.size, pad)), None
         with warnings.catch_warnings():  # release masks come at another resolution: resized, no warning
             warnings.simplefilter("ignore")
             mask = open_mask(row.mask, image.size)
+        box = padded_box(mask_box(mask) if box_from_mask else row.box, image.size, pad)
         return image.crop(box), mask.crop(box)
 
 
@@ -158,6 +159,7 @@ class GlobalDataset(DrawDataset):
     def __init__(self, rows, cfg, tokenizer, clip: ClipSpec, cache=None) -> None:
         super().__init__(rows, cfg.seed, cfg.repeat_randomness)
         self.cfg, self.tokenizer, self.clip, self.cache = cfg, tokenizer, clip, cache
+        self.augment = global_clip_pipeline(cfg)
 
     def make(self, index: int, rng: np.random.Generator) -> dict:
         cfg = self.cfg
@@ -165,7 +167,7 @@ class GlobalDataset(DrawDataset):
         template = int(rng.integers(len(TEMPLATES)))
         tok = tokenize_with_placeholder(self.tokenizer, caption(template), num_slots=NUM_WORDS)
         crop, _ = self.crop(index, pad)
-        clip = global_clip_augment(clip_tensor(crop, self.clip.size), rng, cfg)
+        clip, _ = global_clip_augment(clip_pixels(crop, self.clip.size), rng, self.augment)
         sample = {"input_ids": tok.input_ids, "slot": tok.slot, "clip_pixels": normalize(clip, self.clip.mean, self.clip.std)}
         if self.cache is not None:
             sample["latent_moments"] = self.cache.load(index)
@@ -179,8 +181,9 @@ class GlobalDataset(DrawDataset):
 
 
 class LocalDataset(DrawDataset):
-    """Stage 2: target = the padded crop with the scale augmentation (+ caption prefix and loss mask);
-    CLIP inputs = the whole crop (for the frozen global mapper) and the masked object, augmented with its mask."""
+    """Stage 2: target = the padded crop (around the mask's tight box, `crop_box: mask`, as the authors) with
+    the scale augmentation (+ caption prefix and loss mask); CLIP inputs = the whole crop (for the frozen
+    global mapper) and the object cut out at full resolution, augmented with its mask."""
 
     def __init__(self, rows, cfg, tokenizer, clip: ClipSpec, latent_factor: int) -> None:
         super().__init__(rows, cfg.seed, cfg.repeat_randomness)
@@ -190,12 +193,11 @@ class LocalDataset(DrawDataset):
         cfg = self.cfg
         pad = int(rng.integers(cfg.crop_pad[0], cfg.crop_pad[1] + 1))
         template = int(rng.integers(len(TEMPLATES)))
-        crop, mask = self.crop(index, pad, with_mask=True)
+        crop, mask = self.crop(index, pad, with_mask=True, box_from_mask=cfg.crop_box == "mask")
         target, loss_mask, prefix = scale_augment(crop, cfg.resolution, self.latent_factor, rng, cfg)
         tok = tokenize_with_placeholder(self.tokenizer, caption(template, prefix), num_slots=1)
-        full = clip_tensor(crop, self.clip.size)
-        m = mask_tensor(mask, self.clip.size)
-        obj, m = local_clip_augment(full * m, m, rng, cfg)
+        full, obj, m = masked_clip_pixels(crop, mask, self.clip.size)
+        obj, m = local_clip_augment(obj, m, rng, cfg)
         return {
             "input_ids": tok.input_ids, "slot": tok.slot, "pixel_values": target, "loss_mask": loss_mask,
             "clip_pixels": normalize(full, self.clip.mean, self.clip.std),

@@ -81,8 +81,10 @@ def _train(stage: GlobalStage | LocalStage, profile: str) -> dict:
         log.info("latent cache %s: %d new of %d", cache.dir, encoded, len(rows))
 
     procs, accum = accelerator.num_processes, cfg.gradient_accumulation_steps
-    effective_batch = cfg.batch_size * accum * procs
-    lr = cfg.learning_rate * effective_batch if cfg.scale_lr else cfg.learning_rate
+    effective_batch, lr = cfg.effective_batch(procs), cfg.effective_learning_rate(procs)
+    rule = (f"{cfg.learning_rate:g} x {cfg.batch_size} per process x {accum} accumulation x {procs} processes (scale_lr)"
+            if cfg.scale_lr else "scale_lr off")
+    accelerator.print(f"{stage.name}: learning rate {lr:g} = {rule}; effective batch {effective_batch}")
     trainable = [p for p in elite.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
                                   weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)

@@ -6,12 +6,15 @@ import torch
 
 
 def ldm_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean squared error per element; with a (B, 1, h, w) mask, the mean over the masked elements of
-    each sample (all channels of every masked cell), then the mean over the batch."""
+    """Squared error. Without a mask the mean over every element (stage 1, as the authors' train_global.py).
+    With a (B, 1, h, w) loss mask, per sample the squared error summed over the masked cells and all latent
+    channels, divided by the number of masked cells (the 1-channel mask's sum), then the mean over the
+    batch: the authors' train_local.py normalisation, i.e. channels (4) times the per-element mean, which
+    keeps their ratio of L_LDM to the 1e-4 regulariser. A sample whose mask is empty contributes 0."""
     err = (pred.float() - target.float()) ** 2
     if mask is None:
         return err.mean()
-    mask = mask.to(err.dtype).expand_as(err)
+    mask = mask.to(err.dtype)
     return ((err * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1.0)).mean()
 
 

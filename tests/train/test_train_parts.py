@@ -12,7 +12,7 @@ from PIL import Image
 
 from elite.config import load_params
 from elite.errors import EliteError
-from elite.train.augment import local_clip_augment, padded_box, scale_augment
+from elite.train.augment import local_clip_augment, padded_box
 from elite.train.data import DrawSampler, read_manifest
 from elite.train.losses import ldm_loss, local_value_regulariser
 from elite.train.templates import TEMPLATES, caption
@@ -27,9 +27,11 @@ def test_paper_and_smoke_profiles():
     assert (loc.learning_rate, loc.batch_size * loc.gradient_accumulation_steps, loc.max_steps) == (1e-5, 8, 65000)
     assert (g.reg_weight, loc.reg_weight, loc.local_scale, g.resolution) == (0.01, 1e-4, 1.0, 512)
     assert (g.adam_beta1, g.adam_beta2, g.adam_weight_decay, g.adam_epsilon, g.max_grad_norm) == (0.9, 0.999, 1e-2, 1e-8, 1.0)
-    assert g.mixed_precision == "no" and not g.scale_lr and g.crop_pad == [10, 10] and loc.crop_pad == [10, 19]
+    assert g.mixed_precision == "no" and g.scale_lr and loc.scale_lr and g.crop_pad == [10, 10] and loc.crop_pad == [10, 19]
+    assert loc.crop_box == "mask" and not load_params(REPO / "params.yaml", profile="paper").curate.drop_group_of
     smoke = load_params(REPO / "params.yaml", profile="smoke")
     assert smoke.train_global.resolution == 64 and smoke.train_global.max_steps < 100
+    assert not smoke.train_global.scale_lr and not smoke.train_local.scale_lr  # the smoke rates are absolute
 
 
 @pytest.mark.parametrize("key,value,message", [
@@ -104,34 +106,8 @@ def test_padded_box_clips_at_the_border():
 
 
 class _Cfg:
-    shrink_p, shrink_scale, enlarge_scale, far_below = 1.0, [0.332, 1.0], [1.2, 1.4], 0.6
-    far_prefixes, near_prefixes = ["a far away", "very small"], ["zoomed in", "close up"]
     clip_crop_p = clip_rotate_p = clip_translate_p = 1.0
     clip_crop_scale, clip_rotate_deg, clip_translate_px = [1.0, 1.143], 30.0, 60.0
-
-
-def test_scale_augmentation_masks_only_the_pasted_area():
-    crop = Image.new("RGB", (90, 70), (255, 255, 255))
-    seen_far = seen_plain = False
-    for seed in range(40):
-        target, mask, prefix = scale_augment(crop, 64, 8, np.random.default_rng(seed), _Cfg)
-        pasted = target[0] > 0  # white pixels; the canvas is black (-1)
-        ys, xs = np.nonzero(pasted.numpy())
-        side = ys.max() - ys.min() + 1
-        assert 21 <= side <= 64 and xs.max() - xs.min() + 1 == side
-        cells = np.kron(mask[0].numpy(), np.ones((8, 8))) > 0
-        assert cells.any() and pasted.numpy()[cells].all()  # loss only on cells fully inside the pasted square
-        assert (pasted.sum() == 64 * 64) == bool(cells.all())
-        if side < 0.6 * 64:
-            assert prefix in _Cfg.far_prefixes
-            seen_far = True
-        else:
-            assert prefix is None
-            seen_plain = True
-    assert seen_far and seen_plain
-    enlarge = type("C", (_Cfg,), {"shrink_p": 0.0})
-    target, mask, prefix = scale_augment(crop, 64, 8, np.random.default_rng(0), enlarge)
-    assert target.shape == (3, 64, 64) and mask.all() and prefix in _Cfg.near_prefixes
 
 
 def test_object_augmentation_moves_the_mask_with_the_image():
@@ -151,9 +127,9 @@ def test_masked_ldm_loss_ignores_the_outside():
     mask[:, :, 2:5, 3:6] = 1
     assert ldm_loss(pred, target) == 1
     pred[:, :, 0, 0] = 7.0  # outside the mask
-    assert ldm_loss(pred, target, mask) == pytest.approx(1.0)
+    assert ldm_loss(pred, target, mask) == pytest.approx(4.0)  # summed over the 4 channels, per masked cell
     pred[0, :, 2, 3] = 1.0  # one masked cell of sample 0 right: 8 of 9 cells wrong in sample 0
-    assert ldm_loss(pred, target, mask) == pytest.approx((8 / 9 + 1) / 2)
+    assert ldm_loss(pred, target, mask) == pytest.approx((4 * 8 / 9 + 4) / 2)
 
 
 def test_local_value_regulariser_is_mean_over_layers(smoke_pipeline):
