@@ -117,11 +117,17 @@ class ElitePipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def encode_concept(self, image: Image.Image | str | os.PathLike, mask: Image.Image | str | os.PathLike | None = None) -> Concept:
-        """One forward pass: the global words from the whole image, the local tokens from the masked object."""
+        """One forward pass: the global words from the whole image, the local tokens from the masked object.
+
+        `mask="auto"`: SAM makes the mask (the most salient object; see elite.automask)."""
         if self.elite is None or self.image_encoder is None:
             raise EliteError("this pipeline was loaded without ELITE weights; pass elite_weights to encode images")
         if not isinstance(image, Image.Image):
             image = open_image(image)
+        if isinstance(mask, str) and mask == "auto":
+            from elite.automask import auto_mask
+
+            mask = auto_mask(image)
         if mask is not None and not isinstance(mask, Image.Image):
             mask = open_mask(mask, image.size)
         full, masked, m = self.clip_inputs(image, mask)

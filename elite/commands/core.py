@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from elite.config import load_params
@@ -21,8 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                           "on the base model)")
     g.add_argument("--mix-fine", help="with XTI --embeddings: style mixing, this XTI concept's words in the fine "
                                       "(high-resolution) layers, --embeddings' in the coarse ones")
-    g.add_argument("--mask", help="object mask, white = object (RGB 0/255 or single-channel); "
-                                  "without it the whole image is taken as the object")
+    g.add_argument("--mask", help="object mask, white = object (RGB 0/255 or single-channel), or `auto`: SAM "
+                                  "(models.dir/sam) masks the most salient object, by params mask.concept_*; "
+                                  "without --mask the whole image is taken as the object")
     g.add_argument("--prompt", required=True, help='prompt with one placeholder, e.g. "a S* on the beach"')
     g.add_argument("--out", required=True, help="output PNG (with --num-images N: OUT_0.png ... OUT_{N-1}.png)")
     g.add_argument("--weights", help="ELITE weights folder (default: params generate.weights)")
@@ -63,7 +65,7 @@ def generate_cmd(args) -> None:
     cfg = params.generate
     pick = lambda value, default: default if value is None else value  # noqa: E731
     # inputs are validated before any model is loaded
-    from elite.images import open_image, open_mask
+    from elite.images import open_image
     from elite.models.text import find_placeholder
 
     allow_s = pick(args.allow_bare_s, cfg.allow_bare_s)
@@ -81,7 +83,7 @@ def generate_cmd(args) -> None:
         concept = mix_styles(learned, Inversion.load(args.mix_fine), levels) if args.mix_fine else learned.concept()
     else:
         image = open_image(args.image)
-        mask = open_mask(args.mask, image.size) if args.mask else None
+        mask = concept_mask(args.mask, image, params) if args.mask else None
         pipe = ElitePipeline.from_pretrained(base, pick(args.weights, cfg.weights))
         concept = pipe.encode_concept(image, mask)
     result = pipe(args.prompt, concept=concept, lam=lam, num_inference_steps=steps, guidance_scale=guidance, scheduler=scheduler,
@@ -93,6 +95,21 @@ def generate_cmd(args) -> None:
         with atomic_file(path, suffix=".png") as tmp:
             img.save(tmp, format="PNG")
         print(f"wrote {path}")
+
+
+def concept_mask(mask: str, image, params):
+    """--mask: a mask file, or `auto` (SAM's mask of the most salient object)."""
+    import numpy as np
+
+    from elite.automask import AUTO, auto_mask
+    from elite.images import open_mask
+
+    if mask != AUTO:
+        return open_mask(mask, image.size)
+    result = auto_mask(image, Path(params.models.dir) / "sam", params.mask)
+    share = (np.asarray(result) > 0).mean()
+    print(f"mask: SAM, most salient object ({share:.0%} of the image)", file=sys.stderr)
+    return result
 
 
 def import_official_cmd(args) -> None:

@@ -183,6 +183,27 @@ def read_subjects(path: Path, concept_index: int) -> list[tuple[str, str]]:
     return out
 
 
+def concept_mask(masker: BoxMasker, rgb: np.ndarray, cfg) -> tuple[np.ndarray, bool, bool]:
+    """The object mask of a concept image (H, W, 3 uint8), by the `mask` params: SAM prompted with the box
+    of the most salient object (`concept_box: auto`: the largest automatic mask covering at most
+    `auto_max_area` of the image) or with the whole image (`concept_box: image`, and the fallback when the
+    generator finds nothing); a SAM mask under `min_mask_pixels` is replaced by the prompt box itself.
+    Returns (mask (H, W) bool, whether the automatic box was used, whether the box fallback was)."""
+    h, w = rgb.shape[:2]
+    box = None
+    if cfg.concept_box == "auto":
+        box = masker.dominant_box(rgb, cfg.auto_points_per_side, cfg.auto_pred_iou_thresh,
+                                  cfg.auto_stability_thresh, cfg.auto_max_area)
+    auto_box = box is not None
+    box = box or [0, 0, w, h]
+    mask = masker(rgb, [box])[0][0]
+    if mask.sum() >= cfg.min_mask_pixels:
+        return mask, auto_box, False
+    mask = np.zeros((h, w), bool)
+    mask[box[1]:box[3], box[0]:box[2]] = True
+    return mask, auto_box, True
+
+
 def _dreambench(masker: BoxMasker, cfg, index: int, count: int) -> dict:
     stats = {"dreambench_masks": 0, "dreambench_made": 0, "dreambench_auto_box": 0, "dreambench_box_fallback": 0}
     if not paths.DREAMBENCH_SUBJECTS.is_file():
@@ -196,18 +217,9 @@ def _dreambench(masker: BoxMasker, cfg, index: int, count: int) -> dict:
         rgb = load_rgb(image)
         if rgb is None:
             raise EliteError(f"{image}: DreamBench concept image of {name} is missing or unreadable; run `elite dreambench` again")
-        h, w = rgb.shape[:2]
-        box = None
-        if cfg.concept_box == "auto":
-            box = masker.dominant_box(rgb, cfg.auto_points_per_side, cfg.auto_pred_iou_thresh,
-                                      cfg.auto_stability_thresh, cfg.auto_max_area)
-            stats["dreambench_auto_box"] += box is not None
-        box = box or [0, 0, w, h]
-        mask = masker(rgb, [box])[0][0]
-        if mask.sum() < cfg.min_mask_pixels:
-            mask = np.zeros((h, w), bool)
-            mask[box[1]:box[3], box[0]:box[2]] = True
-            stats["dreambench_box_fallback"] += 1
+        mask, auto_box, box_fallback = concept_mask(masker, rgb, cfg)
+        stats["dreambench_auto_box"] += auto_box
+        stats["dreambench_box_fallback"] += box_fallback
         save_mask(mask, out)
         stats["dreambench_made"] += 1
     return stats
