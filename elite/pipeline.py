@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -17,11 +18,14 @@ from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPV
 
 from elite.errors import EliteError
 from elite.images import clip_inputs, full_mask, open_image, open_mask
+from elite.io import atomic_dir
 from elite.models.attention import EliteConditioning, attach_base_processors
 from elite.models.elite_model import EliteModel
 from elite.models.features import clip_layer_features
 from elite.models.text import encode_with_words, tokenize_plain, tokenize_with_placeholder
 from elite.schedulers import SCHEDULERS, make_scheduler
+
+ELITE_SUBFOLDER = "elite"  # the pipeline component, and its folder in a saved pipeline
 
 
 @dataclass
@@ -62,7 +66,14 @@ def resolve_image_encoder(weights_dir: Path, name: str) -> str:
 
 
 class ElitePipeline(DiffusionPipeline):
+    # enable_model_cpu_offload() moves one model at a time to the accelerator, when its forward is called.
+    # ELITE's weights are never called through a forward of their own: the mappers run inside
+    # encode_concept and the processors call its K/V projections from inside every UNet call. They stay on
+    # the accelerator instead (the mappers and 2 x 16 K/V layers: 96 M parameters, 11% of SD v1's UNet);
+    # enable_sequential_cpu_offload() also keeps them there (diffusers' rule for excluded components).
     model_cpu_offload_seq = "text_encoder->image_encoder->unet->vae"
+    _exclude_from_cpu_offload = ["elite"]
+    _optional_components = ["image_encoder", "image_processor", "elite"]
 
     def __init__(self, vae: AutoencoderKL, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer,
                  unet: UNet2DConditionModel, scheduler: SchedulerMixin, image_encoder: CLIPVisionModel | None = None,
@@ -83,10 +94,16 @@ class ElitePipeline(DiffusionPipeline):
                         image_encoder: str | None = None, torch_dtype: torch.dtype = torch.float32) -> "ElitePipeline":
         """Load a Stable Diffusion folder or hub id plus ELITE weights (and the CLIP tower they name).
 
-        With `elite_weights=None`: the base model alone, for concepts given as learned words."""
+        With `elite_weights=None`: the base model alone, for concepts given as learned words, unless `base` is a
+        folder written by `ElitePipeline.save_pretrained` with ELITE weights (then its `elite/` is used)."""
         base = str(base)
+        saved = _saved_with_elite(base)
+        if elite_weights is None and saved:
+            elite_weights = Path(base) / ELITE_SUBFOLDER
         elite = EliteModel.from_pretrained(elite_weights, dtype=torch_dtype) if elite_weights is not None else None
         encoder_src = image_encoder or (resolve_image_encoder(Path(elite_weights), elite.config.image_encoder) if elite else None)
+        # a saved pipeline keeps the processor in its own folder (the tower's folder has none)
+        processor_src = str(Path(base) / "image_processor") if saved and not image_encoder else encoder_src
         kw = {"torch_dtype": torch_dtype}
         return cls(
             vae=_load("the VAE", base, AutoencoderKL.from_pretrained, subfolder="vae", **kw),
@@ -96,9 +113,28 @@ class ElitePipeline(DiffusionPipeline):
             scheduler=_load("the scheduler", base, LMSDiscreteScheduler.from_pretrained, subfolder="scheduler"),
             image_encoder=_load("the image encoder", encoder_src, CLIPVisionModel.from_pretrained, dtype=torch_dtype)
             if encoder_src else None,
-            image_processor=_load("the image processor", encoder_src, CLIPImageProcessor.from_pretrained) if encoder_src else None,
+            image_processor=_load("the image processor", processor_src, CLIPImageProcessor.from_pretrained)
+            if encoder_src else None,
             elite=elite,
         )
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+        """One folder that `ElitePipeline.from_pretrained(folder)` loads back: diffusers/transformers writes the
+        standard components (model_index.json, vae/, text_encoder/, tokenizer/, unet/, scheduler/,
+        image_encoder/, image_processor/), ELITE's weights go to elite/ naming ../image_encoder. Atomic."""
+        entry = self.config.get(ELITE_SUBFOLDER)
+        with atomic_dir(Path(save_directory)) as tmp:
+            self.register_to_config(**{ELITE_SUBFOLDER: (None, None)})  # diffusers cannot save an nn.Module itself
+            try:
+                super().save_pretrained(tmp, **kwargs)
+            finally:
+                self.register_to_config(**{ELITE_SUBFOLDER: entry})
+            if self.elite is not None:
+                encoder = os.path.relpath(tmp / "image_encoder", tmp / ELITE_SUBFOLDER)
+                self.elite.save_pretrained(tmp / ELITE_SUBFOLDER, image_encoder=encoder)
+                index = json.loads((tmp / "model_index.json").read_text())
+                index[ELITE_SUBFOLDER] = list(entry)
+                (tmp / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
     # --- the two mapping networks, as in the paper -------------------------------------------
     @property
@@ -161,14 +197,15 @@ class ElitePipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def __call__(self, prompt: str | list[str], concept: Concept, lam: float = 0.8, num_inference_steps: int = 100,
-                 guidance_scale: float = 5.0, generator: torch.Generator | None = None,
+                 guidance_scale: float = 5.0, generator: torch.Generator | list[torch.Generator] | None = None,
                  scheduler: str | SchedulerMixin | None = None, num_images_per_prompt: int = 1,
                  height: int | None = None, width: int | None = None, output_type: str = "pil",
-                 allow_bare_s: bool = False) -> ImagePipelineOutput:
+                 allow_bare_s: bool = False, return_dict: bool = True) -> ImagePipelineOutput | tuple:
         """Generate images for `prompt` (which contains S*) with the encoded concept.
 
         Defaults are the paper's: LMS, 100 steps, guidance 5, lambda 0.8 (0.6 suits editing prompts).
-        Classifier-free guidance runs both halves in one batched UNet call per step.
+        Classifier-free guidance runs both halves in one batched UNet call per step. A list of generators,
+        one per image, makes each image the same as when it is generated alone with its generator.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         check_sampling(lam, num_inference_steps, guidance_scale, num_images_per_prompt, scheduler)
@@ -183,6 +220,8 @@ class ElitePipeline(DiffusionPipeline):
         text = _each(text, lambda t: t.repeat_interleave(num_images_per_prompt, 0))
         slots = slots.repeat_interleave(num_images_per_prompt, 0)
         n = len(slots)
+        if isinstance(generator, list) and len(generator) != n:
+            raise EliteError(f"got {len(generator)} generators for {n} images; pass one per image or a single one")
         cfg = guidance_scale > 1.0
         local = concept.local_tokens
         use_local = local is not None and lam > 0
@@ -213,10 +252,23 @@ class ElitePipeline(DiffusionPipeline):
             latents = sched.step(noise, t, latents).prev_sample
         images = self.vae.decode(latents / self.vae.config.scaling_factor).sample
         images = (images / 2 + 0.5).clamp(0, 1)
-        if output_type == "pt":
-            return ImagePipelineOutput(images=images)
-        arr = (images.permute(0, 2, 3, 1).float().cpu().numpy() * 255).round().astype("uint8")
-        return ImagePipelineOutput(images=[Image.fromarray(a) for a in arr])
+        self.maybe_free_model_hooks()  # with enable_model_cpu_offload: every model back on the CPU
+        if output_type != "pt":
+            arr = (images.permute(0, 2, 3, 1).float().cpu().numpy() * 255).round().astype("uint8")
+            images = [Image.fromarray(a) for a in arr]
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
+
+
+def _saved_with_elite(folder: str) -> bool:
+    """A folder written by ElitePipeline.save_pretrained that holds ELITE weights."""
+    index = Path(folder) / "model_index.json"
+    if not _is_local_path(folder) or not index.is_file():
+        return False
+    try:
+        entry = json.loads(index.read_text()).get(ELITE_SUBFOLDER)
+    except (json.JSONDecodeError, AttributeError):
+        raise EliteError(f"{index}: not valid JSON; save the pipeline again") from None
+    return bool(entry and entry[0])
 
 
 def _each(text, fn):

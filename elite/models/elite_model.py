@@ -95,10 +95,12 @@ class EliteModel(nn.Module):
         """Install ELITE processors on the UNet's cross-attention layers (self-attention is untouched)."""
         attach_processors(unet, self.global_kv, self.local_kv if use_local else None)
 
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
+    def save_pretrained(self, directory: str | os.PathLike, image_encoder: str | None = None) -> None:
+        """Weights + config; `image_encoder` replaces the tower named in the written config (not in this model's)."""
+        config = asdict(self.config) | ({"image_encoder": image_encoder} if image_encoder is not None else {})
         with atomic_dir(Path(directory)) as tmp:
             save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, tmp / WEIGHTS_NAME)
-            (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+            (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, dtype: torch.dtype = torch.float32) -> "EliteModel":
