@@ -119,8 +119,16 @@ def test_masked_loss_is_the_authors_normalisation():
     assert ldm_loss(pred, noise, mask).item() == pytest.approx(np.mean(per_sample), rel=1e-5)
     # an all-ones mask is 4 (latent channels) x the per-element mean
     assert ldm_loss(pred, noise, torch.ones(2, 1, 8, 8)).item() == pytest.approx(4 * F.mse_loss(pred, noise).item(), rel=1e-5)
+    # an empty mask (only at tiny resolutions; theirs would give 0 / 0) adds 0 instead of NaN
+    empty = mask.clone()
+    empty[0] = 0
+    assert ldm_loss(pred, noise, empty).item() == pytest.approx(per_sample_all_ones(pred, noise)[1] / 2, rel=1e-5)
     # stage 1 stays the plain mean (train_global.py)
     assert ldm_loss(pred, noise).item() == pytest.approx(F.mse_loss(pred, noise).item(), rel=1e-6)
+
+
+def per_sample_all_ones(pred, noise) -> list[float]:
+    return [float(((pred[b] - noise[b]) ** 2).sum()) / 64 for b in range(pred.shape[0])]
 
 
 # --- 4. CLIP preprocessing ------------------------------------------------------------------------------
