@@ -8,7 +8,7 @@ blur, and albumentations 1.3.0's ElasticTransform, which with its defaults is an
 control points plus a negligible elastic field), run by albumentations 2.x.
 Stage 2: the target gets the authors' scale augmentation (`scale_augment`, from their datasets.py,
 itself from Custom Diffusion); the masked object's CLIP input is resized-and-cropped, rotated and
-translated together with its mask.
+translated together with its mask, with OpenCV as they do (`local_clip_augment`).
 """
 
 from __future__ import annotations
@@ -20,12 +20,9 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
 from albumentations.augmentations.geometric import functional as AF
 from PIL import Image
-from torchvision.transforms import InterpolationMode
 
-BICUBIC, BILINEAR, NEAREST = InterpolationMode.BICUBIC, InterpolationMode.BILINEAR, InterpolationMode.NEAREST
 REFLECT_101 = cv2.BORDER_REFLECT_101  # albumentations 1.3.0's border for Rotate and ElasticTransform ("dcb|abcd")
 
 
@@ -126,24 +123,44 @@ def global_clip_augment(x: torch.Tensor, rng: np.random.Generator, pipeline: A.C
 
 
 def local_clip_augment(x: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator, cfg):
-    """Stage-2 masked-object CLIP input and its mask, transformed together (mask nearest, stays binary):
-    enlarge by clip_crop_scale and crop back at a random place, rotate, translate."""
-    size = x.shape[-1]
+    """Stage-2 masked-object CLIP input (3, S, S) in [0, 1] and its mask (1, S, S), warped together with
+    OpenCV as the authors' `aug_cv2` (datasets.py), each step with its probability and integer draws:
+    resize to n x n, n in S * clip_crop_scale (224-256), and crop S x S at a uniform place; rotate by an angle
+    in [-clip_rotate_deg, clip_rotate_deg] degrees about (S/2, S/2); shift by (dx, dy) in
+    [-clip_translate_px, clip_translate_px]. Image bicubic, mask nearest, black outside. The object is then
+    multiplied by the moved mask (so nothing outside it reaches the local mapper).
+    Returns (object, mask, applied): applied = {"crop": (n, top, left), "rotate": angle, "translate": (dx, dy)}
+    for the steps taken."""
+    img = np.ascontiguousarray(x.permute(1, 2, 0).numpy(), dtype=np.float32)
+    m = np.ascontiguousarray(mask[0].numpy(), dtype=np.float32)
+    size = img.shape[0]
+    applied: dict = {}
+
+    def warp(matrix: np.ndarray) -> None:
+        nonlocal img, m
+        img = cv2.warpAffine(img, matrix, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT)
+        m = cv2.warpAffine(m, matrix, (size, size), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
+
     if rng.random() < cfg.clip_crop_p:
-        big = int(round(size * rng.uniform(*cfg.clip_crop_scale)))
-        if big > size:
-            top, left = int(rng.integers(0, big - size + 1)), int(rng.integers(0, big - size + 1))
-            x = TF.crop(TF.resize(x, [big, big], interpolation=BICUBIC), top, left, size, size)
-            mask = TF.crop(TF.resize(mask, [big, big], interpolation=NEAREST), top, left, size, size)
+        lo, hi = (int(round(size * f)) for f in cfg.clip_crop_scale)
+        n = int(rng.integers(lo, hi + 1))
+        top, left = (int(rng.integers(0, n - size + 1)) for _ in range(2))
+        img = cv2.resize(img, (n, n), interpolation=cv2.INTER_CUBIC)[top : top + size, left : left + size]
+        m = cv2.resize(m, (n, n), interpolation=cv2.INTER_NEAREST)[top : top + size, left : left + size]
+        applied["crop"] = (n, top, left)
     if rng.random() < cfg.clip_rotate_p:
-        angle = float(rng.uniform(-cfg.clip_rotate_deg, cfg.clip_rotate_deg))
-        x, mask = TF.rotate(x, angle, interpolation=BILINEAR), TF.rotate(mask, angle, interpolation=NEAREST)
+        limit = int(round(cfg.clip_rotate_deg))
+        angle = int(rng.integers(-limit, limit + 1))
+        warp(cv2.getRotationMatrix2D((size / 2, size / 2), angle, 1.0))
+        applied["rotate"] = angle
     if rng.random() < cfg.clip_translate_p:
-        shift = [int(round(rng.uniform(-cfg.clip_translate_px, cfg.clip_translate_px))) for _ in range(2)]
-        x = TF.affine(x, angle=0.0, translate=shift, scale=1.0, shear=[0.0, 0.0], interpolation=BILINEAR)
-        mask = TF.affine(mask, angle=0.0, translate=shift, scale=1.0, shear=[0.0, 0.0], interpolation=NEAREST)
-    mask = (mask >= 0.5).float()
-    return x.clamp(0, 1) * mask, mask
+        limit = int(round(cfg.clip_translate_px))
+        dx, dy = (int(rng.integers(-limit, limit + 1)) for _ in range(2))
+        warp(np.float32([[1, 0, dx], [0, 1, dy]]))
+        applied["translate"] = (dx, dy)
+    m_t = torch.from_numpy((m >= 0.5).astype(np.float32))[None]
+    obj = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).clamp(0, 1) * m_t
+    return obj, m_t, applied
 
 
 def scale_sides(resolution: int, cfg) -> tuple[tuple[int, int], tuple[int, int]]:

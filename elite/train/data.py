@@ -197,7 +197,7 @@ class LocalDataset(DrawDataset):
         target, loss_mask, prefix = scale_augment(crop, cfg.resolution, self.latent_factor, rng, cfg)
         tok = tokenize_with_placeholder(self.tokenizer, caption(template, prefix), num_slots=1)
         full, obj, m = masked_clip_pixels(crop, mask, self.clip.size)
-        obj, m = local_clip_augment(obj, m, rng, cfg)
+        obj, m, _ = local_clip_augment(obj, m, rng, cfg)
         return {
             "input_ids": tok.input_ids, "slot": tok.slot, "pixel_values": target, "loss_mask": loss_mask,
             "clip_pixels": normalize(full, self.clip.mean, self.clip.std),

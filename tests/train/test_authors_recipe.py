@@ -14,7 +14,7 @@ from PIL import Image
 
 from elite.config import load_params
 from elite.images import clip_inputs, masked_clip_pixels
-from elite.train.augment import global_clip_augment, global_clip_pipeline, mask_box, scale_augment
+from elite.train.augment import global_clip_augment, global_clip_pipeline, local_clip_augment, mask_box, scale_augment
 from elite.train.losses import ldm_loss
 
 from train_helpers import REPO
@@ -217,6 +217,53 @@ def test_stage1_augmentation_probabilities_ranges_and_borders(paper):
     a, _ = global_clip_augment(torch.rand(3, 224, 224, generator=torch.Generator().manual_seed(1)), np.random.default_rng(5), pipeline)
     b, _ = global_clip_augment(torch.rand(3, 224, 224, generator=torch.Generator().manual_seed(1)), np.random.default_rng(5), pipeline)
     assert torch.equal(a, b)
+
+
+# --- stage-2 object augmentation (the authors' aug_cv2) ---------------------------------------------------
+def _authors_aug_cv2(img: np.ndarray, seg: np.ndarray, applied: dict) -> tuple[np.ndarray, np.ndarray]:
+    """datasets.py aug_cv2 with the draws it made: resize (cubic / nearest) and crop rows start_x, columns
+    start_y; rotate about (112, 112); translate; cubic for the image, nearest for the mask, black outside."""
+    if "crop" in applied:
+        n, start_x, start_y = applied["crop"]
+        img = cv2.resize(img, (n, n), interpolation=cv2.INTER_CUBIC)[start_x:start_x + 224, start_y:start_y + 224]
+        seg = cv2.resize(seg, (n, n), interpolation=cv2.INTER_NEAREST)[start_x:start_x + 224, start_y:start_y + 224]
+    if "rotate" in applied:
+        M = cv2.getRotationMatrix2D((112, 112), applied["rotate"], 1)
+        img = cv2.warpAffine(img, M, (224, 224), flags=cv2.INTER_CUBIC)
+        seg = cv2.warpAffine(seg, M, (224, 224), flags=cv2.INTER_NEAREST)
+    if "translate" in applied:
+        H = np.float32([[1, 0, applied["translate"][0]], [0, 1, applied["translate"][1]]])
+        img = cv2.warpAffine(img, H, (224, 224), flags=cv2.INTER_CUBIC)
+        seg = cv2.warpAffine(seg, H, (224, 224), flags=cv2.INTER_NEAREST)
+    return img, seg
+
+
+def test_stage2_object_augmentation_is_the_authors_aug_cv2(paper):
+    cfg = paper.train_local
+    photo = np.asarray(_photo(224, 224), np.float32) / 255.0
+    seg = np.zeros((224, 224), np.float32)
+    seg[40:190, 60:170] = 1.0
+    x = torch.from_numpy(photo * seg[..., None]).permute(2, 0, 1).contiguous()
+    m = torch.from_numpy(seg)[None]
+    seen = {"crop": 0, "rotate": 0, "translate": 0}
+    angles, sizes, shifts = set(), set(), set()
+    draws = 300
+    for draw in range(draws):
+        obj, mask, applied = local_clip_augment(x, m, np.random.default_rng([6, draw]), cfg)
+        for key in applied:
+            seen[key] += 1
+        angles.add(applied.get("rotate", 0))
+        sizes.add(applied.get("crop", (224,))[0])
+        shifts.update(applied.get("translate", ()))
+        if draw < 20:  # the warps themselves, re-computed as their code does
+            img, moved = _authors_aug_cv2(photo * seg[..., None], seg, applied)
+            assert np.array_equal(mask[0].numpy(), moved)
+            np.testing.assert_allclose(obj.permute(1, 2, 0).numpy(), np.clip(img, 0, 1) * moved[..., None], atol=1e-5)
+    for key, count in seen.items():  # random.choice([0, 1]) == 0 for each step
+        assert count / draws == pytest.approx(0.5, abs=0.1), (key, seen)
+    # random.randint(224, 256), randint(-30, 30), randint(-60, 60): integers, both ends included
+    assert min(sizes) >= 224 and max(sizes) <= 256 and {-30, 30} & angles and min(angles) >= -30 and max(angles) <= 30
+    assert all(isinstance(v, int) for v in angles | sizes | shifts) and min(shifts) >= -60 and max(shifts) <= 60
 
 
 # --- 6. stage-2 tight box -------------------------------------------------------------------------------

@@ -115,7 +115,8 @@ def test_object_augmentation_moves_the_mask_with_the_image():
     m = torch.zeros(1, 224, 224)
     m[:, 60:160, 80:150] = 1
     for seed in range(5):
-        obj, mask = local_clip_augment(x * m, m, np.random.default_rng(seed), _Cfg)
+        obj, mask, applied = local_clip_augment(x * m, m, np.random.default_rng(seed), _Cfg)
+        assert set(applied) == {"crop", "rotate", "translate"}
         assert set(mask.unique().tolist()) <= {0.0, 1.0} and 0 < mask.sum() < 224 * 224
         assert (obj * (1 - mask)).abs().max() == 0  # nothing outside the (moved) mask
         assert not torch.equal(mask, m)
