@@ -11,8 +11,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
-from pipeline_helpers import BIN, SHARDED, SHARDS, api, free_port, run, stop_process
+from pipeline_helpers import BIN, SHARDED, SHARDS, api, dvc, flow_run_id, free_port, run, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -94,11 +95,16 @@ def flat_keys(value, prefix: str = "") -> list[str]:
     return [prefix] if isinstance(value, (int, float, str, bool)) or value is None else []
 
 
+def metrics_artifact(base: str, flow_run_id: str) -> str:
+    """The markdown of the flow run's one `elite-metrics` artifact."""
+    arts = api(base, "/artifacts/filter", {"artifacts": {"key": {"any_": ["elite-metrics"]},
+                                                         "flow_run_id": {"any_": [flow_run_id]}}})
+    assert len(arts) == 1 and arts[0]["type"] == "markdown", arts
+    return arts[0]["data"]
+
+
 def test_metrics_artifact(smoke_run, dvc_yaml):
-    arts = api(smoke_run.api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["elite-metrics"]},
-                                                                  "flow_run_id": {"any_": [smoke_run.flow_run_id]}}})
-    assert len(arts) == 1 and arts[0]["type"] == "markdown"
-    markdown = arts[0]["data"]
+    markdown = metrics_artifact(smoke_run.api, smoke_run.flow_run_id)
     for stage in dvc_yaml["stages"]:
         assert f"| {stage} | " in markdown
     section = markdown.split("## metrics/dreambench.json\n")[1].split("\n## ")[0]
@@ -150,35 +156,58 @@ def test_stage_deps_cover_the_code_each_stage_imports(smoke_run, dvc_yaml):
     assert seen == set(command_stage.values()), f"no import trace for {set(command_stage.values()) - seen}"
 
 
+def stale_register(repo: Path, env: dict) -> dict:
+    """Make `register` (the last stage: nothing downstream) stale with a new value of one of its params;
+    returns its report as it was."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["register"]["smoke"]["steps"] += 1  # a value never run: not in DVC's run cache
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert list(json.loads(dvc(repo, env, "status", "--json"))) == ["register"]
+    return json.loads((repo / "metrics/register.json").read_text())
+
+
 def test_prefect_yaml_deploys_to_a_process_work_pool(smoke_run, session_tmp):
     """prefect.yaml as GPU nodes use it, on a second server: a process pool, `prefect deploy --all`, a worker
-    started elsewhere that finds the checkout through $ELITE_CHECKOUT; elite/smoke through it completes
-    (one stage, up to date: the point is the pool, the pull step and the entrypoint)."""
+    started elsewhere that finds the checkout through $ELITE_CHECKOUT; elite/smoke through it runs a stage
+    that is stale (register, after a change of its params) in that checkout, and publishes its metrics."""
     from flows.serve import start_server, stop, wait_healthy
 
     port = free_port()
     server, server_log = start_server("127.0.0.1", port, session_tmp / "prefect-team")
     base = f"http://127.0.0.1:{port}/api"
+    repo = smoke_run.repo
     env = dict(smoke_run.env, PREFECT_API_URL=base, PREFECT_HOME=str(session_tmp / "prefect-team"),
-               ELITE_CHECKOUT=str(smoke_run.repo))
+               ELITE_CHECKOUT=str(repo))
     prefect = str(BIN / "prefect")
     worker = None
     try:
         wait_healthy(base, server, 180, server_log)
         for cmd in (["work-pool", "create", "gpu", "--type", "process"], ["--no-prompt", "deploy", "--all"]):
-            proc = run([prefect, *cmd], smoke_run.repo, env)
+            proc = run([prefect, *cmd], repo, env)
             assert proc.returncode == 0, proc.stdout + proc.stderr
         for name, profile in (("full", "paper"), ("smoke", "smoke")):
             deployment = api(base, f"/deployments/name/elite/{name}")
             assert deployment["work_pool_name"] == "gpu" and deployment["parameters"]["profile"] == profile
+        before = stale_register(repo, env)
         log = session_tmp / "worker.log"
         with open(log, "wb") as out:
             worker = subprocess.Popen([prefect, "worker", "start", "--pool", "gpu"], cwd="/", env=env, stdout=out,
                                       stderr=subprocess.STDOUT, start_new_session=True)
         proc = run([prefect, "deployment", "run", "elite/smoke", "--watch", "--watch-interval", "2",
-                    "-p", 'stages=["register"]'], smoke_run.repo, env, timeout=400)
+                    "-p", 'stages=["register"]'], repo, env, timeout=400)
         assert proc.returncode == 0 and "Completed" in proc.stdout, proc.stdout[-3000:] + log.read_text()[-5000:]
+        run_id = flow_run_id(proc.stdout)
+        assert api(base, f"/flow_runs/{run_id}")["work_pool_name"] == "gpu"
+        markdown = metrics_artifact(base, run_id)
     finally:
         if worker is not None:
             stop_process(worker)
         stop(server)
+    # the stage ran in the checkout: a new model version, recorded by DVC (nothing stale left) ...
+    after = json.loads((repo / "metrics/register.json").read_text())
+    assert after["version"] == before["version"] + 1 and after["run_id"] != before["run_id"], (before, after)
+    assert json.loads(dvc(repo, env, "status", "--json")) == {}
+    # ... and the run's metrics artifact says so
+    assert "| register | ran |" in markdown, markdown
+    section = markdown.split("## metrics/register.json\n")[1].split("\n## ")[0]
+    assert f"| version | {after['version']} |" in section and f"| run_id | {after['run_id']} |" in section, section
