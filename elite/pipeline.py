@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, LMSDiscreteScheduler, UNet2DConditionModel
@@ -16,6 +16,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModel
 
+from elite.concepts import Concept, as_concepts, check_multi_concept, fuse_images, local_inputs
 from elite.errors import EliteError
 from elite.images import clip_inputs, full_mask, open_image, open_mask
 from elite.io import atomic_dir
@@ -26,21 +27,7 @@ from elite.models.text import encode_with_words, tokenize_plain, tokenize_with_p
 from elite.schedulers import SCHEDULERS, make_scheduler
 
 ELITE_SUBFOLDER = "elite"  # the pipeline component, and its folder in a saved pipeline
-
-
-@dataclass
-class Concept:
-    """What `encode_concept` returns: all global words (w0 first) and the masked local tokens."""
-
-    words: torch.Tensor  # (1, num_layers, D)
-    local_tokens: torch.Tensor | None  # (1, P, D); None for a global-only model
-    # optional: a different word per UNet cross-attention layer (P+ space, Extended Textual Inversion),
-    # keyed like KVProjections; when set it replaces w0 layer by layer
-    layer_words: dict[str, torch.Tensor] | None = None
-
-    @property
-    def w0(self) -> torch.Tensor:
-        return self.words[:, :1]
+ImageInput = Image.Image | str | os.PathLike
 
 
 def _load(what: str, source: str, loader, **kwargs):
@@ -152,12 +139,27 @@ class ElitePipeline(DiffusionPipeline):
         return clip_inputs(image, mask if mask is not None else full_mask(image), size, proc.image_mean, proc.image_std)
 
     @torch.no_grad()
-    def encode_concept(self, image: Image.Image | str | os.PathLike, mask: Image.Image | str | os.PathLike | None = None) -> Concept:
+    def encode_concept(self, image: ImageInput | Sequence[ImageInput], mask: ImageInput | Sequence | None = None,
+                       masks: Sequence[ImageInput | None] | None = None) -> Concept:
         """One forward pass: the global words from the whole image, the local tokens from the masked object.
 
-        `mask="auto"`: SAM makes the mask (the most salient object; see elite.automask)."""
+        `mask="auto"`: SAM makes the mask (the most salient object; see elite.automask). Several images of
+        one concept, `encode_concept([a, b], masks=[ma, None])` (None or "auto" per image; one `mask` applies
+        to all): each is encoded alone, then the words are averaged and the local tokens concatenated
+        (elite.concepts.fuse_images). A list of one image gives exactly that image's concept."""
         if self.elite is None or self.image_encoder is None:
             raise EliteError("this pipeline was loaded without ELITE weights; pass elite_weights to encode images")
+        images = list(image) if isinstance(image, (list, tuple)) else [image]
+        if masks is not None and mask is not None:
+            raise EliteError("encode_concept: pass mask= (one for every image) or masks= (one per image), not both")
+        if masks is None:
+            masks = list(mask) if isinstance(mask, (list, tuple)) else [mask] * len(images)
+        if not images or len(masks) != len(images):
+            raise EliteError(f"encode_concept: got {len(images)} image(s) and {len(masks)} mask(s); give at least one "
+                             f"image and one mask per image (None: the whole image)")
+        return fuse_images([self._encode_image(i, m) for i, m in zip(images, masks)])
+
+    def _encode_image(self, image: ImageInput, mask: ImageInput | None) -> Concept:
         if not isinstance(image, Image.Image):
             image = open_image(image)
         if isinstance(mask, str) and mask == "auto":
@@ -177,14 +179,21 @@ class ElitePipeline(DiffusionPipeline):
         return Concept(words=words, local_tokens=local)
 
     # --- generation ----------------------------------------------------------------------------------
-    def encode_prompts(self, prompts: list[str], concept: Concept, allow_bare_s: bool = False):
-        """Text states with w0 injected at each prompt's placeholder, and the placeholder positions.
+    def encode_prompts(self, prompts: list[str], concept: Concept | Sequence[Concept], allow_bare_s: bool = False):
+        """Text states with w0 injected at each prompt's placeholder, and the placeholder positions: (B,) for
+        one concept (S*), (B, C) for C concepts (w0 of concept c at S{c}*).
 
         With `concept.layer_words` the states are a dict with one tensor per cross-attention layer.
         """
-        tokenized = [tokenize_with_placeholder(self.tokenizer, p, 1, allow_bare_s) for p in prompts]
+        concepts = as_concepts(concept)
+        tokenized = [tokenize_with_placeholder(self.tokenizer, p, 1, allow_bare_s, len(concepts)) for p in prompts]
         device = self._execution_device
         ids = torch.stack([t.input_ids for t in tokenized]).to(device)
+        if len(concepts) > 1:
+            slots = torch.tensor([t.slots for t in tokenized], device=device)
+            words = torch.stack([c.w0 for c in concepts], dim=1).to(device, self.text_encoder.dtype)  # (1, C, 1, D)
+            return encode_with_words(self.text_encoder, ids, slots, words.expand(len(prompts), -1, -1, -1)), slots
+        concept = concepts[0]
         slots = torch.tensor([t.slot for t in tokenized], device=device)
 
         def encode(word: torch.Tensor) -> torch.Tensor:
@@ -196,19 +205,27 @@ class ElitePipeline(DiffusionPipeline):
         return {key: encode(word) for key, word in concept.layer_words.items()}, slots
 
     @torch.no_grad()
-    def __call__(self, prompt: str | list[str], concept: Concept, lam: float = 0.8, num_inference_steps: int = 100,
-                 guidance_scale: float = 5.0, generator: torch.Generator | list[torch.Generator] | None = None,
+    def __call__(self, prompt: str | list[str], concept: Concept | Sequence[Concept], lam: float = 0.8,
+                 num_inference_steps: int = 100, guidance_scale: float = 5.0,
+                 generator: torch.Generator | list[torch.Generator] | None = None,
                  scheduler: str | SchedulerMixin | None = None, num_images_per_prompt: int = 1,
                  height: int | None = None, width: int | None = None, output_type: str = "pil",
-                 allow_bare_s: bool = False, return_dict: bool = True) -> ImagePipelineOutput | tuple:
+                 allow_bare_s: bool = False, return_dict: bool = True,
+                 multi_concept: str = "per_concept") -> ImagePipelineOutput | tuple:
         """Generate images for `prompt` (which contains S*) with the encoded concept.
 
+        Two (or more) concepts: `concept=[c1, c2]` and a prompt with S1* and S2*, once each.
+        `multi_concept="per_concept"` weights each concept's local branch by its own w0's attention map
+        (Eq. 8 per concept); "naive" (the baseline) puts all local tokens in one branch weighted by the sum
+        of the w0 maps (elite.concepts).
         Defaults are the paper's: LMS, 100 steps, guidance 5, lambda 0.8 (0.6 suits editing prompts).
         Classifier-free guidance runs both halves in one batched UNet call per step. A list of generators,
         one per image, makes each image the same as when it is generated alone with its generator.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         check_sampling(lam, num_inference_steps, guidance_scale, num_images_per_prompt, scheduler)
+        check_multi_concept(multi_concept)
+        concepts = as_concepts(concept)
         size = self.unet.config.sample_size * self.vae_scale_factor
         height, width = height or size, width or size
         if height % self.vae_scale_factor or width % self.vae_scale_factor:
@@ -216,14 +233,14 @@ class ElitePipeline(DiffusionPipeline):
         sched = make_scheduler(scheduler or self.scheduler, self.scheduler.config)
         device, dtype = self._execution_device, self.unet.dtype
 
-        text, slots = self.encode_prompts(prompts, concept, allow_bare_s)
+        text, slots = self.encode_prompts(prompts, concepts, allow_bare_s)
         text = _each(text, lambda t: t.repeat_interleave(num_images_per_prompt, 0))
         slots = slots.repeat_interleave(num_images_per_prompt, 0)
         n = len(slots)
         if isinstance(generator, list) and len(generator) != n:
             raise EliteError(f"got {len(generator)} generators for {n} images; pass one per image or a single one")
         cfg = guidance_scale > 1.0
-        local = concept.local_tokens
+        local = local_inputs(concepts, multi_concept)
         use_local = local is not None and lam > 0
         if cfg:
             uncond = self.text_encoder(tokenize_plain(self.tokenizer, [""]).to(device)).last_hidden_state
@@ -234,7 +251,7 @@ class ElitePipeline(DiffusionPipeline):
             scales = torch.cat([torch.zeros_like(scales), scales])
         cond = EliteConditioning(
             text=_each(text, lambda t: t.to(dtype)),
-            local_tokens=local.to(device, dtype).expand(len(slots), -1, -1) if use_local else None,
+            local_tokens=_each_local(local, lambda t: t.to(device, dtype).expand(len(slots), -1, -1)) if use_local else None,
             local_scale=scales if use_local else None,
             word_index=slots if use_local else None,
         )
@@ -269,6 +286,11 @@ def _saved_with_elite(folder: str) -> bool:
     except (json.JSONDecodeError, AttributeError):
         raise EliteError(f"{index}: not valid JSON; save the pipeline again") from None
     return bool(entry and entry[0])
+
+
+def _each_local(tokens, fn):
+    """Apply fn to the local tokens, or to each concept's tokens (one local branch per concept)."""
+    return tuple(fn(t) for t in tokens) if isinstance(tokens, tuple) else fn(tokens)
 
 
 def _each(text, fn):

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from elite.config import load_params
+from elite.errors import EliteError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,18 +15,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output folder (default: params models.dir)")
     p.set_defaults(func=prepare_models_cmd)
 
-    g = sub.add_parser("generate", help="generate images of a concept from one image",
-                       description="Encode IMG (and its mask) once, then sample PROMPT with S* standing for the concept.")
+    g = sub.add_parser("generate", help="generate images of a concept from one image (or several; or two concepts)",
+                       description="Encode IMG (and its mask) once, then sample PROMPT with S* standing for the concept. "
+                                   "Repeat --image for several images of one concept; add --image2 for a second "
+                                   "concept (the prompt then names them S1* and S2*).")
     src = g.add_mutually_exclusive_group(required=True)
-    src.add_argument("--image", help="concept image (JPEG/PNG), object roughly centred")
+    src.add_argument("--image", action="append", help="concept image (JPEG/PNG), object roughly centred; repeat it for "
+                                                      "several images of the same concept")
     src.add_argument("--embeddings", help="instead of an image: words learned by `elite baseline ti|xti` (sampled "
                                           "on the base model)")
     g.add_argument("--mix-fine", help="with XTI --embeddings: style mixing, this XTI concept's words in the fine "
                                       "(high-resolution) layers, --embeddings' in the coarse ones")
-    g.add_argument("--mask", help="object mask, white = object (RGB 0/255 or single-channel), or `auto`: SAM "
-                                  "(models.dir/sam) masks the most salient object, by params mask.concept_*; "
-                                  "without --mask the whole image is taken as the object")
-    g.add_argument("--prompt", required=True, help='prompt with one placeholder, e.g. "a S* on the beach"')
+    g.add_argument("--mask", action="append", help="object mask, white = object (RGB 0/255 or single-channel), or "
+                   "`auto`: SAM (models.dir/sam) masks the most salient object, by params mask.concept_*; without "
+                   "--mask the whole image is taken as the object; with several --image: one --mask per image, in "
+                   "order (or one `auto` for all)")
+    g.add_argument("--image2", action="append", help="a second concept's image (repeatable); the prompt names the "
+                                                     "concepts S1* (--image) and S2* (--image2)")
+    g.add_argument("--mask2", action="append", help="masks of the --image2 images, as --mask")
+    g.add_argument("--multi-concept", choices=["per_concept", "naive"], help="with two concepts: per_concept (each "
+                   "concept's local branch weighted by its own w0's attention) or naive (the baseline: one branch, "
+                   "summed maps) (params: generate.multi_concept)")
+    g.add_argument("--prompt", required=True, help='prompt with one placeholder, e.g. "a S* on the beach" (two '
+                                                 'concepts: "a S1* next to a S2*")')
     g.add_argument("--out", required=True, help="output PNG (with --num-images N: OUT_0.png ... OUT_{N-1}.png)")
     g.add_argument("--weights", help="ELITE weights folder (default: params generate.weights)")
     g.add_argument("--base", help="Stable Diffusion folder or hub id (default: <models.dir>/base)")
@@ -66,10 +78,15 @@ def generate_cmd(args) -> None:
     pick = lambda value, default: default if value is None else value  # noqa: E731
     # inputs are validated before any model is loaded
     from elite.images import open_image
-    from elite.models.text import find_placeholder
+    from elite.models.text import find_placeholders
 
     allow_s = pick(args.allow_bare_s, cfg.allow_bare_s)
-    find_placeholder(args.prompt, allow_s)
+    groups = [args.image] + ([args.image2] if args.image2 else [])
+    if args.image2 and args.embeddings:
+        raise EliteError("--image2 is a second ELITE concept; it does not combine with --embeddings")
+    find_placeholders(args.prompt, len(groups) if args.image else 1, allow_s)
+    if args.image:
+        mask_groups = [concept_masks(args.mask, args.image, "--mask"), concept_masks(args.mask2, args.image2, "--mask2")]
     lam, steps, guidance = pick(args.lam, cfg.lam), pick(args.steps, cfg.steps), pick(args.guidance, cfg.guidance)
     scheduler = pick(args.scheduler, cfg.scheduler)
     check_sampling(lam, steps, guidance, args.num_images, scheduler)
@@ -82,19 +99,38 @@ def generate_cmd(args) -> None:
         levels = len(pipe.unet.config.block_out_channels)
         concept = mix_styles(learned, Inversion.load(args.mix_fine), levels) if args.mix_fine else learned.concept()
     else:
-        image = open_image(args.image)
-        mask = concept_mask(args.mask, image, params) if args.mask else None
+        inputs = []
+        for paths, masks in zip(groups, mask_groups):
+            images = [open_image(path) for path in paths]
+            inputs.append((images, [concept_mask(m, i, params) if m else None for m, i in zip(masks, images)]))
         pipe = ElitePipeline.from_pretrained(base, pick(args.weights, cfg.weights))
-        concept = pipe.encode_concept(image, mask)
+        concepts = [pipe.encode_concept(images, masks=masks) for images, masks in inputs]
+        concept = concepts[0] if len(concepts) == 1 else concepts
     result = pipe(args.prompt, concept=concept, lam=lam, num_inference_steps=steps, guidance_scale=guidance, scheduler=scheduler,
                   generator=torch.Generator().manual_seed(pick(args.seed, cfg.seed)), num_images_per_prompt=args.num_images,
-                  allow_bare_s=allow_s)
+                  allow_bare_s=allow_s, multi_concept=pick(args.multi_concept, cfg.multi_concept))
     out = Path(args.out)
     paths = [out] if len(result.images) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix or '.png'}") for i in range(len(result.images))]
     for img, path in zip(result.images, paths):
         with atomic_file(path, suffix=".png") as tmp:
             img.save(tmp, format="PNG")
         print(f"wrote {path}")
+
+
+def concept_masks(masks: list[str] | None, images: list[str] | None, flag: str) -> list[str | None]:
+    """One mask argument per image: none, one per image in order, or a single `auto` for all of them."""
+    from elite.automask import AUTO
+
+    count = len(images or [])
+    if not masks:
+        return [None] * count
+    if masks == [AUTO]:
+        return masks * count
+    if len(masks) != count:
+        image_flag = flag.replace("mask", "image")
+        raise EliteError(f"{flag}: got {len(masks)} masks for {count} {image_flag} image(s); give one {flag} per "
+                         f"{image_flag}, in order (or one `{flag} auto` for all)")
+    return masks
 
 
 def concept_mask(mask: str, image, params):

@@ -30,3 +30,6 @@ class GenerateConfig(Section):
     scheduler: Literal["lms", "dpm++", "ddim", "euler", "pndm"]
     seed: int
     allow_bare_s: bool  # also accept a standalone 'S' as the placeholder, as the authors' prompts do
+    # two concepts (S1*, S2*): per_concept = Eq. 8 per concept (each local branch weighted by its own w0's
+    # map); naive = the baseline (all local tokens in one branch, weighted by the sum of the w0 maps)
+    multi_concept: Literal["per_concept", "naive"]

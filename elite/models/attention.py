@@ -13,6 +13,15 @@ unconditional half of classifier-free guidance) and the index of the word w0 in 
 
 The max is taken per sample over all heads and pixels of the call (the authors take one max over the
 whole batch; the two agree at batch size 1, which is how they sampled).
+
+Several concepts in one prompt (S1*, S2*; beyond the paper): `word_index` has one column per concept.
+With `local_tokens` a tuple (one tensor per concept) each concept gets its own local branch, weighted
+by the attention map of its own w0 (Eq. 8 per concept), so one concept's details stay on its object:
+
+    out = A_g V_g + sum_c lambda * (M_c / max M_c) * A_l^c V_l^c,   M_c = A_g[..., idx(w0 of c)]
+
+With `local_tokens` one tensor and several columns, the tokens form one branch weighted by the sum of
+the w0 maps (the naive baseline: M = sum_c M_c).
 """
 
 from __future__ import annotations
@@ -32,9 +41,12 @@ class EliteConditioning(NamedTuple):
     # (B, 77, D) text encoder states, or one such tensor per cross-attention layer keyed like
     # KVProjections (the P+ space of Extended Textual Inversion)
     text: torch.Tensor | Mapping[str, torch.Tensor]
-    local_tokens: torch.Tensor | None = None  # (B, P, D) local mapper output e
+    # (B, P, D) local mapper output e: one local branch; or a tuple with one (B, P_c, D) per concept:
+    # one branch per concept, each weighted by its own w0's map (column c of word_index)
+    local_tokens: torch.Tensor | tuple[torch.Tensor, ...] | None = None
     local_scale: torch.Tensor | None = None  # (B,) lambda per row; 0 = no local term
-    word_index: torch.Tensor | None = None  # (B,) position of w0 in the text sequence
+    # (B,) position of w0 in the text sequence; (B, C) the positions of C concepts' w0
+    word_index: torch.Tensor | None = None
 
 
 class KVProjections(nn.Module):
@@ -188,17 +200,36 @@ class EliteCrossAttnProcessor:
         probs_g = logits.softmax(dim=-1)  # (R, heads, Nq, 77)
         out_g = probs_g @ v
 
-        tokens = cond.local_tokens[rows].to(q.dtype)
+        idx = cond.word_index[rows].to(q.device)
+        lam = cond.local_scale[rows].to(q.dtype)[:, None, None, None]
+        if isinstance(cond.local_tokens, torch.Tensor):  # one branch (one concept, or the naive baseline)
+            out_l = self._local(attn, q, cond.local_tokens[rows])
+            return out_g + lam * _w0_weight(probs_g, idx)[..., None] * out_l
+        if idx.ndim != 2 or idx.shape[1] != len(cond.local_tokens):
+            raise ValueError("EliteConditioning: per-concept local tokens need word_index of shape (B, concepts)")
+        out = out_g
+        for c, tokens in enumerate(cond.local_tokens):  # Eq. 8 per concept
+            out = out + lam * _w0_weight(probs_g, idx[:, c])[..., None] * self._local(attn, q, tokens[rows])
+        return out
+
+    def _local(self, attn, q, tokens) -> torch.Tensor:
+        """A_l V_l: the queries attend over the local tokens."""
+        tokens = tokens.to(q.dtype)
         k_l = _heads(self.local_kv["to_k"](tokens), attn.heads)
         v_l = _heads(self.local_kv["to_v"](tokens), attn.heads)
-        out_l = F.scaled_dot_product_attention(q, k_l, v_l)
+        return F.scaled_dot_product_attention(q, k_l, v_l)
 
-        idx = cond.word_index[rows].to(q.device)
-        attn_w0 = probs_g[torch.arange(len(rows), device=q.device), :, :, idx]  # (R, heads, Nq)
-        peak = attn_w0.flatten(1).amax(dim=1).clamp_min(torch.finfo(q.dtype).tiny)
-        weight = attn_w0 / peak[:, None, None]
-        lam = cond.local_scale[rows].to(q.dtype)
-        return out_g + lam[:, None, None, None] * weight[..., None] * out_l
+
+def _w0_weight(probs_g: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """M / max M per sample: M the attention of each pixel to w0 (idx (R,)), or the sum of the maps of
+    several w0 (idx (R, C)). probs_g (R, heads, Nq, L) -> (R, heads, Nq)."""
+    rows = torch.arange(len(idx), device=idx.device)
+    if idx.ndim == 1:
+        attn_w0 = probs_g[rows, :, :, idx]
+    else:
+        attn_w0 = probs_g[rows[:, None], :, :, idx].sum(dim=1)  # (R, C, heads, Nq) -> (R, heads, Nq)
+    peak = attn_w0.flatten(1).amax(dim=1).clamp_min(torch.finfo(probs_g.dtype).tiny)
+    return attn_w0 / peak[:, None, None]
 
 
 def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
