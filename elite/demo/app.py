@@ -1,0 +1,235 @@
+"""The Gradio page: upload a concept image, mask its object with SAM (clicks, a box, the automatic rule,
+the whole image or an uploaded mask), write a prompt with S*, generate.
+
+Every input the generation needs is a component (the concept file, the mask file, prompt, sampler
+settings), so the Generate button and the `/generate` API endpoint (`gradio_client`) are one function.
+The clicks of a session live in its own `gr.State`; the queue runs one generation and one SAM call at a
+time (`concurrency_limit` 1 each), so several users wait in line instead of mixing. User errors are
+messages in the page (gr.Warning / gr.Error), never a stack trace.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no internet here, and no telemetry
+
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from elite.demo.model import DemoModel, Defaults  # noqa: E402
+from elite.demo.segment import OBJECT, BACKGROUND, Prompts, Segmenter, overlay, to_image_pixels  # noqa: E402
+from elite.errors import EliteError  # noqa: E402
+from elite.models.text import find_placeholder  # noqa: E402
+from elite.registry.codec import decode_image, decode_mask  # noqa: E402
+from elite.schedulers import SCHEDULERS  # noqa: E402
+
+MODES = {"object click (+)": OBJECT, "background click (-)": BACKGROUND, "box: two corner clicks": None}
+LAMS = {"plain prompt (0.8)": 0.8, "editing prompt (0.6)": 0.6}
+MAX_IMAGES = 8
+MAX_FILE_SIZE = "64mb"
+
+
+@functools.lru_cache(maxsize=16)
+def load_concept(path: str) -> Image.Image:
+    """The uploaded concept image decoded by the project's decoder (pixel limit, EXIF, any mode -> RGB)."""
+    return decode_image(Path(path).read_bytes(), "concept image")
+
+
+def load_mask(path: str, image: Image.Image) -> np.ndarray:
+    return np.asarray(decode_mask(Path(path).read_bytes(), image.size, "mask")) > 0
+
+
+def describe(mask: np.ndarray | None, how: str) -> str:
+    return "**Mask:** the whole image" if mask is None else f"**Mask:** {how}, {mask.mean():.0%} of the image"
+
+
+class Demo:
+    def __init__(self, model: DemoModel | None, defaults: Defaults, segmenter: Segmenter | None,
+                 examples: list, load_error: str | None = None):
+        self.model, self.defaults, self.segmenter, self.examples = model, defaults, segmenter, examples
+        self.load_error = load_error
+        self.tmp = Path(tempfile.mkdtemp(prefix="elite-demo-"))
+
+    # --- helpers -----------------------------------------------------------------------------------
+    def save_mask(self, mask: np.ndarray) -> str:
+        path = self.tmp / f"mask-{uuid.uuid4().hex[:12]}.png"
+        Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L").save(path)
+        return str(path)
+
+    def concept(self, path: str | None) -> Image.Image:
+        if not path:
+            raise EliteError("upload a concept image first")
+        return load_concept(path)
+
+    def need_sam(self) -> Segmenter:
+        if self.segmenter is None:
+            raise EliteError("SAM is not available here (no models/pretrained/sam; run `elite prepare-models`); "
+                             "upload a mask or use the whole image")
+        return self.segmenter
+
+    # --- events --------------------------------------------------------------------------------------
+    def on_concept(self, path):
+        """A new concept image: decoded (bad files are refused here, with a message), clicks and mask reset."""
+        if not path:
+            return gr.skip(), None, None, Prompts(), describe(None, "")
+        try:
+            image = self.concept(path)
+        except EliteError as exc:
+            gr.Warning(str(exc))
+            return None, None, None, Prompts(), f"**Upload refused:** {exc}"
+        return gr.skip(), overlay(image, None), None, Prompts(), describe(None, "") + " (click on the object to mask it)"
+
+    def on_example(self, path, mask_path, prompt, lam):
+        try:
+            image = self.concept(path)
+            mask = load_mask(mask_path, image) if mask_path else None
+        except EliteError as exc:
+            gr.Warning(str(exc))
+            return None, Prompts(), f"**Example refused:** {exc}"
+        return overlay(image, mask), Prompts(), describe(mask, "the example's mask")
+
+    def on_click(self, path, prompts: Prompts, mode: str, evt: gr.SelectData):
+        try:
+            image = self.concept(path)
+            x, y = to_image_pixels(evt.index, image.size)
+            label = MODES.get(mode, OBJECT)
+            if label is None:
+                prompts.add_corner(x, y)
+                if prompts.corner is not None and not prompts.points:  # the first corner: wait for the second
+                    return overlay(image, None, prompts), gr.skip(), prompts, "**Box:** click the opposite corner"
+            else:
+                prompts.points.append((x, y, label))
+            mask = self.need_sam().from_prompts(image, path, prompts)
+        except EliteError as exc:
+            gr.Warning(str(exc))
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        if not mask.any():
+            gr.Warning("SAM found no object for these clicks: click elsewhere on the object, draw a box, "
+                       "or use the whole image")
+            return overlay(image, None, prompts), None, prompts, describe(None, "")
+        n = len(prompts.points)
+        how = "SAM from " + ", ".join(filter(None, [f"{n} click{'s' * (n != 1)}" if n else "",
+                                                   "a box" if prompts.box else ""]))
+        return overlay(image, mask, prompts), self.save_mask(mask), prompts, describe(mask, how)
+
+    def on_auto(self, path):
+        try:
+            image = self.concept(path)
+            mask = self.need_sam().auto(image)
+        except EliteError as exc:
+            gr.Warning(str(exc))
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return overlay(image, mask), self.save_mask(mask), Prompts(), describe(mask, "SAM, most salient object")
+
+    def on_whole(self, path):
+        try:
+            image = self.concept(path)
+        except EliteError as exc:
+            gr.Warning(str(exc))
+            return gr.skip(), None, Prompts(), describe(None, "")
+        return overlay(image, None), None, Prompts(), describe(None, "")
+
+    def on_mask_upload(self, path, mask_path):
+        """An uploaded mask: checked (readable, not empty) and shown; the clicks are dropped."""
+        try:
+            image = self.concept(path)
+            mask = load_mask(mask_path, image)
+        except EliteError as exc:
+            gr.Warning(str(exc))
+            return gr.skip(), None, Prompts(), f"**Mask refused:** {exc}"
+        return overlay(image, mask), gr.skip(), Prompts(), describe(mask, "uploaded")
+
+    def generate(self, image, mask, prompt, lam, seed, guidance, steps, scheduler, num_images,
+                 progress=gr.Progress(track_tqdm=True)):
+        """Generate `num_images` images of the concept in `prompt` (S* marks it); image i uses seed + i."""
+        if self.model is None:
+            raise gr.Error(self.load_error or "no model loaded", print_exception=False)
+        try:
+            if not image:
+                raise EliteError("upload a concept image first")
+            find_placeholder(prompt or "", self.defaults.allow_bare_s)
+            for name, value in (("seed", seed), ("steps", steps), ("number of images", num_images)):
+                if value is None or float(value) != int(value):
+                    raise EliteError(f"{name}: a whole number, got {value!r}")
+            if not 1 <= int(num_images) <= MAX_IMAGES:
+                raise EliteError(f"number of images: 1 to {MAX_IMAGES}, got {num_images}")
+            images = self.model.generate(image, mask or None, prompt, lam, int(steps), guidance, int(seed), scheduler,
+                                         int(num_images), progress)
+        except EliteError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        except Exception as exc:  # noqa: BLE001 - the page gets one line, the log the trace
+            import logging
+
+            logging.getLogger("elite.demo").exception("generation failed")
+            raise gr.Error(f"generation failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})",
+                           print_exception=False) from None
+        return [(img, f"seed {int(seed) + i}") for i, img in enumerate(images)]
+
+    # --- the page ------------------------------------------------------------------------------------
+    def blocks(self) -> gr.Blocks:
+        d = self.defaults
+        hidden = {"api_visibility": "undocumented"}
+        with gr.Blocks(title="ELITE demo", analytics_enabled=False) as app:
+            gr.Markdown("## ELITE: your concept in new scenes\nUpload one image of an object, click on the object "
+                        "so SAM masks it, write a prompt where **S\\*** stands for it, and generate.")
+            source = f"Model: `{self.model.source}`" if self.model else f"**No model loaded.** {self.load_error}"
+            gr.Markdown(source, elem_id="model-status")
+            prompts = gr.State(Prompts())
+            with gr.Row():
+                with gr.Column(scale=1):
+                    concept = gr.File(label="1. Concept image (JPEG, PNG, ...)", type="filepath", elem_id="concept")
+                    mode = gr.Radio(list(MODES), value=next(iter(MODES)), label="2. A click on the image adds",
+                                    elem_id="mode")
+                    view = gr.Image(label="Click on the object (blue = mask)", interactive=False, format="png",
+                                    type="pil", elem_id="view", buttons=["fullscreen"])
+                    with gr.Row():
+                        auto = gr.Button("SAM: most salient object", size="sm", elem_id="auto")
+                        whole = gr.Button("Whole image (clear)", size="sm", elem_id="whole")
+                    status = gr.Markdown(describe(None, ""), elem_id="mask-status")
+                    mask = gr.File(label="Object mask (white = object): made from your clicks, or upload one",
+                                   type="filepath", elem_id="mask")
+                with gr.Column(scale=1):
+                    prompt = gr.Textbox(label="3. Prompt (S* = your concept)", value="a photo of a S*",
+                                        elem_id="prompt")
+                    preset = gr.Radio(list(LAMS), label="lambda preset (paper)", elem_id="preset")
+                    lam = gr.Slider(0.0, 1.5, value=d.lam, step=0.05, elem_id="lam",
+                                    label="lambda: weight of the local (detail) branch; 0.8 plain, 0.6 editing prompts")
+                    with gr.Accordion("Sampler", open=False):
+                        seed = gr.Number(value=d.seed, precision=0, label="seed (image i uses seed + i)", elem_id="seed")
+                        guidance = gr.Slider(1.0, 15.0, value=d.guidance, step=0.5, label="guidance scale")
+                        steps = gr.Slider(1, 150, value=d.steps, step=1, label="steps", elem_id="steps")
+                        scheduler = gr.Dropdown(list(SCHEDULERS), value=d.scheduler, label="scheduler")
+                    num = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="number of images", elem_id="num")
+                    go = gr.Button("Generate", variant="primary", elem_id="generate")
+                    gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id="gallery", height="auto")
+            if self.examples:
+                gr.Examples([e.row() for e in self.examples], inputs=[concept, mask, prompt, lam], fn=self.on_example,
+                            outputs=[view, prompts, status], run_on_click=True, label="Examples", cache_examples=False,
+                            examples_per_page=12, **hidden)
+
+            sam = {"concurrency_id": "sam", "concurrency_limit": 1, **hidden}
+            concept.upload(self.on_concept, concept, [concept, view, mask, prompts, status], **hidden)
+            concept.clear(self.on_concept, concept, [concept, view, mask, prompts, status], **hidden)
+            view.select(self.on_click, [concept, prompts, mode], [view, mask, prompts, status], **sam)
+            auto.click(self.on_auto, concept, [view, mask, prompts, status], **sam)
+            whole.click(self.on_whole, concept, [view, mask, prompts, status], **hidden)
+            mask.upload(self.on_mask_upload, [concept, mask], [view, mask, prompts, status], **hidden)
+            mask.clear(self.on_whole, concept, [view, mask, prompts, status], **hidden)
+            preset.change(lambda p: LAMS.get(p, d.lam), preset, lam, **hidden)
+            go.click(self.generate, [concept, mask, prompt, lam, seed, guidance, steps, scheduler, num], gallery,
+                     api_name="generate", concurrency_id="generate", concurrency_limit=1)
+        return app
+
+
+def launch(demo: Demo, host: str, port: int, prevent_thread_lock: bool = False):
+    app = demo.blocks()
+    app.queue(default_concurrency_limit=1, max_size=64)
+    return app.launch(server_name=host, server_port=port, ssr_mode=False, max_file_size=MAX_FILE_SIZE,
+                      show_error=False, prevent_thread_lock=prevent_thread_lock, allowed_paths=[str(demo.tmp)],
+                      footer_links=["api"], quiet=False)

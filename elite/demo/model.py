@@ -1,0 +1,114 @@
+"""The demo's generator: the registered ELITE pyfunc (`models:/elite@champion` by default, any alias or
+version), or a weights folder wrapped in the same `ElitePyfunc`. Either way a generation is one request
+row per image through `ElitePyfunc.predict`, the code `mlflow models serve` runs, so the demo answers what
+a served model (and, for the same seed and settings, `elite generate`) answers.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+
+from elite.errors import EliteError
+from elite.registry.codec import decode_png, encode_file
+from elite.registry.pyfunc import WEIGHTS, ElitePyfunc
+
+
+@dataclass
+class Defaults:
+    lam: float
+    steps: int
+    guidance: float
+    seed: int
+    scheduler: str
+    allow_bare_s: bool
+
+
+def registry_uri(name: str, alias: str | None, version: int | None) -> str:
+    return f"models:/{name}/{version}" if version is not None else f"models:/{name}@{alias or 'champion'}"
+
+
+def how_to_register(uri: str) -> str:
+    return (f"{uri}: not in the MLflow registry at {_store()}. Make one with `make run` (its register stage registers "
+            "the trained model and gives it the champion alias when the gates pass) or `elite register`; or start "
+            "the demo on another one: `elite demo --alias NAME`, `--version N` or `--weights DIR`")
+
+
+def _store() -> str:
+    from elite.tracking import redact, tracking_uri
+
+    return redact(tracking_uri())
+
+
+class DemoModel:
+    def __init__(self, predict, config: dict, source: str):
+        self._predict = predict  # (DataFrame, params) -> DataFrame with one base64 PNG per row
+        self.source = source
+        self.defaults = Defaults(lam=float(config["lam"]), steps=int(config["steps"]), guidance=float(config["guidance"]),
+                                 seed=int(config["seed"]), scheduler=str(config["scheduler"]),
+                                 allow_bare_s=bool(config.get("allow_bare_s", False)))
+        self.pipe = None  # the loaded ElitePipeline, for progress bars
+
+    @classmethod
+    def from_registry(cls, uri: str) -> "DemoModel":
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        from elite.tracking import check_tracking_server, tracking_uri
+
+        check_tracking_server(tracking_uri())
+        mlflow.set_tracking_uri(tracking_uri())
+        try:
+            loaded = mlflow.pyfunc.load_model(uri)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in exc.message.lower():
+                raise EliteError(how_to_register(uri)) from None
+            raise EliteError(f"{uri}: cannot load it from the registry ({exc.message.splitlines()[0][:300]})") from None
+        model = cls(loaded.predict, loaded.model_config, uri)
+        model.pipe = loaded.unwrap_python_model().pipe
+        return model
+
+    @classmethod
+    def from_weights(cls, weights: str | Path, base: str | Path, params) -> "DemoModel":
+        """A weights folder (+ base model) in the registered model's code; serving defaults from params.yaml
+        `register`, as the register stage would store them."""
+        from mlflow.pyfunc import PythonModelContext
+
+        weights = Path(weights)
+        if not weights.is_dir():
+            raise EliteError(f"{weights}: weights folder not found (--weights); train one (`make run`) or use the registry")
+        reg = params.register
+        config = {"base": str(base), "lam": reg.lam, "steps": reg.steps, "guidance": reg.guidance, "seed": reg.seed,
+                  "scheduler": reg.scheduler, "allow_bare_s": reg.allow_bare_s, "cuda_dtype": reg.cuda_dtype,
+                  "device": "auto"}
+        pyfunc = ElitePyfunc()
+        pyfunc.load_context(PythonModelContext(artifacts={WEIGHTS: str(weights)}, model_config=config))
+        model = cls(lambda frame, p: pyfunc.predict(None, frame, p), config, str(weights))
+        model.pipe = pyfunc.pipe
+        return model
+
+    def generate(self, image: str | Path, mask: str | Path | None, prompt: str, lam: float, steps: int,
+                 guidance: float, seed: int, scheduler: str, num_images: int, progress=None) -> list[Image.Image]:
+        """`num_images` images; image i uses seed + i (so `elite generate --seed S+i` reproduces each one).
+        Bad input raises EliteError (the pyfunc's message, without its row number)."""
+        from mlflow.exceptions import MlflowException
+
+        row = {"image": encode_file(image), "prompt": prompt, "lam": float(lam), "steps": int(steps),
+               "guidance": float(guidance)}
+        if mask is not None:
+            row["mask"] = encode_file(mask)
+        images = []
+        for i in range(num_images):
+            if progress is not None:
+                progress((i, num_images), desc=f"image {i + 1} of {num_images}")
+            try:
+                out = self._predict(pd.DataFrame([{**row, "seed": int(seed) + i}]), {"scheduler": scheduler})
+            except MlflowException as exc:
+                raise EliteError(exc.message.split(": ", 1)[-1] if exc.message.startswith("row ") else exc.message) from None
+            images.append(decode_png(out["image"][0]))
+        return images
