@@ -92,3 +92,32 @@ def test_missing_weights_say_how_to_get_them(gen_args, concept_image, tmp_path, 
     args = [a if a != gen_args[4] else tmp_path / "none" for a in gen_args]
     run = elite(*args, "--image", concept_image, "--prompt", "a S*", "--out", tmp_path / "o.png", cwd=repo_root)
     assert run.returncode == 2 and "elite prepare-models" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_several_images_and_two_concepts(gen_args, concept_image, session_tmp, tmp_path, repo_root):
+    mask = session_tmp / "concept_mask.png"
+    run = elite(*gen_args, "--image", concept_image, "--image", concept_image, "--mask", mask, "--mask", mask,
+                "--prompt", "a S* on the beach", "--out", tmp_path / "multi.png", cwd=repo_root)
+    assert run.returncode == 0, run.stderr
+    run = elite(*gen_args, "--image", concept_image, "--mask", mask, "--image2", concept_image, "--multi-concept", "naive",
+                "--prompt", "a S1* next to a S2* on the beach", "--out", tmp_path / "two.png", cwd=repo_root)
+    assert run.returncode == 0, run.stderr
+    with Image.open(tmp_path / "two.png") as img:
+        assert img.size == (64, 64)
+
+
+@pytest.mark.parametrize("extra, prompt, match", [
+    ([], "a S1* on the beach", "but one concept was given"),  # S1* but no second image
+    (["--image2", "IMG"], "a S1* next to a S2* and a S3*", "has 3 placeholders for 2 concepts"),
+    (["--image2", "IMG"], "a S2* next to a S2*", "has S2* more than once"),
+    (["--image2", "IMG"], "a S* on the beach", "has S* but 2 concepts were given"),
+    (["--image", "IMG", "--mask", "MASK"], "a S*", "--mask: got 1 masks for 2 --image image(s)"),
+    (["--mask2", "MASK"], "a S*", "--mask2: got 1 masks for 0 --image2 image(s)"),
+])
+def test_placeholder_and_image_count_errors_exit_2(extra, prompt, match, gen_args, concept_image, session_tmp, tmp_path,
+                                                   repo_root):
+    extra = [{"IMG": concept_image, "MASK": session_tmp / "concept_mask.png"}.get(a, a) for a in extra]
+    run = elite(*gen_args, "--image", concept_image, *extra, "--prompt", prompt, "--out", tmp_path / "o.png", cwd=repo_root)
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2 and len(lines) == 1 and match in lines[0], run.stderr
+    assert not (tmp_path / "o.png").exists()
