@@ -151,14 +151,14 @@ class Demo:
         if self.model is None:
             raise gr.Error(self.load_error or "no model loaded", print_exception=False)
         try:
-            if not image:
-                raise EliteError("upload a concept image first")
             find_placeholder(prompt or "", self.defaults.allow_bare_s)
+            if mask:  # checked here too (an API call skips the page's upload checks), with the page's messages
+                load_mask(mask, self.concept(image))
+            else:
+                self.concept(image)
             for name, value in (("seed", seed), ("steps", steps), ("number of images", num_images)):
                 if value is None or float(value) != int(value):
                     raise EliteError(f"{name}: a whole number, got {value!r}")
-            if not 1 <= int(num_images) <= MAX_IMAGES:
-                raise EliteError(f"number of images: 1 to {MAX_IMAGES}, got {num_images}")
             images = self.model.generate(image, mask or None, prompt, lam, int(steps), guidance, int(seed), scheduler,
                                          int(num_images), progress)
         except EliteError as exc:

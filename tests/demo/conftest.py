@@ -1,5 +1,5 @@
 """Fixtures for the web demo: the smoke model registered as champion in the session's MLflow store, an example
-folder, and a real `elite demo` server on a free loopback port (stopped after the module)."""
+folder, and a real `elite demo` server on a free loopback port (one per session)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def demo_dir(session_tmp, concept_image) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def demo_url(repo_root, champion, smoke_models, demo_dir):
     """A real `elite demo` on the registered champion (one torch thread, as in the tests' own process)."""
     port = free_port()
