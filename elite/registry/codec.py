@@ -1,7 +1,8 @@
 """Images as request/response payloads: base64 (or raw bytes) in, base64 PNG out.
 
 The same helpers serve the pyfunc model (decode request rows), downstream apps (encode their files,
-decode the predictions) and the tests.
+decode the predictions) and the tests. `encode_concepts` / `decode_concepts` carry several concepts of
+several images each (a version-2 request row's `concepts`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import base64
 import binascii
 import io
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
@@ -71,3 +73,47 @@ def decode_png(value: str) -> Image.Image:
     img = Image.open(io.BytesIO(payload_bytes(value, "prediction")))
     img.load()
     return img
+
+
+def encode_concepts(concepts: Sequence[Sequence[str | Path | tuple[str | Path, str | Path | None]]]) -> list[dict]:
+    """A version-2 row's `concepts` from files: one list per concept of image paths or (image, mask) pairs."""
+    out = []
+    for concept in concepts:
+        pairs = [item if isinstance(item, tuple) else (item, None) for item in concept]
+        out.append({"images": [encode_file(image) for image, _ in pairs],
+                    "masks": [None if mask is None else encode_file(mask) for _, mask in pairs]})
+    return out
+
+
+def decode_concepts(value: Any, field: str = "concepts") -> list[tuple[list[Image.Image], list[Image.Image | None]]]:
+    """Per concept its images and masks (None: the whole image) from a list of
+    `{"images": [base64, ...], "masks": [base64 or null, ...]}` (`masks` optional), or a one-line EliteError."""
+    form = f'a list with one {{"images": [base64, ...], "masks": [base64 or null, ...]}} per concept'
+    concepts = _as_list(value)
+    if not concepts:
+        raise EliteError(f"{field}: expected {form}")
+    decoded = []
+    for c, concept in enumerate(concepts):
+        name = f"{field}[{c}]"
+        if not isinstance(concept, dict) or set(concept) - {"images", "masks"}:
+            raise EliteError(f"{name}: expected {{\"images\": [...], \"masks\": [...]}} (masks optional), got {_kind(concept)}")
+        images = _as_list(concept.get("images"))
+        if not images:
+            raise EliteError(f"{name}.images: expected a list of one or more images (base64)")
+        masks = _as_list(concept.get("masks")) if concept.get("masks") is not None else [None] * len(images)
+        if masks is None or len(masks) != len(images):
+            raise EliteError(f"{name}.masks: expected one mask (or null) per image, {len(images)} in all")
+        pics = [decode_image(image, f"{name}.images[{i}]") for i, image in enumerate(images)]
+        decoded.append((pics, [None if m is None else decode_mask(m, pic.size, f"{name}.masks[{i}]")
+                               for i, (pic, m) in enumerate(zip(pics, masks))]))
+    return decoded
+
+
+def _as_list(value: Any) -> list | None:
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    return list(value) if isinstance(value, (list, tuple)) else None
+
+
+def _kind(value: Any) -> str:
+    return type(value).__name__

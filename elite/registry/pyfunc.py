@@ -2,17 +2,21 @@
 
 Artifacts: the ELITE weights, the CLIP vision tower they name and, when the register params ask for
 it, a copy of the Stable Diffusion base model (otherwise `model_config["base"]` holds a path or hub
-id). `load_context` loads the pipeline once; `predict` takes one request per row:
+id). `load_context` loads the pipeline once; `predict` takes one request per row. The request schema is
+versioned by the row's `version` (absent = 1, so requests written before version 2 work unchanged):
 
-| column   | type   | required | meaning                                                        |
-|----------|--------|----------|----------------------------------------------------------------|
-| image    | string | yes      | the concept image file (JPEG, PNG ...), base64                 |
-| mask     | string | no       | object mask file, base64, white = object (default: all image)  |
-| prompt   | string | yes      | prompt with one placeholder S*                                 |
-| lam      | number | no       | local-branch weight lambda                                     |
-| steps    | number | no       | sampling steps (a whole number)                                |
-| guidance | number | no       | classifier-free guidance scale                                 |
-| seed     | number | no       | random seed (a whole number)                                   |
+| column        | type   | version | meaning                                                          |
+|---------------|--------|---------|------------------------------------------------------------------|
+| version       | number | -       | 1 (default) or 2                                                 |
+| image         | string | 1, req. | the concept image file (JPEG, PNG ...), base64                   |
+| mask          | string | 1       | object mask file, base64, white = object (default: all image)    |
+| concepts      | list   | 2, req. | one `{"images": [base64, ...], "masks": [base64 or null, ...]}` per concept (masks optional): several images of a concept are fused, two concepts are S1*, S2* |
+| multi_concept | string | 2       | per_concept (default; Eq. 8 per concept) or naive (the baseline)  |
+| prompt        | string | req.    | prompt with S* (one concept) or S1*, S2* (two concepts)          |
+| lam           | number | no      | local-branch weight lambda                                       |
+| steps         | number | no      | sampling steps (a whole number)                                  |
+| guidance      | number | no      | classifier-free guidance scale                                   |
+| seed          | number | no      | random seed (a whole number)                                     |
 
 The output is one column `image`: the generated PNG, base64. Python callers may also pass the image
 and mask files' bytes (a `string` column lets bytes through; `binary` would make MLflow's REST
@@ -38,17 +42,21 @@ from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 from PIL import Image
 
 from elite.errors import EliteError
-from elite.registry.codec import decode_image, decode_mask, encode_png
+from elite.registry.codec import decode_concepts, decode_image, decode_mask, encode_png
 
 WEIGHTS = "elite_weights"  # artifact keys
 IMAGE_ENCODER = "image_encoder"
 BASE = "base"
+REQUEST_VERSIONS = (1, 2)  # 2: several images per concept and several concepts (`concepts`, `multi_concept`)
 
 
 def signature(scheduler: str) -> ModelSignature:
     inputs = Schema([
-        ColSpec("string", "image"),
+        ColSpec(AnyType(), "version", required=False),
+        ColSpec("string", "image", required=False),  # required in version 1, checked here
         ColSpec("string", "mask", required=False),
+        ColSpec(AnyType(), "concepts", required=False),
+        ColSpec("string", "multi_concept", required=False),
         ColSpec("string", "prompt"),
         ColSpec(AnyType(), "lam", required=False),
         ColSpec(AnyType(), "steps", required=False),
@@ -78,7 +86,7 @@ def input_example(prompt: str, steps: int, lam: float, guidance: float, seed: in
 def _missing(value: Any) -> bool:
     if value is None:
         return True
-    if isinstance(value, (str, bytes)) or np.ndim(value) != 0:
+    if isinstance(value, (str, bytes, list, tuple, dict)) or np.ndim(value) != 0:
         return False
     return bool(pd.isna(value))
 
@@ -122,6 +130,8 @@ class ElitePyfunc(PythonModel):
         self.config = cfg
 
     def _row_inputs(self, row: dict) -> dict:
+        from elite.models.text import find_placeholders
+
         def pick(column: str):  # the row's value, else the default stored at registration
             value = row.get(column)
             return self.config[column] if _missing(value) else value
@@ -129,13 +139,41 @@ class ElitePyfunc(PythonModel):
         prompt = row.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             raise EliteError("prompt: required, with one placeholder S* (e.g. 'a S* on the beach')")
+        version = 1 if _missing(row.get("version")) else _integer(row["version"], "version")
+        if version not in REQUEST_VERSIONS:
+            raise EliteError(f"version: this model reads request versions {' and '.join(map(str, REQUEST_VERSIONS))}, "
+                             f"got {version}")
+        concepts, mode = self._v2_concepts(row) if version == 2 else (self._v1_concept(row), "per_concept")
+        find_placeholders(prompt, len(concepts), bool(self.config.get("allow_bare_s", False)))
+        return {"prompt": prompt, "concepts": concepts, "multi_concept": mode, "lam": _number(pick("lam"), "lam"),
+                "steps": _integer(pick("steps"), "steps"), "guidance": _number(pick("guidance"), "guidance"),
+                "seed": _integer(pick("seed"), "seed")}
+
+    @staticmethod
+    def _v1_concept(row: dict) -> list:
+        """Version 1: one image (and mask) of one concept."""
+        for field in ("concepts", "multi_concept"):
+            if not _missing(row.get(field)):
+                raise EliteError(f"{field}: a version-2 field; set \"version\": 2 in this row")
         if _missing(row.get("image")):
             raise EliteError("image: required (the concept image file, base64)")
         image = decode_image(row["image"], "image")
         mask = None if _missing(row.get("mask")) else decode_mask(row["mask"], image.size, "mask")
-        return {"prompt": prompt, "image": image, "mask": mask, "lam": _number(pick("lam"), "lam"),
-                "steps": _integer(pick("steps"), "steps"), "guidance": _number(pick("guidance"), "guidance"),
-                "seed": _integer(pick("seed"), "seed")}
+        return [([image], [mask])]
+
+    @staticmethod
+    def _v2_concepts(row: dict) -> tuple[list, str]:
+        """Version 2: `concepts` (images and masks of one or more concepts) and `multi_concept`."""
+        from elite.concepts import check_multi_concept
+
+        for field in ("image", "mask"):
+            if not _missing(row.get(field)):
+                raise EliteError(f"{field}: a version-1 field; a version-2 row puts its images and masks in concepts")
+        if _missing(row.get("concepts")):
+            raise EliteError('concepts: required in a version-2 row, e.g. [{"images": [base64, ...]}]')
+        mode = "per_concept" if _missing(row.get("multi_concept")) else row["multi_concept"]
+        check_multi_concept(mode)
+        return decode_concepts(row["concepts"]), mode
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         import torch
@@ -147,9 +185,10 @@ class ElitePyfunc(PythonModel):
         for i, row in enumerate(frame.to_dict("records")):
             try:
                 args = self._row_inputs(row)
-                concept = self.pipe.encode_concept(args["image"], args["mask"])
-                result = self.pipe(args["prompt"], concept=concept, lam=args["lam"], num_inference_steps=args["steps"],
-                                   guidance_scale=args["guidance"], scheduler=scheduler, allow_bare_s=allow_bare_s,
+                concepts = [self.pipe.encode_concept(images, masks=masks) for images, masks in args["concepts"]]
+                result = self.pipe(args["prompt"], concept=concepts[0] if len(concepts) == 1 else concepts,
+                                   lam=args["lam"], num_inference_steps=args["steps"], guidance_scale=args["guidance"],
+                                   scheduler=scheduler, allow_bare_s=allow_bare_s, multi_concept=args["multi_concept"],
                                    generator=torch.Generator().manual_seed(args["seed"]))
             except EliteError as exc:
                 raise MlflowException.invalid_parameter_value(f"row {i}: {exc}") from None

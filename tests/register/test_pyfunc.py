@@ -126,3 +126,70 @@ def test_codec_round_trip_and_errors(tmp_path):
         decode_image(3.5)
     with pytest.raises(EliteError, match="file not found"):
         encode_file(tmp_path / "none.png")
+
+
+def test_version_2_rows_several_images_and_two_concepts(saved_model, files, smoke_pipeline, concept_image):
+    """A version-2 row with one concept of one image gives the version-1 row's image; several images and two
+    concepts (per concept and naive) give what the Python API gives."""
+    from elite.registry.codec import encode_concepts
+
+    model, _, _ = saved_model
+    image, mask = files
+    mask_path = concept_image.with_name("concept_mask.png")
+    common = {"steps": 2, "seed": 4}
+    rows = [{"image": image, "mask": mask, "prompt": "a S*", **common},  # version 1 (no version field)
+            {"version": 2, "concepts": [{"images": [image], "masks": [mask]}], "prompt": "a S*", **common},
+            {"version": 2, "concepts": encode_concepts([[(concept_image, mask_path), concept_image]]), "prompt": "a S*",
+             **common},
+            {"version": 2, "concepts": encode_concepts([[(concept_image, mask_path)], [concept_image]]),
+             "prompt": "a S1* next to a S2*", **common},
+            {"version": 2.0, "concepts": encode_concepts([[(concept_image, mask_path)], [concept_image]]),
+             "prompt": "a S1* next to a S2*", "multi_concept": "naive", **common}]
+    out = [_img(b64) for b64 in model.predict(pd.DataFrame(rows))["image"]]
+    assert np.array_equal(out[0], out[1])
+
+    pipe = smoke_pipeline
+    with_mask, whole = pipe.encode_concept(concept_image, mask_path), pipe.encode_concept(concept_image)
+    fused = pipe.encode_concept([concept_image, concept_image], masks=[mask_path, None])
+
+    def direct(concept, prompt, **kw):
+        img = pipe(prompt, concept=concept, num_inference_steps=2, lam=0.8, generator=torch.Generator().manual_seed(4), **kw)
+        return np.asarray(img.images[0]).astype(np.int16)
+
+    assert np.abs(out[0] - direct(with_mask, "a S*")).max() <= 2
+    assert np.abs(out[2] - direct(fused, "a S*")).max() <= 2
+    assert np.abs(out[3] - direct([with_mask, whole], "a S1* next to a S2*")).max() <= 2
+    assert np.abs(out[4] - direct([with_mask, whole], "a S1* next to a S2*", multi_concept="naive")).max() <= 2
+    assert not np.array_equal(out[3], out[4])
+
+
+@pytest.mark.parametrize("bad,message", [
+    ({"version": 3}, "row 1: version: this model reads request versions 1 and 2, got 3"),
+    ({"concepts": [{"images": ["x"]}]}, 'row 1: concepts: a version-2 field; set "version": 2'),
+    ({"version": 2}, "row 1: image: a version-1 field"),
+    ({"version": 2, "image": None, "mask": None}, "row 1: concepts: required in a version-2 row"),
+    ({"version": 2, "image": None, "mask": None, "concepts": [{"images": []}]}, "row 1: concepts[0].images: expected a list"),
+    ({"version": 2, "image": None, "mask": None, "concepts": "IMG2"}, "row 1: concepts: expected a list"),
+    ({"version": 2, "image": None, "mask": None, "concepts": [{"images": ["IMG"], "masks": ["MASK", "MASK"]}]},
+     "row 1: concepts[0].masks: expected one mask (or null) per image"),
+    ({"version": 2, "image": None, "mask": None, "concepts": [{"images": ["IMG", "***"]}]},
+     "row 1: concepts[0].images[1]: not valid base64"),
+    ({"version": 2, "image": None, "mask": None, "concepts": [{"images": ["IMG"]}], "prompt": "a S1* next to a S2*"},
+     "row 1: prompt 'a S1* next to a S2*' uses S1*"),
+    ({"version": 2, "image": None, "mask": None, "concepts": [{"images": ["IMG"]}] * 2, "prompt": "a S1* and a S1*"},
+     "row 1: prompt 'a S1* and a S1*' has S1* more than once"),
+    ({"version": 2, "image": None, "mask": None, "concepts": [{"images": ["IMG"]}] * 2, "prompt": "a S1* a S2*",
+      "multi_concept": "both"}, "row 1: multi_concept must be one of per_concept, naive"),
+])
+def test_bad_version_2_rows_name_row_and_field(saved_model, files, bad, message):
+    model, _, _ = saved_model
+    image, mask = files
+    fill = {"IMG": image, "MASK": mask, "IMG2": image}
+    if isinstance(bad.get("concepts"), list):
+        bad = {**bad, "concepts": [{k: [fill.get(v, v) for v in vs] for k, vs in c.items()} for c in bad["concepts"]]}
+    elif "concepts" in bad:
+        bad = {**bad, "concepts": fill[bad["concepts"]]}
+    good = {"image": image, "mask": mask, "prompt": "a S*", "steps": 1}
+    with pytest.raises(MlflowException) as info:
+        model.predict(pd.DataFrame([good, {**good, **bad}]))
+    assert info.value.error_code == "INVALID_PARAMETER_VALUE" and message in info.value.message, info.value.message

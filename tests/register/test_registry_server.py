@@ -67,7 +67,8 @@ def test_logged_model_has_signature_example_and_artifacts(registered, mlflow_ser
 
     info = mlflow.models.get_model_info("models:/elite@champion")
     inputs = {c["name"]: (c["type"], c["required"]) for c in info.signature.inputs.to_dict()}
-    assert inputs["image"] == ("string", True) and inputs["prompt"] == ("string", True)
+    assert inputs["image"] == ("string", False) and inputs["prompt"] == ("string", True)  # image: version 1 only
+    assert not inputs["version"][1] and not inputs["concepts"][1] and inputs["multi_concept"] == ("string", False)
     assert inputs["mask"] == ("string", False) and not inputs["steps"][1] and not inputs["seed"][1]
     assert [c["name"] for c in info.signature.outputs.to_dict()] == ["image"]
     flavor = info.flavors["python_function"]
@@ -147,3 +148,10 @@ def test_rest_invocations_of_mlflow_models_serve(scoring_server, concept_image, 
     assert np.abs(images[0] - images[1]).max() > 0  # without the mask the local branch sees the whole image
     status, body = post({"dataframe_records": [dict(row, prompt="a dog on the beach")]})
     assert status == 400 and "row 0" in body["message"] and "S*" in body["message"]
+    # request version 2 over REST: two concepts (the first from two images), beside a version-1 row
+    two = {"version": 2, "prompt": "a S1* next to a S2*", "steps": 3, "seed": 7, "lam": 0.6,
+           "concepts": [{"images": [row["image"], row["image"]], "masks": [row["mask"], None]}, {"images": [row["image"]]}]}
+    status, body = post({"dataframe_records": [row, two]})
+    assert status == 200, body
+    first, second = (_png(base64.b64decode(p["image"])) for p in body["predictions"])
+    assert np.abs(first - reference).max() <= 2 and np.abs(first - second).max() > 0
