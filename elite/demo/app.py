@@ -227,9 +227,10 @@ class Demo:
         return app
 
 
-def launch(demo: Demo, host: str, port: int, prevent_thread_lock: bool = False):
+def launch(demo: Demo, host: str, port: int | None, prevent_thread_lock: bool = False) -> gr.Blocks:
+    """Serve the page (port None: the first free one from 7860); returns the Blocks (`.local_url`, `.close()`)."""
     app = demo.blocks()
     app.queue(default_concurrency_limit=1, max_size=64)
-    return app.launch(server_name=host, server_port=port, ssr_mode=False, max_file_size=MAX_FILE_SIZE,
-                      show_error=False, prevent_thread_lock=prevent_thread_lock, allowed_paths=[str(demo.tmp)],
-                      footer_links=["api"], quiet=False)
+    app.launch(server_name=host, server_port=port, ssr_mode=False, max_file_size=MAX_FILE_SIZE, show_error=False,
+               prevent_thread_lock=prevent_thread_lock, allowed_paths=[str(demo.tmp)], footer_links=["api"])
+    return app

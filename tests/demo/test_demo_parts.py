@@ -1,0 +1,120 @@
+"""The demo's parts in this process: SAM clicks and boxes, clicks outside the image, refused masks, a registry
+without the champion (the page opens and says how to make one), and `--mask auto` in the CLI and the API."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from browser import chrome, screenshot
+from elite.cli import main as elite_main
+from elite.demo.app import Demo, launch
+from elite.demo.model import DemoModel, Defaults
+from elite.demo.segment import Prompts, Segmenter, to_image_pixels
+from elite.errors import EliteError
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def demo(params, smoke_models):
+    reg = params.register
+    defaults = Defaults(reg.lam, 2, reg.guidance, reg.seed, reg.scheduler, reg.allow_bare_s)
+    return Demo(None, defaults, Segmenter(smoke_models / "sam", params.mask), [], load_error="no model in this test")
+
+
+def click(x, y):
+    return gr.SelectData(None, {"index": [x, y], "value": None})
+
+
+def test_clicks_and_a_box_make_sam_masks(demo, concept_image):
+    path = str(concept_image)
+    view, mask_path, prompts, status = demo.on_click(path, Prompts(), "object click (+)", click(48 * 3, 64 * 3))
+    assert prompts.points == [(48, 64, 1)]  # view pixels -> image pixels (the view is 3x)
+    assert view.size == (96 * 3, 128 * 3) and "SAM from 1 click" in status
+    mask = np.asarray(Image.open(mask_path)) > 0
+    assert mask.shape == (128, 96) and mask.any()
+    # a box: the first corner waits for the second, then SAM masks the box
+    _, skipped, prompts, status = demo.on_click(path, Prompts(), "box: two corner clicks", click(30, 60))
+    assert prompts.corner == (10, 20) and "opposite corner" in status and skipped == gr.skip()
+    _, mask_path, prompts, status = demo.on_click(path, prompts, "box: two corner clicks", click(240, 330))
+    assert prompts.box == (10, 20, 80, 110) and "a box" in status and mask_path
+
+
+def test_click_outside_the_image_is_a_message(demo, concept_image):
+    with pytest.raises(EliteError, match=r"outside the image \(96x128\)"):
+        to_image_pixels([96 * 3 + 5, 10], (96, 128))
+    with pytest.warns(UserWarning, match=r"the click \(133, 3\) is outside the image"):
+        assert demo.on_click(str(concept_image), Prompts(), "object click (+)", click(400, 10)) == (gr.skip(),) * 4
+    with pytest.warns(UserWarning, match="upload a concept image first"):
+        assert demo.on_click(None, Prompts(), "object click (+)", click(4, 4)) == (gr.skip(),) * 4
+
+
+def test_refused_masks_and_images(demo, concept_image, bad_files):
+    with pytest.warns(UserWarning, match="mask: mask is all black"):  # gr.Warning: a message in the page
+        view, mask, _, status = demo.on_mask_upload(str(concept_image), str(bad_files["black_mask"]))
+    assert mask is None and "Mask refused:** mask: mask is all black" in status
+    with pytest.warns(UserWarning, match="concept image: image is 10001x10001, over the 100,000,000-pixel limit"):
+        _, view, _, _, status = demo.on_concept(str(bad_files["huge"]))
+    assert view is None and "Upload refused" in status
+    view, mask, _, status = demo.on_mask_upload(str(concept_image), str(concept_image.with_name("concept_mask.png")))
+    assert mask == gr.skip() and "uploaded" in status
+
+
+def test_no_champion_the_page_says_how_to_make_one(champion):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    for uri in (f"models:/{champion}@no-such-alias", "models:/no-such-model@champion"):
+        with pytest.raises(EliteError, match="Make one with `make run`") as err:
+            DemoModel.from_registry(uri)
+    message = str(err.value)
+    page = Demo(None, Defaults(0.8, 2, 5.0, 0, "lms", False), None, [], load_error=message)
+    app = launch(page, "127.0.0.1", None, prevent_thread_lock=True)  # gradio picks a free port
+    url = app.local_url
+    try:
+        with chrome() as driver:
+            driver.get(url)
+            status = WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, "model-status"))
+            assert "No model loaded" in status.text and "make run" in status.text
+            screenshot(driver, "demo-no-champion")
+        with pytest.raises(AppError, match="make run"):
+            Client(url, verbose=False).predict(None, None, "a S*", 0.8, 0, 5.0, 2, "lms", 1, api_name="/generate")
+    finally:
+        app.close()
+
+
+def test_mask_auto_in_the_cli_and_the_api(repo_root, smoke_models, smoke_pipeline, concept_image, tmp_path, capsys,
+                                          monkeypatch):
+    """`elite generate --mask auto` and `encode_concept(mask="auto")` use SAM's most-salient-object rule and agree."""
+    from elite.automask import auto_mask
+    from elite.data.masking import concept_mask
+    from elite.data.sam import BoxMasker, load_sam
+
+    (tmp_path / "models").mkdir()
+    os.symlink(smoke_models, tmp_path / "models" / "pretrained")  # params models.dir = models/pretrained
+    os.symlink(repo_root / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    from elite.config import load_params
+
+    cfg = load_params("params.yaml", "smoke").mask
+    image = Image.open(concept_image).convert("RGB")
+    expected, _, _ = concept_mask(BoxMasker(load_sam(smoke_models / "sam", "cpu"), cfg.multimask), np.asarray(image), cfg)
+    assert np.array_equal(np.asarray(auto_mask(image, smoke_models / "sam", cfg)) > 0, expected)
+
+    assert elite_main(["--profile", "smoke", "generate", "--image", str(concept_image), "--mask", "auto", "--prompt", "a S*",
+                       "--out", "auto.png", "--weights", str(smoke_models / "elite"), "--base", str(smoke_models / "base"),
+                       "--steps", "2", "--seed", "5"]) == 0
+    assert "mask: SAM, most salient object" in capsys.readouterr().err
+    concept = smoke_pipeline.encode_concept(concept_image, mask="auto")
+    api = smoke_pipeline("a S*", concept=concept, lam=load_params("params.yaml", "smoke").generate.lam,
+                         num_inference_steps=2, guidance_scale=5.0, generator=torch.Generator().manual_seed(5)).images[0]
+    assert np.array_equal(np.asarray(api), np.asarray(Image.open(Path("auto.png")).convert("RGB")))
