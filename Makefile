@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser run test bench serve mlflow-ui clean-venv
+.PHONY: setup browser run test bench serve mlflow-ui demo clean-venv
 
 setup: $(STAMP)
 
@@ -49,6 +49,13 @@ bench: $(STAMP)
 MLFLOW_PORT ?= 5000
 mlflow-ui: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/elite mlflow-ui --port $(MLFLOW_PORT)
+
+# The web demo (README "Web demo"): a Gradio page on 127.0.0.1:DEMO_PORT serving models:/elite@champion (made by
+# `make run`); DEMO_ARGS adds options (--alias, --version, --weights DIR, --host, --examples DIR; `elite demo --help`).
+DEMO_PORT ?= 7860
+DEMO_ARGS ?=
+demo: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/elite demo --port $(DEMO_PORT) $(DEMO_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
