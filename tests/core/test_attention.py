@@ -60,6 +60,9 @@ def test_eq8_matches_plain_recomputation(layer):
     lam, idx = torch.tensor([0.8, 0.6]), torch.tensor([3, 5])
     out = attn(x, encoder_hidden_states=EliteConditioning(text, local, lam, idx))
     torch.testing.assert_close(out, reference(attn, gkv, lkv, x, text, local, lam, idx), rtol=1e-5, atol=1e-5)
+    # one concept written the several-concepts way (a tuple of one, a (B, 1) word index) is bit-identical
+    assert torch.equal(out, attn(x, encoder_hidden_states=EliteConditioning(text, (local,), lam, idx[:, None])))
+    assert torch.equal(out, attn(x, encoder_hidden_states=EliteConditioning(text, local, lam, idx[:, None])))
 
 
 @torch.no_grad()
@@ -116,14 +119,4 @@ def test_two_concepts_eq8_per_concept_matches_plain_recomputation(layer):
     expected = reference_branches(attn, gkv, lkv, x, text, [(torch.cat([first, second], 1), cols)], lam)
     torch.testing.assert_close(naive, expected, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(naive, out, rtol=1e-3, atol=1e-3)
-
-
-@torch.no_grad()
-def test_one_concept_as_a_tuple_is_bit_identical(layer):
-    attn, _, _ = layer
-    x, text, local = _inputs()
-    lam, idx = torch.tensor([0.8, 0.6]), torch.tensor([3, 5])
-    plain = attn(x, encoder_hidden_states=EliteConditioning(text, local, lam, idx))
-    assert torch.equal(plain, attn(x, encoder_hidden_states=EliteConditioning(text, (local,), lam, idx[:, None])))
-    assert torch.equal(plain, attn(x, encoder_hidden_states=EliteConditioning(text, local, lam, idx[:, None])))
 
