@@ -55,7 +55,8 @@ def find_placeholders(prompt: str, num_concepts: int = 1, allow_bare_s: bool = F
     if num_concepts == 1:
         if numbered:
             raise EliteError(f"prompt {prompt!r} uses {numbered[0].group(0)} (numbered placeholders are for several "
-                             f"concepts) but one concept was given: write S* or give a second concept (--image2; concept=[c1, c2])")
+                             f"concepts) but one concept was given: write S* or give a second concept "
+                             f"(--image2; concept=[c1, c2])")
         pattern = _STAR_OR_S if allow_bare_s else _STAR
         found = list(pattern.finditer(prompt))
         accepted = "'S*' or 'S'" if allow_bare_s else "'S*'"

@@ -96,7 +96,8 @@ def decode_concepts(value: Any, field: str = "concepts") -> list[tuple[list[Imag
     for c, concept in enumerate(concepts):
         name = f"{field}[{c}]"
         if not isinstance(concept, dict) or set(concept) - {"images", "masks"}:
-            raise EliteError(f"{name}: expected {{\"images\": [...], \"masks\": [...]}} (masks optional), got {_kind(concept)}")
+            raise EliteError(f"{name}: expected {{\"images\": [...], \"masks\": [...]}} (masks optional), "
+                             f"got {type(concept).__name__}")
         images = _as_list(concept.get("images"))
         if not images:
             raise EliteError(f"{name}.images: expected a list of one or more images (base64)")
@@ -114,6 +115,3 @@ def _as_list(value: Any) -> list | None:
         value = value.tolist()
     return list(value) if isinstance(value, (list, tuple)) else None
 
-
-def _kind(value: Any) -> str:
-    return type(value).__name__
