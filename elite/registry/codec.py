@@ -114,4 +114,3 @@ def _as_list(value: Any) -> list | None:
     if isinstance(value, np.ndarray):
         value = value.tolist()
     return list(value) if isinstance(value, (list, tuple)) else None
-
