@@ -25,7 +25,7 @@ from PIL import Image  # noqa: E402
 from elite.demo.model import DemoModel, Defaults  # noqa: E402
 from elite.demo.segment import OBJECT, BACKGROUND, Prompts, Segmenter, overlay, to_image_pixels  # noqa: E402
 from elite.errors import EliteError  # noqa: E402
-from elite.models.text import find_placeholder  # noqa: E402
+from elite.models.text import find_placeholders  # noqa: E402
 from elite.registry.codec import decode_image, decode_mask  # noqa: E402
 from elite.schedulers import SCHEDULERS  # noqa: E402
 
@@ -145,22 +145,24 @@ class Demo:
             return gr.skip(), None, Prompts(), f"**Mask refused:** {exc}"
         return overlay(image, mask), gr.skip(), Prompts(), describe(mask, "uploaded")
 
-    def generate(self, image, mask, prompt, lam, seed, guidance, steps, scheduler, num_images,
-                 progress=gr.Progress(track_tqdm=True)):
-        """Generate `num_images` images of the concept in `prompt` (S* marks it); image i uses seed + i."""
+    def generate(self, image, mask, prompt, lam, seed, guidance, steps, scheduler, num_images, image2=None,
+                 mask2=None, progress=gr.Progress(track_tqdm=True)):
+        """Generate `num_images` images of the concept in `prompt` (S* marks it); image i uses seed + i.
+        With a second concept image the prompt names the two concepts S1* and S2*."""
         if self.model is None:
             raise gr.Error(self.load_error or "no model loaded", print_exception=False)
         try:
-            find_placeholder(prompt or "", self.defaults.allow_bare_s)
-            if mask:  # checked here too (an API call skips the page's upload checks), with the page's messages
-                load_mask(mask, self.concept(image))
-            else:
-                self.concept(image)
+            find_placeholders(prompt or "", 2 if image2 else 1, self.defaults.allow_bare_s)
+            # checked here too (an API call skips the page's upload checks), with the page's messages
+            for path, mask_path in ((image, mask), (image2, mask2)) if image2 else ((image, mask),):
+                picture = self.concept(path)
+                if mask_path:
+                    load_mask(mask_path, picture)
             for name, value in (("seed", seed), ("steps", steps), ("number of images", num_images)):
                 if value is None or float(value) != int(value):
                     raise EliteError(f"{name}: a whole number, got {value!r}")
             images = self.model.generate(image, mask or None, prompt, lam, int(steps), guidance, int(seed), scheduler,
-                                         int(num_images), progress)
+                                         int(num_images), progress, image2 or None, mask2 or None)
         except EliteError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         except Exception as exc:  # noqa: BLE001 - the page gets one line, the log the trace
@@ -194,6 +196,10 @@ class Demo:
                     status = gr.Markdown(describe(None, ""), elem_id="mask-status")
                     mask = gr.File(label="Object mask (white = object): made from your clicks, or upload one",
                                    type="filepath", elem_id="mask")
+                    with gr.Accordion("Second concept (optional): the prompt then names them S1* and S2*", open=False):
+                        concept2 = gr.File(label="Second concept image", type="filepath", elem_id="concept2")
+                        mask2 = gr.File(label="Its mask (white = object; none: the whole image)", type="filepath",
+                                        elem_id="mask2")
                 with gr.Column(scale=1):
                     prompt = gr.Textbox(label="3. Prompt (S* = your concept)", value="a photo of a S*",
                                         elem_id="prompt")
@@ -222,7 +228,8 @@ class Demo:
             mask.upload(self.on_mask_upload, [concept, mask], [view, mask, prompts, status], **hidden)
             mask.clear(self.on_whole, concept, [view, mask, prompts, status], **hidden)
             preset.change(lambda p: LAMS.get(p, d.lam), preset, lam, **hidden)
-            go.click(self.generate, [concept, mask, prompt, lam, seed, guidance, steps, scheduler, num], gallery,
+            go.click(self.generate, [concept, mask, prompt, lam, seed, guidance, steps, scheduler, num, concept2, mask2],
+                     gallery,
                      api_name="generate", concurrency_id="generate", concurrency_limit=1)
         return app
 

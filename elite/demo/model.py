@@ -14,7 +14,7 @@ import pandas as pd
 from PIL import Image
 
 from elite.errors import EliteError
-from elite.registry.codec import decode_png, encode_file
+from elite.registry.codec import decode_png, encode_concepts, encode_file
 from elite.registry.pyfunc import WEIGHTS, ElitePyfunc
 
 
@@ -93,8 +93,10 @@ class DemoModel:
         return model
 
     def generate(self, image: str | Path, mask: str | Path | None, prompt: str, lam: float, steps: int,
-                 guidance: float, seed: int, scheduler: str, num_images: int, progress=None) -> list[Image.Image]:
+                 guidance: float, seed: int, scheduler: str, num_images: int, progress=None,
+                 image2: str | Path | None = None, mask2: str | Path | None = None) -> list[Image.Image]:
         """`num_images` images; image i uses seed + i (so `elite generate --seed S+i` reproduces each one).
+        With `image2` a second concept (the prompt names them S1* and S2*; a version-2 request row).
         Bad input raises EliteError (the pyfunc's message, without its row number)."""
         from mlflow.exceptions import MlflowException
 
@@ -102,6 +104,9 @@ class DemoModel:
                "guidance": float(guidance)}
         if mask is not None:
             row["mask"] = encode_file(mask)
+        if image2 is not None:
+            row = {k: v for k, v in row.items() if k not in ("image", "mask")}
+            row.update(version=2, concepts=encode_concepts([[(image, mask)], [(image2, mask2)]]))
         images = []
         for i in range(num_images):
             if progress is not None:

@@ -42,6 +42,30 @@ def test_same_images_as_the_cli(demo_url, concept_image, smoke_models, repo_root
     assert not np.array_equal(images[0], images[1])
 
 
+def test_two_concepts_same_images_as_the_cli(demo_url, concept_image, smoke_models, repo_root, tmp_path):
+    """A second concept image (S1* and S2*): the page answers what `elite generate --image2` answers; a prompt
+    with S* beside two concept images is a message."""
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    mask = concept_image.with_name("concept_mask.png")
+    c = client(demo_url)
+    out = c.predict(handle_file(str(concept_image)), handle_file(str(mask)), "a S1* next to a S2*", 0.8, 3, 5.0, 2,
+                    "lms", 1, handle_file(str(concept_image)), None, api_name="/generate")
+    page = np.asarray(Image.open(out[0]["image"]).convert("RGB"))
+    cli = tmp_path / "two.png"
+    assert elite_main(["--params", str(repo_root / "params.yaml"), "--profile", "smoke", "generate", "--image",
+                       str(concept_image), "--mask", str(mask), "--image2", str(concept_image), "--prompt",
+                       "a S1* next to a S2*", "--out", str(cli), "--weights", str(smoke_models / "elite"), "--base",
+                       str(smoke_models / "base"), "--seed", "3", "--steps", "2", "--lam", "0.8", "--guidance", "5",
+                       "--scheduler", "lms"]) == 0
+    assert np.array_equal(page, np.asarray(Image.open(cli).convert("RGB")))
+    with pytest.raises(AppError) as err:
+        c.predict(handle_file(str(concept_image)), None, "a S* on the beach", 0.8, 3, 5.0, 2, "lms", 1,
+                  handle_file(str(concept_image)), None, api_name="/generate")
+    assert "has S* but 2 concepts were given" in str(err.value)
+
+
 def test_two_clients_at_once_get_their_own_results(demo_url, concept_image):
     requests = {"a": ("a S* on the beach", 1), "b": ("a S* in the snow", 2)}
     results, errors = {}, []
