@@ -72,6 +72,12 @@ def test_two_concepts_each_at_its_own_placeholder(smoke_pipeline, concept_image,
     assert not torch.allclose(per, _gen(smoke_pipeline, [square, disc], "a S1* next to a S2*"), atol=1e-4)
     naive = _gen(smoke_pipeline, [disc, square], "a S1* next to a S2*", multi_concept="naive")
     assert not torch.allclose(per, naive, atol=1e-4)
+    # in a batch (two prompts, two images each, one generator per image) each image is the one made alone
+    prompts = ["a S1* next to a S2*", "a S2* on top of a S1*"]
+    gens = [torch.Generator().manual_seed(i) for i in range(4)]
+    batch = _gen(smoke_pipeline, [disc, square], prompts, num_images_per_prompt=2, generator=gens)
+    alone = _gen(smoke_pipeline, [disc, square], prompts[1], generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(batch[3:], alone, rtol=1e-5, atol=1e-5)
     # lambda 0: both ways are the global words alone
     assert torch.equal(_gen(smoke_pipeline, [disc, square], "a S1* next to a S2*", lam=0.0),
                        _gen(smoke_pipeline, [disc, square], "a S1* next to a S2*", lam=0.0, multi_concept="naive"))
