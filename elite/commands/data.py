@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from elite.config import load_params
+
+# the manifests each data stage writes (relative to the repository root): logged as MLflow datasets of its run
+MANIFESTS = {"curate": ["data/curated/global.jsonl", "data/curated/local.jsonl"], "mask": ["data/masks/local.jsonl"]}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,16 +31,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _tracked(stage: str, params, run):
     """Run a stage inside its MLflow run (params: profile + its section; numeric metrics logged flat)."""
-    from elite.tracking import stage_run
+    from elite.tracking import log_dataset, stage_run
 
     section = getattr(params, stage)
     logged = {"profile": params.profile, **{f"{stage}.{k}": v for k, v in section.model_dump().items()}}
     with stage_run(stage, logged) as active:
+        import mlflow
+
         metrics = run(section)
         if metrics:
-            import mlflow
-
             mlflow.log_metrics({k: float(v) for k, v in _flat(metrics).items()}, run_id=active.info.run_id)
+        for manifest in MANIFESTS.get(stage, []):  # the Dataset column of the MLflow runs table
+            if Path(manifest).is_file():
+                log_dataset(mlflow, manifest, "curated")
     return metrics
 
 

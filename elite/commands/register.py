@@ -36,13 +36,26 @@ def register_cmd(args) -> None:
 
 def ui_command(port: int) -> list[str]:
     """The `mlflow ui` command line for the repository's default store (see elite.tracking)."""
-    from elite.tracking import tracking_uri
+    from elite.tracking import repo_root, tracking_uri
 
     mlflow_bin = shutil.which("mlflow", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     if mlflow_bin is None:
         raise EliteError("the `mlflow` command is not installed in this environment; run `make setup`")
     return [mlflow_bin, "ui", "--backend-store-uri", tracking_uri(), "--default-artifact-root",
-            Path("mlruns").resolve().as_uri(), "--no-serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+            (repo_root() / "mlruns").as_uri(), "--no-serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+
+
+def runs_page(base: str, store: str) -> str:
+    """The UI address that opens experiment `elite` on its runs table. MLflow 3.17's UI picks GenAI or model
+    training from `?workflowType=` or the browser's last choice (default GenAI), not from the experiment."""
+    from mlflow import MlflowClient
+
+    from elite.tracking import EXPERIMENT
+
+    experiment = MlflowClient(tracking_uri=store).get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        return f"{base}/#/experiments?workflowType=machine_learning"
+    return f"{base}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
 
 
 def mlflow_ui_cmd(args) -> int:
@@ -54,5 +67,6 @@ def mlflow_ui_cmd(args) -> int:
         return 0
     cmd = ui_command(args.port)
     print(f"MLflow UI on http://127.0.0.1:{args.port} (store {cmd[3]}); Ctrl-C stops it", flush=True)
+    print(f"training runs: {runs_page(f'http://127.0.0.1:{args.port}', cmd[3])}", flush=True)
     os.execv(cmd[0], cmd)
     return 0  # not reached

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ruamel.yaml import YAML, YAMLError
 
 from elite.config.base import PROFILES, Section, build_section, closest
 from elite.config.baselines import BaselinesConfig
@@ -59,10 +59,10 @@ def load_params(path: str | Path = "params.yaml", profile: str | None = None) ->
     path = Path(path)
     if not path.is_file():
         raise EliteError(f"{path}: params file not found (run from the repository root or pass --params)")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise EliteError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    try:  # YAML 1.2, as DVC reads and writes it: `dvc exp run -S` writes "no" as a bare no, a string in 1.2
+        raw = YAML(typ="safe", pure=True).load(path.read_text()) or {}
+    except YAMLError as exc:
+        raise EliteError(f"{path}: not valid YAML ({str(exc).strip().splitlines()[0]})") from None
     return parse_params(raw, str(path), profile)
 
 

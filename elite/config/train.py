@@ -52,6 +52,9 @@ class TrainCommon(Section):
     sample_prompt: str
     sample_steps: int = Field(ge=1)
     sample_guidance: float
+    sample_subjects: str | None  # DreamBench subjects.json: its concept images are the grids' held-out concepts
+    sample_masks: str  # their SAM masks (<subject>.png), used where present
+    sample_count: int = Field(ge=1)  # concepts per grid (one row each)
 
     @field_validator("crop_pad")
     @classmethod

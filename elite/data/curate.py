@@ -33,6 +33,7 @@ from elite.data.fiftyone_db import BOXES, IMAGE_ID, MASKS, RELEASE_MASK, fiftyon
 from elite.data.manifest import write_manifest
 from elite.errors import EliteError
 from elite.io import atomic_dir, write_json
+from elite.tracking import scoped_dataset
 
 IMAGE_DROPS = ["drop:unreadable", "drop:exif_rotated", "drop:duplicate"]
 BOX_RULES = ["drop:group_of", "drop:depiction", "drop:small_area", "drop:large_area"]
@@ -93,7 +94,7 @@ def run_curate(cfg) -> dict:
     fiftyone()
     from fiftyone import ViewField as F
 
-    dataset = open_dataset(paths.OPENIMAGES / info["split"], info["dataset"], info["stamp"])
+    dataset = open_dataset(paths.OPENIMAGES / info["split"], scoped_dataset(info["dataset"]), info["stamp"])
     dataset.untag_samples(IMAGE_DROPS)
     dataset.untag_labels(ALL_LABEL_TAGS, label_fields=[BOXES, MASKS])
 

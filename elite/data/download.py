@@ -26,6 +26,7 @@ from elite.data.openimages import find_release, import_release
 from elite.data.synth import write_synthetic_release
 from elite.errors import EliteError
 from elite.io import atomic_dir, write_json
+from elite.tracking import scoped_dataset
 
 
 def run_download(cfg) -> dict:
@@ -48,7 +49,7 @@ def run_download(cfg) -> dict:
         counts = report.as_dict()
         write_json(tmp / "release.json", {"stamp": stamp, "split": cfg.split, "dataset": cfg.dataset,
                                           "source": cfg.source, "layout": release.layout, **counts})
-    dataset = import_split(out / cfg.split, cfg.dataset, stamp)
+    dataset = import_split(out / cfg.split, scoped_dataset(cfg.dataset), stamp)
     metrics = {**counts, "source": cfg.source, "dataset": cfg.dataset, "fiftyone_samples": len(dataset),
                "fiftyone_boxes": dataset.count("detections.detections"),
                "fiftyone_masks": dataset.count("segmentations.detections")}

@@ -21,6 +21,7 @@ from elite.images import open_image, open_mask
 from elite.evaluate.report import flatten
 from elite.io import atomic_file, write_json
 from elite.shards import parse_shard
+from elite.tracking import METRICS_DIGEST_TAG, file_digest, scoped_dataset
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def run_evaluate(params, shard: str | None = None) -> dict | None:
     from elite.tracking import stage_run
 
     flat_params = {"profile": params.profile, **{f"evaluate.{k}": v for k, v in cfg.model_dump().items()}}
-    with stage_run("evaluate", flat_params):
+    with stage_run("evaluate", flat_params, datasets=[(cfg.subjects_file, "evaluation")]):
         import mlflow
 
         counts = generate(jobs, Sampler(cfg, concepts, device, dtype, params.baselines))
@@ -182,8 +183,9 @@ def write_outputs(cfg, profile: str, jobs, rows, concepts, scored, real, device:
                 "scheduler": cfg.scheduler, "images_per_prompt": cfg.images_per_prompt, "device": device}
     write_report(out / "report.md", metrics, settings, grid_paths)
     if cfg.fiftyone_dataset:
-        n = write_fiftyone(cfg.fiftyone_dataset, scored)
-        print(f"FiftyOne dataset {cfg.fiftyone_dataset!r}: {n} samples (sort by dino_i in the App: `fiftyone app launch`)")
+        name = scoped_dataset(cfg.fiftyone_dataset)
+        n = write_fiftyone(name, scored)
+        print(f"FiftyOne dataset {name!r}: {n} samples (sort by dino_i in the App: `fiftyone app launch`)")
     return metrics, grid_paths
 
 
@@ -201,5 +203,6 @@ def _log_artifacts(mlflow, cfg, metrics: dict, grid_paths: dict[str, Path]) -> N
         mlflow.log_artifact(str(grid), "grids")
     mlflow.log_artifact(str(out / "report.md"))
     mlflow.log_artifact(str(cfg.metrics))
+    mlflow.set_tag(METRICS_DIGEST_TAG, file_digest(cfg.metrics))  # how `elite register` finds this run
     if cfg.fiftyone_dataset:
-        mlflow.set_tag("fiftyone_dataset", cfg.fiftyone_dataset)
+        mlflow.set_tag("fiftyone_dataset", scoped_dataset(cfg.fiftyone_dataset))

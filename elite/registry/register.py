@@ -146,6 +146,69 @@ def pyfunc_spec(cfg: RegisterConfig, code_dir: Path, profile: str) -> dict:
     }
 
 
+MODEL_DESCRIPTION = (
+    "ELITE (Wei et al. 2023): one image of a concept (and optionally its mask) becomes the pseudo-word S* that "
+    "Stable Diffusion composes into new prompts, in one forward pass. Request rows: `image`, `mask`, `prompt` (with "
+    "S*), optional `lam`, `steps`, `guidance`, `seed`; answer: a PNG per row. Versions come from the `register` "
+    "stage of the DVC pipeline (each names its data, params and evaluation run); `@champion` moves only when the "
+    "gates of params.yaml `register.gates` pass against the previous champion, `@candidate` is the newest version."
+)
+
+
+def evaluation_run(client, metrics_path: str):
+    """The evaluate run that wrote this metrics file (its SHA-256 tag), newest first; None if none logged it."""
+    from elite.tracking import EXPERIMENT, METRICS_DIGEST_TAG, file_digest
+
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1,
+                              filter_string=f"tags.`{METRICS_DIGEST_TAG}` = '{file_digest(metrics_path)}'")
+    return runs[0] if runs else None
+
+
+def version_description(params: Params, metrics: dict, evaluation, record: dict) -> str:
+    """Markdown for a model version: what it is, the data and params it came from, its scores and the gate."""
+    from elite.tracking import dvc_experiment
+
+    cfg, g, loc = params.register, params.train_global, params.train_local
+    origin = [f"{params.profile} profile"]
+    if dvc_experiment():
+        origin.append(f"DVC experiment `{dvc_experiment()}`")
+    commit = _git_commit()
+    if commit:
+        origin.append(f"git commit `{commit}`")
+    lines = [
+        f"ELITE weights `{cfg.weights}` ({', '.join(origin)}).",
+        f"Trained: stage 1 on `{g.manifest}` ({g.max_steps} steps, learning rate {g.learning_rate:g}), stage 2 on "
+        f"`{loc.manifest}` ({loc.max_steps} steps, learning rate {loc.learning_rate:g}); base `{cfg.base}`.",
+    ]
+    overall = metrics.get("overall", {})
+    scores = ", ".join(f"{k.upper().replace('_', '-')} {overall[k]:.4f}" for k in ("clip_t", "clip_i", "dino_i")
+                       if isinstance(overall.get(k), (int, float)))
+    link = (f"; evaluation run [{evaluation.info.run_name}]({_run_link(evaluation)})" if evaluation is not None
+            else "; no evaluation run found in this store")
+    lines.append(f"DreamBench (`{cfg.metrics}`): {scores or 'no overall scores'}{link}.")
+    lines.append(f"Gate: {record['decision']}: {record['reason']}")
+    return "\n\n".join(lines)
+
+
+def _run_link(run) -> str:
+    return f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+
+
+def _git_commit() -> str | None:
+    import os
+    import subprocess
+
+    baseline = os.environ.get("DVC_EXP_BASELINE_REV")  # a DVC experiment: the commit it started from
+    if baseline:
+        return baseline[:12]
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
 def register_model(params: Params, cfg: RegisterConfig | None = None) -> dict:
     """Run the register stage; returns (and writes to cfg.report) the decision record."""
     cfg = cfg or params.register
@@ -203,6 +266,14 @@ def register_model(params: Params, cfg: RegisterConfig | None = None) -> dict:
             "champion": int(mv.version) if decision.promote else previous,
             "gates": decision.as_dict()["gates"],
         }
+        evaluation = evaluation_run(client, cfg.metrics)
+        if evaluation is not None:
+            mlflow.set_tag("evaluation_run_id", evaluation.info.run_id)
+            client.set_model_version_tag(cfg.model_name, mv.version, "evaluation_run_id", evaluation.info.run_id)
+            record["evaluation_run_id"] = evaluation.info.run_id
+        client.update_registered_model(cfg.model_name, description=MODEL_DESCRIPTION)
+        client.update_model_version(cfg.model_name, mv.version,
+                                    description=version_description(params, metrics, evaluation, record))
         mlflow.set_tags({"register.decision": verdict, "register.version": mv.version})
         mlflow.log_dict(record, "register.json")
         bar.update()

@@ -39,7 +39,7 @@ FIELDS = ("step", "loss", "loss_ldm", "loss_reg", "lr", "grad_norm", "images_per
 # keys that do not change what is trained (where/how often to write, how to sample, how long to run)
 BOOKKEEPING = {"out", "metrics", "plot", "checkpoint_dir", "checkpoint_every", "keep_checkpoints", "max_steps",
                "num_workers", "cpu_threads", "cache_latents", "cache_dir", "sample_every", "sample_prompt", "sample_steps",
-               "sample_guidance", "sample_lam"}
+               "sample_guidance", "sample_lam", "sample_subjects", "sample_masks", "sample_count"}
 
 
 @dataclass

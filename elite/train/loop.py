@@ -36,6 +36,7 @@ from elite.train.checkpoint import (
 )
 from elite.train.data import ClipSpec, DrawSampler, collate, read_manifest, worker_error
 from elite.train.latents import LatentCache
+from elite.train.samples import sample_concepts
 from elite.train.stages import GlobalStage, LocalStage, load_frozen, sample_grid, save_weights
 
 log = logging.getLogger("elite.train")
@@ -111,8 +112,12 @@ def _train(stage: GlobalStage | LocalStage, profile: str) -> dict:
               "num_processes": procs, "effective_batch_size": effective_batch, "effective_learning_rate": lr}
     from elite.tracking import stage_run
 
-    with stage_run(stage.name, params, resume_run_id=run_id) if main else nullcontext() as run:
+    logged = stage_run(stage.name, params, resume_run_id=run_id, datasets=[(cfg.manifest, "training")])
+    with logged if main else nullcontext() as run:
         mlflow = _mlflow() if main else None
+        concepts = sample_concepts(cfg, dataset, stage.need_mask) if main and cfg.sample_every else []
+        if concepts:
+            mlflow.log_dict({"rows": [c.name for c in concepts]}, "sample_concepts.json")  # the grids' rows, in order
         loader = DataLoader(dataset, batch_size=cfg.batch_size, collate_fn=collate, num_workers=cfg.num_workers,
                             sampler=DrawSampler(start * accum, cfg.max_steps * accum, cfg.batch_size,
                                                 accelerator.process_index, procs))
@@ -144,7 +149,7 @@ def _train(stage: GlobalStage | LocalStage, profile: str) -> dict:
                                                 state, cfg.keep_checkpoints)
                     accelerator.print(f"{stage.name}: checkpoint {last_good} written")
                 if main and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.max_steps):
-                    _log_sample(accelerator, module, frozen, dataset, stage, step, mlflow)
+                    _log_sample(accelerator, module, frozen, concepts, stage, step, mlflow)
 
         metrics = {
             "stage": stage.name, "steps": cfg.max_steps, "resumed_from_step": start,
@@ -223,10 +228,10 @@ def _mean_loss(rows: list[dict]) -> float | None:
     return sum(r["loss"] for r in rows) / len(rows) if rows else None
 
 
-def _log_sample(accelerator, module, frozen, dataset, stage, step: int, mlflow) -> None:
+def _log_sample(accelerator, module, frozen, concepts, stage, step: int, mlflow) -> None:
     elite = accelerator.unwrap_model(module).elite
     with accelerator.autocast():
-        grid = sample_grid(frozen, elite, dataset, stage.cfg, stage.sample_lam())
+        grid = sample_grid(frozen, elite, concepts, stage.cfg, stage.sample_lam())
     elite.attach(frozen.unet, use_local=stage.need_mask)  # the pipeline re-attached the same projections
     mlflow.log_image(grid, artifact_file=f"samples/step_{step:07d}.png")
 

@@ -206,19 +206,24 @@ class LocalStage:
 
 
 @torch.no_grad()
-def sample_grid(frozen: Frozen, elite: EliteModel, dataset, cfg, lam: float) -> Image.Image:
-    """concept | generation for the first manifest row, with the weights as they are now."""
+def sample_grid(frozen: Frozen, elite: EliteModel, concepts: list, cfg, lam: float) -> Image.Image:
+    """One row per concept (`elite.train.samples`): concept | generation with `sample_prompt`, with the
+    weights as they are now (every row from the same seed)."""
     pipe = ElitePipeline(
         vae=frozen.vae, text_encoder=frozen.text_encoder, tokenizer=frozen.tokenizer, unet=frozen.unet,
         scheduler=LMSDiscreteScheduler.from_config(frozen.noise_scheduler.config), image_encoder=frozen.image_encoder,
         image_processor=frozen.image_processor, elite=elite,
     )
     pipe.set_progress_bar_config(disable=True)
-    crop, mask = dataset.crop(0, cfg.crop_pad[0], with_mask=elite.local_mapper is not None and dataset.rows[0].mask is not None)
-    concept = pipe.encode_concept(crop, mask)
-    image = pipe(cfg.sample_prompt, concept=concept, lam=lam, num_inference_steps=cfg.sample_steps,
-                 guidance_scale=cfg.sample_guidance, generator=torch.Generator().manual_seed(cfg.seed)).images[0]
-    grid = Image.new("RGB", (image.width * 2, image.height))
-    grid.paste(crop.convert("RGB").resize(image.size, Image.BICUBIC), (0, 0))
-    grid.paste(image, (image.width, 0))
+    rows = []
+    for concept in concepts:
+        encoded = pipe.encode_concept(concept.image, concept.mask if elite.local_mapper is not None else None)
+        image = pipe(cfg.sample_prompt, concept=encoded, lam=lam, num_inference_steps=cfg.sample_steps,
+                     guidance_scale=cfg.sample_guidance, generator=torch.Generator().manual_seed(cfg.seed)).images[0]
+        rows.append((concept.image.convert("RGB").resize(image.size, Image.BICUBIC), image))
+    w, h = rows[0][1].size
+    grid = Image.new("RGB", (w * 2, h * len(rows)))
+    for i, (shown, generated) in enumerate(rows):
+        grid.paste(shown, (0, i * h))
+        grid.paste(generated, (w, i * h))
     return grid
