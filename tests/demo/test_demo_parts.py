@@ -118,3 +118,18 @@ def test_mask_auto_in_the_cli_and_the_api(repo_root, smoke_models, smoke_pipelin
     api = smoke_pipeline("a S*", concept=concept, lam=load_params("params.yaml", "smoke").generate.lam,
                          num_inference_steps=2, guidance_scale=5.0, generator=torch.Generator().manual_seed(5)).images[0]
     assert np.array_equal(np.asarray(api), np.asarray(Image.open(Path("auto.png")).convert("RGB")))
+
+
+def test_weights_folder_model_reports_progress_and_matches_the_pipeline(params, smoke_models, smoke_pipeline, concept_image):
+    """`elite demo --weights DIR`: the folder in the registered model's code (ElitePyfunc); one progress report
+    per image; image i is the pipeline's image for seed + i."""
+    mask = concept_image.with_name("concept_mask.png")
+    model = DemoModel.from_weights(smoke_models / "elite", smoke_models / "base", params)
+    reports = []
+    images = model.generate(image=concept_image, mask=mask, prompt="a S* on the beach", lam=0.6, steps=2, guidance=5.0,
+                            seed=11, scheduler="ddim", num_images=2, progress=lambda done, desc: reports.append((done, desc)))
+    assert reports == [((0, 2), "image 1 of 2"), ((1, 2), "image 2 of 2")]
+    concept = smoke_pipeline.encode_concept(concept_image, mask)
+    direct = smoke_pipeline("a S* on the beach", concept=concept, lam=0.6, num_inference_steps=2, guidance_scale=5.0,
+                            scheduler="ddim", generator=torch.Generator().manual_seed(12)).images[0]
+    assert np.array_equal(np.asarray(images[1].convert("RGB")), np.asarray(direct))
