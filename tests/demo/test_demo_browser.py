@@ -31,6 +31,7 @@ def output_size(models) -> tuple[int, int]:
 def test_upload_click_mask_generate(demo_url, concept_image, smoke_models, bad_files):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -75,10 +76,18 @@ def test_upload_click_mask_generate(demo_url, concept_image, smoke_models, bad_f
         wait.until(lambda d: "has no placeholder" in d.find_element(By.TAG_NAME, "body").text)
         screenshot(driver, "demo-bad-prompt")
 
-        # generate: one image of the model's output size in the gallery
+        # generate (30 steps, to watch the progress): one image of the model's output size in the gallery
         prompt.clear()
         prompt.send_keys("a S* on the beach")
+        driver.find_element(By.XPATH, "//button[contains(., 'Sampler')]").click()
+        steps = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "#steps input[type=number]")))
+        steps.send_keys(Keys.CONTROL, "a")
+        steps.send_keys("30", Keys.TAB)
         css("#generate").click()
+        WebDriverWait(driver, 120, poll_frequency=0.1).until(lambda d: "sampling" in d.find_element(By.ID, "gallery").text)
+        assert "steps" in css("#gallery").text  # the sampler's progress bar, e.g. "7/30 steps"
+        driver.execute_script("arguments[0].scrollIntoView()", css("#gallery"))
+        screenshot(driver, "demo-progress")
         result = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#gallery img[src*='gradio_api/file']"))
         image = fetch_image(result.get_attribute("src"))
         assert image.size == output_size(smoke_models)
