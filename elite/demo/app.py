@@ -35,7 +35,7 @@ MAX_IMAGES = 8
 MAX_FILE_SIZE = "64mb"
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=4)  # decoded images of up to 100 MP (300 MB) each
 def load_concept(path: str) -> Image.Image:
     """The uploaded concept image decoded by the project's decoder (pixel limit, EXIF, any mode -> RGB)."""
     return decode_image(Path(path).read_bytes(), "concept image")
