@@ -23,7 +23,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from elite.demo.model import DemoModel, Defaults  # noqa: E402
-from elite.demo.segment import OBJECT, BACKGROUND, Prompts, Segmenter, overlay, to_image_pixels  # noqa: E402
+from elite.demo.segment import (ERASE, OBJECT, BACKGROUND, TINT, Prompts, Segmenter, overlay,  # noqa: E402
+                                paint_view, painted_mask, to_image_pixels)
 from elite.errors import EliteError  # noqa: E402
 from elite.models.text import find_placeholders  # noqa: E402
 from elite.registry.codec import decode_image, decode_mask  # noqa: E402
@@ -145,6 +146,27 @@ class Demo:
             return gr.skip(), None, Prompts(), f"**Mask refused:** {exc}"
         return overlay(image, mask), gr.skip(), Prompts(), describe(mask, "uploaded")
 
+    def on_edit(self, path, mask_path):
+        """The current mask (or none) into the brush editor."""
+        try:
+            image = self.concept(path)
+            return paint_view(image, load_mask(mask_path, image) if mask_path else None)
+        except EliteError as exc:
+            gr.Warning(str(exc))
+            return gr.skip()
+
+    def on_painted(self, path, mask_path, painted):
+        """The mask in use with the brush strokes applied (the clicks are dropped)."""
+        try:
+            image = self.concept(path)
+            mask = painted_mask(painted, load_mask(mask_path, image) if mask_path else None, image.size)
+            if not mask.any():
+                raise EliteError("the painted mask is empty: paint over the object, or use the whole image")
+        except EliteError as exc:
+            gr.Warning(str(exc))
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return overlay(image, mask), self.save_mask(mask), Prompts(), describe(mask, "painted")
+
     def generate(self, image, mask, prompt, lam, seed, guidance, steps, scheduler, num_images, image2=None,
                  mask2=None, progress=gr.Progress(track_tqdm=True)):
         """Generate `num_images` images of the concept in `prompt` (S* marks it); image i uses seed + i.
@@ -196,6 +218,13 @@ class Demo:
                     status = gr.Markdown(describe(None, ""), elem_id="mask-status")
                     mask = gr.File(label="Object mask (white = object): made from your clicks, or upload one",
                                    type="filepath", elem_id="mask")
+                    with gr.Accordion("Touch up the mask with a brush", open=False):
+                        edit = gr.Button("Open the mask in the editor", size="sm", elem_id="edit")
+                        painter = gr.ImageEditor(type="pil", image_mode="RGBA", sources=(), transforms=(), layers=False,
+                                                 brush=gr.Brush(colors=[f"rgb{TINT}", f"rgb{ERASE}"], color_mode="fixed"),
+                                                 eraser=gr.Eraser(), label="Blue brush adds to the mask, black removes",
+                                                 elem_id="painter", format="png")
+                        use = gr.Button("Use the painted mask", size="sm", elem_id="use-painted")
                     with gr.Accordion("Second concept (optional): the prompt then names them S1* and S2*", open=False):
                         concept2 = gr.File(label="Second concept image", type="filepath", elem_id="concept2")
                         mask2 = gr.File(label="Its mask (white = object; none: the whole image)", type="filepath",
@@ -227,6 +256,8 @@ class Demo:
             whole.click(self.on_whole, concept, [view, mask, prompts, status], **hidden)
             mask.upload(self.on_mask_upload, [concept, mask], [view, mask, prompts, status], **hidden)
             mask.clear(self.on_whole, concept, [view, mask, prompts, status], **hidden)
+            edit.click(self.on_edit, [concept, mask], painter, **hidden)
+            use.click(self.on_painted, [concept, mask, painter], [view, mask, prompts, status], **hidden)
             preset.change(lambda p: LAMS.get(p, d.lam), preset, lam, **hidden)
             go.click(self.generate, [concept, mask, prompt, lam, seed, guidance, steps, scheduler, num, concept2, mask2],
                      gallery,

@@ -118,3 +118,27 @@ def overlay(image: Image.Image, mask: np.ndarray | None, prompts: Prompts | None
             cx, cy = prompts.corner[0] * scale, prompts.corner[1] * scale
             draw.rectangle((cx - r, cy - r, cx + r, cy + r), outline=(255, 220, 0), width=2)
     return view
+
+
+ERASE = (0, 0, 0)  # the brush colour that removes from the mask (TINT adds)
+
+
+def paint_view(image: Image.Image, mask: np.ndarray | None) -> dict:
+    """The brush editor's value: the view of the image with its mask; the user paints on a layer of its own."""
+    return {"background": overlay(image, mask), "layers": [], "composite": None}
+
+
+def painted_mask(value: dict | None, mask: np.ndarray | None, size: tuple[int, int]) -> np.ndarray:
+    """`mask` (None: empty) with the strokes of the brush editor applied: TINT strokes add to it, ERASE strokes
+    remove from it (strokes are view-sized; the result is image-sized, bool)."""
+    layers = [np.asarray(layer.convert("RGBA")) for layer in (value or {}).get("layers") or [] if layer is not None]
+    if not layers:
+        raise EliteError("nothing painted: open the mask in the editor and paint on the image first")
+    out = np.zeros((size[1], size[0]), bool) if mask is None else mask.copy()
+    for layer in layers:
+        for colour, keep in ((TINT, True), (ERASE, False)):
+            # opaque pixels only: a stroke's soft edge may store darkened colours that would read as ERASE
+            near = (np.abs(layer[..., :3].astype(np.int16) - np.array(colour)).max(axis=2) < 48) & (layer[..., 3] >= 128)
+            stroke = np.asarray(Image.fromarray(near.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
+            out[stroke] = keep
+    return out

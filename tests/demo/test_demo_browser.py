@@ -68,6 +68,20 @@ def test_upload_click_mask_generate(demo_url, concept_image, smoke_models, bad_f
         assert changed[~shown].mean() < 0.05  # ... and little else (the click's dot, the outline)
         screenshot(driver, "demo-mask")
 
+        # touch it up with the brush: a blue stroke across the disc adds to the mask
+        driver.find_element(By.XPATH, "//button[contains(., 'Touch up the mask')]").click()
+        wait.until(ec.element_to_be_clickable((By.ID, "edit"))).click()
+        canvas = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#painter canvas")[-1])
+        driver.execute_script("arguments[0].scrollIntoView()", canvas)
+        css("#painter button[aria-label='Brush']").click()
+        ActionChains(driver).move_to_element_with_offset(canvas, -40, 0).click_and_hold().move_by_offset(80, 0) \
+            .move_by_offset(0, 20).move_by_offset(-80, 0).release().perform()
+        css("#use-painted").click()
+        wait.until(lambda d: "painted" in d.find_element(By.ID, "mask-status").text)
+        share = int(css("#mask-status").text.split(", ")[-1].split("%")[0])
+        assert share > mask.mean() * 100 + 2  # the stroke was added
+        screenshot(driver, "demo-painted")
+
         # a prompt without S*: a message, no result
         prompt = css("#prompt textarea")
         prompt.clear()

@@ -133,3 +133,22 @@ def test_weights_folder_model_reports_progress_and_matches_the_pipeline(params, 
     direct = smoke_pipeline("a S* on the beach", concept=concept, lam=0.6, num_inference_steps=2, guidance_scale=5.0,
                             scheduler="ddim", generator=torch.Generator().manual_seed(12)).images[0]
     assert np.array_equal(np.asarray(images[1].convert("RGB")), np.asarray(direct))
+
+
+def test_brush_strokes_add_and_remove(demo, concept_image):
+    """The brush editor: blue strokes add to the mask in use, black strokes remove from it (view -> image pixels)."""
+    mask_path = str(concept_image.with_name("concept_mask.png"))
+    value = demo.on_edit(str(concept_image), mask_path)
+    assert value["background"].size == (96 * 3, 128 * 3) and value["layers"] == []
+    layer = np.zeros((128 * 3, 96 * 3, 4), np.uint8)
+    layer[0:30, 0:60] = (30, 144, 255, 255)  # blue: add the top-left corner (10x20 image pixels)
+    layer[180:210, 120:165] = (0, 0, 0, 255)  # black: cut a hole in the disc (15x10 image pixels)
+    view, painted, prompts, status = demo.on_painted(str(concept_image), mask_path, {**value, "layers": [Image.fromarray(layer)]})
+    before = np.asarray(Image.open(mask_path)) > 127
+    after = np.asarray(Image.open(painted)) > 127
+    assert after[:10, :20].all() and not after[60:70, 40:55].any() and before[60:70, 40:55].all()
+    changed = before != after
+    changed[:10, :20] = changed[60:70, 40:55] = False
+    assert not changed.any() and "painted" in status
+    with pytest.warns(UserWarning, match="nothing painted"):
+        assert demo.on_painted(str(concept_image), mask_path, value) == (gr.skip(),) * 4
