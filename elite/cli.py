@@ -25,7 +25,7 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="elite", description="ELITE: one image -> a pseudo-word S* for Stable Diffusion")
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
-    parser.add_argument("--profile", choices=["smoke", "paper"], help="override params.yaml's profile")
+    parser.add_argument("--profile", choices=["smoke", "toy", "paper"], help="override params.yaml's profile")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"elite.commands.{name}").register(sub)

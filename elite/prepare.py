@@ -1,6 +1,7 @@
 """The prepare_models stage: put every model the pipeline needs into `models.dir`, loadable offline.
 
-smoke: builds the tiny models. paper: fetches the pinned pretrained models once (hub id), or copies a
+toy: trains every stand-in on the toy world (elite/toy/prepare.py). smoke: builds the tiny models.
+paper: fetches the pinned pretrained models once (hub id), or copies a
 local folder in the same layout (a pre-downloaded mirror). Either way later stages only ever read
 `models.dir`, through the same `from_pretrained` calls.
 """
@@ -13,10 +14,11 @@ from pathlib import Path
 from elite.config import Params
 from elite.data.sam import prepare_sam
 from elite.errors import EliteError
-from elite.io import atomic_dir
+from elite.io import atomic_dir, write_json
 from elite.smoke_models import build_base, build_image_encoder, init_elite_weights
 
 BUILTIN = "builtin"
+TOY = "toy"
 BASE_FILES = ["model_index.json", "scheduler/*", "tokenizer/*", "text_encoder/config.json", "text_encoder/model.safetensors",
               "unet/config.json", "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
               "vae/diffusion_pytorch_model.safetensors"]
@@ -45,6 +47,11 @@ def fetch(source: str, dest: Path, patterns: list[str]) -> None:
 def prepare_models(params: Params, out: Path | None = None) -> Path:
     cfg = params.models
     out = Path(out or cfg.dir)
+    if cfg.base == TOY:
+        from elite.toy.prepare import prepare_toy
+
+        prepare_toy(params, out)
+        return out
     if cfg.base == BUILTIN:
         with atomic_dir(out / "base") as tmp:
             build_base(tmp, cfg.seed)
@@ -58,6 +65,8 @@ def prepare_models(params: Params, out: Path | None = None) -> Path:
     init_elite_weights(out / "base", out / "image_encoder", out / "elite", cfg.seed + 2, cfg.feature_layers,
                        cfg.reference_depth)
     prepare_eval_models(cfg, out)
+    with atomic_dir(out / "probes") as tmp:  # the toy world's evaluation probes; none for real images
+        write_json(tmp / "probes.json", {})
     prepare_sam(cfg.sam, cfg.sam_type, out / "sam", cfg.seed + 5)  # the mask stage's SAM
     return out
 

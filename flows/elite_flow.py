@@ -30,7 +30,7 @@ from flows import stages as S
 
 REPO = Path(__file__).resolve().parents[1]
 FETCHING = ("prepare_models", "download", "dreambench")  # stages that download on the paper profile
-RETRIES = {"paper": (2, [30, 120]), "smoke": (0, 0)}  # smoke fetches nothing: a failure is a bug, not luck
+RETRIES = {"paper": (2, [30, 120]), "toy": (0, 0), "smoke": (0, 0)}  # smoke and toy fetch nothing: a failure is a bug
 ARTIFACT_KEY = "elite-metrics"
 
 
@@ -145,7 +145,7 @@ def _mlflow_client(repo: Path):
 # --- the flow -------------------------------------------------------------------------------------
 
 @flow(name="elite")
-def elite(profile: Literal["smoke", "paper"] | None = None, stages: list[str] | None = None, shards: int = 1,
+def elite(profile: Literal["smoke", "toy", "paper"] | None = None, stages: list[str] | None = None, shards: int = 1,
           shard_stages: list[str] | None = None, dask_address: str | None = None, dask_workers: int = 0,
           repo: str | None = None) -> list[dict]:
     """Run the DVC pipeline of `repo` (default: the checkout holding this file).
@@ -212,7 +212,7 @@ def _metric(key: str, value: float):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run the Prefect flow `elite` once, without a server.")
-    parser.add_argument("--profile", choices=["smoke", "paper"])
+    parser.add_argument("--profile", choices=["smoke", "toy", "paper"])
     parser.add_argument("--stages", nargs="+", help="a subset of dvc.yaml's stages")
     parser.add_argument("--shards", type=int, default=1)
     parser.add_argument("--shard-stages", nargs="+", choices=S.SHARDABLE, help="default: all of them")

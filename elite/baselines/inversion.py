@@ -29,7 +29,7 @@ from elite.io import atomic_dir
 from elite.models.attention import EliteConditioning, KVProjections, attach_base_processors, cross_attention_layers, layer_level
 from elite.models.text import PLACEHOLDER, encode_with_words, tokenize_with_placeholder
 from elite.pipeline import Concept
-from elite.train.losses import ldm_loss
+from elite.train.losses import diffusion_target, ldm_loss
 from elite.train.templates import TEMPLATES
 
 METHODS = ("ti", "xti")
@@ -140,7 +140,8 @@ class InversionObjective:
                   for i, k in enumerate(self.keys)}
         text = states[TI_KEY] if self.method == "ti" else states
         pred = self.unet(self.noise_sched.add_noise(latents, noise, t), t, encoder_hidden_states=EliteConditioning(text=text)).sample
-        return ldm_loss(pred, noise, self.lat_mask[flip] if self.masked else None)
+        target = diffusion_target(self.noise_sched, latents, noise, t)
+        return ldm_loss(pred, target, self.lat_mask[flip] if self.masked else None)
 
 
 def invert(base: str | Path, image: Image.Image, mask: Image.Image | None, method: str, cfg: InversionConfig,

@@ -13,6 +13,7 @@ from elite.config.data import CurateConfig, DownloadConfig, MaskConfig
 from elite.config.evaluate import DreambenchConfig, EvaluateConfig
 from elite.config.models import GenerateConfig, ModelsConfig
 from elite.config.register import RegisterConfig
+from elite.config.toy import ToyConfig
 from elite.config.train import TrainGlobalConfig, TrainLocalConfig
 from elite.errors import EliteError
 
@@ -29,6 +30,7 @@ SECTIONS: dict[str, type[Section]] = {
     "evaluate": EvaluateConfig,
     "register": RegisterConfig,
     "baselines": BaselinesConfig,
+    "toy": ToyConfig,
 }
 
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from elite.errors import EliteError
 
-PROFILES = ("smoke", "paper")
+PROFILES = ("smoke", "toy", "paper")
 
 
 class Section(BaseModel):

@@ -15,6 +15,7 @@ from elite.config.base import Section
 
 class DownloadConfig(Section):
     # "synthetic": write a small generated split in the official release layout, then import it;
+    # "toy": write the toy world (params `toy`: size, seed, held-out identities left out) in that layout;
     # "zoo": FiftyOne's zoo (`open-images-v7`), resumable, into zoo_dir;
     # anything else: a local directory laid out like the official release (or FiftyOne's split layout)
     source: str = Field(min_length=1)
@@ -30,6 +31,7 @@ class DownloadConfig(Section):
     synthetic_size: list[int] = Field(min_length=2, max_length=2)  # [min, max] image side in pixels
     synthetic_objects: list[int] = Field(min_length=2, max_length=2)  # [min, max] objects per scene
     synthetic_mask_fraction: float = Field(ge=0, le=1)  # share of objects that get a release mask
+    toy_images: int = Field(ge=1)  # source=toy: scenes written (none with a held-out identity)
     seed: int
 
 

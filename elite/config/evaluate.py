@@ -22,6 +22,7 @@ class DreambenchConfig(Section):
     live_classes: list[str] = Field(min_length=1)  # class words of the live subjects (the file does not mark them)
     seed: int  # for the builtin set
     builtin_size: int = Field(ge=32)  # side of the builtin set's images, pixels
+    toy_images: int = Field(ge=2)  # source=toy: renders per held-out concept (00.jpg is the concept image)
 
 
 class PromptFamily(Section):

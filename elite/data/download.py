@@ -3,6 +3,8 @@
 `download.source` picks where the split comes from; all three go through the same parser and
 writer (`elite.data.openimages`) and the same FiftyOne import:
 
+* `toy` (toy): the toy world's scenes without the held-out identities (elite/toy/release.py), written in
+  the release layout and imported the same way;
 * `synthetic` (smoke): the stage first writes a generated split in the official release layout to
   `data/openimages/release/`, then imports it exactly like a pre-downloaded copy;
 * `zoo` (paper): FiftyOne's zoo downloads `open-images-v7` (boxes + segmentations) into
@@ -29,9 +31,10 @@ from elite.io import atomic_dir, write_json
 from elite.tracking import scoped_dataset
 
 
-def run_download(cfg) -> dict:
+def run_download(cfg, toy=None) -> dict:
+    """`toy`: the params' `toy` section, read when download.source is toy."""
     out = paths.OPENIMAGES
-    if cfg.source not in ("synthetic", "zoo"):
+    if cfg.source not in ("synthetic", "zoo", "toy"):
         src = Path(cfg.source).expanduser().absolute()
         if src == out.absolute() or out.absolute() in src.parents:
             raise EliteError(f"download.source: {cfg.source} is inside {out}, which this stage replaces; keep the copy elsewhere")
@@ -40,6 +43,12 @@ def run_download(cfg) -> dict:
         if cfg.source == "synthetic":
             src = write_synthetic_release(tmp / "release", cfg.split, cfg.synthetic_images, cfg.synthetic_size,
                                           cfg.synthetic_objects, cfg.synthetic_mask_fraction, cfg.seed)
+        elif cfg.source == "toy":
+            from elite.toy.release import write_toy_release
+
+            held = frozenset((c, p) for c, p in toy.held_out)
+            src = write_toy_release(tmp / "release", cfg.split, cfg.toy_images, toy.size, cfg.seed, held,
+                                    cfg.synthetic_mask_fraction)
         elif cfg.source == "zoo":
             src = zoo_download(cfg.split, cfg.zoo_dir, cfg.max_samples, cfg.workers, cfg.retries, cfg.retry_wait)
         release = find_release(src, cfg.split)

@@ -67,10 +67,11 @@ def build_sam_model(config: dict):
     raise EliteError(f"{CONFIG}: type must be one of {', '.join(SAM_TYPES)}, got {kind!r}")
 
 
-def write_tiny_sam(out: Path, seed: int) -> None:
-    """Build the tiny SAM with random weights and save it like the released checkpoints."""
-    torch.manual_seed(seed)
-    model = build_tiny_sam(TINY_ARCH)
+def write_tiny_sam(out: Path, seed: int, model=None) -> None:
+    """Save the tiny SAM (`model`, else random weights from `seed`) like the released checkpoints."""
+    if model is None:
+        torch.manual_seed(seed)
+        model = build_tiny_sam(TINY_ARCH)
     torch.save(model.state_dict(), out / "sam_tiny.pth")
     (out / CONFIG).write_text(json.dumps({"type": "tiny", "checkpoint": "sam_tiny.pth", "arch": TINY_ARCH}, indent=2) + "\n")
 

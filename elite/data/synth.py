@@ -74,24 +74,31 @@ def write_synthetic_release(root: Path, split: str, n_images: int, size: list[in
     boxes, segs, masks = [], [], {}
     used_ids: set[str] = set()
     for index in range(n_images - 1):
-        image_id = _new_id(rng, used_ids)
+        image_id = new_image_id(rng, used_ids)
         w, h = (int(v) for v in rng.integers(size[0], size[1] + 1, 2))
         rgb, objs = _scene(rng, w, h, int(rng.integers(objects[0], objects[1] + 1)))
         Image.fromarray(rgb).save(root / split / f"{image_id}.jpg", quality=90)
-        _annotate(rng, image_id, w, h, objs, mask_fraction, boxes, segs, masks)
+        annotate(rng, image_id, w, h, objs, mask_fraction, boxes, segs, masks)
         if index == 0:
             first = (image_id, w, h, objs)
     # the last scene: the first scene's file under a new ImageID (an exact duplicate)
-    dup_id = _new_id(rng, used_ids)
+    dup_id = new_image_id(rng, used_ids)
     (root / split / f"{dup_id}.jpg").write_bytes((root / split / f"{first[0]}.jpg").read_bytes())
-    _annotate(rng, dup_id, first[1], first[2], first[3], mask_fraction, boxes, segs, masks)
+    annotate(rng, dup_id, first[1], first[2], first[3], mask_fraction, boxes, segs, masks)
 
+    write_release_tables(root, split, [c[:2] for c in CLASSES], boxes, segs, masks)
+    return root
+
+
+def write_release_tables(root: Path, split: str, classes: list[tuple[str, str]], boxes: list, segs: list,
+                         masks: dict[str, bytes]) -> None:
+    """The release's CSVs, class lists, hierarchy and mask archives for rows made by `annotate`."""
     _write_csv(root / f"{split}-annotations-bbox.csv", BBOX_HEADER, boxes)
     _write_csv(root / f"{split}-annotations-object-segmentation.csv", SEG_HEADER, segs)
-    _write_csv(root / "oidv7-class-descriptions-boxable.csv", ["LabelName", "DisplayName"], [c[:2] for c in CLASSES])
-    (root / "oidv7-classes-segmentation.txt").write_text("".join(f"{c[0]}\n" for c in CLASSES))
+    _write_csv(root / "oidv7-class-descriptions-boxable.csv", ["LabelName", "DisplayName"], classes)
+    (root / "oidv7-classes-segmentation.txt").write_text("".join(f"{c[0]}\n" for c in classes))
     (root / "bbox_labels_600_hierarchy.json").write_text(json.dumps(
-        {"LabelName": "/m/0bl9f", "Subcategory": [{"LabelName": c[0]} for c in CLASSES]}, indent=1))
+        {"LabelName": "/m/0bl9f", "Subcategory": [{"LabelName": c[0]} for c in classes]}, indent=1))
     by_archive: dict[str, list[str]] = {}
     for name in sorted(masks):
         by_archive.setdefault(name[0], []).append(name)
@@ -99,10 +106,9 @@ def write_synthetic_release(root: Path, split: str, n_images: int, size: list[in
         with zipfile.ZipFile(root / f"{split}-masks-{digit}.zip", "w", zipfile.ZIP_STORED) as zf:
             for name in names:
                 zf.writestr(name, masks[name])
-    return root
 
 
-def _new_id(rng, used: set[str]) -> str:
+def new_image_id(rng, used: set[str]) -> str:
     while True:
         image_id = "".join(rng.choice(list("0123456789abcdef"), 16))
         if image_id not in used and not image_id.isdigit():
@@ -141,7 +147,7 @@ def _scene(rng, w: int, h: int, k: int):
     return rgb, [o for o in objs if o["visible"].sum() >= 16]
 
 
-def _annotate(rng, image_id, w, h, objs, mask_fraction, boxes, segs, masks) -> None:
+def annotate(rng, image_id, w, h, objs, mask_fraction, boxes, segs, masks) -> None:
     for obj in objs:
         vis = obj["visible"]
         ys, xs = np.nonzero(vis)

@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 PROMPTS_FILE = "prompts_and_classes.txt"
 SUBJECTS_JSON = "subjects.json"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-EXTRA_FILES = ("references_and_licenses.txt", "LICENSE", "LICENSE.md", "LICENSE.txt")  # copied along when present
+EXTRA_FILES = ("references_and_licenses.txt", "LICENSE", "LICENSE.md", "LICENSE.txt",  # copied along when present
+               "toy_concepts.json")  # the toy set's attributes per subject (elite/toy/dreambench.py)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 LISTS = {"object": "Object Prompts", "live": "Live Subject Prompts"}
 FORMAT_ARGS = ("unique_token", "class_token")
@@ -363,6 +364,10 @@ def build_dreambench(params, out: str | Path | None = None) -> list[Subject]:
         work = Path(work)
         if cfg.source == "builtin":
             src = write_builtin(work / "dataset", cfg.seed, cfg.builtin_size)
+        elif cfg.source == "toy":
+            from elite.toy.dreambench import write_toy_dreambench
+
+            src = write_toy_dreambench(work / "dataset", params.toy.held_out, params.toy.size, cfg.seed, cfg.toy_images)
         elif cfg.source == "download":
             archive = download(cfg.url, work / "archive", cfg.sha256, cfg.retries, cfg.retry_wait)
             src = extract_dataset(archive, cfg.archive_dir, work / "dataset")

@@ -1,8 +1,20 @@
-"""Training losses: L_LDM (epsilon target), its masked form (stage 2) and the two regularisers."""
+"""Training losses: L_LDM (epsilon or v target, as the base model's scheduler says), its masked form (stage 2)
+and the two regularisers."""
 
 from __future__ import annotations
 
 import torch
+
+
+def diffusion_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the UNet predicts: the noise (Stable Diffusion v1, `epsilon`) or the velocity (`v_prediction`, the
+    toy profile's base model)."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, t)
+    raise ValueError(f"unsupported prediction_type {kind!r} (epsilon or v_prediction)")
 
 
 def ldm_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

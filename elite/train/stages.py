@@ -27,7 +27,7 @@ from elite.models.features import clip_layer_features
 from elite.models.text import encode_with_words
 from elite.pipeline import ElitePipeline, _load
 from elite.train.data import GlobalDataset, LocalDataset, Row
-from elite.train.losses import ldm_loss, local_value_regulariser, word_regulariser
+from elite.train.losses import diffusion_target, ldm_loss, local_value_regulariser, word_regulariser
 
 
 @dataclass
@@ -61,9 +61,9 @@ def load_frozen(base: str, encoder_src: str, device: torch.device, dtype: torch.
         base=base,
         image_encoder_src=encoder_src,
     )
-    if frozen.noise_scheduler.config.prediction_type != "epsilon":
+    if frozen.noise_scheduler.config.prediction_type not in ("epsilon", "v_prediction"):
         raise EliteError(f"{base}/scheduler: prediction_type is {frozen.noise_scheduler.config.prediction_type!r}; "
-                         "ELITE trains with the epsilon target (Stable Diffusion v1)")
+                         "ELITE trains with the epsilon (Stable Diffusion v1) or v_prediction target")
     for model in (frozen.vae, frozen.text_encoder, frozen.unet, frozen.image_encoder):
         model.requires_grad_(False).eval().to(device)
     return frozen
@@ -100,7 +100,8 @@ class StageModule(nn.Module):
 
     def noisy_latents(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample a latent from the target's VAE distribution, noise and a uniform timestep, each from the
-        draw's own generator (seeded by `noise_seed`), so they depend on the draw only."""
+        draw's own generator (seeded by `noise_seed`), so they depend on the draw only. Returns the noisy
+        latents, what the UNet must predict (noise, or velocity for a v-prediction base) and the timesteps."""
         f, dev = self.frozen, self.device
         if "latent_moments" in batch:
             mean, logvar = batch["latent_moments"].to(dev).float().chunk(2, dim=1)
@@ -118,7 +119,8 @@ class StageModule(nn.Module):
         noise = torch.stack(noise).to(dev)
         t = torch.stack(t).to(dev)
         latents = (mean + torch.exp(0.5 * logvar) * torch.stack(eps).to(dev)) * f.vae.config.scaling_factor
-        return f.noise_scheduler.add_noise(latents, noise, t).to(f.unet.dtype), noise, t
+        noisy = f.noise_scheduler.add_noise(latents, noise, t).to(f.unet.dtype)
+        return noisy, diffusion_target(f.noise_scheduler, latents, noise, t), t
 
     def clip_features(self, pixels: torch.Tensor) -> list[torch.Tensor]:
         f = self.frozen
@@ -130,11 +132,11 @@ class GlobalStageModule(StageModule):
 
     def forward(self, batch: dict) -> dict:
         f = self.frozen
-        noisy, noise, t = self.noisy_latents(batch)
+        noisy, target, t = self.noisy_latents(batch)
         words = self.elite.global_mapper(self.clip_features(batch["clip_pixels"]))
         text = encode_with_words(f.text_encoder, batch["input_ids"].to(self.device), batch["slot"].to(self.device), words)
         pred = f.unet(noisy, t, encoder_hidden_states=text.to(f.unet.dtype)).sample
-        ldm, reg = ldm_loss(pred, noise), word_regulariser(words)
+        ldm, reg = ldm_loss(pred, target), word_regulariser(words)
         return {"loss": ldm + self.cfg.reg_weight * reg, "loss_ldm": ldm.detach(), "loss_reg": reg.detach()}
 
 
@@ -145,7 +147,7 @@ class LocalStageModule(StageModule):
 
     def forward(self, batch: dict) -> dict:
         f, dev = self.frozen, self.device
-        noisy, noise, t = self.noisy_latents(batch)
+        noisy, target, t = self.noisy_latents(batch)
         slots = batch["slot"].to(dev)
         with torch.no_grad():
             w0 = self.elite.global_mapper(self.clip_features(batch["clip_pixels"]))[:, :1]
@@ -156,7 +158,7 @@ class LocalStageModule(StageModule):
             local_scale=torch.full((tokens.shape[0],), float(self.cfg.local_scale), device=dev), word_index=slots,
         )
         pred = f.unet(noisy, t, encoder_hidden_states=cond).sample
-        ldm = ldm_loss(pred, noise, batch["loss_mask"].to(dev))
+        ldm = ldm_loss(pred, target, batch["loss_mask"].to(dev))
         reg = local_value_regulariser(self.elite.local_kv, tokens)
         return {"loss": ldm + self.cfg.reg_weight * reg, "loss_ldm": ldm.detach(), "loss_reg": reg.detach()}
 

@@ -345,7 +345,7 @@ CONFIG = [
     config_error("params-lambda-nan", r"generate\.lam: Input should be greater than or equal to 0", _set("generate", "lam", float("nan"))),
     config_error("params-missing-section", r"missing section evaluate", _drop_section),
     config_error("params-not-yaml", r"not valid YAML", text="generate: [unclosed\n  - x: {\n"),
-    config_error("params-unknown-profile", r"profile must be one of smoke, paper, got 'fast'",
+    config_error("params-unknown-profile", r"profile must be one of smoke, toy, paper, got 'fast'",
                  lambda raw: raw.update(profile="fast")),
     _weights_case("weights-folder-missing", r"no ELITE weights .*`elite prepare-models`", lambda ctx, p: None),
     _weights_case("weights-file-damaged", r"elite\.safetensors: cannot load these weights", _damaged_weights),

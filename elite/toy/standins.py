@@ -1,0 +1,173 @@
+"""Stand-ins for SD v1-4's VAE and UNet and for CLIP, in the real architectures, trained on the toy world.
+
+- VAE: diffusers `AutoencoderKL`, 32 px -> 8x8x4 latents (4x downsampling), trained on reconstruction.
+- CLIP: transformers `CLIPModel` (text + vision towers) trained contrastively on full captions, so the
+  image features carry identity as real CLIP's do. Its text tower is the base model's text encoder, its
+  vision tower ELITE's image encoder.
+- UNet: diffusers `UNet2DConditionModel` with cross-attention at every level, v-prediction on a cosine
+  schedule (the v loss weighs the clean-image error by snr + 1, about 1 at high noise, where colour is
+  decided; epsilon-prediction weighs it by snr, about 0 there), trained text-to-image on the frozen text
+  tower.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+from elite.toy.bank import Bank, caption, full_caption
+
+Progress = Callable[[int, float], None] | None
+LATENT_CHANNELS = 16  # 8x8x16 latents for 32x32x3 renders: 4 latent channels lose colour and pattern
+
+
+def build_vae(size: int) -> AutoencoderKL:
+    """The posterior's log-variance starts at -8 (std 0.02): trained on samples from the first step, the
+    decoder sees the encoder's signal instead of unit noise, and ELITE's training later samples latents
+    from the same narrow posterior."""
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=LATENT_CHANNELS, block_out_channels=(16, 32, 64), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+        norm_num_groups=8, sample_size=size, scaling_factor=1.0,
+    )
+    with torch.no_grad():
+        vae.quant_conv.bias[LATENT_CHANNELS:] = -8.0
+    return vae
+
+
+def train_vae(vae: AutoencoderKL, bank: Bank, steps: int, seed: int, batch: int = 32, lr: float = 1e-3,
+              kl_weight: float = 1e-5, progress: Progress = None) -> AutoencoderKL:
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    vae.train()
+    for step in range(steps):
+        x = bank.images[torch.randint(len(bank), (batch,), generator=gen)]
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample(generator=gen)).sample
+        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + kl_weight * post.kl().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if progress:
+            progress(step, loss.item())
+    vae.eval()
+    with torch.no_grad():
+        z = torch.cat([vae.encode(bank.images[i:i + 256]).latent_dist.mean for i in range(0, min(len(bank), 2048), 256)])
+    vae.register_to_config(scaling_factor=float(1.0 / z.std()))
+    return vae
+
+
+def build_clip(size: int, max_tokens: int, width: int = 64) -> CLIPModel:
+    cfg = CLIPConfig(
+        text_config=dict(vocab_size=49408, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=3,
+                         num_attention_heads=4, max_position_embeddings=max_tokens, bos_token_id=49406,
+                         eos_token_id=49407, pad_token_id=49407, projection_dim=width),
+        vision_config=dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=4, num_attention_heads=4,
+                           image_size=size, patch_size=4, projection_dim=width),
+        projection_dim=width,
+    )
+    return CLIPModel(cfg)
+
+
+def tokens(tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
+    return tokenizer(texts, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
+                     return_tensors="pt").input_ids
+
+
+CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+
+
+def clip_pixels(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] images -> CLIP-normalised pixel values (what CLIPImageProcessor gives at the same size)."""
+    return ((images + 1) / 2 - CLIP_MEAN) / CLIP_STD
+
+
+def train_clip(clip: CLIPModel, tokenizer: CLIPTokenizer, bank: Bank, steps: int, seed: int, batch: int = 256,
+               lr: float = 2e-3, progress: Progress = None) -> CLIPModel:
+    gen = torch.Generator().manual_seed(seed)
+    captions = [full_caption(s) for s in bank.specs]
+    ids = tokens(tokenizer, captions)
+    opt = torch.optim.AdamW(clip.parameters(), lr=lr, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    clip.train()
+    for step in range(steps):
+        idx = torch.randint(len(bank), (batch,), generator=gen)
+        out = clip(input_ids=ids[idx], pixel_values=clip_pixels(bank.images[idx]))
+        same = (ids[idx][:, None, :] == ids[idx][None, :, :]).all(-1).float()  # equal captions are positives
+        target = same / same.sum(-1, keepdim=True)
+        loss = 0.5 * (torch.sum(-target * out.logits_per_image.log_softmax(-1), -1).mean()
+                      + torch.sum(-target * out.logits_per_text.log_softmax(-1), -1).mean())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if progress:
+            progress(step, loss.item())
+    return clip.eval()
+
+
+def build_unet(latent_size: int, text_dim: int, widths: tuple[int, int, int] = (64, 128, 128)) -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=latent_size, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, layers_per_block=1, block_out_channels=widths,
+        down_block_types=("CrossAttnDownBlock2D",) * 3, up_block_types=("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=text_dim, attention_head_dim=16, norm_num_groups=16,
+    )
+
+
+def build_scheduler() -> DDPMScheduler:
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
+                         clip_sample=False)
+
+
+@torch.no_grad()
+def encode_latents(vae: AutoencoderKL, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    z = torch.cat([vae.encode(images[i:i + batch]).latent_dist.mean for i in range(0, len(images), batch)])
+    return z * vae.config.scaling_factor
+
+
+def train_unet(unet: UNet2DConditionModel, text_encoder, tokenizer: CLIPTokenizer, latents: torch.Tensor,
+               bank: Bank, steps: int, seed: int, p_modes: dict[str, float], unnamed: frozenset[tuple[str, str]],
+               batch: int = 64, lr: float = 1e-3, drop_p: float = 0.1, template_p: float = 0.0, scene_p: float = 1.0,
+               ema_decay: float = 0.999, progress: Progress = None) -> UNet2DConditionModel:
+    """Text-to-image on the bank; identities in `unnamed` are never named in a caption. Returns the EMA."""
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    scheduler = build_scheduler()
+    ema = copy.deepcopy(unet).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 200) * (0.5 + 0.5 * math.cos(math.pi * s / steps)))
+    unet.train()
+    for step in range(steps):
+        idx = torch.randint(len(bank), (batch,), generator=gen)
+        texts = [caption(bank.specs[i], rng, p_modes, unnamed, drop_p, template_p, scene_p) for i in idx.tolist()]
+        with torch.no_grad():
+            cond = text_encoder(tokens(tokenizer, texts))[0]
+        x0 = latents[idx]
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, 1000, (batch,), generator=gen)
+        xt = scheduler.add_noise(x0, noise, t)
+        target = scheduler.get_velocity(x0, noise, t)
+        pred = unet(xt, t, cond).sample
+        loss = F.mse_loss(pred, target)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            d = min(ema_decay, (1 + step) / (10 + step))
+            for pe, p in zip(ema.parameters(), unet.parameters()):
+                pe.lerp_(p, 1 - d)
+        if progress:
+            progress(step, loss.item())
+    return ema
