@@ -79,8 +79,8 @@ def test_experiments_log_and_register_into_the_repository_store(experiments):
     assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db")), "an experiment made its own store"
     client = _client(repo)
     runs = client.search_runs([client.get_experiment_by_name("elite").experiment_id], max_results=500)
-    by_exp = {name: {r.data.tags["stage"]: r for r in runs if r.data.tags.get("dvc.experiment") == name}
-              for name in EXPERIMENTS}
+    by_exp = {name: {r.data.tags["stage"]: r for r in runs if r.data.tags.get("dvc.experiment") == name
+                     and "stage" in r.data.tags} for name in EXPERIMENTS}  # the stage runs, not the pipeline run
     for name, lr in EXPERIMENTS.items():
         stages = by_exp[name]
         assert set(stages) == {"train_local", "evaluate", "register"}, (name, sorted(stages))
@@ -250,12 +250,16 @@ def test_mlflow_ui_compares_the_training_runs_of_two_experiments(experiments, ml
         assert "curated/global" in driver.page_source and "masks/local" in driver.page_source  # the Dataset column
         screenshot(driver, "mlflow-runs")
         ids = json.dumps([r.info.run_id for r in runs.values()]).replace(" ", "")
-        driver.get(f"{base}/#/compare-runs?runs={ids}&experiments=[\"{experiment_id}\"]")
+        driver.get(f"{base}/#/compare-runs?runs={ids}&experiments=[\"{experiment_id}\"]&workflowType=machine_learning")
         WebDriverWait(driver, 120).until(lambda d: "Comparing 2 Runs" in d.page_source)
         WebDriverWait(driver, 30).until(lambda d: all(f"train_local ({n})" in d.page_source for n in EXPERIMENTS))
-        for lr in EXPERIMENTS.values():
-            assert driver.find_elements(By.XPATH, f"//*[text()='{float(lr):g}']"), lr  # the learning rates
+        WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "svg.main-svg"))  # the plot drawn
         screenshot(driver, "mlflow-compare-training-runs")
+        for lr in EXPERIMENTS.values():  # the learning rates, side by side in the parameters table
+            cells = driver.find_elements(By.XPATH, f"//*[text()='{float(lr):g}']")
+            assert cells, lr
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", cells[0])
+        screenshot(driver, "mlflow-compare-training-runs-params")
 
 
 def test_mlflow_ui_shows_the_sample_grids(experiments, mlflow_ui):
