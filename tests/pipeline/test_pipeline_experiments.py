@@ -25,6 +25,7 @@ from pipeline_helpers import BIN, copy_checkout, dvc, free_port, git, run, stage
 
 from elite.tracking import KIND, KIND_TAG, PIPELINE_TAG
 
+pytestmark = pytest.mark.slow  # a baseline dvc repro and two experiments: about 10 minutes on 2 shared cores
 DOWNLOAD_DATASET = f"elite-openimages-exptest-{os.getpid()}"
 EVAL_DATASET = f"elite-dreambench-exptest-{os.getpid()}"
 
