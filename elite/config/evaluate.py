@@ -36,6 +36,7 @@ class EvaluateConfig(Section):
     base: str  # Stable Diffusion folder the weights belong to (also the no-concept baseline)
     clip_model: str  # CLIP for CLIP-I / CLIP-T (paper: ViT-B/32, as Textual Inversion's clip_eval)
     dino_model: str  # DINO ViT for DINO-I (paper: ViT-S/16)
+    probes: str  # toy world: identity/scene probes (with the set's toy_concepts.json: identity and scene accuracy)
     subjects_file: str  # data/dreambench/subjects.json
     masks: str  # folder with <subject>.png, the SAM mask of each subject's concept image (mask stage)
     out: str  # generated images, grids, report
@@ -57,6 +58,7 @@ class EvaluateConfig(Section):
     dtype: Literal["float32", "float16", "bfloat16"]  # generation precision on the GPU (the CPU uses float32)
     cpu_threads: int = Field(ge=0)  # torch CPU threads (0 = torch's default); tiny smoke models run fastest on 1
     baseline: bool  # also generate with the base model and the class word instead of S* (no-concept row)
+    global_row: bool  # also ELITE at lambda 0 (the global word only) on every prompt: the paper's Table 3 ablation
     sweep_lams: list[float]  # lambda values of the sweep (paper Fig. 12: 0 to 1.2); [] = no sweep
     sweep_subjects: int = Field(ge=1)  # the sweep runs on the first this-many evaluated subjects
     sweep_prompts: int = Field(ge=1)  # ... and this many of their prompts, evenly spaced

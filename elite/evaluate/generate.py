@@ -30,7 +30,8 @@ from elite.errors import EliteError
 from elite.evaluate.dreambench import fill
 from elite.io import atomic_file, write_json
 
-VARIANTS = ("elite", "baseline", "sweep", "ti", "xti")
+VARIANTS = ("elite", "baseline", "sweep", "ti", "xti", "global", "named")
+TEXT_ONLY = ("baseline", "named")  # the base model on a text prompt: the class word, or the identity named (toy)
 INVERSIONS = ("ti", "xti")
 
 
@@ -127,8 +128,11 @@ def inversion_settings(baselines, method: str) -> dict:
     return {**getattr(baselines, method).model_dump(), "seed": baselines.seed, "flip_p": baselines.flip_p}
 
 
-def plan(cfg, subjects: list[dict], concepts: dict[str, tuple[Path, Path]], weights_id: str, baselines=None) -> list[Job]:
-    """Every job of the stage in a fixed order: elite, baseline, sweep, ti/xti; subjects and prompts as listed."""
+def plan(cfg, subjects: list[dict], concepts: dict[str, tuple[Path, Path]], weights_id: str, baselines=None,
+         named: dict[str, str] | None = None) -> list[Job]:
+    """Every job of the stage in a fixed order: elite, baseline, sweep, ti/xti, then global (ELITE at lambda 0,
+    `evaluate.global_row`) and named (the base model with the subject's identity words of `named` in place of
+    S*: what text alone can do; toy world); subjects and prompts as listed."""
     out = Path(cfg.out)
     sampler = {"steps": cfg.steps, "guidance": cfg.guidance, "scheduler": cfg.scheduler}
     concept_ids = {s: fingerprint(*paths) for s, paths in concepts.items()}
@@ -137,12 +141,17 @@ def plan(cfg, subjects: list[dict], concepts: dict[str, tuple[Path, Path]], weig
     def add(variant: str, row: dict, template: str, lam: float | None, folder: Path, n: int) -> None:
         family, _ = family_of(template, cfg.families)
         text = fill(template, "", row["class"])
-        prompt = text if variant == "baseline" else fill(template, cfg.placeholder, row["class"] if cfg.class_word_in_prompt else "")
+        if variant == "named":
+            prompt = fill(template, named[row["subject"]], row["class"])
+        elif variant == "baseline":
+            prompt = text
+        else:
+            prompt = fill(template, cfg.placeholder, row["class"] if cfg.class_word_in_prompt else "")
         seeds = tuple(image_seed(cfg.seed, row["subject"], template, i) for i in range(n))
         settings = {**sampler, "prompt": prompt, "lam": lam, "base": cfg.base}
         if variant in INVERSIONS:
             settings.update(concept=concept_ids[row["subject"]], inversion=inversion_settings(baselines, variant))
-        elif variant != "baseline":
+        elif variant not in TEXT_ONLY:
             settings.update(weights=weights_id, concept=concept_ids[row["subject"]])
         jobs.append(Job(variant, row["subject"], row["class"], template, family, lam, prompt, text, folder, seeds, settings))
 
@@ -172,6 +181,13 @@ def plan(cfg, subjects: list[dict], concepts: dict[str, tuple[Path, Path]], weig
                 for template in subject_templates(row, cfg):
                     add(method, row, template, None, out / method / row["subject"] / slug(fill(template, "", row["class"])),
                         cfg.images_per_prompt)
+    extra = [("global", 0.0)] if cfg.global_row else []
+    extra += [("named", None)] if named else []
+    for variant, lam in extra:
+        for row in subjects:
+            for template in subject_templates(row, cfg):
+                add(variant, row, template, lam, out / variant / row["subject"] / slug(fill(template, "", row["class"])),
+                    cfg.images_per_prompt)
     return jobs
 
 
@@ -291,7 +307,7 @@ class Sampler:
     def run(self, job: Job, indices: list[int]) -> None:
         cfg = self.cfg
         gens = [torch.Generator().manual_seed(job.seeds[i]) for i in indices]
-        if job.variant == "baseline":
+        if job.variant in TEXT_ONLY:
             pipe, kwargs = self.sd(), {}
         elif job.variant in INVERSIONS:
             concept = self.inversion(job.variant, job.subject, job.class_word)
@@ -313,7 +329,7 @@ class Sampler:
 
 def generate(jobs: list[Job], runner: Sampler) -> dict[str, int]:
     """Generate every missing image of `jobs`; returns counts (generated / skipped)."""
-    order = {"elite": 0, "sweep": 0, "ti": 1, "xti": 1, "baseline": 2}  # fewest model switches
+    order = {"elite": 0, "sweep": 0, "global": 0, "ti": 1, "xti": 1, "baseline": 2, "named": 2}  # fewest model switches
     todo = sorted(((job, job.missing()) for job in jobs), key=lambda t: order[t[0].variant])
     total = sum(len(job.seeds) for job in jobs)
     missing = sum(len(m) for _, m in todo)

@@ -22,17 +22,23 @@ from PIL import Image, ImageDraw
 
 from elite.evaluate.metrics import Mean
 from elite.io import atomic_file
+from elite.toy.scoring import ACCURACIES
 
 SCORES = ("clip_i", "clip_t", "dino_i")
 
 
 def aggregate(rows: list[dict]) -> dict:
+    """Mean scores; on the toy world also the probes' accuracies (each over the images that have it)."""
     clip_i, dino_i, clip_t = Mean(), Mean(), Mean()
+    accuracies = {key: Mean() for key in ACCURACIES if any(r.get(key) is not None for r in rows)}
     for r in rows:
         clip_i.add(r["clip_i"], r["n_real"])
         dino_i.add(r["dino_i"], r["n_real"])
         clip_t.add(r["clip_t"])
-    return {"clip_i": clip_i.value, "clip_t": clip_t.value, "dino_i": dino_i.value, "images": len(rows)}
+        for key, mean in accuracies.items():
+            mean.add(r.get(key))
+    return {"clip_i": clip_i.value, "clip_t": clip_t.value, "dino_i": dino_i.value, "images": len(rows),
+            **{key: mean.value for key, mean in accuracies.items()}}
 
 
 def group(rows: list[dict], key: str) -> dict[str, dict]:
@@ -70,8 +76,9 @@ def build_metrics(rows: list[dict], real: dict[str, dict], encode_s: dict[str, f
         real_clip.add(value["clip_i"], value["pairs"])
         real_dino.add(value["dino_i"], value["pairs"])
     context = {"real": {"clip_i": real_clip.value, "dino_i": real_dino.value, "pairs": sum(v["pairs"] for v in real.values())}}
-    if baseline:
-        context["baseline"] = aggregate(baseline)
+    for variant in ("baseline", "named", "global"):  # the class word, the identity in words (toy), lambda 0
+        if by_variant[variant]:
+            context[variant] = aggregate(by_variant[variant])
     sweep = {f"lam_{lam:g}": agg for lam, agg in ((float(k), v) for k, v in group(by_variant["sweep"], "lam").items())}
     times = list(encode_s.values())
     timing = {

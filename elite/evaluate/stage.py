@@ -45,6 +45,14 @@ def concept_inputs(cfg, rows: list[dict]) -> dict[str, tuple[Path, Path]]:
     return out
 
 
+def named_identities(subjects_file: str) -> dict[str, str] | None:
+    """Toy world: subject -> its identity in words ("red checkered") from toy_concepts.json, else None."""
+    path = Path(subjects_file).parent / "toy_concepts.json"
+    if not path.is_file():
+        return None
+    return {name: f"{c['colour']} {c['pattern']}" for name, c in json.loads(path.read_text()).items()}
+
+
 def check_weights(path: str) -> Path:
     weights = Path(path)
     if not (weights / "elite_config.json").is_file():
@@ -57,8 +65,11 @@ def score(jobs: list[Job], rows: list[dict], cfg, device: str) -> tuple[list[dic
     """Per-image CLIP-I / CLIP-T / DINO-I of every job, and real-vs-real per subject."""
     from elite.evaluate.metrics import ClipEmbedder, DinoEmbedder, cosine_to_set, mean_distinct_pair_cosine, paired_cosine
 
+    from elite.toy.scoring import ToyScorer
+
     clip = ClipEmbedder(cfg.clip_model, device, cfg.metric_batch)
     dino = DinoEmbedder(cfg.dino_model, device, cfg.metric_batch)
+    toy = ToyScorer.find(cfg.probes, cfg.subjects_file)
     info = {r["subject"]: r for r in rows}
     real, real_stats = {}, {}
     for row in tqdm(rows, desc="embed real images", unit="subject"):
@@ -75,6 +86,7 @@ def score(jobs: list[Job], rows: list[dict], cfg, device: str) -> tuple[list[dic
         text = clip.texts([job.text]).expand(len(images), -1)
         real_c, real_d = real[job.subject]
         clip_i, dino_i, clip_t = cosine_to_set(c, real_c), cosine_to_set(d, real_d), paired_cosine(c, text)
+        probed = toy.score(images, job.subject, job.text) if toy else [{}] * len(images)
         for i in range(len(images)):
             meta = json.loads(job.sidecar(i).read_text())
             scored.append({
@@ -82,7 +94,7 @@ def score(jobs: list[Job], rows: list[dict], cfg, device: str) -> tuple[list[dic
                 "family": job.family, "template": job.template, "prompt": job.prompt, "text": job.text, "lam": job.lam,
                 "index": i, "seed": job.seeds[i], "path": job.image(i).as_posix(), "n_real": len(real_c),
                 "clip_i": float(clip_i[i]), "clip_t": float(clip_t[i]), "dino_i": float(dino_i[i]),
-                "generate_s": meta.get("generate_s"),
+                "generate_s": meta.get("generate_s"), **probed[i],
             })
     return scored, real_stats
 
@@ -125,7 +137,7 @@ def run_evaluate(params, shard: str | None = None) -> dict | None:
     rows = select_subjects(read_subjects(cfg.subjects_file), cfg.subjects)
     concepts = concept_inputs(cfg, rows)
     weights = check_weights(cfg.weights)
-    jobs = plan(cfg, rows, concepts, fingerprint(weights), params.baselines)
+    jobs = plan(cfg, rows, concepts, fingerprint(weights), params.baselines, named_identities(cfg.subjects_file))
     device, dtype = resolve_device(cfg.device, cfg.dtype)
     if cfg.cpu_threads:
         import torch

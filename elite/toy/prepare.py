@@ -9,6 +9,7 @@ on box prompts), probes/ (the evaluation classifiers) and elite/ (fresh ELITE we
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -46,56 +47,102 @@ def held_out(params: Params) -> frozenset[tuple[str, str]]:
     return frozenset((c, p) for c, p in params.toy.held_out)
 
 
-def prepare_toy(params: Params, out: Path) -> None:
-    cfg, seed = params.toy, params.toy.seed
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(seed)
-    bank = make_bank(cfg.bank, cfg.size, seed, two_object_share=cfg.two_object_share)
+def _tokenizer():
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = write_clip_tokenizer(Path(tmp))
     tokenizer.model_max_length = MAX_TOKENS
+    return tokenizer
 
-    vae = standins.train_vae(standins.build_vae(cfg.size), bank, cfg.vae_steps, seed, progress=_bar("VAE", cfg.vae_steps))
-    clip = standins.train_clip(standins.build_clip(cfg.size, MAX_TOKENS), tokenizer, bank, cfg.clip_steps, seed + 1,
-                               progress=_bar("CLIP", cfg.clip_steps))
+
+def _processor(size: int) -> CLIPImageProcessor:
+    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+                              image_mean=CLIP_MEAN, image_std=CLIP_STD)
+
+
+def _bank(params: Params, offset: int = 0):
+    cfg = params.toy
+    return make_bank(cfg.bank, cfg.size, cfg.seed + offset, two_object_share=cfg.two_object_share)
+
+
+def prepare_vae(params: Params, out: Path) -> None:
+    cfg = params.toy
+    vae = standins.train_vae(standins.build_vae(cfg.size), _bank(params), cfg.vae_steps, cfg.seed,
+                             progress=_bar("VAE", cfg.vae_steps))
+    with atomic_dir(out / "_vae") as tmp:
+        vae.save_pretrained(tmp)
+
+
+def prepare_clip(params: Params, out: Path) -> None:
+    """CLIP (contrastive, full captions) -> clip_eval/ (the whole model) and image_encoder/ (its vision tower)."""
+    cfg, tokenizer = params.toy, _tokenizer()
+    clip = standins.train_clip(standins.build_clip(cfg.size, MAX_TOKENS), tokenizer, _bank(params), cfg.clip_steps,
+                               cfg.seed + 1, progress=_bar("CLIP", cfg.clip_steps))
+    with atomic_dir(out / "clip_eval") as tmp:
+        clip.save_pretrained(tmp)
+        _processor(cfg.size).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    with atomic_dir(out / "image_encoder") as tmp:
+        vision = CLIPVisionModel(clip.config.vision_config)
+        vision.vision_model.load_state_dict(clip.vision_model.state_dict())
+        vision.save_pretrained(tmp)
+        _processor(cfg.size).save_pretrained(tmp)
+
+
+def prepare_base(params: Params, out: Path) -> None:
+    """The UNet on the frozen CLIP text tower and VAE latents -> base/ (Stable Diffusion layout)."""
+    from diffusers import AutoencoderKL
+    from transformers import CLIPModel
+
+    cfg = params.toy
+    vae = AutoencoderKL.from_pretrained(out / "_vae")
+    clip = CLIPModel.from_pretrained(out / "clip_eval")
     text_encoder = CLIPTextModel(clip.config.text_config)
     text_encoder.text_model.load_state_dict(clip.text_model.state_dict())
+    bank = _bank(params)
     latents = standins.encode_latents(vae, bank.images)
+    tokenizer = _tokenizer()
+    unnamed = frozenset() if cfg.name_held_out else held_out(params)
     unet = standins.train_unet(
-        standins.build_unet(cfg.size // 4, clip.config.text_config.hidden_size), text_encoder.eval(), tokenizer, latents,
-        bank, cfg.unet_steps, seed + 2, cfg.caption_modes, frozenset() if cfg.name_held_out else held_out(params),
-        batch=cfg.unet_batch, lr=cfg.unet_lr, drop_p=cfg.caption_drop, template_p=cfg.template_p, scene_p=cfg.scene_p,
-        progress=_bar("UNet", cfg.unet_steps),
+        standins.build_unet(cfg.size // 2, clip.config.text_config.hidden_size), text_encoder.eval(), tokenizer,
+        latents, bank, cfg.unet_steps, cfg.seed + 2, cfg.caption_modes, unnamed, batch=cfg.unet_batch, lr=cfg.unet_lr,
+        drop_p=cfg.caption_drop, template_p=cfg.template_p, scene_p=cfg.scene_p, progress=_bar("UNet", cfg.unet_steps),
     )
     scheduler = LMSDiscreteScheduler.from_config(standins.build_scheduler().config)
     with atomic_dir(out / "base") as tmp:
         StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
                                 safety_checker=None, feature_extractor=None,
                                 requires_safety_checker=False).save_pretrained(tmp)
-        (Path(tmp) / "toy_world.json").write_text(json.dumps(params.toy.model_dump(), indent=2) + "\n")
+        (Path(tmp) / "toy_world.json").write_text(json.dumps(cfg.model_dump(), indent=2) + "\n")
 
-    processor = CLIPImageProcessor(size={"shortest_edge": cfg.size}, crop_size={"height": cfg.size, "width": cfg.size},
-                                   image_mean=CLIP_MEAN, image_std=CLIP_STD)
-    with atomic_dir(out / "image_encoder") as tmp:
-        vision = CLIPVisionModel(clip.config.vision_config)
-        vision.vision_model.load_state_dict(clip.vision_model.state_dict())
-        vision.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-    with atomic_dir(out / "clip_eval") as tmp:
-        clip.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+
+def prepare_evaluators(params: Params, out: Path) -> None:
+    """dino_eval/ (self-supervised ViT), sam/ (SAM fine-tuned on boxes), probes/ (identity and scene)."""
+    cfg = params.toy
+    bank = _bank(params)
     with atomic_dir(out / "dino_eval") as tmp:
-        train_dino(bank, cfg.dino_steps, seed + 3, Path(tmp), progress=_bar("DINO", cfg.dino_steps))
+        train_dino(bank, cfg.dino_steps, cfg.seed + 3, Path(tmp), progress=_bar("DINO", cfg.dino_steps))
     with atomic_dir(out / "sam") as tmp:
-        finetune_sam(bank, cfg.sam_steps, seed + 4, Path(tmp), progress=_bar("SAM", cfg.sam_steps))
-    probes_bank = make_bank(cfg.bank, cfg.size, seed + 5)
+        finetune_sam(bank, cfg.sam_steps, cfg.seed + 4, Path(tmp), progress=_bar("SAM", cfg.sam_steps))
+    probes_bank = make_bank(cfg.bank, cfg.size, cfg.seed + 5)
     with atomic_dir(out / "probes") as tmp:
-        identity = train_probe(probes_bank, ["colour", "pattern", "cls"], cfg.probe_steps, seed + 6,
+        identity = train_probe(probes_bank, ["colour", "pattern", "cls"], cfg.probe_steps, cfg.seed + 6,
                                progress=_bar("identity probe", cfg.probe_steps))
-        scene = train_probe(probes_bank, ["scene"], cfg.probe_steps // 2, seed + 7,
+        scene = train_probe(probes_bank, ["scene"], cfg.probe_steps // 2, cfg.seed + 7,
                             progress=_bar("scene probe", cfg.probe_steps // 2))
         save_probes(Path(tmp), identity=identity, scene=scene)
-    with atomic_dir(out / "elite") as tmp:
-        init_elite_weights(out / "base", out / "image_encoder", tmp, seed + 8, params.models.feature_layers,
-                           params.models.reference_depth)
+
+
+PARTS = {"vae": prepare_vae, "clip": prepare_clip, "base": prepare_base, "evaluators": prepare_evaluators}
+
+
+def prepare_toy(params: Params, out: Path, parts: list[str] | None = None) -> None:
+    """Every part in order (base needs vae and clip), then fresh ELITE weights for the new base."""
+    torch.set_num_threads(params.toy.threads)
+    for name in parts or list(PARTS):
+        torch.manual_seed(params.toy.seed)
+        PARTS[name](params, out)
+    if parts is None or "base" in parts:
+        shutil.rmtree(out / "_vae", ignore_errors=True)  # the VAE lives on inside base/
+        with atomic_dir(out / "elite") as tmp:
+            init_elite_weights(out / "base", out / "image_encoder", tmp, params.toy.seed + 8,
+                               params.models.feature_layers, params.models.reference_depth)

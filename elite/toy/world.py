@@ -90,30 +90,30 @@ def _background(scene: str, size: int, rng: np.random.Generator) -> np.ndarray:
     img = np.zeros((size, size, 3), np.float32)
     if scene == "grass":
         img[:] = (60, 140, 50)
-        img += (noise * 18)[..., None] * np.array([0.5, 1.0, 0.4])
-        img[(np.sin(xx * size * 2.1 + noise) > 0.7)] *= 0.8
+        img += (noise * 6)[..., None] * np.array([0.5, 1.0, 0.4])
+        img[(np.sin(xx * 40 + 2 * np.sin(yy * 7)) > 0.6)] *= 0.8
     elif scene == "sand":
         img[:] = (215, 190, 140)
-        img += (noise * 10)[..., None]
+        img += (noise * 4)[..., None]
         img += (np.sin((xx + 0.3 * yy) * 18) * 8)[..., None]
     elif scene == "snow":
         img[:] = (225, 232, 245)
-        img += (noise * 5)[..., None]
+        img += (noise * 2)[..., None]
         img -= (yy * 30)[..., None] * np.array([0.6, 0.4, 0.0])
     elif scene == "water":
         img[:] = (30, 100, 170)
         img += (np.sin(yy * 40 + np.sin(xx * 9) * 2) * 18)[..., None] * np.array([0.3, 0.6, 1.0])
-        img += (noise * 6)[..., None]
+        img += (noise * 3)[..., None]
     elif scene == "night sky":
         img[:] = (12, 14, 45)
         img += (yy * 25)[..., None] * np.array([0.3, 0.2, 0.8])
-        img[rng.random((size, size)) > 0.96] = (250, 250, 220)
+        img[rng.random((size, size)) > 0.985] = (250, 250, 220)
     elif scene == "brick wall":
         img[:] = (160, 70, 45)
         row = np.floor(yy * 6)
         mortar = (np.abs((yy * 6) % 1 - 0.0) < 0.12) | (np.abs(((xx * 4 + 0.5 * (row % 2)) % 1)) < 0.08)
         img[mortar] = (200, 195, 185)
-        img += (noise * 8)[..., None]
+        img += (noise * 3)[..., None]
     else:
         raise ValueError(f"unknown scene {scene!r}")
     return img
