@@ -11,6 +11,7 @@ Flow runs execute in this checkout, one at a time. Ctrl-C (or SIGTERM) stops ser
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import signal
 import socket
@@ -40,10 +41,17 @@ def wait_healthy(api: str, server: subprocess.Popen | None, timeout: float, log:
     raise SystemExit(f"error: no Prefect server answered {api}/health within {timeout:.0f} s" + (f"; see {log}" if log else ""))
 
 
+def _unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:  # a host name
+        return False
+
+
 def ui_api_url(host: str, port: int) -> str:
     """The API address the server's UI gives browsers: this host and port (`prefect server start --port`
-    alone leaves it at 4200). A wildcard host (0.0.0.0, ::) becomes this machine's name."""
-    if host in ("", "0.0.0.0", "::"):
+    alone leaves it at 4200). A wildcard (unspecified) host, IPv4 or IPv6, becomes this machine's name."""
+    if not host or _unspecified(host):
         host = socket.gethostname()
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/api"
 

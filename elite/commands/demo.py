@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Serve a Gradio page on HOST:PORT that loads models:/NAME@champion from the MLflow "
                                    "registry (MLFLOW_TRACKING_URI, default mlflow.db) and generates the uploaded concept "
                                    "in new prompts. Scripted use: gradio_client, endpoint /generate (see README).")
-    d.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 = all)")
+    d.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; all interfaces only if you mean it)")
     d.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
     which = d.add_mutually_exclusive_group()
     which.add_argument("--alias", help="registry alias to load (default: params register.champion_alias)")
