@@ -81,11 +81,19 @@ def prepare_clip(params: Params, out: Path) -> None:
         clip.save_pretrained(tmp)
         _processor(cfg.size).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+    write_vision_tower(out, cfg.size)
+
+
+def write_vision_tower(out: Path, size: int) -> None:
+    """image_encoder/: the vision tower of clip_eval/ as a CLIPVisionModel (ELITE's image encoder)."""
+    from transformers import CLIPModel
+
+    clip = CLIPModel.from_pretrained(out / "clip_eval")
     with atomic_dir(out / "image_encoder") as tmp:
         vision = CLIPVisionModel(clip.config.vision_config)
-        vision.vision_model.load_state_dict(clip.vision_model.state_dict())
+        vision.load_state_dict(clip.vision_model.state_dict())
         vision.save_pretrained(tmp)
-        _processor(cfg.size).save_pretrained(tmp)
+        _processor(size).save_pretrained(tmp)
 
 
 def prepare_base(params: Params, out: Path) -> None:
@@ -97,7 +105,7 @@ def prepare_base(params: Params, out: Path) -> None:
     vae = AutoencoderKL.from_pretrained(out / "_vae")
     clip = CLIPModel.from_pretrained(out / "clip_eval")
     text_encoder = CLIPTextModel(clip.config.text_config)
-    text_encoder.text_model.load_state_dict(clip.text_model.state_dict())
+    text_encoder.load_state_dict(clip.text_model.state_dict())
     bank = _bank(params)
     latents = standins.encode_latents(vae, bank.images)
     tokenizer = _tokenizer()

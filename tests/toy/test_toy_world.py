@@ -1,0 +1,109 @@
+"""The toy world: the renderer's labels, boxes and masks are exact; its release and DreamBench writers keep
+the held-out identities where they belong; the probes reach their quality floor on fresh renders; the
+v-prediction target is the scheduler's velocity."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from elite.toy.bank import caption, make_bank
+from elite.toy.world import CLASSES, COLOURS, PATTERNS, SCENES, SceneSpec, _coverage, render, sample_object, sample_spec
+
+
+def test_render_is_deterministic_and_labels_are_the_spec():
+    spec = sample_spec(np.random.default_rng(3))
+    a, b = render(spec, 32), render(spec, 32)
+    assert np.array_equal(a.image, b.image) and all(np.array_equal(x, y) for x, y in zip(a.masks, b.masks))
+    obj = spec.objects[0]
+    assert obj.cls in CLASSES and obj.colour in COLOURS and obj.pattern in PATTERNS and spec.scene in SCENES
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_masks_and_boxes_are_exact(seed):
+    """Outside an object's coverage the pixels are the background's; the mask is coverage >= 0.5 minus what
+    later objects cover; the box is the mask's bounding box."""
+    spec = sample_spec(np.random.default_rng(seed), objects=1 + seed % 2)
+    r = render(spec, 32)
+    empty = render(SceneSpec(spec.scene, (), spec.texture_seed), 32)
+    covered = np.zeros((32, 32), bool)
+    for obj in spec.objects:
+        covered |= _coverage(obj, 32)[0] > 0
+    assert np.array_equal(r.image[~covered], empty.image[~covered])
+    later = np.zeros((32, 32), bool)
+    for k in reversed(range(len(spec.objects))):
+        full = _coverage(spec.objects[k], 32)[0] >= 0.5
+        assert np.array_equal(r.masks[k], full & ~later)
+        later |= full
+        ys, xs = np.nonzero(r.masks[k])
+        assert r.boxes[k] == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+
+
+def test_plain_object_pixels_have_its_colour():
+    obj = replace(sample_object(np.random.default_rng(0), cls="ball", identity=("red", "plain")), radius=0.34)
+    r = render(SceneSpec("snow", (obj,), 0), 32)
+    fill, inner, _ = _coverage(obj, 32)
+    solid = inner == 1
+    assert solid.sum() > 100
+    assert np.abs(r.image[solid].astype(int) - np.array(COLOURS["red"])).max() <= 1
+
+
+def test_captions_never_name_an_unnamed_identity():
+    rng = np.random.default_rng(0)
+    spec = SceneSpec("grass", (sample_object(rng, identity=("red", "checkered")),), 0)
+    modes = {"both": 1.0, "colour": 0.0, "pattern": 0.0, "none": 0.0}
+    assert "red checkered" in caption(spec, rng, modes)
+    texts = {caption(spec, rng, modes, unnamed=frozenset({("red", "checkered")}), template_p=0.5) for _ in range(50)}
+    assert not any("red" in t or "checkered" in t for t in texts)
+
+
+def test_release_leaves_out_held_out_identities(tmp_path):
+    from elite.toy.release import TOY_CLASSES, write_toy_release
+
+    held = frozenset({("red", "plain"), ("blue", "striped")})
+    root = write_toy_release(tmp_path / "release", "test", 40, 32, 0, held, 1.0)
+    rows = list(csv.DictReader(open(root / "test-annotations-bbox.csv")))
+    assert len({r["ImageID"] for r in rows}) == 40
+    assert {r["LabelName"] for r in rows} <= {c[0] for c in TOY_CLASSES}
+    bank = make_bank(200, 32, 0, exclude=held)
+    assert not {o.identity for s in bank.specs for o in s.objects} & held
+
+
+def test_toy_dreambench_is_read_by_the_dreambench_parser(tmp_path):
+    from elite.evaluate.dreambench import load_dataset
+    from elite.toy.dreambench import CONCEPTS_FILE, PROMPTS, write_toy_dreambench
+
+    out = write_toy_dreambench(tmp_path / "db", [["red", "checkered"], ["blue", "striped"]], 32, 0, 3)
+    subjects, warnings = load_dataset(out, ["cat", "dog"])
+    concepts = json.loads((out / CONCEPTS_FILE).read_text())
+    assert not warnings and [s.subject for s in subjects] == ["red_checkered_ball", "blue_striped_box"]
+    assert all(len(s.images) == 3 and s.prompts == PROMPTS for s in subjects)
+    assert concepts["blue_striped_box"] == {"colour": "blue", "pattern": "striped", "cls": "box"}
+
+
+def test_v_prediction_target_is_the_velocity():
+    from elite.toy.standins import build_scheduler
+    from elite.train.losses import diffusion_target
+
+    sched = build_scheduler()
+    x0, noise, t = torch.randn(3, 4, 4, 4), torch.randn(3, 4, 4, 4), torch.tensor([10, 500, 990])
+    a = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
+    assert torch.allclose(diffusion_target(sched, x0, noise, t), a.sqrt() * noise - (1 - a).sqrt() * x0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_identity_probe_reaches_its_floor_on_fresh_renders():
+    """A reduced probe (150 steps) reads colour and scene on renders it never saw; an untrained one is at chance."""
+    from elite.toy.probes import Probe, accuracy, train_probe
+
+    train, test = make_bank(3000, 32, 1), make_bank(400, 32, 2)
+    probe = train_probe(train, ["colour", "scene"], 150, 0, batch=64)
+    acc = accuracy(probe, test)
+    assert acc["colour"] >= 0.9 and acc["scene"] >= 0.9, acc
+    torch.manual_seed(0)
+    assert accuracy(Probe(["colour"]), test)["colour"] < 0.4
