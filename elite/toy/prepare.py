@@ -19,7 +19,7 @@ from tqdm import tqdm
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPVisionModel
 
 from elite.config import Params
-from elite.io import atomic_dir
+from elite.io import atomic_dir, write_json
 from elite.smoke_models import CLIP_MEAN, CLIP_STD, init_elite_weights, write_clip_tokenizer
 from elite.toy import standins
 from elite.toy.bank import make_bank
@@ -154,3 +154,9 @@ def prepare_toy(params: Params, out: Path, parts: list[str] | None = None) -> No
         with atomic_dir(out / "elite") as tmp:
             init_elite_weights(out / "base", out / "image_encoder", tmp, params.toy.seed + 8,
                                params.models.feature_layers, params.models.reference_depth)
+    if (out / "base").is_dir() and (out / "probes" / "probes.json").is_file():
+        from elite.toy.gate import measure_base
+
+        gate = measure_base(out, set(held_out(params)))
+        write_json(out / "base" / "toy_gate.json", gate)
+        print("base model gate (identity named in the prompt):", json.dumps(gate))
