@@ -39,6 +39,11 @@ browser:
 test: $(STAMP) browser
 	$(BIN)/python -m pytest
 
+# ruff (settings in pyproject.toml): lint + format check; `ruff format .` and `ruff check --fix .` repair most.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 # Benchmarks of issue 8 -> bench/results.json + a table (bench/README.md). BENCH_ARGS=--dvc adds the `dvc repro`
 # figure (minutes more); --quick, --only FIGURES, --threads N: see `python bench/run.py --help`.
 BENCH_ARGS ?=

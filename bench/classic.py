@@ -26,8 +26,14 @@ class ClassicEliteCrossAttn:
     def __init__(self, global_kv, local_kv=None) -> None:
         self.global_kv, self.local_kv = global_kv, local_kv
 
-    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: EliteConditioning | None = None,
-                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: EliteConditioning | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         cond = encoder_hidden_states
         query = attn.head_to_batch_dim(attn.to_q(hidden_states))
         key = attn.head_to_batch_dim(self.global_kv["to_k"](cond.text))

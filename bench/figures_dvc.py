@@ -18,9 +18,22 @@ from pathlib import Path
 
 from bench.measure import figure, headline
 
-STAGES = ("prepare_models", "download", "curate", "dreambench", "mask", "train_global", "train_local", "evaluate", "register")
-HOW = ("`dvc repro` (smoke profile) in a temporary copy of the checkout (tracked + untracked-not-ignored files, fresh git "
-       "repo, empty DVC cache), wall time of the whole command; then `dvc repro` again with nothing changed")
+STAGES = (
+    "prepare_models",
+    "download",
+    "curate",
+    "dreambench",
+    "mask",
+    "train_global",
+    "train_local",
+    "evaluate",
+    "register",
+)
+HOW = (
+    "`dvc repro` (smoke profile) in a temporary copy of the checkout (tracked + "
+    "untracked-not-ignored files, fresh git "
+    "repo, empty DVC cache), wall time of the whole command; then `dvc repro` again with nothing changed"
+)
 
 
 def _not_measured(reason: str, status: str = "not measured") -> dict:
@@ -28,8 +41,13 @@ def _not_measured(reason: str, status: str = "not measured") -> dict:
 
 
 def _copy_checkout(repo: Path, dst: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=repo, check=True,
-                           capture_output=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=repo, check=True, capture_output=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, files):
         if not (repo / rel).is_file():  # deleted in the working tree
             continue
@@ -44,18 +62,20 @@ def _env(copy: Path, work: Path) -> dict:
     env = dict(os.environ)
     env.pop("PREFECT_API_URL", None)
     env.pop("ELITE_PARENT_RUN_ID", None)
-    env.update({
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
-        "PYTHONPATH": str(copy),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{copy / 'mlflow.db'}",
-        "FIFTYONE_DATABASE_DIR": str(work / "fiftyone-db"),
-        "FIFTYONE_DATABASE_VALIDATION": "false",
-        "FIFTYONE_DO_NOT_TRACK": "true",
-        "PREFECT_HOME": str(work / "prefect"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    })
+    env.update(
+        {
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+            "PYTHONPATH": str(copy),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{copy / 'mlflow.db'}",
+            "FIFTYONE_DATABASE_DIR": str(work / "fiftyone-db"),
+            "FIFTYONE_DATABASE_VALIDATION": "false",
+            "FIFTYONE_DO_NOT_TRACK": "true",
+            "PREFECT_HOME": str(work / "prefect"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+    )
     return env
 
 
@@ -86,8 +106,20 @@ def dvc_repro(repo: Path, work: Path, enabled: bool, timeout_s: float) -> dict:
     (first, p1), (second, p2) = runs
     up_to_date = "up to date" in (p2.stdout + p2.stderr)
     sizes = {"smoke": {"first_s": first, "second_s": second, "second_up_to_date": up_to_date, "stages": list(STAGES)}}
-    return figure("dvc", HOW, sizes, [
-        headline("smoke", "dvc repro from nothing (wall)", first, "s", "<= 900 s", first <= 900, wall=first),
-        headline("smoke", "dvc repro, nothing changed (wall)", second, "s", "<= 10 s", second <= 10 and up_to_date,
-                 wall=second),
-    ])
+    return figure(
+        "dvc",
+        HOW,
+        sizes,
+        [
+            headline("smoke", "dvc repro from nothing (wall)", first, "s", "<= 900 s", first <= 900, wall=first),
+            headline(
+                "smoke",
+                "dvc repro, nothing changed (wall)",
+                second,
+                "s",
+                "<= 10 s",
+                second <= 10 and up_to_date,
+                wall=second,
+            ),
+        ],
+    )

@@ -27,8 +27,9 @@ def plateau_step(losses: list[float], window: int, rel: float) -> int | None:
     return None
 
 
-def textual_inversion(base: Path, image: Image.Image, mask: Image.Image, params, settings: Settings,
-                      encode: dict) -> dict:
+def textual_inversion(
+    base: Path, image: Image.Image, mask: Image.Image, params, settings: Settings, encode: dict
+) -> dict:
     """elite.baselines.inversion.invert (method "ti", params.yaml baselines.ti of the smoke profile, steps
     capped) on the smoke base; the plateau step is found on the capped run, then the same seeded run is
     repeated stopping there and timed end to end (model loading included), against encode_concept
@@ -45,23 +46,38 @@ def textual_inversion(base: Path, image: Image.Image, mask: Image.Image, params,
     run = timed.record(lambda: invert(base, image, mask, "ti", b.ti.model_copy(update={"steps": stop}), **kw))
     same = np.allclose(run.losses, capped.losses[:stop], rtol=1e-4, atol=1e-6)
     cpu, wall = timed.cpu[0] / encode["median_cpu_s"], timed.wall[0] / encode["median_s"]
-    how = (f"invert(method='ti') on the smoke base, params.yaml baselines.ti (smoke: lr {b.ti.lr}, batch "
-           f"{b.ti.batch_size}), capped at {settings.ti_cap} steps. Plateau: the first step s >= 2w where the mean loss of "
-           f"steps (s-w, s] is less than {settings.plateau_rel:.0%} below that of (s-2w, s-w], w = {settings.plateau_window}. "
-           "The seeded run is repeated with steps = s and timed end to end (loading included); ratio = that time / the "
-           "median smoke encode_concept time of the encode figure")
-    sizes = {"smoke": {
-        "plateau_reached": reached, "plateau_step": step, "timed_steps": stop, "cap": settings.ti_cap,
-        "ti_seconds": timed.wall[0], "ti_cpu_seconds": timed.cpu[0], "ti_cpu_seconds_per_step": timed.cpu[0] / stop,
-        "encode_seconds": encode["median_s"], "encode_cpu_seconds": encode["median_cpu_s"],
-        "ratio": {"cpu": cpu, "wall": wall}, "rerun_matches_capped_run": bool(same),
-        "first_window_loss": float(np.mean(capped.losses[: settings.plateau_window])),
-        "loss_at_plateau": float(np.mean(capped.losses[stop - settings.plateau_window : stop])),
-        "final_window_loss": float(np.mean(capped.losses[-settings.plateau_window :])),
-        "peak_rss_mib": timed.summary()["peak_rss_mib"],
-    }}
+    how = (
+        f"invert(method='ti') on the smoke base, params.yaml baselines.ti (smoke: lr {b.ti.lr}, batch "
+        f"{b.ti.batch_size}), capped at {settings.ti_cap} steps. Plateau: the first step s >= 2w "
+        "where the mean loss of "
+        f"steps (s-w, s] is less than {settings.plateau_rel:.0%} below that of (s-2w, s-w], w = "
+        f"{settings.plateau_window}. "
+        "The seeded run is repeated with steps = s and timed end to end (loading included); ratio = that time / the "
+        "median smoke encode_concept time of the encode figure"
+    )
+    sizes = {
+        "smoke": {
+            "plateau_reached": reached,
+            "plateau_step": step,
+            "timed_steps": stop,
+            "cap": settings.ti_cap,
+            "ti_seconds": timed.wall[0],
+            "ti_cpu_seconds": timed.cpu[0],
+            "ti_cpu_seconds_per_step": timed.cpu[0] / stop,
+            "encode_seconds": encode["median_s"],
+            "encode_cpu_seconds": encode["median_cpu_s"],
+            "ratio": {"cpu": cpu, "wall": wall},
+            "rerun_matches_capped_run": bool(same),
+            "first_window_loss": float(np.mean(capped.losses[: settings.plateau_window])),
+            "loss_at_plateau": float(np.mean(capped.losses[stop - settings.plateau_window : stop])),
+            "final_window_loss": float(np.mean(capped.losses[-settings.plateau_window :])),
+            "peak_rss_mib": timed.summary()["peak_rss_mib"],
+        }
+    }
     label = "TI to plateau / ELITE encode" + ("" if reached else " (cap reached, no plateau)")
-    return figure("textual_inversion", how, sizes, [headline("smoke", label, cpu, "x", "report (paper: 60000x)", wall=wall)])
+    return figure(
+        "textual_inversion", how, sizes, [headline("smoke", label, cpu, "x", "report (paper: 60000x)", wall=wall)]
+    )
 
 
 def _train_images(root: Path, n: int, seed: int) -> Path:
@@ -74,7 +90,9 @@ def _train_images(root: Path, n: int, seed: int) -> Path:
         img, boxes = scene(rng, w, h, 3)
         path = root / f"{i:03d}.jpg"
         Image.fromarray(img).save(path, quality=90)
-        lines.append(json.dumps({"image": str(path), "box": boxes[0], "label": "Thing", "image_id": f"{i:03d}", "mask": None}))
+        lines.append(
+            json.dumps({"image": str(path), "box": boxes[0], "label": "Thing", "image_id": f"{i:03d}", "mask": None})
+        )
     manifest = root / "global.jsonl"
     manifest.write_text("\n".join(lines) + "\n")
     return manifest
@@ -96,21 +114,34 @@ def training_step(name: str, m: Models | None, smoke_root: Path, work: Path, par
 
     base, init_dir = params.train_global, smoke_root / "elite"
     manifest = _train_images(work / f"train_images_{name}", settings.train_rows[name], settings.seed)
-    update = {"manifest": str(manifest), "init": str(init_dir), "cache_dir": str(work / f"latents_{name}"),
-              "cache_latents": True, "crop_pad": [base.crop_pad[0]] * 2}
+    update = {
+        "manifest": str(manifest),
+        "init": str(init_dir),
+        "cache_dir": str(work / f"latents_{name}"),
+        "cache_latents": True,
+        "crop_pad": [base.crop_pad[0]] * 2,
+    }
     if name == "smoke":
         cfg = base.model_copy(update={**update, "base": str(smoke_root / "base")})
         init = EliteModel.from_pretrained(init_dir)
-        frozen = load_frozen(cfg.base, resolve_image_encoder(init_dir, init.config.image_encoder), torch.device("cpu"),
-                             torch.float32)
+        frozen = load_frozen(
+            cfg.base, resolve_image_encoder(init_dir, init.config.image_encoder), torch.device("cpu"), torch.float32
+        )
         vae_dir = Path(cfg.base) / "vae"
     else:
         cfg = base.model_copy(update={**update, "resolution": settings.sd_resolution, "batch_size": 1})
         init = m.elite
-        frozen = Frozen(vae=m.vae, text_encoder=m.text_encoder, tokenizer=m.tokenizer, unet=m.unet,
-                        image_encoder=m.image_encoder, image_processor=m.image_processor,
-                        noise_scheduler=DDPMScheduler.from_config(m.scheduler_config), base="(in memory)",
-                        image_encoder_src="(in memory)")
+        frozen = Frozen(
+            vae=m.vae,
+            text_encoder=m.text_encoder,
+            tokenizer=m.tokenizer,
+            unet=m.unet,
+            image_encoder=m.image_encoder,
+            image_processor=m.image_processor,
+            noise_scheduler=DDPMScheduler.from_config(m.scheduler_config),
+            base="(in memory)",
+            image_encoder_src="(in memory)",
+        )
         vae_dir = m.vae_dir
     stage = GlobalStage(cfg)
     rows = read_manifest(cfg.manifest, need_mask=False)
@@ -118,8 +149,13 @@ def training_step(name: str, m: Models | None, smoke_root: Path, work: Path, par
     elite.attach(frozen.unet, use_local=False)
     module = stage.module_class(elite, frozen, cfg).train()
     trainable = [p for p in elite.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                  weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
+    optimizer = torch.optim.AdamW(
+        trainable,
+        lr=cfg.learning_rate,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        weight_decay=cfg.adam_weight_decay,
+        eps=cfg.adam_epsilon,
+    )
     clip = ClipSpec(frozen.image_processor)
     cache = LatentCache(cfg.cache_dir, rows, vae_dir, cfg.resolution, cfg.crop_pad[0])
     plain = stage.dataset(rows, frozen, clip)
@@ -140,26 +176,39 @@ def training_step(name: str, m: Models | None, smoke_root: Path, work: Path, par
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             return out["loss"].detach().item()
+
         return call
 
-    samples = interleaved({"no_cache": step(plain, "no_cache"), "cache": step(cached, "cache")},
-                          settings.train_rounds[name], warmup=1)
+    samples = interleaved(
+        {"no_cache": step(plain, "no_cache"), "cache": step(cached, "cache")}, settings.train_rounds[name], warmup=1
+    )
     speed = ratio(samples, "no_cache", "cache")  # time without / time with = images/s with / without
     summary = {k: s.summary() for k, s in samples.items()}
     for k in summary:
         summary[k]["images_per_s"] = cfg.batch_size / summary[k]["median_s"]
         summary[k]["images_per_cpu_s"] = cfg.batch_size / summary[k]["median_cpu_s"]
-    sizes = {name: {"resolution": cfg.resolution, "batch_size": cfg.batch_size, "rows": len(rows),
-                    "cache_build_s": cache_build_s, **summary, "speedup_with_cache": speed,
-                    "trainable_params_m": round(sum(p.numel() for p in trainable) / 1e6, 1)}}
+    sizes = {
+        name: {
+            "resolution": cfg.resolution,
+            "batch_size": cfg.batch_size,
+            "rows": len(rows),
+            "cache_build_s": cache_build_s,
+            **summary,
+            "speedup_with_cache": speed,
+            "trainable_params_m": round(sum(p.numel() for p in trainable) / 1e6, 1),
+        }
+    }
     heads = [ratio_headline(name, "stage-1 step: images/s with cache / without", speed, ">= 1.5", lambda v: v >= 1.5)]
     for key, label in (("cache", "with cache"), ("no_cache", "without cache")):
         heads.append(headline(name, f"stage-1 step peak RSS, {label}", summary[key]["peak_rss_mib"], "MiB"))
-    how = ("one optimiser step = draw a batch from the stage's GlobalDataset (crop, CLIP augmentations, caption; pixels or "
-           "cached latent moments) + collate + GlobalStageModule forward (VAE encode unless cached, CLIP tower, mapper, "
-           "text encoder, UNet, loss) + backward + gradient clipping + AdamW step, one process without accelerate's "
-           "wrapper; the two variants alternate step by step on the same draws after one warm-up step each; the cache "
-           "is built before (cache_build_s)")
+    how = (
+        "one optimiser step = draw a batch from the stage's GlobalDataset (crop, CLIP augmentations, "
+        "caption; pixels or "
+        "cached latent moments) + collate + GlobalStageModule forward (VAE encode unless cached, CLIP tower, mapper, "
+        "text encoder, UNet, loss) + backward + gradient clipping + AdamW step, one process without accelerate's "
+        "wrapper; the two variants alternate step by step on the same draws after one warm-up step each; the cache "
+        "is built before (cache_build_s)"
+    )
     return figure("training", how, sizes, heads)
 
 
@@ -186,16 +235,28 @@ def sam_masking(name: str, smoke_root: Path, params, settings: Settings) -> dict
     def per_box():
         return [np.concatenate([masker(img, [b])[0] for b in boxes]) for img, boxes in images]
 
-    samples = interleaved({"batched": batched, "per_box": per_box}, settings.sam_rounds[name],
-                          warmup=1 if name == "tiny" else 0)
+    samples = interleaved(
+        {"batched": batched, "per_box": per_box}, settings.sam_rounds[name], warmup=1 if name == "tiny" else 0
+    )
     speed = ratio(samples, "per_box", "batched")
     agree = float(np.mean([(a == b).mean() for a, b in zip(samples["batched"].last, samples["per_box"].last)]))
-    sizes = {name: {"images": len(images), "boxes": [len(b) for _, b in images], "multimask": params.mask.multimask,
-                    "image_size": model.image_encoder.img_size, **{k: s.summary() for k, s in samples.items()},
-                    "speedup_batched": speed, "mask_pixel_agreement": agree,
-                    "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}}
-    how = (f"BoxMasker(model, multimask={params.mask.multimask}) on generated images with {settings.sam_boxes[0]}-"
-           f"{settings.sam_boxes[1]} boxes each: masker(image, boxes) once per image vs masker(image, [box]) per box (each "
-           "call sets the image, i.e. runs the image encoder); mask_pixel_agreement compares the masks of both ways")
+    sizes = {
+        name: {
+            "images": len(images),
+            "boxes": [len(b) for _, b in images],
+            "multimask": params.mask.multimask,
+            "image_size": model.image_encoder.img_size,
+            **{k: s.summary() for k, s in samples.items()},
+            "speedup_batched": speed,
+            "mask_pixel_agreement": agree,
+            "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+        }
+    }
+    how = (
+        f"BoxMasker(model, multimask={params.mask.multimask}) on generated images with {settings.sam_boxes[0]}-"
+        f"{settings.sam_boxes[1]} boxes each: masker(image, boxes) once per image vs masker(image, "
+        "[box]) per box (each "
+        "call sets the image, i.e. runs the image encoder); mask_pixel_agreement compares the masks of both ways"
+    )
     heads = [ratio_headline(name, "SAM: per-box calls / one call per image", speed, ">= 3", lambda v: v >= 3)]
     return figure("sam", how, sizes, heads)

@@ -71,8 +71,11 @@ def rss_mib() -> float | None:
     return None if kib is None else kib / 1024
 
 
-RSS_METHOD = ("VmHWM of this process, reset before each timed call (/proc/self/clear_refs)"
-              if reset_peak() else "ru_maxrss: peak over the process lifetime (this kernel cannot reset it)")
+RSS_METHOD = (
+    "VmHWM of this process, reset before each timed call (/proc/self/clear_refs)"
+    if reset_peak()
+    else "ru_maxrss: peak over the process lifetime (this kernel cannot reset it)"
+)
 
 
 @dataclass
@@ -161,15 +164,19 @@ CATALOG = {
     "encode": ("concept encode latency", "report (paper: 0.05 s on a V100)"),
     "generation": ("ELITE generation vs StableDiffusionPipeline", "<= 1.10x"),
     "step": ("our sampling step vs the authors' style", "report the speed-up"),
-    "textual_inversion": ("Textual-Inversion-style optimisation vs ELITE encode",
-                          "report the ratio (paper: 50 min vs 0.05 s, i.e. 60000x)"),
+    "textual_inversion": (
+        "Textual-Inversion-style optimisation vs ELITE encode",
+        "report the ratio (paper: 50 min vs 0.05 s, i.e. 60000x)",
+    ),
     "training": ("stage-1 training step, with vs without cached VAE latents", ">= 1.5x faster with the cache"),
     "sam": ("SAM masking, all boxes of an image in one call vs one call per box", ">= 3x"),
     "dvc": ("smoke pipeline: dvc repro from nothing, then with nothing changed", "<= 15 min and <= 10 s"),
 }
 
 
-def figure(key: str, how: str, sizes: dict, heads: list[dict], status: str = "measured", reason: str | None = None) -> dict:
+def figure(
+    key: str, how: str, sizes: dict, heads: list[dict], status: str = "measured", reason: str | None = None
+) -> dict:
     """One figure's record in results.json."""
     title, target = CATALOG[key]
     out = {"title": title, "target": target, "how": how, "status": status, "sizes": sizes, "headline": heads}
@@ -182,21 +189,35 @@ def merge(old: dict | None, new: dict) -> dict:
     """The records of one figure measured in several phases (model sizes) as one record."""
     if old is None:
         return new
-    out = {**old, "sizes": {**old["sizes"], **new["sizes"]}, "headline": old["headline"] + new["headline"],
-           "seconds": round(old.get("seconds", 0) + new.get("seconds", 0), 1), "how": old["how"] or new["how"]}
+    out = {
+        **old,
+        "sizes": {**old["sizes"], **new["sizes"]},
+        "headline": old["headline"] + new["headline"],
+        "seconds": round(old.get("seconds", 0) + new.get("seconds", 0), 1),
+        "how": old["how"] or new["how"],
+    }
     if new["status"] != "measured":
         out["status"] = "failed" if "failed" in (old["status"], new["status"]) else new["status"]
         out["reason"] = "; ".join(r for r in (old.get("reason"), new.get("reason")) if r)
     return out
 
 
-def headline(size: str, label: str, value: float | None, unit: str, target: str = "report", met: bool | None = None,
-             wall: float | None = None) -> dict:
+def headline(
+    size: str,
+    label: str,
+    value: float | None,
+    unit: str,
+    target: str = "report",
+    met: bool | None = None,
+    wall: float | None = None,
+) -> dict:
     """One row of the results table: `value` from CPU time (or a size in MiB), `wall` from wall time."""
     return {"size": size, "label": label, "value": value, "wall": wall, "unit": unit, "target": target, "met": met}
 
 
-def ratio_headline(size: str, label: str, r: dict, target: str = "report", ok: Callable[[float], bool] | None = None) -> dict:
+def ratio_headline(
+    size: str, label: str, r: dict, target: str = "report", ok: Callable[[float], bool] | None = None
+) -> dict:
     return headline(size, label, r["cpu"], "x", target, None if ok is None else bool(ok(r["cpu"])), r["wall"])
 
 

@@ -18,23 +18,63 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, LMSDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from PIL import Image
-from transformers import CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPTokenizer, CLIPVisionConfig, CLIPVisionModel
+from transformers import (
+    CLIPImageProcessor,
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTokenizer,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+)
 
 from elite.models.elite_model import EliteModel
 from elite.pipeline import ElitePipeline
 
-SD_UNET = dict(in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
-               cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32,
-               down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-               up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
-SD_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-              norm_num_groups=32, scaling_factor=0.18215, down_block_types=("DownEncoderBlock2D",) * 4,
-              up_block_types=("UpDecoderBlock2D",) * 4)
-SD_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-               max_position_embeddings=77, projection_dim=768, hidden_act="quick_gelu", bos_token_id=49406,
-               eos_token_id=49407, pad_token_id=49407)
-VIT_L14 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=224,
-               patch_size=14, projection_dim=768, hidden_act="quick_gelu")
+SD_UNET = dict(
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280),
+    cross_attention_dim=768,
+    attention_head_dim=8,
+    norm_num_groups=32,
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+)
+SD_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    norm_num_groups=32,
+    scaling_factor=0.18215,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+)
+SD_TEXT = dict(
+    vocab_size=49408,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=77,
+    projection_dim=768,
+    hidden_act="quick_gelu",
+    bos_token_id=49406,
+    eos_token_id=49407,
+    pad_token_id=49407,
+)
+VIT_L14 = dict(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    image_size=224,
+    patch_size=14,
+    projection_dim=768,
+    hidden_act="quick_gelu",
+)
 
 
 def build_smoke(root: Path, params) -> Path:
@@ -45,8 +85,9 @@ def build_smoke(root: Path, params) -> Path:
     cfg = params.models
     build_base(root / "base", cfg.seed)
     build_image_encoder(root / "image_encoder", cfg.seed + 1)
-    init_elite_weights(root / "base", root / "image_encoder", root / "elite", cfg.seed + 2, cfg.feature_layers,
-                       cfg.reference_depth)
+    init_elite_weights(
+        root / "base", root / "image_encoder", root / "elite", cfg.seed + 2, cfg.feature_layers, cfg.reference_depth
+    )
     prepare_sam(cfg.sam, cfg.sam_type, root / "sam", cfg.seed + 5)
     return root
 
@@ -70,26 +111,51 @@ class Models:
 
     def elite_pipeline(self) -> ElitePipeline:
         """The ELITE pipeline; building it attaches ELITE's processors to the UNet."""
-        pipe = ElitePipeline(vae=self.decode_vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
-                             scheduler=LMSDiscreteScheduler.from_config(self.scheduler_config),
-                             image_encoder=self.image_encoder, image_processor=self.image_processor, elite=self.elite)
+        pipe = ElitePipeline(
+            vae=self.decode_vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=self.unet,
+            scheduler=LMSDiscreteScheduler.from_config(self.scheduler_config),
+            image_encoder=self.image_encoder,
+            image_processor=self.image_processor,
+            elite=self.elite,
+        )
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
     def sd_pipeline(self) -> StableDiffusionPipeline:
         """diffusers' plain Stable Diffusion pipeline on the same modules and the same sampler (LMS)."""
-        pipe = StableDiffusionPipeline(vae=self.decode_vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
-                                       unet=self.unet, scheduler=LMSDiscreteScheduler.from_config(self.scheduler_config),
-                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        pipe = StableDiffusionPipeline(
+            vae=self.decode_vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=self.unet,
+            scheduler=LMSDiscreteScheduler.from_config(self.scheduler_config),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
 
 def load_smoke(root: Path) -> Models:
     pipe = ElitePipeline.from_pretrained(root / "base", root / "elite")
-    return Models("smoke", pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.unet, pipe.image_encoder,
-                  pipe.image_processor, pipe.elite, dict(pipe.scheduler.config),
-                  pipe.unet.config.sample_size * pipe.vae_scale_factor, root / "base" / "vae", pipe.vae)
+    return Models(
+        "smoke",
+        pipe.vae,
+        pipe.text_encoder,
+        pipe.tokenizer,
+        pipe.unet,
+        pipe.image_encoder,
+        pipe.image_processor,
+        pipe.elite,
+        dict(pipe.scheduler.config),
+        pipe.unet.config.sample_size * pipe.vae_scale_factor,
+        root / "base" / "vae",
+        pipe.vae,
+    )
 
 
 def build_sd(smoke: Models, smoke_root: Path, resolution: int, params, work: Path) -> Models:
@@ -108,9 +174,15 @@ def build_sd(smoke: Models, smoke_root: Path, resolution: int, params, work: Pat
     text_encoder = CLIPTextModel(CLIPTextConfig(**SD_TEXT)).eval()
     torch.manual_seed(seed + 3)
     tower = CLIPVisionModel(CLIPVisionConfig(**VIT_L14)).eval()
-    elite = EliteModel.from_models(unet, tower, text_dim=768, image_encoder_name="random-vit-l14-sized",
-                                   feature_layers=params.models.feature_layers,
-                                   reference_depth=params.models.reference_depth, seed=seed + 4)
+    elite = EliteModel.from_models(
+        unet,
+        tower,
+        text_dim=768,
+        image_encoder_name="random-vit-l14-sized",
+        feature_layers=params.models.feature_layers,
+        reference_depth=params.models.reference_depth,
+        seed=seed + 4,
+    )
     tokenizer = CLIPTokenizer.from_pretrained(smoke_root / "base", subfolder="tokenizer")
     processor = CLIPImageProcessor.from_pretrained(smoke_root / "image_encoder")
     scheduler = LMSDiscreteScheduler.from_pretrained(smoke_root / "base", subfolder="scheduler")
@@ -118,8 +190,20 @@ def build_sd(smoke: Models, smoke_root: Path, resolution: int, params, work: Pat
     vae.save_pretrained(vae_dir)
     for model in (unet, vae, text_encoder, tower):
         model.requires_grad_(False)
-    return Models("sd", vae, text_encoder, tokenizer, unet, tower, processor, elite, dict(scheduler.config), resolution,
-                  vae_dir, smoke.decode_vae)
+    return Models(
+        "sd",
+        vae,
+        text_encoder,
+        tokenizer,
+        unet,
+        tower,
+        processor,
+        elite,
+        dict(scheduler.config),
+        resolution,
+        vae_dir,
+        smoke.decode_vae,
+    )
 
 
 def concept_image(root: Path, size: tuple[int, int] = (192, 256)) -> tuple[Path, Path]:

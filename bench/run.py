@@ -53,8 +53,17 @@ def table_rows(results: dict) -> list[list[str]]:
             continue
         for h in fig["headline"]:
             met = "" if h["met"] is None else ("yes" if h["met"] else "NO")
-            rows.append([fig["title"], h["size"], h["label"], _fmt(h["value"], h["unit"]), _fmt(h.get("wall"), h["unit"]),
-                         h["target"], met])
+            rows.append(
+                [
+                    fig["title"],
+                    h["size"],
+                    h["label"],
+                    _fmt(h["value"], h["unit"]),
+                    _fmt(h.get("wall"), h["unit"]),
+                    h["target"],
+                    met,
+                ]
+            )
     return rows
 
 
@@ -107,8 +116,13 @@ def run(args) -> int:
     torch.set_num_threads(args.threads)
     wanted = set(args.only.split(",")) if args.only else set(FIGURES)
     params = load_params(REPO / "params.yaml", profile="smoke")
-    results = {"schema": 1, "mode": settings.mode, "machine": machine(), "settings": dataclasses.asdict(settings),
-               "figures": {}}
+    results = {
+        "schema": 1,
+        "mode": settings.mode,
+        "machine": machine(),
+        "settings": dataclasses.asdict(settings),
+        "figures": {},
+    }
     started = time.perf_counter()
     out = Path(args.out)
     work = Path(tempfile.mkdtemp(prefix="elite-bench-"))
@@ -156,16 +170,37 @@ def run(args) -> int:
                 measure("encode", size, encode)
                 measure("generation", size, lambda: figures_infer.generation(models, concepts, settings))
                 measure("step", size, lambda: figures_infer.sampling_step(models, concepts, settings))
-                measure("training", size, lambda: _missing("training", ("elite.train.stages", "elite.train.latents"))
-                        or figures_train.training_step(size, models[size], smoke_root, work, params, settings))
+                measure(
+                    "training",
+                    size,
+                    lambda: (
+                        _missing("training", ("elite.train.stages", "elite.train.latents"))
+                        or figures_train.training_step(size, models[size], smoke_root, work, params, settings)
+                    ),
+                )
             if size == "smoke":
-                measure("textual_inversion", size, lambda: figures_train.textual_inversion(
-                    smoke_root / "base", image, mask, params, settings,
-                    encode_smoke or figures_infer.encode_latency(models, settings, image, mask)[0]["sizes"]["smoke"]))
+                measure(
+                    "textual_inversion",
+                    size,
+                    lambda: figures_train.textual_inversion(
+                        smoke_root / "base",
+                        image,
+                        mask,
+                        params,
+                        settings,
+                        encode_smoke
+                        or figures_infer.encode_latency(models, settings, image, mask)[0]["sizes"]["smoke"],
+                    ),
+                )
             sam = settings.sam_model[size]
-            measure("sam", sam, lambda: _missing("sam", ("elite.data.sam",))
-                    or figures_train.sam_masking(sam, smoke_root, params, settings))
-            del models, concepts
+            measure(
+                "sam",
+                sam,
+                lambda: (
+                    _missing("sam", ("elite.data.sam",))
+                    or figures_train.sam_masking(sam, smoke_root, params, settings)
+                ),
+            )
         measure("dvc", "smoke", lambda: figures_dvc.dvc_repro(REPO, work, args.dvc, args.dvc_timeout))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -173,8 +208,10 @@ def run(args) -> int:
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     write_json(out, results)
     print(render_table(results, args.markdown))
-    print(f"\n{settings.mode} run in {results['wall_seconds']:.0f} s on {results['machine']['cores']} cores "
-          f"({results['machine']['cpu_model']}, {args.threads} torch thread(s)); results: {out}")
+    print(
+        f"\n{settings.mode} run in {results['wall_seconds']:.0f} s on {results['machine']['cores']} cores "
+        f"({results['machine']['cpu_model']}, {args.threads} torch thread(s)); results: {out}"
+    )
     return 1 if any(f["status"] == "failed" for f in results["figures"].values()) else 0
 
 
@@ -183,9 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke sizes and few repeats (the tests' mode)")
     parser.add_argument("--dvc", action="store_true", help="also time `dvc repro` of the smoke pipeline (minutes)")
     parser.add_argument("--dvc-timeout", type=float, default=3600.0, help="seconds per dvc repro (default 3600)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (default 1: on a shared machine two threads made the timings "
-                             "erratic and several times slower; use the core count on a quiet machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: on a shared machine two threads made the timings "
+        "erratic and several times slower; use the core count on a quiet machine)",
+    )
     parser.add_argument("--only", help=f"comma-separated figures out of: {','.join(FIGURES)}")
     parser.add_argument("--out", default=str(REPO / "bench" / "results.json"), help="results file")
     parser.add_argument("--table", metavar="RESULTS", help="print the table of an existing results file and exit")

@@ -32,7 +32,9 @@ class Settings:
     plateau_rel: float  # plateau: the moving average improved by less than this share over one window
     train_rounds: dict[str, int]  # interleaved optimiser steps (with / without the latent cache), by size
     train_rows: dict[str, int]  # training images (one box each) the steps draw from, by size
-    sam_model: dict[str, str]  # SAM measured in each size's phase: "tiny" (the smoke SAM) or a SAM type (random weights)
+    sam_model: dict[
+        str, str
+    ]  # SAM measured in each size's phase: "tiny" (the smoke SAM) or a SAM type (random weights)
     sam_images: dict[str, int]  # images per round, by SAM model
     sam_rounds: dict[str, int]
     sam_boxes: tuple[int, int] = (4, 6)  # [min, max] boxes per image (the issue: images with >= 4 boxes)

@@ -45,8 +45,10 @@ def auto_mask(image: Image.Image, sam_dir: str | Path | None = None, cfg=None) -
     cfg = cfg or mask_config()
     sam_dir = Path(sam_dir or SAM_DIR)
     if not (sam_dir / "sam_config.json").is_file():
-        raise EliteError(f"{sam_dir}: no SAM model (sam_config.json) for --mask auto; run `elite prepare-models` "
-                         "or pass a mask file")
+        raise EliteError(
+            f"{sam_dir}: no SAM model (sam_config.json) for --mask auto; run `elite prepare-models` "
+            "or pass a mask file"
+        )
     masker = box_masker(str(sam_dir.resolve()), cfg.device, cfg.multimask)
     with _lock:
         mask, _, _ = concept_mask(masker, np.asarray(image.convert("RGB")), cfg)

@@ -35,8 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
 def quiet_libraries() -> None:
     """Library chatter off, through their environment switches (importing them here would cost every
     command seconds)."""
-    for key, value in {"TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error",
-                       "DIFFUSERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}.items():
+    for key, value in {
+        "TOKENIZERS_PARALLELISM": "false",
+        "TRANSFORMERS_VERBOSITY": "error",
+        "DIFFUSERS_VERBOSITY": "error",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    }.items():
         os.environ.setdefault(key, value)
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
 

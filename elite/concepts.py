@@ -51,8 +51,9 @@ def as_concepts(concept: Concept | Sequence[Concept]) -> list[Concept]:
     """The `concept` argument of the pipeline as a list: one Concept, or one per placeholder S1*, S2*, ..."""
     concepts = [concept] if isinstance(concept, Concept) else list(concept)
     if not concepts or not all(isinstance(c, Concept) for c in concepts):
-        raise EliteError("concept: pass a Concept (from encode_concept) or a list of them, one per placeholder "
-                         "S1*, S2*, ...")
+        raise EliteError(
+            "concept: pass a Concept (from encode_concept) or a list of them, one per placeholder S1*, S2*, ..."
+        )
     if len(concepts) > 1 and any(c.layer_words is not None for c in concepts):
         raise EliteError("concepts with per-layer words (XTI) work one at a time; use one concept and S*")
     if len({c.local_tokens is None for c in concepts}) > 1:

@@ -29,14 +29,18 @@ def decode(source: Path | bytes, name: str, what: str = "image") -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
                 if img.width * img.height > MAX_PIXELS:
-                    raise EliteError(f"{name}: {what} is {img.width}x{img.height}, over the {MAX_PIXELS:,}-pixel "
-                                     f"limit; downscale it first")
+                    raise EliteError(
+                        f"{name}: {what} is {img.width}x{img.height}, over the {MAX_PIXELS:,}-pixel "
+                        f"limit; downscale it first"
+                    )
                 img.load()
                 return ImageOps.exif_transpose(img)  # a new image, usable after the file is closed
     except EliteError:
         raise
     except Image.DecompressionBombError as exc:
-        raise EliteError(f"{name}: {what} is over the {MAX_PIXELS:,}-pixel limit ({exc}); downscale it first") from None
+        raise EliteError(
+            f"{name}: {what} is over the {MAX_PIXELS:,}-pixel limit ({exc}); downscale it first"
+        ) from None
     except UnidentifiedImageError:
         raise EliteError(f"{name}: not a readable {what} (not an image format PIL knows)") from None
     except Exception as exc:  # noqa: BLE001 - see the docstring
@@ -87,7 +91,9 @@ def open_mask(path: str | Path, size: tuple[int, int]) -> Image.Image:
         raise EliteError(f"{path}: mask file is empty")
     mask = binary_mask(decode(path, str(path), "mask image"))
     if mask.size != size:
-        warnings.warn(f"{path}: mask is {mask.size[0]}x{mask.size[1]}, image is {size[0]}x{size[1]}; resized (nearest)")
+        warnings.warn(
+            f"{path}: mask is {mask.size[0]}x{mask.size[1]}, image is {size[0]}x{size[1]}; resized (nearest)"
+        )
         mask = mask.resize(size, Image.NEAREST)
     if not np.asarray(mask).any():
         raise EliteError(f"{path}: mask is all black (no object); white marks the object")
@@ -107,7 +113,9 @@ def clip_pixels(image: Image.Image, size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
 
-def masked_clip_pixels(image: Image.Image, mask: Image.Image, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def masked_clip_pixels(
+    image: Image.Image, mask: Image.Image, size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(whole image, masked object, mask) for the CLIP tower, unnormalised: the object is cut out at the
     image's full resolution (background black, as the authors' image * mask) and then resized like the whole
     image; the mask (binarised with MASK_THRESHOLD) is resized nearest. Shapes (3, S, S), (3, S, S), (1, S, S)."""
@@ -125,7 +133,9 @@ def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     return (x - mean_t) / torch.tensor(std, dtype=x.dtype)[:, None, None]
 
 
-def clip_inputs(image: Image.Image, mask: Image.Image, size: int, mean, std) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def clip_inputs(
+    image: Image.Image, mask: Image.Image, size: int, mean, std
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Batch-of-one CLIP inputs for inference (`masked_clip_pixels`, normalised): pixel_values of the whole
     image (1, 3, S, S), of the masked object on black (1, 3, S, S), and the mask (1, 1, S, S) in {0, 1}."""
     full, obj, m = masked_clip_pixels(image, mask, size)

@@ -103,7 +103,9 @@ def fetch_url(url: str, dest: Path, retries: int, wait: float, hint: str) -> str
                 with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as out:
                     total = int(resp.headers.get("Content-Length") or 0) or None
                     got = 0
-                    with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {Path(dest).name}", leave=False) as bar:
+                    with tqdm(
+                        total=total, unit="B", unit_scale=True, desc=f"download {Path(dest).name}", leave=False
+                    ) as bar:
                         while chunk := resp.read(1 << 20):
                             out.write(chunk)
                             digest.update(chunk)
@@ -115,14 +117,16 @@ def fetch_url(url: str, dest: Path, retries: int, wait: float, hint: str) -> str
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             code = getattr(exc, "code", None)
             final = (isinstance(exc, urllib.error.HTTPError) and code not in (408, 429) and code < 500) or (
-                isinstance(exc, ValueError))  # e.g. not a URL
+                isinstance(exc, ValueError)
+            )  # e.g. not a URL
             reason = f"HTTP {code}" if isinstance(exc, urllib.error.HTTPError) else str(getattr(exc, "reason", exc))
             if final or attempt == retries:
                 tries = f" after {attempt} tries" if attempt > 1 else ""
                 raise EliteError(f"cannot download {url}{tries} ({reason}); {hint}") from None
             pause = wait * 2 ** (attempt - 1)
-            logging.getLogger("elite.io").warning("download of %s failed (%s); retry %d of %d in %.1f s",
-                                                  url, reason, attempt, retries - 1, pause)
+            logging.getLogger("elite.io").warning(
+                "download of %s failed (%s); retry %d of %d in %.1f s", url, reason, attempt, retries - 1, pause
+            )
             time.sleep(pause)
     raise EliteError(f"cannot download {url}: retries must be >= 1; {hint}")
 

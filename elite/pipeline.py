@@ -32,8 +32,10 @@ ImageInput = Image.Image | str | os.PathLike
 
 def _load(what: str, source: str, loader, **kwargs):
     if _is_local_path(source) and not Path(source).exists():
-        raise EliteError(f"{source}: folder not found (for {what}); build or fetch the models with `elite prepare-models` "
-                         f"(params models.dir), or pass a hub id")
+        raise EliteError(
+            f"{source}: folder not found (for {what}); build or fetch the models with `elite prepare-models` "
+            f"(params models.dir), or pass a hub id"
+        )
     try:
         return loader(source, **kwargs)
     except (OSError, ValueError) as exc:
@@ -62,14 +64,30 @@ class ElitePipeline(DiffusionPipeline):
     _exclude_from_cpu_offload = ["elite"]
     _optional_components = ["image_encoder", "image_processor", "elite"]
 
-    def __init__(self, vae: AutoencoderKL, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer,
-                 unet: UNet2DConditionModel, scheduler: SchedulerMixin, image_encoder: CLIPVisionModel | None = None,
-                 image_processor: CLIPImageProcessor | None = None, elite: EliteModel | None = None) -> None:
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModel,
+        tokenizer: CLIPTokenizer,
+        unet: UNet2DConditionModel,
+        scheduler: SchedulerMixin,
+        image_encoder: CLIPVisionModel | None = None,
+        image_processor: CLIPImageProcessor | None = None,
+        elite: EliteModel | None = None,
+    ) -> None:
         """Without `elite` the pipeline is the plain base model that still takes injected words
         (concepts learned by the Textual Inversion baselines); `encode_concept` then needs weights."""
         super().__init__()
-        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                              image_encoder=image_encoder, image_processor=image_processor, elite=elite)
+        self.register_modules(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            image_encoder=image_encoder,
+            image_processor=image_processor,
+            elite=elite,
+        )
         if elite is not None:
             elite.attach(unet)
         else:
@@ -77,8 +95,13 @@ class ElitePipeline(DiffusionPipeline):
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
 
     @classmethod
-    def from_pretrained(cls, base: str | os.PathLike, elite_weights: str | os.PathLike | None = None,
-                        image_encoder: str | None = None, torch_dtype: torch.dtype = torch.float32) -> "ElitePipeline":
+    def from_pretrained(
+        cls,
+        base: str | os.PathLike,
+        elite_weights: str | os.PathLike | None = None,
+        image_encoder: str | None = None,
+        torch_dtype: torch.dtype = torch.float32,
+    ) -> "ElitePipeline":
         """Load a Stable Diffusion folder or hub id plus ELITE weights (and the CLIP tower they name).
 
         With `elite_weights=None`: the base model alone, for concepts given as learned words, unless `base` is a
@@ -88,20 +111,26 @@ class ElitePipeline(DiffusionPipeline):
         if elite_weights is None and saved:
             elite_weights = Path(base) / ELITE_SUBFOLDER
         elite = EliteModel.from_pretrained(elite_weights, dtype=torch_dtype) if elite_weights is not None else None
-        encoder_src = image_encoder or (resolve_image_encoder(Path(elite_weights), elite.config.image_encoder) if elite else None)
+        encoder_src = image_encoder or (
+            resolve_image_encoder(Path(elite_weights), elite.config.image_encoder) if elite else None
+        )
         # a saved pipeline keeps the processor in its own folder (the tower's folder has none)
         processor_src = str(Path(base) / "image_processor") if saved and not image_encoder else encoder_src
         kw = {"torch_dtype": torch_dtype}
         return cls(
             vae=_load("the VAE", base, AutoencoderKL.from_pretrained, subfolder="vae", **kw),
-            text_encoder=_load("the text encoder", base, CLIPTextModel.from_pretrained, subfolder="text_encoder", dtype=torch_dtype),
+            text_encoder=_load(
+                "the text encoder", base, CLIPTextModel.from_pretrained, subfolder="text_encoder", dtype=torch_dtype
+            ),
             tokenizer=_load("the tokenizer", base, CLIPTokenizer.from_pretrained, subfolder="tokenizer"),
             unet=_load("the UNet", base, UNet2DConditionModel.from_pretrained, subfolder="unet", **kw),
             scheduler=_load("the scheduler", base, LMSDiscreteScheduler.from_pretrained, subfolder="scheduler"),
             image_encoder=_load("the image encoder", encoder_src, CLIPVisionModel.from_pretrained, dtype=torch_dtype)
-            if encoder_src else None,
+            if encoder_src
+            else None,
             image_processor=_load("the image processor", processor_src, CLIPImageProcessor.from_pretrained)
-            if encoder_src else None,
+            if encoder_src
+            else None,
             elite=elite,
         )
 
@@ -136,11 +165,17 @@ class ElitePipeline(DiffusionPipeline):
     def clip_inputs(self, image: Image.Image, mask: Image.Image | None):
         proc = self.image_processor
         size = proc.crop_size["height"] if proc.crop_size else proc.size["shortest_edge"]
-        return clip_inputs(image, mask if mask is not None else full_mask(image), size, proc.image_mean, proc.image_std)
+        return clip_inputs(
+            image, mask if mask is not None else full_mask(image), size, proc.image_mean, proc.image_std
+        )
 
     @torch.no_grad()
-    def encode_concept(self, image: ImageInput | Sequence[ImageInput], mask: ImageInput | Sequence | None = None,
-                       masks: Sequence[ImageInput | None] | None = None) -> Concept:
+    def encode_concept(
+        self,
+        image: ImageInput | Sequence[ImageInput],
+        mask: ImageInput | Sequence | None = None,
+        masks: Sequence[ImageInput | None] | None = None,
+    ) -> Concept:
         """One forward pass: the global words from the whole image, the local tokens from the masked object.
 
         `mask="auto"`: SAM makes the mask (the most salient object; see elite.automask). Several images of
@@ -155,8 +190,10 @@ class ElitePipeline(DiffusionPipeline):
         if masks is None:
             masks = list(mask) if isinstance(mask, (list, tuple)) else [mask] * len(images)
         if not images or len(masks) != len(images):
-            raise EliteError(f"encode_concept: got {len(images)} image(s) and {len(masks)} mask(s); give at least one "
-                             f"image and one mask per image (None: the whole image)")
+            raise EliteError(
+                f"encode_concept: got {len(images)} image(s) and {len(masks)} mask(s); give at least one "
+                f"image and one mask per image (None: the whole image)"
+            )
         return fuse_images([self._encode_image(i, m) for i, m in zip(images, masks)])
 
     def _encode_image(self, image: ImageInput, mask: ImageInput | None) -> Concept:
@@ -205,13 +242,23 @@ class ElitePipeline(DiffusionPipeline):
         return {key: encode(word) for key, word in concept.layer_words.items()}, slots
 
     @torch.no_grad()
-    def __call__(self, prompt: str | list[str], concept: Concept | Sequence[Concept], lam: float = 0.8,
-                 num_inference_steps: int = 100, guidance_scale: float = 5.0,
-                 generator: torch.Generator | list[torch.Generator] | None = None,
-                 scheduler: str | SchedulerMixin | None = None, num_images_per_prompt: int = 1,
-                 height: int | None = None, width: int | None = None, output_type: str = "pil",
-                 allow_bare_s: bool = False, return_dict: bool = True,
-                 multi_concept: str = "per_concept") -> ImagePipelineOutput | tuple:
+    def __call__(
+        self,
+        prompt: str | list[str],
+        concept: Concept | Sequence[Concept],
+        lam: float = 0.8,
+        num_inference_steps: int = 100,
+        guidance_scale: float = 5.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        scheduler: str | SchedulerMixin | None = None,
+        num_images_per_prompt: int = 1,
+        height: int | None = None,
+        width: int | None = None,
+        output_type: str = "pil",
+        allow_bare_s: bool = False,
+        return_dict: bool = True,
+        multi_concept: str = "per_concept",
+    ) -> ImagePipelineOutput | tuple:
         """Generate images for `prompt` (which contains S*) with the encoded concept.
 
         Two (or more) concepts: `concept=[c1, c2]` and a prompt with S1* and S2*, once each.
@@ -251,7 +298,9 @@ class ElitePipeline(DiffusionPipeline):
             scales = torch.cat([torch.zeros_like(scales), scales])
         cond = EliteConditioning(
             text=_each(text, lambda t: t.to(dtype)),
-            local_tokens=_each_local(local, lambda t: t.to(device, dtype).expand(len(slots), -1, -1)) if use_local else None,
+            local_tokens=_each_local(local, lambda t: t.to(device, dtype).expand(len(slots), -1, -1))
+            if use_local
+            else None,
             local_scale=scales if use_local else None,
             word_index=slots if use_local else None,
         )
@@ -298,8 +347,9 @@ def _each(text, fn):
     return {k: fn(v) for k, v in text.items()} if isinstance(text, dict) else fn(text)
 
 
-def check_sampling(lam: float, steps: int, guidance: float, num_images: int,
-                   scheduler: str | SchedulerMixin | None = None) -> None:
+def check_sampling(
+    lam: float, steps: int, guidance: float, num_images: int, scheduler: str | SchedulerMixin | None = None
+) -> None:
     """One-line errors for sampling settings, cheap enough to run before any model is loaded."""
     if isinstance(scheduler, str) and scheduler not in SCHEDULERS:
         raise EliteError(f"unknown scheduler {scheduler!r}; choose one of: {', '.join(SCHEDULERS)}")

@@ -19,12 +19,27 @@ from elite.smoke_models import build_base, build_image_encoder, init_elite_weigh
 
 BUILTIN = "builtin"
 TOY = "toy"
-BASE_FILES = ["model_index.json", "scheduler/*", "tokenizer/*", "text_encoder/config.json", "text_encoder/model.safetensors",
-              "unet/config.json", "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
-              "vae/diffusion_pytorch_model.safetensors"]
+BASE_FILES = [
+    "model_index.json",
+    "scheduler/*",
+    "tokenizer/*",
+    "text_encoder/config.json",
+    "text_encoder/model.safetensors",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
+]
 ENCODER_FILES = ["config.json", "model.safetensors", "preprocessor_config.json"]
-EVAL_FILES = ["config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json",
-              "merges.txt", "special_tokens_map.json"]  # + weights: model.safetensors, else pytorch_model.bin
+EVAL_FILES = [
+    "config.json",
+    "preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+]  # + weights: model.safetensors, else pytorch_model.bin
 
 
 def fetch(source: str, dest: Path, patterns: list[str]) -> None:
@@ -62,8 +77,9 @@ def prepare_models(params: Params, out: Path | None = None) -> Path:
             build_image_encoder(tmp, cfg.seed + 1)
     else:
         fetch(cfg.image_encoder, out / "image_encoder", ENCODER_FILES)
-    init_elite_weights(out / "base", out / "image_encoder", out / "elite", cfg.seed + 2, cfg.feature_layers,
-                       cfg.reference_depth)
+    init_elite_weights(
+        out / "base", out / "image_encoder", out / "elite", cfg.seed + 2, cfg.feature_layers, cfg.reference_depth
+    )
     prepare_eval_models(cfg, out)
     with atomic_dir(out / "probes") as tmp:  # the toy world's evaluation probes; none for real images
         write_json(tmp / "probes.json", {})
@@ -75,8 +91,10 @@ def prepare_eval_models(cfg, out: Path) -> None:
     """The metric models of the evaluate stage: out/clip_eval (CLIP-I, CLIP-T) and out/dino_eval (DINO-I)."""
     from elite.evaluate.eval_models import build_clip_eval, build_dino_eval
 
-    for name, source, build, seed in (("clip_eval", cfg.clip_eval, build_clip_eval, cfg.seed + 3),
-                                      ("dino_eval", cfg.dino_eval, build_dino_eval, cfg.seed + 4)):
+    for name, source, build, seed in (
+        ("clip_eval", cfg.clip_eval, build_clip_eval, cfg.seed + 3),
+        ("dino_eval", cfg.dino_eval, build_dino_eval, cfg.seed + 4),
+    ):
         if source == BUILTIN:
             with atomic_dir(out / name) as tmp:
                 build(tmp, seed)

@@ -70,7 +70,9 @@ def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
         return
     try:
         parts = urllib.parse.urlsplit(uri)  # /health needs no login: ask it without the URI's credentials
-        health = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1])).rstrip("/") + "/health"
+        health = (
+            urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1])).rstrip("/") + "/health"
+        )
         with urllib.request.urlopen(health, timeout=timeout) as resp:
             if resp.status != 200:
                 raise EliteError(f"MLflow tracking server {redact(uri)} answered /health with HTTP {resp.status}")
@@ -78,8 +80,9 @@ def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
         raise EliteError(f"MLflow tracking server {redact(uri)} answered /health with HTTP {exc.code}") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise EliteError(f"MLflow tracking server {redact(uri)} is unreachable ({reason}); start it or unset "
-                         f"MLFLOW_TRACKING_URI") from None
+        raise EliteError(
+            f"MLflow tracking server {redact(uri)} is unreachable ({reason}); start it or unset MLFLOW_TRACKING_URI"
+        ) from None
 
 
 def setup_mlflow():
@@ -100,8 +103,12 @@ def setup_mlflow():
 
 
 @contextmanager
-def stage_run(stage: str, params: dict | None = None, resume_run_id: str | None = None,
-              datasets: list[tuple[str | Path, str]] = ()) -> Iterator[object]:
+def stage_run(
+    stage: str,
+    params: dict | None = None,
+    resume_run_id: str | None = None,
+    datasets: list[tuple[str | Path, str]] = (),
+) -> Iterator[object]:
     """An MLflow run for one stage, nested under the pipeline run (`pipeline_parent`); params logged flat;
     `datasets`: (file, context) pairs logged as the run's dataset inputs (`log_dataset`).
     `resume_run_id`: reopen that run (a resumed training stage) when this store has it; params stay as logged."""
@@ -112,7 +119,11 @@ def stage_run(stage: str, params: dict | None = None, resume_run_id: str | None 
         return
     parent, grouped = pipeline_parent(mlflow)
     exp = dvc_experiment()
-    tags = {"stage": stage, **({"mlflow.parentRunId": parent} if parent else {}), **({"dvc.experiment": exp} if exp else {})}
+    tags = {
+        "stage": stage,
+        **({"mlflow.parentRunId": parent} if parent else {}),
+        **({"dvc.experiment": exp} if exp else {}),
+    }
     status = "FAILED"
     try:
         with mlflow.start_run(run_name=f"{stage} ({exp})" if exp else stage, tags=tags) as run:
@@ -181,8 +192,14 @@ def log_dataset(mlflow, path: str | Path, context: str) -> None:
 
     path = Path(path)
     text = path.read_text()
-    rows = json.loads(text) if path.suffix == ".json" else [json.loads(line) for line in text.splitlines() if line.strip()]
-    frame = pd.DataFrame([{k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()} for row in rows])
+    rows = (
+        json.loads(text)
+        if path.suffix == ".json"
+        else [json.loads(line) for line in text.splitlines() if line.strip()]
+    )
+    frame = pd.DataFrame(
+        [{k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()} for row in rows]
+    )
     name = f"{path.parent.name}/{path.stem}".lstrip("/")  # curated/global, masks/local, dreambench/subjects
     with warnings.catch_warnings():  # mlflow registers two equal local-file sources and says so on every call
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")

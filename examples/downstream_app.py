@@ -52,14 +52,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = mlflow.pyfunc.load_model(args.model_uri)
     except MlflowException as exc:
-        print(f"error: cannot load {args.model_uri} from {mlflow.get_tracking_uri()}: {exc.message.splitlines()[0]}",
-              file=sys.stderr)
+        print(
+            f"error: cannot load {args.model_uri} from {mlflow.get_tracking_uri()}: {exc.message.splitlines()[0]}",
+            file=sys.stderr,
+        )
         return 2
 
     image, mask = b64_file(args.image), b64_file(args.mask) if args.mask else None
-    options = {k: v for k, v in {"steps": args.steps, "lam": args.lam, "guidance": args.guidance, "seed": args.seed}.items()
-               if v is not None}
-    rows = [{"image": image, "prompt": prompt, **({"mask": mask} if mask else {}), **options} for prompt in args.prompt]
+    options = {
+        k: v
+        for k, v in {"steps": args.steps, "lam": args.lam, "guidance": args.guidance, "seed": args.seed}.items()
+        if v is not None
+    }
+    rows = [
+        {"image": image, "prompt": prompt, **({"mask": mask} if mask else {}), **options} for prompt in args.prompt
+    ]
     try:
         result = model.predict(pd.DataFrame(rows), params={"scheduler": args.scheduler} if args.scheduler else None)
     except MlflowException as exc:

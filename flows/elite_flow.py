@@ -99,7 +99,8 @@ def finish_shards(repo: str, stage: str, count: int, env: dict[str, str]) -> dic
 def shard_flow(repo: str, stage: str, count: int, env: dict[str, str]) -> list[int]:
     """The shards of one stage as mapped tasks, spread by this flow's task runner."""
     futures = run_shard.with_options(task_run_name=f"{stage}[{{index}}/{count}]").map(
-        unmapped(repo), unmapped(stage), range(count), unmapped(count), unmapped(env))
+        unmapped(repo), unmapped(stage), range(count), unmapped(count), unmapped(env)
+    )
     return [future.result() for future in futures]
 
 
@@ -110,9 +111,16 @@ def shard_runner(count: int, dask_address: str | None, dask_workers: int):
         if dask_address:
             return DaskTaskRunner(address=dask_address)
         # the workers report their task runs to this flow run's API (also a temporary one started without a server)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": dask_workers, "threads_per_worker": 1, "processes": True,
-                                              "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0",
-                                              "env": {"PREFECT_API_URL": _api_url()}})
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": dask_workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "host": "127.0.0.1",
+                "dashboard_address": "127.0.0.1:0",
+                "env": {"PREFECT_API_URL": _api_url()},
+            }
+        )
     return ThreadPoolTaskRunner(max_workers=count)
 
 
@@ -123,6 +131,7 @@ def _api_url() -> str:
 
 
 # --- MLflow parent run ----------------------------------------------------------------------------
+
 
 def _mlflow_client(repo: Path):
     """The stages' tracking store (MLFLOW_TRACKING_URI, else the repo's mlflow.db; see elite/tracking.py)."""
@@ -144,10 +153,17 @@ def _mlflow_client(repo: Path):
 
 # --- the flow -------------------------------------------------------------------------------------
 
+
 @flow(name="elite")
-def elite(profile: Literal["smoke", "toy", "paper"] | None = None, stages: list[str] | None = None, shards: int = 1,
-          shard_stages: list[str] | None = None, dask_address: str | None = None, dask_workers: int = 0,
-          repo: str | None = None) -> list[dict]:
+def elite(
+    profile: Literal["smoke", "toy", "paper"] | None = None,
+    stages: list[str] | None = None,
+    shards: int = 1,
+    shard_stages: list[str] | None = None,
+    dask_address: str | None = None,
+    dask_workers: int = 0,
+    repo: str | None = None,
+) -> list[dict]:
     """Run the DVC pipeline of `repo` (default: the checkout holding this file).
 
     profile: set params.yaml's profile first (None: keep it). stages: a subset of dvc.yaml's stages
@@ -164,9 +180,16 @@ def elite(profile: Literal["smoke", "toy", "paper"] | None = None, stages: list[
         sharded = S.shardable(shard_stages)
         profile = S.apply_profile(root, profile, log)
         uri, client, experiment_id = _mlflow_client(root)
-        parent = client.create_run(experiment_id, run_name=f"pipeline-{profile}", tags={
-            "stage": "pipeline", "profile": profile, "prefect.flow_run_id": str(flow_run.id),
-            "prefect.flow_run_name": str(flow_run.name)}).info.run_id
+        parent = client.create_run(
+            experiment_id,
+            run_name=f"pipeline-{profile}",
+            tags={
+                "stage": "pipeline",
+                "profile": profile,
+                "prefect.flow_run_id": str(flow_run.id),
+                "prefect.flow_run_name": str(flow_run.name),
+            },
+        ).info.run_id
         client.log_param(parent, "profile", profile)
         client.log_param(parent, "stages", ",".join(s.name for s in selected))
         client.log_param(parent, "shards", shards)
@@ -179,11 +202,15 @@ def elite(profile: Literal["smoke", "toy", "paper"] | None = None, stages: list[
             for spec in selected:
                 if spec.name in sharded and shards > 1:
                     if plan_shards.with_options(task_run_name=f"{spec.name}:plan")(str(root), spec.name, env):
-                        shard_flow.with_options(name=f"elite-shards-{spec.name}",
-                                                task_runner=shard_runner(shards, dask_address, dask_workers))(
-                            str(root), spec.name, shards, env)
-                        results.append(finish_shards.with_options(name=spec.name, task_run_name=spec.name)(
-                            str(root), spec.name, shards, env))
+                        shard_flow.with_options(
+                            name=f"elite-shards-{spec.name}",
+                            task_runner=shard_runner(shards, dask_address, dask_workers),
+                        )(str(root), spec.name, shards, env)
+                        results.append(
+                            finish_shards.with_options(name=spec.name, task_run_name=spec.name)(
+                                str(root), spec.name, shards, env
+                            )
+                        )
                         continue
                 stage_task = run_stage.with_options(name=spec.name, task_run_name=spec.name)
                 if spec.name in FETCHING and retries:
@@ -191,8 +218,9 @@ def elite(profile: Literal["smoke", "toy", "paper"] | None = None, stages: list[
                 results.append(stage_task(str(root), spec.name, env))
             metrics = S.read_metrics(root, selected)
             markdown = S.metrics_markdown(f"ELITE pipeline ({profile} profile)", results, metrics)
-            create_markdown_artifact(markdown=markdown, key=ARTIFACT_KEY,
-                                     description=f"metrics of the DVC pipeline, {profile} profile")
+            create_markdown_artifact(
+                markdown=markdown, key=ARTIFACT_KEY, description=f"metrics of the DVC pipeline, {profile} profile"
+            )
             values = [_metric(k, v) for k, v in S.numeric_metrics(metrics).items()]
             for i in range(0, len(values), 1000):  # MLflow takes at most 1000 metrics per batch
                 client.log_batch(parent, metrics=values[i : i + 1000])
@@ -219,8 +247,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dask-address")
     parser.add_argument("--dask-workers", type=int, default=0)
     args = parser.parse_args(argv)
-    elite(profile=args.profile, stages=args.stages, shards=args.shards, shard_stages=args.shard_stages,
-          dask_address=args.dask_address, dask_workers=args.dask_workers)
+    elite(
+        profile=args.profile,
+        stages=args.stages,
+        shards=args.shards,
+        shard_stages=args.shard_stages,
+        dask_address=args.dask_address,
+        dask_workers=args.dask_workers,
+    )
 
 
 if __name__ == "__main__":

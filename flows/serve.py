@@ -1,6 +1,7 @@
 """Serve the deployments `elite/full` (paper profile) and `elite/smoke` (smoke profile).
 
-    python -m flows.serve                 # local Prefect server (SQLite in PREFECT_HOME, 127.0.0.1:4200) + both deployments
+    python -m flows.serve                 # local Prefect server (SQLite in PREFECT_HOME, 127.0.0.1:4200)
+                                          # + both deployments
     python -m flows.serve --port 4300     # another port
     PREFECT_API_URL=https://prefect.team/api python -m flows.serve   # a team server: no local server is started
 
@@ -38,7 +39,9 @@ def wait_healthy(api: str, server: subprocess.Popen | None, timeout: float, log:
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.5)
-    raise SystemExit(f"error: no Prefect server answered {api}/health within {timeout:.0f} s" + (f"; see {log}" if log else ""))
+    raise SystemExit(
+        f"error: no Prefect server answered {api}/health within {timeout:.0f} s" + (f"; see {log}" if log else "")
+    )
 
 
 def _unspecified(host: str) -> bool:
@@ -67,9 +70,14 @@ def start_server(host: str, port: int, home: Path) -> tuple[subprocess.Popen, Pa
         env["PREFECT_SERVER_UI_API_URL"] = ui_api_url(host, port)
     prefect = Path(sys.executable).parent / "prefect"
     with open(log, "ab") as out:
-        server = subprocess.Popen([str(prefect), "server", "start", "--host", host, "--port", str(port)],
-                                  env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  start_new_session=True)
+        server = subprocess.Popen(
+            [str(prefect), "server", "start", "--host", host, "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     return server, log
 
 
@@ -91,17 +99,26 @@ def _interrupt(signum, frame) -> None:
 def deployments(shards: int):
     from flows.elite_flow import elite
 
-    return [elite.to_deployment(name, parameters={"profile": profile, "shards": shards}, tags=["elite", profile],
-                                description=f"The ELITE DVC pipeline on the {profile} profile")
-            for name, profile in DEPLOYMENTS.items()]
+    return [
+        elite.to_deployment(
+            name,
+            parameters={"profile": profile, "shards": shards},
+            tags=["elite", profile],
+            description=f"The ELITE DVC pipeline on the {profile} profile",
+        )
+        for name, profile in DEPLOYMENTS.items()
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1", help="local server address (default: %(default)s)")
     parser.add_argument("--port", type=int, default=4200, help="local server port (default: %(default)s)")
-    parser.add_argument("--home", help="PREFECT_HOME for the local server and this process "
-                                       "(default: $PREFECT_HOME, else .prefect/ in the repository)")
+    parser.add_argument(
+        "--home",
+        help="PREFECT_HOME for the local server and this process "
+        "(default: $PREFECT_HOME, else .prefect/ in the repository)",
+    )
     parser.add_argument("--local", action="store_true", help="start a local server even when PREFECT_API_URL is set")
     parser.add_argument("--shards", type=int, default=1, help="default shards of mask/evaluate for both deployments")
     args = parser.parse_args(argv)
@@ -125,8 +142,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         from prefect import serve  # imported after PREFECT_API_URL / PREFECT_HOME are set
 
-        print(f"Serving elite/full and elite/smoke from {REPO}. Run one with:\n"
-              f"  PREFECT_API_URL={api} prefect deployment run elite/smoke --watch", flush=True)
+        print(
+            f"Serving elite/full and elite/smoke from {REPO}. Run one with:\n"
+            f"  PREFECT_API_URL={api} prefect deployment run elite/smoke --watch",
+            flush=True,
+        )
         serve(*deployments(args.shards), limit=1)
     except KeyboardInterrupt:
         pass

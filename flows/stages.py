@@ -58,7 +58,7 @@ def _paths(entries: list | None, option: str | None = None) -> list[str]:
     where that option is true."""
     paths = []
     for entry in entries or []:
-        for path, opts in (entry.items() if isinstance(entry, dict) else [(entry, None)]):
+        for path, opts in entry.items() if isinstance(entry, dict) else [(entry, None)]:
             if option is None or (opts or {}).get(option):
                 paths.append(str(path))
     return paths
@@ -77,8 +77,17 @@ def load_stages(repo: Path) -> list[Stage]:
         outs = _paths(spec.get("outs")) + metrics + _paths(spec.get("plots"))
         params = [p for entry in spec.get("params", []) for p in ([entry] if isinstance(entry, str) else entry)]
         persist = [p for kind in ("outs", "metrics", "plots") for p in _paths(spec.get(kind), "persist")]
-        stages.append(Stage(name, spec["cmd"], tuple(spec.get("deps", [])), tuple(params), tuple(outs), tuple(metrics),
-                            tuple(persist)))
+        stages.append(
+            Stage(
+                name,
+                spec["cmd"],
+                tuple(spec.get("deps", [])),
+                tuple(params),
+                tuple(outs),
+                tuple(metrics),
+                tuple(persist),
+            )
+        )
     return stages
 
 
@@ -128,8 +137,15 @@ def run_logged(cmd: list[str] | str, cwd: Path, env: dict[str, str], log: Log, w
             tail.append(line)
             log(line)
 
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, shell=isinstance(cmd, str), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        shell=isinstance(cmd, str),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
     pending, bar, last_bar = b"", b"", 0.0
     try:
         while chunk := proc.stdout.read1(65536):
@@ -188,14 +204,16 @@ def dvc(repo: Path, args: list[str], env: dict[str, str], log: Log) -> None:
 
 def dvc_status(repo: Path, stage: str, env: dict[str, str]) -> dict:
     """`dvc status <stage> --json`: {} when the stage is up to date, else what changed."""
-    proc = subprocess.run([sys.executable, "-m", "dvc", "status", stage, "--json"], cwd=repo, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", stage, "--json"], cwd=repo, env=env, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise CommandFailed(f"dvc status {stage} exited with code {proc.returncode}: {proc.stderr.strip()[-2000:]}")
     return json.loads(proc.stdout or "{}")
 
 
 # --- the checkout ---------------------------------------------------------------------------------
+
 
 @contextmanager
 def checkout_lock(repo: Path, log: Log) -> Iterator[None]:
@@ -238,6 +256,7 @@ def apply_profile(repo: Path, profile: str | None, log: Log) -> str:
 
 # --- sharded stages -------------------------------------------------------------------------------
 
+
 def _overlaps(a: str, b: str) -> bool:
     a, b = a.rstrip("/"), b.rstrip("/")
     return a == b or a.startswith(b + "/") or b.startswith(a + "/")
@@ -264,10 +283,19 @@ def fingerprint(repo: Path, stage: Stage) -> str:
     repo = Path(repo)
     lock_file = repo / "dvc.lock"
     lock = (yaml.safe_load(lock_file.read_text()) or {}) if lock_file.is_file() else {}
-    upstream = {out["path"]: out.get("md5") for name, entry in lock.get("stages", {}).items() if name != stage.name
-                for out in entry.get("outs", [])}
+    upstream = {
+        out["path"]: out.get("md5")
+        for name, entry in lock.get("stages", {}).items()
+        if name != stage.name
+        for out in entry.get("outs", [])
+    }
     params = yaml.safe_load((repo / "params.yaml").read_text()) or {}
-    record: dict = {"cmd": stage.cmd, "outs": stage.outs, "params": {k: params.get(k) for k in stage.params}, "deps": {}}
+    record: dict = {
+        "cmd": stage.cmd,
+        "outs": stage.outs,
+        "params": {k: params.get(k) for k in stage.params},
+        "deps": {},
+    }
     for dep in stage.deps:
         linked = sorted((p, md5) for p, md5 in upstream.items() if _overlaps(p, dep))
         record["deps"][dep] = linked or _content_digest(repo / dep)
@@ -322,6 +350,7 @@ def finish_sharded(repo: Path, stage: Stage, env: dict[str, str], log: Log) -> N
 
 
 # --- metrics --------------------------------------------------------------------------------------
+
 
 def _flatten(value, prefix: str = "") -> Iterator[tuple[str, object]]:
     if isinstance(value, dict):

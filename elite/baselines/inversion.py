@@ -26,7 +26,13 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from elite.config.baselines import InversionConfig
 from elite.errors import EliteError
 from elite.io import atomic_dir
-from elite.models.attention import EliteConditioning, KVProjections, attach_base_processors, cross_attention_layers, layer_level
+from elite.models.attention import (
+    EliteConditioning,
+    KVProjections,
+    attach_base_processors,
+    cross_attention_layers,
+    layer_level,
+)
 from elite.models.text import PLACEHOLDER, encode_with_words, tokenize_with_placeholder
 from elite.pipeline import Concept
 from elite.train.losses import diffusion_target, ldm_loss
@@ -49,26 +55,43 @@ class Inversion:
         if self.method == "ti":
             return Concept(words=self.embeddings[TI_KEY].reshape(1, 1, -1), local_tokens=None)
         first = next(iter(self.embeddings.values()))
-        return Concept(words=first.reshape(1, 1, -1), local_tokens=None,
-                       layer_words={k: v.reshape(1, 1, -1) for k, v in self.embeddings.items()})
+        return Concept(
+            words=first.reshape(1, 1, -1),
+            local_tokens=None,
+            layer_words={k: v.reshape(1, 1, -1) for k, v in self.embeddings.items()},
+        )
 
     def save(self, directory: str | Path) -> None:
         with atomic_dir(Path(directory)) as tmp:
-            save_file({k: v.detach().float().contiguous().cpu() for k, v in self.embeddings.items()},
-                      tmp / "learned_embeds.safetensors")
-            meta = {"method": self.method, "class_word": self.class_word, "steps": self.steps,
-                    "seconds": self.seconds, "final_loss": self.losses[-1] if self.losses else None}
+            save_file(
+                {k: v.detach().float().contiguous().cpu() for k, v in self.embeddings.items()},
+                tmp / "learned_embeds.safetensors",
+            )
+            meta = {
+                "method": self.method,
+                "class_word": self.class_word,
+                "steps": self.steps,
+                "seconds": self.seconds,
+                "final_loss": self.losses[-1] if self.losses else None,
+            }
             (tmp / "inversion.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     @classmethod
     def load(cls, directory: str | Path) -> "Inversion":
         directory = Path(directory)
         if not (directory / "inversion.json").is_file() or not (directory / "learned_embeds.safetensors").is_file():
-            raise EliteError(f"{directory}: no learned embeddings (inversion.json + learned_embeds.safetensors); "
-                             "make them with `elite baseline ti|xti`")
+            raise EliteError(
+                f"{directory}: no learned embeddings (inversion.json + learned_embeds.safetensors); "
+                "make them with `elite baseline ti|xti`"
+            )
         meta = json.loads((directory / "inversion.json").read_text())
-        return cls(meta["method"], meta["class_word"], load_file(directory / "learned_embeds.safetensors"),
-                   meta["steps"], meta["seconds"])
+        return cls(
+            meta["method"],
+            meta["class_word"],
+            load_file(directory / "learned_embeds.safetensors"),
+            meta["steps"],
+            meta["seconds"],
+        )
 
 
 def mix_styles(coarse: Inversion, fine: Inversion, num_levels: int) -> Concept:
@@ -79,8 +102,10 @@ def mix_styles(coarse: Inversion, fine: Inversion, num_levels: int) -> Concept:
     if set(coarse.embeddings) != set(fine.embeddings):
         raise EliteError("the two XTI inversions were made on different UNets")
     split = num_levels // 2
-    words = {k: (coarse if layer_level(k, num_levels) >= split else fine).embeddings[k].reshape(1, 1, -1)
-             for k in coarse.embeddings}
+    words = {
+        k: (coarse if layer_level(k, num_levels) >= split else fine).embeddings[k].reshape(1, 1, -1)
+        for k in coarse.embeddings
+    }
     return Concept(words=next(iter(words.values())), local_tokens=None, layer_words=words)
 
 
@@ -94,7 +119,11 @@ def _class_embedding(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, clas
 def _image_tensors(image: Image.Image, mask: Image.Image | None, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     img = image.convert("RGB").resize((size, size), Image.BICUBIC)
     pixels = torch.from_numpy(np.asarray(img).astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1)
-    m = mask.convert("L").resize((size, size), Image.NEAREST) if mask is not None else Image.new("L", (size, size), 255)
+    m = (
+        mask.convert("L").resize((size, size), Image.NEAREST)
+        if mask is not None
+        else Image.new("L", (size, size), 255)
+    )
     return pixels, torch.from_numpy((np.asarray(m) >= 128).astype(np.float32))[None]
 
 
@@ -102,8 +131,15 @@ class InversionObjective:
     """The LDM loss of a concept's word(s) on the one image: the frozen base model, the image's (and its
     mirror's) latent distributions encoded once, the training templates."""
 
-    def __init__(self, base: str | Path, image: Image.Image, mask: Image.Image | None, method: str, class_word: str,
-                 flip_p: float = 0.5) -> None:
+    def __init__(
+        self,
+        base: str | Path,
+        image: Image.Image,
+        mask: Image.Image | None,
+        method: str,
+        class_word: str,
+        flip_p: float = 0.5,
+    ) -> None:
         if method not in METHODS:
             raise EliteError(f"unknown baseline {method!r}; choose one of: {', '.join(METHODS)}")
         self.method, self.flip_p, self.masked = method, flip_p, mask is not None
@@ -120,7 +156,9 @@ class InversionObjective:
         with torch.no_grad():  # the image and its mirror: the only two targets, encoded once
             self.dists = vae.encode(torch.stack([pixels, pixels.flip(-1)])).latent_dist
         self.scaling = vae.config.scaling_factor
-        self.lat_mask = F.interpolate(torch.stack([pmask, pmask.flip(-1)]), size=self.dists.mean.shape[-2:], mode="nearest")
+        self.lat_mask = F.interpolate(
+            torch.stack([pmask, pmask.flip(-1)]), size=self.dists.mean.shape[-2:], mode="nearest"
+        )
         self.prompts = [tokenize_with_placeholder(self.tokenizer, t.format(PLACEHOLDER)) for t in TEMPLATES]
 
     def initial_words(self) -> torch.Tensor:
@@ -136,17 +174,30 @@ class InversionObjective:
         chosen = [self.prompts[i] for i in torch.randint(0, len(self.prompts), (batch_size,), generator=gen).tolist()]
         ids = torch.stack([p.input_ids for p in chosen])
         slots = torch.tensor([p.slot for p in chosen])
-        states = {k: encode_with_words(self.text_encoder, ids, slots, words[i].expand(batch_size, 1, -1))
-                  for i, k in enumerate(self.keys)}
+        states = {
+            k: encode_with_words(self.text_encoder, ids, slots, words[i].expand(batch_size, 1, -1))
+            for i, k in enumerate(self.keys)
+        }
         text = states[TI_KEY] if self.method == "ti" else states
-        pred = self.unet(self.noise_sched.add_noise(latents, noise, t), t, encoder_hidden_states=EliteConditioning(text=text)).sample
+        pred = self.unet(
+            self.noise_sched.add_noise(latents, noise, t), t, encoder_hidden_states=EliteConditioning(text=text)
+        ).sample
         target = diffusion_target(self.noise_sched, latents, noise, t)
         return ldm_loss(pred, target, self.lat_mask[flip] if self.masked else None)
 
 
-def invert(base: str | Path, image: Image.Image, mask: Image.Image | None, method: str, cfg: InversionConfig,
-           class_word: str, seed: int = 0, flip_p: float = 0.5, progress: bool = True,
-           objective: InversionObjective | None = None) -> Inversion:
+def invert(
+    base: str | Path,
+    image: Image.Image,
+    mask: Image.Image | None,
+    method: str,
+    cfg: InversionConfig,
+    class_word: str,
+    seed: int = 0,
+    flip_p: float = 0.5,
+    progress: bool = True,
+    objective: InversionObjective | None = None,
+) -> Inversion:
     start = time.perf_counter()
     objective = objective or InversionObjective(base, image, mask, method, class_word, flip_p)
     words = torch.nn.Parameter(objective.initial_words())
@@ -156,7 +207,9 @@ def invert(base: str | Path, image: Image.Image, mask: Image.Image | None, metho
     for step in tqdm(range(1, cfg.steps + 1), desc=f"{method} inversion", disable=not progress):
         loss = objective.loss(words, cfg.batch_size, gen)
         if not torch.isfinite(loss):
-            raise EliteError(f"{method} inversion: loss became {loss.item()} at step {step}; lower baselines.{method}.lr")
+            raise EliteError(
+                f"{method} inversion: loss became {loss.item()} at step {step}; lower baselines.{method}.lr"
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -9,9 +9,12 @@ from elite.config import load_params
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    b = sub.add_parser("baseline", help="learn a concept by optimisation: Textual Inversion (ti) or Extended TI (xti)",
-                       description="Optimise the word(s) for S* on one image with the LDM loss. Defaults come from "
-                                   "params.yaml `baselines.<method>`. Sample with `elite generate --embeddings OUT`.")
+    b = sub.add_parser(
+        "baseline",
+        help="learn a concept by optimisation: Textual Inversion (ti) or Extended TI (xti)",
+        description="Optimise the word(s) for S* on one image with the LDM loss. Defaults come from "
+        "params.yaml `baselines.<method>`. Sample with `elite generate --embeddings OUT`.",
+    )
     b.add_argument("method", choices=["ti", "xti"])
     b.add_argument("--image", required=True, help="the concept image")
     b.add_argument("--mask", help="object mask (white = object): the loss is taken inside it")
@@ -37,4 +40,7 @@ def baseline_cmd(args) -> None:
     seed = params.baselines.seed if args.seed is None else args.seed
     result = invert(base, image, mask, args.method, cfg, args.class_word, seed, params.baselines.flip_p)
     result.save(args.out)
-    print(f"{args.method}: {result.steps} steps in {result.seconds:.1f} s, final loss {result.losses[-1]:.4f}; wrote {args.out}")
+    print(
+        f"{args.method}: {result.steps} steps in {result.seconds:.1f} s, final loss "
+        f"{result.losses[-1]:.4f}; wrote {args.out}"
+    )

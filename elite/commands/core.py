@@ -15,29 +15,54 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output folder (default: params models.dir)")
     p.set_defaults(func=prepare_models_cmd)
 
-    g = sub.add_parser("generate", help="generate images of a concept from one image (or several; or two concepts)",
-                       description="Encode IMG (and its mask) once, then sample PROMPT with S* standing for the concept. "
-                                   "Repeat --image for several images of one concept; add --image2 for a second "
-                                   "concept (the prompt then names them S1* and S2*).")
+    g = sub.add_parser(
+        "generate",
+        help="generate images of a concept from one image (or several; or two concepts)",
+        description="Encode IMG (and its mask) once, then sample PROMPT with S* standing for the concept. "
+        "Repeat --image for several images of one concept; add --image2 for a second "
+        "concept (the prompt then names them S1* and S2*).",
+    )
     src = g.add_mutually_exclusive_group(required=True)
-    src.add_argument("--image", action="append", help="concept image (JPEG/PNG), object roughly centred; repeat it for "
-                                                      "several images of the same concept")
-    src.add_argument("--embeddings", help="instead of an image: words learned by `elite baseline ti|xti` (sampled "
-                                          "on the base model)")
-    g.add_argument("--mix-fine", help="with XTI --embeddings: style mixing, this XTI concept's words in the fine "
-                                      "(high-resolution) layers, --embeddings' in the coarse ones")
-    g.add_argument("--mask", action="append", help="object mask, white = object (RGB 0/255 or single-channel), or "
-                   "`auto`: SAM (models.dir/sam) masks the most salient object, by params mask.concept_*; without "
-                   "--mask the whole image is taken as the object; with several --image: one --mask per image, in "
-                   "order (or one `auto` for all)")
-    g.add_argument("--image2", action="append", help="a second concept's image (repeatable); the prompt names the "
-                                                     "concepts S1* (--image) and S2* (--image2)")
+    src.add_argument(
+        "--image",
+        action="append",
+        help="concept image (JPEG/PNG), object roughly centred; repeat it for several images of the same concept",
+    )
+    src.add_argument(
+        "--embeddings",
+        help="instead of an image: words learned by `elite baseline ti|xti` (sampled on the base model)",
+    )
+    g.add_argument(
+        "--mix-fine",
+        help="with XTI --embeddings: style mixing, this XTI concept's words in the fine "
+        "(high-resolution) layers, --embeddings' in the coarse ones",
+    )
+    g.add_argument(
+        "--mask",
+        action="append",
+        help="object mask, white = object (RGB 0/255 or single-channel), or "
+        "`auto`: SAM (models.dir/sam) masks the most salient object, by params mask.concept_*; without "
+        "--mask the whole image is taken as the object; with several --image: one --mask per image, in "
+        "order (or one `auto` for all)",
+    )
+    g.add_argument(
+        "--image2",
+        action="append",
+        help="a second concept's image (repeatable); the prompt names the concepts S1* (--image) and S2* (--image2)",
+    )
     g.add_argument("--mask2", action="append", help="masks of the --image2 images, as --mask")
-    g.add_argument("--multi-concept", choices=["per_concept", "naive"], help="with two concepts: per_concept (each "
-                   "concept's local branch weighted by its own w0's attention) or naive (the baseline: one branch, "
-                   "summed maps) (params: generate.multi_concept)")
-    g.add_argument("--prompt", required=True, help='prompt with one placeholder, e.g. "a S* on the beach" (two '
-                                                 'concepts: "a S1* next to a S2*")')
+    g.add_argument(
+        "--multi-concept",
+        choices=["per_concept", "naive"],
+        help="with two concepts: per_concept (each "
+        "concept's local branch weighted by its own w0's attention) or naive (the baseline: one branch, "
+        "summed maps) (params: generate.multi_concept)",
+    )
+    g.add_argument(
+        "--prompt",
+        required=True,
+        help='prompt with one placeholder, e.g. "a S* on the beach" (two concepts: "a S1* next to a S2*")',
+    )
     g.add_argument("--out", required=True, help="output PNG (with --num-images N: OUT_0.png ... OUT_{N-1}.png)")
     g.add_argument("--weights", help="ELITE weights folder (default: params generate.weights)")
     g.add_argument("--base", help="Stable Diffusion folder or hub id (default: <models.dir>/base)")
@@ -47,15 +72,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=int, help="random seed (params: generate.seed)")
     g.add_argument("--scheduler", help="lms | dpm++ | ddim | euler | pndm (params: generate.scheduler)")
     g.add_argument("--num-images", type=int, default=1, help="images to generate (default: 1)")
-    g.add_argument("--allow-bare-s", action="store_true", default=None, help="also accept a standalone 'S' as placeholder")
+    g.add_argument(
+        "--allow-bare-s", action="store_true", default=None, help="also accept a standalone 'S' as placeholder"
+    )
     g.set_defaults(func=generate_cmd)
 
     i = sub.add_parser("import-official", help="convert the authors' global_mapper.pt / local_mapper.pt")
     i.add_argument("--global", dest="global_path", required=True, help="the authors' global_mapper.pt")
     i.add_argument("--local", dest="local_path", help="the authors' local_mapper.pt (omit for a global-only model)")
     i.add_argument("--out", required=True, help="output folder for our safetensors weights")
-    i.add_argument("--image-encoder", default="openai/clip-vit-large-patch14",
-                   help="CLIP vision tower they were trained on (hub id or folder; default: %(default)s)")
+    i.add_argument(
+        "--image-encoder",
+        default="openai/clip-vit-large-patch14",
+        help="CLIP vision tower they were trained on (hub id or folder; default: %(default)s)",
+    )
     i.add_argument("--vision-depth", type=int, default=24, help="layers of that tower (default: %(default)s)")
     i.set_defaults(func=import_official_cmd)
 
@@ -86,7 +116,10 @@ def generate_cmd(args) -> None:
         raise EliteError("--image2 is a second ELITE concept; it does not combine with --embeddings")
     find_placeholders(args.prompt, len(groups) if args.image else 1, allow_s)
     if args.image:
-        mask_groups = [concept_masks(args.mask, args.image, "--mask"), concept_masks(args.mask2, args.image2, "--mask2")]
+        mask_groups = [
+            concept_masks(args.mask, args.image, "--mask"),
+            concept_masks(args.mask2, args.image2, "--mask2"),
+        ]
     lam, steps, guidance = pick(args.lam, cfg.lam), pick(args.steps, cfg.steps), pick(args.guidance, cfg.guidance)
     scheduler = pick(args.scheduler, cfg.scheduler)
     check_sampling(lam, steps, guidance, args.num_images, scheduler)
@@ -106,11 +139,24 @@ def generate_cmd(args) -> None:
         pipe = ElitePipeline.from_pretrained(base, pick(args.weights, cfg.weights))
         concepts = [pipe.encode_concept(images, masks=masks) for images, masks in inputs]
         concept = concepts[0] if len(concepts) == 1 else concepts
-    result = pipe(args.prompt, concept=concept, lam=lam, num_inference_steps=steps, guidance_scale=guidance, scheduler=scheduler,
-                  generator=torch.Generator().manual_seed(pick(args.seed, cfg.seed)), num_images_per_prompt=args.num_images,
-                  allow_bare_s=allow_s, multi_concept=pick(args.multi_concept, cfg.multi_concept))
+    result = pipe(
+        args.prompt,
+        concept=concept,
+        lam=lam,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        scheduler=scheduler,
+        generator=torch.Generator().manual_seed(pick(args.seed, cfg.seed)),
+        num_images_per_prompt=args.num_images,
+        allow_bare_s=allow_s,
+        multi_concept=pick(args.multi_concept, cfg.multi_concept),
+    )
     out = Path(args.out)
-    paths = [out] if len(result.images) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix or '.png'}") for i in range(len(result.images))]
+    paths = (
+        [out]
+        if len(result.images) == 1
+        else [out.with_name(f"{out.stem}_{i}{out.suffix or '.png'}") for i in range(len(result.images))]
+    )
     for img, path in zip(result.images, paths):
         with atomic_file(path, suffix=".png") as tmp:
             img.save(tmp, format="PNG")
@@ -128,8 +174,10 @@ def concept_masks(masks: list[str] | None, images: list[str] | None, flag: str) 
         return masks * count
     if len(masks) != count:
         image_flag = flag.replace("mask", "image")
-        raise EliteError(f"{flag}: got {len(masks)} masks for {count} {image_flag} image(s); give one {flag} per "
-                         f"{image_flag}, in order (or one `{flag} auto` for all)")
+        raise EliteError(
+            f"{flag}: got {len(masks)} masks for {count} {image_flag} image(s); give one {flag} per "
+            f"{image_flag}, in order (or one `{flag} auto` for all)"
+        )
     return masks
 
 
@@ -151,7 +199,11 @@ def concept_mask(mask: str, image, params):
 def import_official_cmd(args) -> None:
     from elite.models.official import convert_official
 
-    model = convert_official(Path(args.global_path), Path(args.local_path) if args.local_path else None,
-                             args.image_encoder, args.vision_depth)
+    model = convert_official(
+        Path(args.global_path),
+        Path(args.local_path) if args.local_path else None,
+        args.image_encoder,
+        args.vision_depth,
+    )
     model.save_pretrained(Path(args.out))
     print(f"converted weights written to {args.out}")

@@ -11,11 +11,18 @@ from elite.errors import EliteError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    d = sub.add_parser("demo", help="web demo: the registered model in a browser page, SAM masks from a click",
-                       description="Serve a Gradio page on HOST:PORT that loads models:/NAME@champion from the MLflow "
-                                   "registry (MLFLOW_TRACKING_URI, default mlflow.db) and generates the uploaded concept "
-                                   "in new prompts. Scripted use: gradio_client, endpoint /generate (see README).")
-    d.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; all interfaces only if you mean it)")
+    d = sub.add_parser(
+        "demo",
+        help="web demo: the registered model in a browser page, SAM masks from a click",
+        description="Serve a Gradio page on HOST:PORT that loads models:/NAME@champion from the MLflow "
+        "registry (MLFLOW_TRACKING_URI, default mlflow.db) and generates the uploaded concept "
+        "in new prompts. Scripted use: gradio_client, endpoint /generate (see README).",
+    )
+    d.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s; all interfaces only if you mean it)",
+    )
     d.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
     which = d.add_mutually_exclusive_group()
     which.add_argument("--alias", help="registry alias to load (default: params register.champion_alias)")
@@ -25,9 +32,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--model-name", help="registered model name (default: params register.model_name)")
     d.add_argument("--base", help="with --weights: Stable Diffusion folder or hub id (default: <models.dir>/base)")
     d.add_argument("--sam", help="SAM folder for the click masks (default: <models.dir>/sam)")
-    d.add_argument("--examples", action="append", type=Path,
-                   help="folder of example concepts (<name>.png [+ <name>_mask.png, <name>.txt]); repeatable "
-                        "(default: examples/concepts when present; DreamBench subjects always when present)")
+    d.add_argument(
+        "--examples",
+        action="append",
+        type=Path,
+        help="folder of example concepts (<name>.png [+ <name>_mask.png, <name>.txt]); repeatable "
+        "(default: examples/concepts when present; DreamBench subjects always when present)",
+    )
     d.set_defaults(func=demo_cmd)
 
 
@@ -36,8 +47,9 @@ def model_source(args, params) -> str:
 
     if args.model_uri:
         return args.model_uri
-    return registry_uri(args.model_name or params.register.model_name, args.alias or params.register.champion_alias,
-                        args.version)
+    return registry_uri(
+        args.model_name or params.register.model_name, args.alias or params.register.champion_alias, args.version
+    )
 
 
 def demo_cmd(args) -> None:
@@ -46,7 +58,7 @@ def demo_cmd(args) -> None:
         raise EliteError(f"--port {args.port}: choose a port between 1 and 65535")
     from elite.demo.app import Demo, launch
     from elite.demo.examples import find_examples
-    from elite.demo.model import DemoModel, Defaults
+    from elite.demo.model import Defaults, DemoModel
     from elite.demo.segment import Segmenter
 
     models_dir = Path(params.models.dir)
@@ -58,7 +70,10 @@ def demo_cmd(args) -> None:
         raise EliteError(f"{sam_dir}: no SAM model (sam_config.json); run `elite prepare-models` or fix --sam")
     else:
         segmenter = None
-        print(f"warning: {sam_dir}: no SAM model, the page offers uploaded masks and the whole image only", file=sys.stderr)
+        print(
+            f"warning: {sam_dir}: no SAM model, the page offers uploaded masks and the whole image only",
+            file=sys.stderr,
+        )
     model, error = None, None
     source = args.weights or model_source(args, params)
     print(f"loading {source} ...", file=sys.stderr, flush=True)
@@ -73,8 +88,14 @@ def demo_cmd(args) -> None:
     if model is not None:
         model.pipe.set_progress_bar_config(disable=False, leave=False, desc="sampling")  # the page follows this bar
     reg = params.register
-    defaults = model.defaults if model else Defaults(reg.lam, reg.steps, reg.guidance, reg.seed, reg.scheduler,
-                                                     reg.allow_bare_s)
-    print(f"ELITE demo on http://{args.host}:{args.port} ({len(examples)} examples); Ctrl-C stops it", file=sys.stderr,
-          flush=True)
+    defaults = (
+        model.defaults
+        if model
+        else Defaults(reg.lam, reg.steps, reg.guidance, reg.seed, reg.scheduler, reg.allow_bare_s)
+    )
+    print(
+        f"ELITE demo on http://{args.host}:{args.port} ({len(examples)} examples); Ctrl-C stops it",
+        file=sys.stderr,
+        flush=True,
+    )
     launch(Demo(model, defaults, segmenter, examples, error), args.host, args.port)

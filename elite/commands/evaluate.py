@@ -8,18 +8,28 @@ from elite.config import load_params
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    d = sub.add_parser("dreambench", help="fetch (paper) or generate (smoke) DreamBench into dreambench.out",
-                       description="Get DreamBench (params dreambench.source: builtin | download | a local folder in the "
-                                   "official layout), check it, and write it with subjects.json to dreambench.out.")
+    d = sub.add_parser(
+        "dreambench",
+        help="fetch (paper) or generate (smoke) DreamBench into dreambench.out",
+        description="Get DreamBench (params dreambench.source: builtin | download | a local folder in the "
+        "official layout), check it, and write it with subjects.json to dreambench.out.",
+    )
     d.add_argument("--source", help="override params dreambench.source (builtin, download, or a folder)")
     d.add_argument("--out", help="output folder (default: params dreambench.out)")
     d.set_defaults(func=dreambench_cmd)
 
-    e = sub.add_parser("evaluate", help="DreamBench evaluation: CLIP-I, CLIP-T, DINO-I, lambda sweep, report",
-                       description="Generate the DreamBench images with ELITE (resumable), score them, and write "
-                                   "metrics/dreambench.json, plots/lambda_sweep.csv, data/eval/ and a FiftyOne dataset.")
-    e.add_argument("--shard", metavar="I/N", help="only generate the I-th of N shares of the images (0 <= I < N); "
-                                                  "a final run without --shard scores everything")
+    e = sub.add_parser(
+        "evaluate",
+        help="DreamBench evaluation: CLIP-I, CLIP-T, DINO-I, lambda sweep, report",
+        description="Generate the DreamBench images with ELITE (resumable), score them, and write "
+        "metrics/dreambench.json, plots/lambda_sweep.csv, data/eval/ and a FiftyOne dataset.",
+    )
+    e.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="only generate the I-th of N shares of the images (0 <= I < N); "
+        "a final run without --shard scores everything",
+    )
     e.set_defaults(func=evaluate_cmd)
 
 
@@ -31,7 +41,10 @@ def dreambench_cmd(args) -> None:
         params = _override(params, "dreambench", source=args.source)
     from elite.tracking import stage_run
 
-    with stage_run("dreambench", {"profile": params.profile, **{f"dreambench.{k}": v for k, v in params.dreambench.model_dump().items()}}):
+    with stage_run(
+        "dreambench",
+        {"profile": params.profile, **{f"dreambench.{k}": v for k, v in params.dreambench.model_dump().items()}},
+    ):
         import mlflow
 
         subjects = build_dreambench(params, args.out)
@@ -39,7 +52,9 @@ def dreambench_cmd(args) -> None:
         images = sum(len(s.images) for s in subjects)
         mlflow.log_metrics({"subjects": len(subjects), "live_subjects": live, "images": images})
     out = args.out or params.dreambench.out
-    print(f"DreamBench: {len(subjects)} subjects ({len(subjects) - live} objects, {live} live), {images} images -> {out}")
+    print(
+        f"DreamBench: {len(subjects)} subjects ({len(subjects) - live} objects, {live} live), {images} images -> {out}"
+    )
 
 
 def evaluate_cmd(args) -> None:

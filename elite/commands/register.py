@@ -13,14 +13,19 @@ from elite.errors import EliteError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    r = sub.add_parser("register", help="log the trained ELITE as an MLflow pyfunc model, register it, gate the champion",
-                       description="Register the ELITE weights of params register.weights as a new version of the MLflow "
-                                   "model register.model_name: "
-                                   "it gets the candidate alias; the champion alias moves to it only when every gate "
-                                   "in register.gates passes. The decision is written to register.report.")
+    r = sub.add_parser(
+        "register",
+        help="log the trained ELITE as an MLflow pyfunc model, register it, gate the champion",
+        description="Register the ELITE weights of params register.weights as a new version of the MLflow "
+        "model register.model_name: "
+        "it gets the candidate alias; the champion alias moves to it only when every gate "
+        "in register.gates passes. The decision is written to register.report.",
+    )
     r.set_defaults(func=register_cmd)
 
-    u = sub.add_parser("mlflow-ui", help="start the MLflow UI on 127.0.0.1 for the default local store (mlflow.db, mlruns/)")
+    u = sub.add_parser(
+        "mlflow-ui", help="start the MLflow UI on 127.0.0.1 for the default local store (mlflow.db, mlruns/)"
+    )
     u.add_argument("--port", type=int, default=5000, help="port (default: %(default)s)")
     u.set_defaults(func=mlflow_ui_cmd)
 
@@ -38,11 +43,26 @@ def ui_command(port: int) -> list[str]:
     """The `mlflow ui` command line for the repository's default store (see elite.tracking)."""
     from elite.tracking import repo_root, tracking_uri
 
-    mlflow_bin = shutil.which("mlflow", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    mlflow_bin = shutil.which(
+        "mlflow", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    )
     if mlflow_bin is None:
         raise EliteError("the `mlflow` command is not installed in this environment; run `make setup`")
-    return [mlflow_bin, "ui", "--backend-store-uri", tracking_uri(), "--default-artifact-root",
-            (repo_root() / "mlruns").as_uri(), "--no-serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    return [
+        mlflow_bin,
+        "ui",
+        "--backend-store-uri",
+        tracking_uri(),
+        "--default-artifact-root",
+        (repo_root() / "mlruns").as_uri(),
+        "--no-serve-artifacts",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
 
 
 def runs_page(base: str, store: str) -> str:
@@ -63,7 +83,10 @@ def mlflow_ui_cmd(args) -> int:
     if uri.startswith(("http://", "https://")):
         from elite.tracking import redact
 
-        print(f"MLFLOW_TRACKING_URI points at a tracking server: open {redact(uri)} in a browser (its UI is already running)")
+        print(
+            f"MLFLOW_TRACKING_URI points at a tracking server: open {redact(uri)} in a browser (its "
+            "UI is already running)"
+        )
         return 0
     cmd = ui_command(args.port)
     print(f"MLflow UI on http://127.0.0.1:{args.port} (store {cmd[3]}); Ctrl-C stops it", flush=True)

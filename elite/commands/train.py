@@ -10,13 +10,19 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    g = sub.add_parser("train-global", help="stage 1: train the global mapper and global K/V (params: train_global)",
-                       description="Train M^g and the 16 global K/V pairs on train_global.manifest; resumes from the "
-                                   "newest matching checkpoint in train_global.checkpoint_dir.")
+    g = sub.add_parser(
+        "train-global",
+        help="stage 1: train the global mapper and global K/V (params: train_global)",
+        description="Train M^g and the 16 global K/V pairs on train_global.manifest; resumes from the "
+        "newest matching checkpoint in train_global.checkpoint_dir.",
+    )
     g.set_defaults(func=lambda args: _run(args, "train_global"))
-    loc = sub.add_parser("train-local", help="stage 2: train the local mapper and local K/V (params: train_local)",
-                         description="Freeze the stage-1 weights (train_local.init) and train M^l and the 16 local K/V "
-                                     "pairs on train_local.manifest; resumes like train-global.")
+    loc = sub.add_parser(
+        "train-local",
+        help="stage 2: train the local mapper and local K/V (params: train_local)",
+        description="Freeze the stage-1 weights (train_local.init) and train M^l and the 16 local K/V "
+        "pairs on train_local.manifest; resumes like train-global.",
+    )
     loc.set_defaults(func=lambda args: _run(args, "train_local"))
 
 

@@ -58,4 +58,6 @@ class MaskConfig(Section):
     auto_points_per_side: int = Field(ge=1)  # concept_box=auto: SamAutomaticMaskGenerator settings
     auto_pred_iou_thresh: float = Field(ge=0, le=1)
     auto_stability_thresh: float = Field(ge=0, le=1)
-    auto_max_area: float = Field(gt=0, le=1)  # automatic masks covering more than this share of the image are background
+    auto_max_area: float = Field(
+        gt=0, le=1
+    )  # automatic masks covering more than this share of the image are background

@@ -21,7 +21,9 @@ class RegisterConfig(Section):
     weights: str  # ELITE weights folder to register (the image encoder it names is packaged with it)
     base: str  # Stable Diffusion folder the weights were trained on
     copy_base: bool  # true: put a copy of `base` into the model; false: store only a reference to it
-    base_reference: str | None  # with copy_base false: path or hub id stored in the model (null = absolute path of base)
+    base_reference: (
+        str | None
+    )  # with copy_base false: path or hub id stored in the model (null = absolute path of base)
     metrics: str  # DreamBench metrics JSON (the evaluate stage's output)
     report: str  # where the decision is written (version, aliases, decision, reason)
     candidate_alias: str = Field(min_length=1)  # every new version gets it

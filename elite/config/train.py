@@ -81,9 +81,13 @@ class TrainGlobalConfig(TrainCommon):
     clip_rotate_p: float = Field(ge=0, le=1)
     clip_blur_p: float = Field(ge=0, le=1)
     clip_blur_kernel: list[int]  # [min, max] side of the box-blur kernel (odd sizes in between)
-    clip_elastic_p: float = Field(ge=0, le=1)  # albumentations 1.3.0 ElasticTransform: control-point affine + elastic field
+    clip_elastic_p: float = Field(
+        ge=0, le=1
+    )  # albumentations 1.3.0 ElasticTransform: control-point affine + elastic field
     clip_elastic_affine: float = Field(ge=0)  # its alpha_affine: each of 3 control points moves U(-a, a) px in x and y
-    clip_elastic_alpha: float = Field(ge=0)  # elastic field magnitude: uniform noise in [-1, 1] smoothed, times alpha (px)
+    clip_elastic_alpha: float = Field(
+        ge=0
+    )  # elastic field magnitude: uniform noise in [-1, 1] smoothed, times alpha (px)
     clip_elastic_sigma: float = Field(ge=1)  # Gaussian smoothing of that noise (px)
 
     @field_validator("clip_blur_kernel")
@@ -101,7 +105,9 @@ class TrainLocalConfig(TrainCommon):
     shrink_p: float = Field(ge=0, le=1)  # share of targets whose side is drawn from shrink_scale (else enlarge_scale)
     shrink_scale: Range  # drawn side as a fraction of resolution (pasted below far_below, else the full frame)
     enlarge_scale: Range  # the others: enlarged by this factor, then randomly cropped back
-    far_below: float = Field(gt=0)  # drawn side below this fraction of resolution -> pasted on a grey canvas + far prefix
+    far_below: float = Field(
+        gt=0
+    )  # drawn side below this fraction of resolution -> pasted on a grey canvas + far prefix
     far_prefixes: list[str] = Field(min_length=1)
     near_prefixes: list[str] = Field(min_length=1)
     clip_crop_p: float = Field(ge=0, le=1)  # CLIP input of the masked object: enlarge then crop back
@@ -129,7 +135,9 @@ def check_inputs(cfg: TrainCommon, section: str) -> None:
     from elite.errors import EliteError
 
     if not Path(cfg.manifest).is_file():
-        raise EliteError(f"{cfg.manifest}: training manifest not found ({section}.manifest); run the stages before {section}")
+        raise EliteError(
+            f"{cfg.manifest}: training manifest not found ({section}.manifest); run the stages before {section}"
+        )
     if not (Path(cfg.base) / "unet").is_dir():
         raise EliteError(f"{cfg.base}: no Stable Diffusion folder here ({section}.base); run `elite prepare-models`")
     if not (Path(cfg.init) / "elite_config.json").is_file():

@@ -22,9 +22,19 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from elite.demo.model import DemoModel, Defaults  # noqa: E402
-from elite.demo.segment import (ERASE, OBJECT, BACKGROUND, TINT, Prompts, Segmenter, overlay,  # noqa: E402
-                                paint_view, painted_mask, to_image_pixels)
+from elite.demo.model import Defaults, DemoModel  # noqa: E402
+from elite.demo.segment import (
+    BACKGROUND,
+    ERASE,
+    OBJECT,
+    TINT,
+    Prompts,
+    Segmenter,
+    overlay,  # noqa: E402
+    paint_view,
+    painted_mask,
+    to_image_pixels,
+)
 from elite.errors import EliteError  # noqa: E402
 from elite.models.text import find_placeholders  # noqa: E402
 from elite.registry.codec import decode_image, decode_mask  # noqa: E402
@@ -51,8 +61,14 @@ def describe(mask: np.ndarray | None, how: str) -> str:
 
 
 class Demo:
-    def __init__(self, model: DemoModel | None, defaults: Defaults, segmenter: Segmenter | None,
-                 examples: list, load_error: str | None = None):
+    def __init__(
+        self,
+        model: DemoModel | None,
+        defaults: Defaults,
+        segmenter: Segmenter | None,
+        examples: list,
+        load_error: str | None = None,
+    ):
         self.model, self.defaults, self.segmenter, self.examples = model, defaults, segmenter, examples
         self.load_error = load_error
         self.tmp = Path(tempfile.mkdtemp(prefix="elite-demo-"))
@@ -70,8 +86,10 @@ class Demo:
 
     def need_sam(self) -> Segmenter:
         if self.segmenter is None:
-            raise EliteError("SAM is not available here (no models/pretrained/sam; run `elite prepare-models`); "
-                             "upload a mask or use the whole image")
+            raise EliteError(
+                "SAM is not available here (no models/pretrained/sam; run `elite prepare-models`); "
+                "upload a mask or use the whole image"
+            )
         return self.segmenter
 
     # --- events --------------------------------------------------------------------------------------
@@ -84,7 +102,13 @@ class Demo:
         except EliteError as exc:
             gr.Warning(str(exc))
             return None, None, None, Prompts(), f"**Upload refused:** {exc}"
-        return gr.skip(), overlay(image, None), None, Prompts(), describe(None, "") + " (click on the object to mask it)"
+        return (
+            gr.skip(),
+            overlay(image, None),
+            None,
+            Prompts(),
+            describe(None, "") + " (click on the object to mask it)",
+        )
 
     def on_example(self, path, mask_path, prompt, lam):
         try:
@@ -111,12 +135,15 @@ class Demo:
             gr.Warning(str(exc))
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         if not mask.any():
-            gr.Warning("SAM found no object for these clicks: click elsewhere on the object, draw a box, "
-                       "or use the whole image")
+            gr.Warning(
+                "SAM found no object for these clicks: click elsewhere on the object, draw a box, "
+                "or use the whole image"
+            )
             return overlay(image, None, prompts), None, prompts, describe(None, "")
         n = len(prompts.points)
-        how = "SAM from " + ", ".join(filter(None, [f"{n} click{'s' * (n != 1)}" if n else "",
-                                                   "a box" if prompts.box else ""]))
+        how = "SAM from " + ", ".join(
+            filter(None, [f"{n} click{'s' * (n != 1)}" if n else "", "a box" if prompts.box else ""])
+        )
         return overlay(image, mask, prompts), self.save_mask(mask), prompts, describe(mask, how)
 
     def on_auto(self, path):
@@ -167,8 +194,21 @@ class Demo:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         return overlay(image, mask), self.save_mask(mask), Prompts(), describe(mask, "painted")
 
-    def generate(self, image, mask, prompt, lam, seed, guidance, steps, scheduler, num_images, image2=None,
-                 mask2=None, progress=gr.Progress(track_tqdm=True)):
+    def generate(
+        self,
+        image,
+        mask,
+        prompt,
+        lam,
+        seed,
+        guidance,
+        steps,
+        scheduler,
+        num_images,
+        image2=None,
+        mask2=None,
+        progress=gr.Progress(track_tqdm=True),
+    ):
         """Generate `num_images` images of the concept in `prompt` (S* marks it); image i uses seed + i.
         With a second concept image the prompt names the two concepts S1* and S2*."""
         if self.model is None:
@@ -183,16 +223,30 @@ class Demo:
             for name, value in (("seed", seed), ("steps", steps), ("number of images", num_images)):
                 if value is None or float(value) != int(value):
                     raise EliteError(f"{name}: a whole number, got {value!r}")
-            images = self.model.generate(image, mask or None, prompt, lam, int(steps), guidance, int(seed), scheduler,
-                                         int(num_images), progress, image2 or None, mask2 or None)
+            images = self.model.generate(
+                image,
+                mask or None,
+                prompt,
+                lam,
+                int(steps),
+                guidance,
+                int(seed),
+                scheduler,
+                int(num_images),
+                progress,
+                image2 or None,
+                mask2 or None,
+            )
         except EliteError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         except Exception as exc:  # noqa: BLE001 - the page gets one line, the log the trace
             import logging
 
             logging.getLogger("elite.demo").exception("generation failed")
-            raise gr.Error(f"generation failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})",
-                           print_exception=False) from None
+            raise gr.Error(
+                f"generation failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})",
+                print_exception=False,
+            ) from None
         return [(img, f"seed {int(seed) + i}") for i, img in enumerate(images)]
 
     # --- the page ------------------------------------------------------------------------------------
@@ -200,43 +254,73 @@ class Demo:
         d = self.defaults
         hidden = {"api_visibility": "undocumented"}
         with gr.Blocks(title="ELITE demo", analytics_enabled=False) as app:
-            gr.Markdown("## ELITE: your concept in new scenes\nUpload one image of an object, click on the object "
-                        "so SAM masks it, write a prompt where **S\\*** stands for it, and generate.")
+            gr.Markdown(
+                "## ELITE: your concept in new scenes\nUpload one image of an object, click on the object "
+                "so SAM masks it, write a prompt where **S\\*** stands for it, and generate."
+            )
             source = f"Model: `{self.model.source}`" if self.model else f"**No model loaded.** {self.load_error}"
             gr.Markdown(source, elem_id="model-status")
             prompts = gr.State(Prompts())
             with gr.Row():
                 with gr.Column(scale=1):
                     concept = gr.File(label="1. Concept image (JPEG, PNG, ...)", type="filepath", elem_id="concept")
-                    mode = gr.Radio(list(MODES), value=next(iter(MODES)), label="2. A click on the image adds",
-                                    elem_id="mode")
-                    view = gr.Image(label="Click on the object (blue = mask)", interactive=False, format="png",
-                                    type="pil", elem_id="view", buttons=["fullscreen"])
+                    mode = gr.Radio(
+                        list(MODES), value=next(iter(MODES)), label="2. A click on the image adds", elem_id="mode"
+                    )
+                    view = gr.Image(
+                        label="Click on the object (blue = mask)",
+                        interactive=False,
+                        format="png",
+                        type="pil",
+                        elem_id="view",
+                        buttons=["fullscreen"],
+                    )
                     with gr.Row():
                         auto = gr.Button("SAM: most salient object", size="sm", elem_id="auto")
                         whole = gr.Button("Whole image (clear)", size="sm", elem_id="whole")
                     status = gr.Markdown(describe(None, ""), elem_id="mask-status")
-                    mask = gr.File(label="Object mask (white = object): made from your clicks, or upload one",
-                                   type="filepath", elem_id="mask")
+                    mask = gr.File(
+                        label="Object mask (white = object): made from your clicks, or upload one",
+                        type="filepath",
+                        elem_id="mask",
+                    )
                     with gr.Accordion("Touch up the mask with a brush", open=False):
                         edit = gr.Button("Open the mask in the editor", size="sm", elem_id="edit")
-                        painter = gr.ImageEditor(type="pil", image_mode="RGBA", sources=(), transforms=(), layers=False,
-                                                 brush=gr.Brush(colors=[f"rgb{TINT}", f"rgb{ERASE}"], color_mode="fixed"),
-                                                 eraser=gr.Eraser(), label="Blue brush adds to the mask, black removes",
-                                                 elem_id="painter", format="png")
+                        painter = gr.ImageEditor(
+                            type="pil",
+                            image_mode="RGBA",
+                            sources=(),
+                            transforms=(),
+                            layers=False,
+                            brush=gr.Brush(colors=[f"rgb{TINT}", f"rgb{ERASE}"], color_mode="fixed"),
+                            eraser=gr.Eraser(),
+                            label="Blue brush adds to the mask, black removes",
+                            elem_id="painter",
+                            format="png",
+                        )
                         use = gr.Button("Use the painted mask", size="sm", elem_id="use-painted")
                     with gr.Accordion("Second concept (optional): the prompt then names them S1* and S2*", open=False):
                         concept2 = gr.File(label="Second concept image", type="filepath", elem_id="concept2")
-                        mask2 = gr.File(label="Its mask (white = object; none: the whole image)", type="filepath",
-                                        elem_id="mask2")
+                        mask2 = gr.File(
+                            label="Its mask (white = object; none: the whole image)", type="filepath", elem_id="mask2"
+                        )
                 with gr.Column(scale=1):
-                    prompt = gr.Textbox(label="3. Prompt (S* = your concept)", value="a photo of a S*",
-                                        elem_id="prompt")
+                    prompt = gr.Textbox(
+                        label="3. Prompt (S* = your concept)", value="a photo of a S*", elem_id="prompt"
+                    )
                     preset = gr.Radio(list(LAMS), label="lambda preset (paper)", elem_id="preset")
-                    lam = gr.Slider(0.0, 1.5, value=d.lam, step=0.05, elem_id="lam",
-                                    label="lambda: weight of the local (detail) branch; 0.8 plain, 0.6 editing prompts")
+                    lam = gr.Slider(
+                        0.0,
+                        1.5,
+                        value=d.lam,
+                        step=0.05,
+                        elem_id="lam",
+                        label="lambda: weight of the local (detail) branch; 0.8 plain, 0.6 editing prompts",
+                    )
                     with gr.Accordion("Sampler", open=False):
-                        seed = gr.Number(value=d.seed, precision=0, label="seed (image i uses seed + i)", elem_id="seed")
+                        seed = gr.Number(
+                            value=d.seed, precision=0, label="seed (image i uses seed + i)", elem_id="seed"
+                        )
                         guidance = gr.Slider(1.0, 15.0, value=d.guidance, step=0.5, label="guidance scale")
                         steps = gr.Slider(1, 150, value=d.steps, step=1, label="steps", elem_id="steps")
                         scheduler = gr.Dropdown(list(SCHEDULERS), value=d.scheduler, label="scheduler")
@@ -244,9 +328,17 @@ class Demo:
                     go = gr.Button("Generate", variant="primary", elem_id="generate")
                     gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id="gallery", height="auto")
             if self.examples:
-                gr.Examples([e.row() for e in self.examples], inputs=[concept, mask, prompt, lam], fn=self.on_example,
-                            outputs=[view, prompts, status], run_on_click=True, label="Examples", cache_examples=False,
-                            examples_per_page=12, **hidden)
+                gr.Examples(
+                    [e.row() for e in self.examples],
+                    inputs=[concept, mask, prompt, lam],
+                    fn=self.on_example,
+                    outputs=[view, prompts, status],
+                    run_on_click=True,
+                    label="Examples",
+                    cache_examples=False,
+                    examples_per_page=12,
+                    **hidden,
+                )
 
             sam = {"concurrency_id": "sam", "concurrency_limit": 1, **hidden}
             concept.upload(self.on_concept, concept, [concept, view, mask, prompts, status], **hidden)
@@ -259,9 +351,14 @@ class Demo:
             edit.click(self.on_edit, [concept, mask], painter, **hidden)
             use.click(self.on_painted, [concept, mask, painter], [view, mask, prompts, status], **hidden)
             preset.change(lambda p: LAMS.get(p, d.lam), preset, lam, **hidden)
-            go.click(self.generate, [concept, mask, prompt, lam, seed, guidance, steps, scheduler, num, concept2, mask2],
-                     gallery,
-                     api_name="generate", concurrency_id="generate", concurrency_limit=1)
+            go.click(
+                self.generate,
+                [concept, mask, prompt, lam, seed, guidance, steps, scheduler, num, concept2, mask2],
+                gallery,
+                api_name="generate",
+                concurrency_id="generate",
+                concurrency_limit=1,
+            )
         return app
 
 
@@ -269,6 +366,14 @@ def launch(demo: Demo, host: str, port: int | None, prevent_thread_lock: bool = 
     """Serve the page (port None: the first free one from 7860); returns the Blocks (`.local_url`, `.close()`)."""
     app = demo.blocks()
     app.queue(default_concurrency_limit=1, max_size=64)
-    app.launch(server_name=host, server_port=port, ssr_mode=False, max_file_size=MAX_FILE_SIZE, show_error=False,
-               prevent_thread_lock=prevent_thread_lock, allowed_paths=[str(demo.tmp)], footer_links=["api"])
+    app.launch(
+        server_name=host,
+        server_port=port,
+        ssr_mode=False,
+        max_file_size=MAX_FILE_SIZE,
+        show_error=False,
+        prevent_thread_lock=prevent_thread_lock,
+        allowed_paths=[str(demo.tmp)],
+        footer_links=["api"],
+    )
     return app

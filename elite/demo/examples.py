@@ -44,11 +44,21 @@ def dreambench_examples(params) -> list[Example]:
     out = []
     for row in read_subjects(paths.DREAMBENCH_SUBJECTS):
         images, prompts = row["images"], row["prompts"]
-        if params.mask.concept_index >= len(images) or not prompts or not Path(images[params.mask.concept_index]).is_file():
+        if (
+            params.mask.concept_index >= len(images)
+            or not prompts
+            or not Path(images[params.mask.concept_index]).is_file()
+        ):
             continue
         mask = paths.MASKS / "dreambench" / f"{row['subject']}.png"
-        out.append(Example(Path(images[params.mask.concept_index]), mask if mask.is_file() else None,
-                           fill(prompts[0], "S*", ""), family_of(prompts[0], params.evaluate.families)[1]))
+        out.append(
+            Example(
+                Path(images[params.mask.concept_index]),
+                mask if mask.is_file() else None,
+                fill(prompts[0], "S*", ""),
+                family_of(prompts[0], params.evaluate.families)[1],
+            )
+        )
     return out
 
 
@@ -56,12 +66,20 @@ def folder_examples(folder: Path, families) -> list[Example]:
     from elite.evaluate.generate import family_of
 
     out = []
-    for image in sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES and not p.stem.endswith(MASK_SUFFIX)):
+    for image in sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES and not p.stem.endswith(MASK_SUFFIX)
+    ):
         masks = [image.with_name(f"{image.stem}{MASK_SUFFIX}{s}") for s in SUFFIXES]
         text = image.with_suffix(".txt")
         prompt = " ".join(text.read_text().split()) if text.is_file() else DEFAULT_PROMPT
-        out.append(Example(image, next((m for m in masks if m.is_file()), None), prompt,
-                           family_of(prompt.replace("S*", "{0}"), families)[1]))
+        out.append(
+            Example(
+                image,
+                next((m for m in masks if m.is_file()), None),
+                prompt,
+                family_of(prompt.replace("S*", "{0}"), families)[1],
+            )
+        )
     return out
 
 

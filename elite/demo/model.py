@@ -33,9 +33,11 @@ def registry_uri(name: str, alias: str | None, version: int | None) -> str:
 
 
 def how_to_register(uri: str) -> str:
-    return (f"{uri}: not in the MLflow registry at {_store()}. Make one with `make run` (its register stage registers "
-            "the trained model and gives it the champion alias when the gates pass) or `elite register`; or start "
-            "the demo on another one: `elite demo --alias NAME`, `--version N` or `--weights DIR`")
+    return (
+        f"{uri}: not in the MLflow registry at {_store()}. Make one with `make run` (its register stage registers "
+        "the trained model and gives it the champion alias when the gates pass) or `elite register`; or start "
+        "the demo on another one: `elite demo --alias NAME`, `--version N` or `--weights DIR`"
+    )
 
 
 def _store() -> str:
@@ -48,9 +50,14 @@ class DemoModel:
     def __init__(self, predict, config: dict, source: str):
         self._predict = predict  # (DataFrame, params) -> DataFrame with one base64 PNG per row
         self.source = source
-        self.defaults = Defaults(lam=float(config["lam"]), steps=int(config["steps"]), guidance=float(config["guidance"]),
-                                 seed=int(config["seed"]), scheduler=str(config["scheduler"]),
-                                 allow_bare_s=bool(config.get("allow_bare_s", False)))
+        self.defaults = Defaults(
+            lam=float(config["lam"]),
+            steps=int(config["steps"]),
+            guidance=float(config["guidance"]),
+            seed=int(config["seed"]),
+            scheduler=str(config["scheduler"]),
+            allow_bare_s=bool(config.get("allow_bare_s", False)),
+        )
         self.pipe = None  # the loaded ElitePipeline, for progress bars
 
     @classmethod
@@ -68,7 +75,9 @@ class DemoModel:
         except MlflowException as exc:
             if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in exc.message.lower():
                 raise EliteError(how_to_register(uri)) from None
-            raise EliteError(f"{uri}: cannot load it from the registry ({exc.message.splitlines()[0][:300]})") from None
+            raise EliteError(
+                f"{uri}: cannot load it from the registry ({exc.message.splitlines()[0][:300]})"
+            ) from None
         model = cls(loaded.predict, loaded.model_config, uri)
         model.pipe = loaded.unwrap_python_model().pipe
         return model
@@ -81,27 +90,54 @@ class DemoModel:
 
         weights = Path(weights)
         if not weights.is_dir():
-            raise EliteError(f"{weights}: weights folder not found (--weights); train one (`make run`) or use the registry")
+            raise EliteError(
+                f"{weights}: weights folder not found (--weights); train one (`make run`) or use the registry"
+            )
         reg = params.register
-        config = {"base": str(base), "lam": reg.lam, "steps": reg.steps, "guidance": reg.guidance, "seed": reg.seed,
-                  "scheduler": reg.scheduler, "allow_bare_s": reg.allow_bare_s, "cuda_dtype": reg.cuda_dtype,
-                  "device": "auto"}
+        config = {
+            "base": str(base),
+            "lam": reg.lam,
+            "steps": reg.steps,
+            "guidance": reg.guidance,
+            "seed": reg.seed,
+            "scheduler": reg.scheduler,
+            "allow_bare_s": reg.allow_bare_s,
+            "cuda_dtype": reg.cuda_dtype,
+            "device": "auto",
+        }
         pyfunc = ElitePyfunc()
         pyfunc.load_context(PythonModelContext(artifacts={WEIGHTS: str(weights)}, model_config=config))
         model = cls(lambda frame, p: pyfunc.predict(None, frame, p), config, str(weights))
         model.pipe = pyfunc.pipe
         return model
 
-    def generate(self, image: str | Path, mask: str | Path | None, prompt: str, lam: float, steps: int,
-                 guidance: float, seed: int, scheduler: str, num_images: int, progress=None,
-                 image2: str | Path | None = None, mask2: str | Path | None = None) -> list[Image.Image]:
+    def generate(
+        self,
+        image: str | Path,
+        mask: str | Path | None,
+        prompt: str,
+        lam: float,
+        steps: int,
+        guidance: float,
+        seed: int,
+        scheduler: str,
+        num_images: int,
+        progress=None,
+        image2: str | Path | None = None,
+        mask2: str | Path | None = None,
+    ) -> list[Image.Image]:
         """`num_images` images; image i uses seed + i (so `elite generate --seed S+i` reproduces each one).
         With `image2` a second concept (the prompt names them S1* and S2*; a version-2 request row).
         Bad input raises EliteError (the pyfunc's message, without its row number)."""
         from mlflow.exceptions import MlflowException
 
-        row = {"image": encode_file(image), "prompt": prompt, "lam": float(lam), "steps": int(steps),
-               "guidance": float(guidance)}
+        row = {
+            "image": encode_file(image),
+            "prompt": prompt,
+            "lam": float(lam),
+            "steps": int(steps),
+            "guidance": float(guidance),
+        }
         if mask is not None:
             row["mask"] = encode_file(mask)
         if image2 is not None:
@@ -114,6 +150,8 @@ class DemoModel:
             try:
                 out = self._predict(pd.DataFrame([{**row, "seed": int(seed) + i}]), {"scheduler": scheduler})
             except MlflowException as exc:
-                raise EliteError(exc.message.split(": ", 1)[-1] if exc.message.startswith("row ") else exc.message) from None
+                raise EliteError(
+                    exc.message.split(": ", 1)[-1] if exc.message.startswith("row ") else exc.message
+                ) from None
             images.append(decode_png(out["image"][0]))
         return images

@@ -64,8 +64,9 @@ class Segmenter:
             if self.current != key:
                 predictor.set_image(np.asarray(image.convert("RGB")))
                 self.current = key
-            masks, scores, _ = predictor.predict(point_coords=coords, point_labels=labels, box=box,
-                                                 multimask_output=multimask)
+            masks, scores, _ = predictor.predict(
+                point_coords=coords, point_labels=labels, box=box, multimask_output=multimask
+            )
         return masks[int(np.argmax(scores))]
 
     def auto(self, image: Image.Image) -> np.ndarray:
@@ -96,8 +97,9 @@ def overlay(image: Image.Image, mask: np.ndarray | None, prompts: Prompts | None
     scale = display_scale(image.size)
     view = image.convert("RGB")
     if scale != 1:
-        view = view.resize((round(image.width * scale), round(image.height * scale)),
-                           Image.BILINEAR if scale < 1 else Image.NEAREST)
+        view = view.resize(
+            (round(image.width * scale), round(image.height * scale)), Image.BILINEAR if scale < 1 else Image.NEAREST
+        )
     if mask is not None:
         m = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(view.size, Image.NEAREST)) > 0
         rgb = np.asarray(view).astype(np.float32)
@@ -110,8 +112,11 @@ def overlay(image: Image.Image, mask: np.ndarray | None, prompts: Prompts | None
         r = max(3, round(max(view.size) / 120))
         for x, y, label in prompts.points:
             cx, cy = x * scale, y * scale
-            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(40, 220, 60) if label == OBJECT else (230, 30, 30),
-                         outline=(255, 255, 255))
+            draw.ellipse(
+                (cx - r, cy - r, cx + r, cy + r),
+                fill=(40, 220, 60) if label == OBJECT else (230, 30, 30),
+                outline=(255, 255, 255),
+            )
         if prompts.box is not None:
             draw.rectangle([v * scale for v in prompts.box], outline=(255, 220, 0), width=max(2, r // 2))
         if prompts.corner is not None:
@@ -138,7 +143,9 @@ def painted_mask(value: dict | None, mask: np.ndarray | None, size: tuple[int, i
     for layer in layers:
         for colour, keep in ((TINT, True), (ERASE, False)):
             # opaque pixels only: a stroke's soft edge may store darkened colours that would read as ERASE
-            near = (np.abs(layer[..., :3].astype(np.int16) - np.array(colour)).max(axis=2) < 48) & (layer[..., 3] >= 128)
+            near = (np.abs(layer[..., :3].astype(np.int16) - np.array(colour)).max(axis=2) < 48) & (
+                layer[..., 3] >= 128
+            )
             stroke = np.asarray(Image.fromarray(near.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
             out[stroke] = keep
     return out

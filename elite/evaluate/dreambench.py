@@ -42,8 +42,13 @@ log = logging.getLogger(__name__)
 PROMPTS_FILE = "prompts_and_classes.txt"
 SUBJECTS_JSON = "subjects.json"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-EXTRA_FILES = ("references_and_licenses.txt", "LICENSE", "LICENSE.md", "LICENSE.txt",  # copied along when present
-               "toy_concepts.json")  # the toy set's attributes per subject (elite/toy/dreambench.py)
+EXTRA_FILES = (
+    "references_and_licenses.txt",
+    "LICENSE",
+    "LICENSE.md",
+    "LICENSE.txt",  # copied along when present
+    "toy_concepts.json",
+)  # the toy set's attributes per subject (elite/toy/dreambench.py)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 LISTS = {"object": "Object Prompts", "live": "Live Subject Prompts"}
 FORMAT_ARGS = ("unique_token", "class_token")
@@ -66,8 +71,13 @@ class Subject:
     prompts: list[str]
 
     def to_json(self) -> dict:
-        return {"subject": self.subject, "class": self.class_word, "live": self.live,
-                "images": [p.as_posix() for p in self.images], "prompts": list(self.prompts)}
+        return {
+            "subject": self.subject,
+            "class": self.class_word,
+            "live": self.live,
+            "images": [p.as_posix() for p in self.images],
+            "prompts": list(self.prompts),
+        }
 
 
 # --- prompts_and_classes.txt ---------------------------------------------------------------------------
@@ -86,7 +96,9 @@ def parse_prompts_and_classes(path: str | Path) -> PromptsAndClasses:
 
 
 def _parse_classes(path: Path, lines: list[str]) -> dict[str, str]:
-    header = next((i for i, line in enumerate(lines) if line.strip().replace(" ", "").lower() == "subject_name,class"), None)
+    header = next(
+        (i for i, line in enumerate(lines) if line.strip().replace(" ", "").lower() == "subject_name,class"), None
+    )
     if header is None:
         raise EliteError(f"{path}: no 'subject_name,class' header line; is this DreamBench's {PROMPTS_FILE}?")
     classes: dict[str, str] = {}
@@ -118,17 +130,26 @@ def _parse_prompt_list(path: Path, lines: list[str], heading: str) -> list[str]:
     first = next((i for i in range(start + 1, len(lines)) if lines[i].strip()), None)
     if first is None or not lines[first].lstrip().startswith("prompt_list"):
         raise EliteError(f"{path}:{(first or start) + 1}: expected 'prompt_list = [' after '{heading}'")
-    last = next((i for i in range(first, len(lines)) if lines[i].strip().startswith("]") or lines[i].rstrip().endswith("]")), None)
+    last = next(
+        (i for i in range(first, len(lines)) if lines[i].strip().startswith("]") or lines[i].rstrip().endswith("]")),
+        None,
+    )
     if last is None:
         raise EliteError(f"{path}:{first + 1}: the '{heading}' prompt_list is never closed with ']'")
     source = "\n".join(lines[first : last + 1])
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:
-        raise EliteError(f"{path}:{first + (exc.lineno or 1)}: the '{heading}' prompt_list is not valid Python ({exc.msg})") from None
+        raise EliteError(
+            f"{path}:{first + (exc.lineno or 1)}: the '{heading}' prompt_list is not valid Python ({exc.msg})"
+        ) from None
     body = tree.body
-    if (len(body) != 1 or not isinstance(body[0], ast.Assign) or not isinstance(body[0].value, ast.List)
-            or [getattr(t, "id", None) for t in body[0].targets] != ["prompt_list"]):
+    if (
+        len(body) != 1
+        or not isinstance(body[0], ast.Assign)
+        or not isinstance(body[0].value, ast.List)
+        or [getattr(t, "id", None) for t in body[0].targets] != ["prompt_list"]
+    ):
         raise EliteError(f"{path}:{first + 1}: expected 'prompt_list = [...]' under '{heading}'")
     prompts = [_template(path, first + node.lineno, node) for node in body[0].value.elts]
     if not prompts:
@@ -141,9 +162,14 @@ def _template(path: Path, lineno: int, node: ast.expr) -> str:
     expected = f"'TEMPLATE'.format({', '.join(FORMAT_ARGS)})"
     if isinstance(node, ast.Call):
         func = node.func
-        if (not isinstance(func, ast.Attribute) or func.attr != "format" or not isinstance(func.value, ast.Constant)
-                or not isinstance(func.value.value, str) or node.keywords
-                or [getattr(a, "id", None) for a in node.args] != list(FORMAT_ARGS)):
+        if (
+            not isinstance(func, ast.Attribute)
+            or func.attr != "format"
+            or not isinstance(func.value, ast.Constant)
+            or not isinstance(func.value.value, str)
+            or node.keywords
+            or [getattr(a, "id", None) for a in node.args] != list(FORMAT_ARGS)
+        ):
             raise EliteError(f"{path}:{lineno}: prompt entry must be {expected}, got {ast.unparse(node)!r}")
         text = func.value.value
     elif isinstance(node, ast.Constant) and isinstance(node.value, str):
@@ -155,7 +181,10 @@ def _template(path: Path, lineno: int, node: ast.expr) -> str:
     except ValueError as exc:
         raise EliteError(f"{path}:{lineno}: prompt {text!r} is not a valid format string ({exc})") from None
     if any(f not in ("0", "1") for f in fields) or fields.count("0") != 1 or fields.count("1") > 1:
-        raise EliteError(f"{path}:{lineno}: prompt {text!r} must contain {{0}} (unique token) once and at most one {{1}} (class word)")
+        raise EliteError(
+            f"{path}:{lineno}: prompt {text!r} must contain {{0}} (unique token) once and at most one "
+            f"{{1}} (class word)"
+        )
     return text
 
 
@@ -172,8 +201,13 @@ def locate(root: str | Path) -> Path:
         if (candidate / PROMPTS_FILE).is_file():
             return candidate
     if not root.is_dir():
-        raise EliteError(f"{root}: DreamBench folder not found (dreambench.source: builtin, download, or a local folder)")
-    raise EliteError(f"{root}: no {PROMPTS_FILE} here or in {root / 'dataset'}; point dreambench.source at DreamBench's dataset/ folder")
+        raise EliteError(
+            f"{root}: DreamBench folder not found (dreambench.source: builtin, download, or a local folder)"
+        )
+    raise EliteError(
+        f"{root}: no {PROMPTS_FILE} here or in {root / 'dataset'}; point dreambench.source at "
+        "DreamBench's dataset/ folder"
+    )
 
 
 def load_dataset(root: str | Path, live_classes: list[str]) -> tuple[list[Subject], list[str]]:
@@ -183,8 +217,10 @@ def load_dataset(root: str | Path, live_classes: list[str]) -> tuple[list[Subjec
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     for folder in folders:
         if folder.name not in spec.classes:
-            raise EliteError(f"{folder}: subject folder has no row in {root / PROMPTS_FILE}'s classes table; "
-                             f"add '{folder.name},<class>' or remove the folder")
+            raise EliteError(
+                f"{folder}: subject folder has no row in {root / PROMPTS_FILE}'s classes table; "
+                f"add '{folder.name},<class>' or remove the folder"
+            )
     present = {p.name for p in folders}
     subjects = []
     for name, cls in spec.classes.items():
@@ -192,13 +228,22 @@ def load_dataset(root: str | Path, live_classes: list[str]) -> tuple[list[Subjec
             continue
         images = sorted(p for p in (root / name).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
-            raise EliteError(f"{root / name}: no images ({', '.join(IMAGE_SUFFIXES)}); each subject needs 00.jpg, 01.jpg, ...")
+            raise EliteError(
+                f"{root / name}: no images ({', '.join(IMAGE_SUFFIXES)}); each subject needs 00.jpg, 01.jpg, ..."
+            )
         for image in images:
             _check_image(image)
         live = cls in live_classes
         subjects.append(Subject(name, cls, live, images, spec.live_prompts if live else spec.object_prompts))
     missing = [n for n in spec.classes if n not in present]
-    warnings = [f"{root / PROMPTS_FILE}: {len(missing)} listed subject(s) have no folder and are skipped: {', '.join(missing)}"] if missing else []
+    warnings = (
+        [
+            f"{root / PROMPTS_FILE}: {len(missing)} listed subject(s) have no folder and are skipped: "
+            f"{', '.join(missing)}"
+        ]
+        if missing
+        else []
+    )
     if not subjects:
         raise EliteError(f"{root}: none of the {len(spec.classes)} subjects in {PROMPTS_FILE} has a folder")
     return subjects, warnings
@@ -225,28 +270,41 @@ def read_subjects(path: str | Path) -> list[dict]:
         raise EliteError(f"{path}: not valid JSON ({exc}); run `elite dreambench` again") from None
     keys = {"subject", "class", "live", "images", "prompts"}
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and keys <= set(r) for r in rows):
-        raise EliteError(f"{path}: expected a non-empty list of {{{', '.join(sorted(keys))}}}; run `elite dreambench` again")
+        raise EliteError(
+            f"{path}: expected a non-empty list of {{{', '.join(sorted(keys))}}}; run `elite dreambench` again"
+        )
     for i, row in enumerate(rows):  # names become folder names; images stay in the repository or beside the file
         name, images = row["subject"], row["images"]
         if not isinstance(name, str) or not NAME.match(name):
             raise EliteError(f"{path}: entry {i}: subject {name!r} must be a plain name (letters, digits, _ . -)")
         if not isinstance(images, list) or not images:
-            raise EliteError(f"{path}: subject {name}: 'images' must be a non-empty list; run `elite dreambench` again")
+            raise EliteError(
+                f"{path}: subject {name}: 'images' must be a non-empty list; run `elite dreambench` again"
+            )
         for image in images:
             if not isinstance(image, str) or not inside(image, ".", path.parent):
-                raise EliteError(f"{path}: subject {name}: image {image!r} is outside the repository and {path.parent}; "
-                                 f"run `elite dreambench` again")
+                raise EliteError(
+                    f"{path}: subject {name}: image {image!r} is outside the repository and {path.parent}; "
+                    f"run `elite dreambench` again"
+                )
     return rows
 
 
 # --- fetching ----------------------------------------------------------------------------------------------
 def download(url: str, dest: Path, sha256: str | None, retries: int, retry_wait: float) -> Path:
     """Fetch `url` to `dest` with retries (elite.io.fetch_url); check its SHA-256 when given."""
-    digest = fetch_url(url, dest, retries, retry_wait,
-                       "without internet, fetch it elsewhere and set dreambench.source to the unpacked dataset folder")
+    digest = fetch_url(
+        url,
+        dest,
+        retries,
+        retry_wait,
+        "without internet, fetch it elsewhere and set dreambench.source to the unpacked dataset folder",
+    )
     if sha256 and digest != sha256.lower():
-        raise EliteError(f"{url}: SHA-256 is {digest}, params dreambench.sha256 says {sha256}; "
-                         f"the archive changed: check it and update the pin")
+        raise EliteError(
+            f"{url}: SHA-256 is {digest}, params dreambench.sha256 says {sha256}; "
+            f"the archive changed: check it and update the pin"
+        )
     return dest
 
 
@@ -290,13 +348,24 @@ def extract_dataset(archive: Path, archive_dir: str, dest: Path) -> Path:
         for parts, kind, _, _ in checked:
             if kind == "other":
                 raise EliteError(f"{archive}: member {'/'.join(parts)!r} is a link or device; refusing to unpack")
-        roots = sorted((parts[:-1] for parts, kind, _, _ in checked
-                        if kind == "file" and parts[-1] == PROMPTS_FILE and len(parts) >= 2 and parts[-2] == archive_dir), key=len)
+        roots = sorted(
+            (
+                parts[:-1]
+                for parts, kind, _, _ in checked
+                if kind == "file" and parts[-1] == PROMPTS_FILE and len(parts) >= 2 and parts[-2] == archive_dir
+            ),
+            key=len,
+        )
         if not roots:
-            raise EliteError(f"{archive}: no {archive_dir}/{PROMPTS_FILE} inside; check dreambench.url and dreambench.archive_dir")
+            raise EliteError(
+                f"{archive}: no {archive_dir}/{PROMPTS_FILE} inside; check dreambench.url and dreambench.archive_dir"
+            )
         root = roots[0]
-        chosen = [(parts[len(root):], kind, size, opener) for parts, kind, size, opener in checked
-                  if parts[: len(root)] == root and len(parts) > len(root)]
+        chosen = [
+            (parts[len(root) :], kind, size, opener)
+            for parts, kind, size, opener in checked
+            if parts[: len(root)] == root and len(parts) > len(root)
+        ]
         if sum(size for _, _, size, _ in chosen) > MAX_ARCHIVE_BYTES:
             raise EliteError(f"{archive}: {archive_dir}/ unpacks to more than {MAX_ARCHIVE_BYTES >> 30} GiB; refusing")
         dest.mkdir(parents=True, exist_ok=True)
@@ -315,8 +384,11 @@ def extract_dataset(archive: Path, archive_dir: str, dest: Path) -> Path:
 
 
 # --- the builtin (smoke) set --------------------------------------------------------------------------------
-BUILTIN_SUBJECTS = [("red_ball", "ball", "disc", (210, 40, 40)), ("blue_box", "box", "square", (40, 70, 200)),
-                    ("dog", "dog", "dog", (150, 100, 60))]
+BUILTIN_SUBJECTS = [
+    ("red_ball", "ball", "disc", (210, 40, 40)),
+    ("blue_box", "box", "square", (40, 70, 200)),
+    ("dog", "dog", "dog", (150, 100, 60)),
+]
 BUILTIN_PROMPTS = {
     "Object Prompts": ["a {0} {1} in the jungle", "a {0} {1} on top of pink fabric", "a red {0} {1}"],
     "Live Subject Prompts": ["a {0} {1} in the snow", "a {0} {1} wearing a red hat", "a shiny {0} {1}"],
@@ -333,7 +405,7 @@ def write_builtin(out: Path, seed: int, size: int, images_per_subject: int = 3) 
             background = tuple(int(v) for v in rng.integers(150, 250, 3))
             img = Image.new("RGB", (size, size), background)
             draw = ImageDraw.Draw(img)
-            cx, cy = (size / 2 + rng.uniform(-0.1, 0.1, 2) * size)
+            cx, cy = size / 2 + rng.uniform(-0.1, 0.1, 2) * size
             r = size * rng.uniform(0.22, 0.3)
             box = [cx - r, cy - r, cx + r, cy + r]
             if shape == "square":
@@ -351,7 +423,9 @@ def write_builtin(out: Path, seed: int, size: int, images_per_subject: int = 3) 
     for heading, prompts in BUILTIN_PROMPTS.items():
         entries = ",\n".join(f"'{p}'.format(unique_token, class_token)" for p in prompts)
         lists.append(f"{heading}\n\nprompt_list = [\n{entries}\n]\n")
-    (out / PROMPTS_FILE).write_text(f"Classes\n\nsubject_name,class\n{rows}\n\nPrompts\n\n" + "\n".join(lists), encoding="utf-8")
+    (out / PROMPTS_FILE).write_text(
+        f"Classes\n\nsubject_name,class\n{rows}\n\nPrompts\n\n" + "\n".join(lists), encoding="utf-8"
+    )
     return out
 
 
@@ -367,7 +441,9 @@ def build_dreambench(params, out: str | Path | None = None) -> list[Subject]:
         elif cfg.source == "toy":
             from elite.toy.dreambench import write_toy_dreambench
 
-            src = write_toy_dreambench(work / "dataset", params.toy.held_out, params.toy.size, cfg.seed, cfg.toy_images)
+            src = write_toy_dreambench(
+                work / "dataset", params.toy.held_out, params.toy.size, cfg.seed, cfg.toy_images
+            )
         elif cfg.source == "download":
             archive = download(cfg.url, work / "archive", cfg.sha256, cfg.retries, cfg.retry_wait)
             src = extract_dataset(archive, cfg.archive_dir, work / "dataset")
@@ -386,6 +462,8 @@ def build_dreambench(params, out: str | Path | None = None) -> list[Subject]:
                 (tmp / s.subject).mkdir()
                 for image in s.images:
                     shutil.copy2(image, tmp / s.subject / image.name)
-                written.append(Subject(s.subject, s.class_word, s.live, [out / s.subject / p.name for p in s.images], s.prompts))
+                written.append(
+                    Subject(s.subject, s.class_word, s.live, [out / s.subject / p.name for p in s.images], s.prompts)
+                )
             write_json(tmp / SUBJECTS_JSON, [s.to_json() for s in written])
     return written

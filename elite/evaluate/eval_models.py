@@ -24,26 +24,58 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 def build_clip_eval(out: Path, seed: int) -> None:
     torch.manual_seed(seed)
     config = CLIPConfig(
-        text_config={"vocab_size": 49408, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                     "num_attention_heads": 2, "max_position_embeddings": 77, "bos_token_id": 49406,
-                     "eos_token_id": 49407, "pad_token_id": 49407},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                       "image_size": 224, "patch_size": 32},
+        text_config={
+            "vocab_size": 49408,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 77,
+            "bos_token_id": 49406,
+            "eos_token_id": 49407,
+            "pad_token_id": 49407,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": 224,
+            "patch_size": 32,
+        },
         projection_dim=32,
     )
     out = Path(out)
     CLIPModel(config).save_pretrained(out)
-    CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}, do_center_crop=True,
-                       image_mean=CLIP_MEAN, image_std=CLIP_STD).save_pretrained(out)
+    CLIPImageProcessor(
+        size={"shortest_edge": 224},
+        crop_size={"height": 224, "width": 224},
+        do_center_crop=True,
+        image_mean=CLIP_MEAN,
+        image_std=CLIP_STD,
+    ).save_pretrained(out)
     with tempfile.TemporaryDirectory() as tmp:
         write_clip_tokenizer(Path(tmp)).save_pretrained(out)
 
 
 def build_dino_eval(out: Path, seed: int) -> None:
     torch.manual_seed(seed)
-    config = ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                       image_size=224, patch_size=16, qkv_bias=True)
+    config = ViTConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=224,
+        patch_size=16,
+        qkv_bias=True,
+    )
     out = Path(out)
     ViTModel(config, add_pooling_layer=False).save_pretrained(out)
-    ViTImageProcessor(do_resize=True, size={"height": 224, "width": 224}, resample=2, do_normalize=True,
-                      image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD).save_pretrained(out)
+    ViTImageProcessor(
+        do_resize=True,
+        size={"height": 224, "width": 224},
+        resample=2,
+        do_normalize=True,
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
+    ).save_pretrained(out)

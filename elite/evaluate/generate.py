@@ -88,8 +88,12 @@ def family_of(template: str, families) -> tuple[str, float]:
             if re.search(fam.pattern, template):
                 return fam.name, fam.lam
         except re.error as exc:
-            raise EliteError(f"params evaluate.families[{i}].pattern {fam.pattern!r} is not a regular expression ({exc})") from None
-    raise EliteError(f"prompt {template!r} matches no evaluate.families pattern; add a family (pattern \"\" matches all)")
+            raise EliteError(
+                f"params evaluate.families[{i}].pattern {fam.pattern!r} is not a regular expression ({exc})"
+            ) from None
+    raise EliteError(
+        f'prompt {template!r} matches no evaluate.families pattern; add a family (pattern "" matches all)'
+    )
 
 
 def select_subjects(rows: list[dict], wanted: list[str] | None) -> list[dict]:
@@ -98,7 +102,9 @@ def select_subjects(rows: list[dict], wanted: list[str] | None) -> list[dict]:
     by_name = {r["subject"]: r for r in rows}
     unknown = [w for w in wanted if w not in by_name]
     if unknown:
-        raise EliteError(f"params evaluate.subjects: {', '.join(unknown)} not in subjects.json (have: {', '.join(by_name)})")
+        raise EliteError(
+            f"params evaluate.subjects: {', '.join(unknown)} not in subjects.json (have: {', '.join(by_name)})"
+        )
     return [by_name[w] for w in wanted]
 
 
@@ -128,8 +134,14 @@ def inversion_settings(baselines, method: str) -> dict:
     return {**getattr(baselines, method).model_dump(), "seed": baselines.seed, "flip_p": baselines.flip_p}
 
 
-def plan(cfg, subjects: list[dict], concepts: dict[str, tuple[Path, Path]], weights_id: str, baselines=None,
-         named: dict[str, str] | None = None) -> list[Job]:
+def plan(
+    cfg,
+    subjects: list[dict],
+    concepts: dict[str, tuple[Path, Path]],
+    weights_id: str,
+    baselines=None,
+    named: dict[str, str] | None = None,
+) -> list[Job]:
     """Every job of the stage in a fixed order: elite, baseline, sweep, ti/xti, then global (ELITE at lambda 0,
     `evaluate.global_row`) and named (the base model with the subject's identity words of `named` in place of
     S*: what text alone can do; toy world); subjects and prompts as listed."""
@@ -153,41 +165,75 @@ def plan(cfg, subjects: list[dict], concepts: dict[str, tuple[Path, Path]], weig
             settings.update(concept=concept_ids[row["subject"]], inversion=inversion_settings(baselines, variant))
         elif variant not in TEXT_ONLY:
             settings.update(weights=weights_id, concept=concept_ids[row["subject"]])
-        jobs.append(Job(variant, row["subject"], row["class"], template, family, lam, prompt, text, folder, seeds, settings))
+        jobs.append(
+            Job(variant, row["subject"], row["class"], template, family, lam, prompt, text, folder, seeds, settings)
+        )
 
     for row in subjects:
         slugs = set()
         for template in subject_templates(row, cfg):
             name = slug(fill(template, "", row["class"]))
             if name in slugs:
-                raise EliteError(f"subject {row['subject']!r}: two prompts give the same folder name {name!r}; make them differ")
+                raise EliteError(
+                    f"subject {row['subject']!r}: two prompts give the same folder name {name!r}; make them differ"
+                )
             slugs.add(name)
-            add("elite", row, template, family_of(template, cfg.families)[1], out / "elite" / row["subject"] / name,
-                cfg.images_per_prompt)
+            add(
+                "elite",
+                row,
+                template,
+                family_of(template, cfg.families)[1],
+                out / "elite" / row["subject"] / name,
+                cfg.images_per_prompt,
+            )
     if cfg.baseline:
         for row in subjects:
             for template in subject_templates(row, cfg):
-                add("baseline", row, template, None, out / "baseline" / row["subject"] / slug(fill(template, "", row["class"])),
-                    cfg.images_per_prompt)
+                add(
+                    "baseline",
+                    row,
+                    template,
+                    None,
+                    out / "baseline" / row["subject"] / slug(fill(template, "", row["class"])),
+                    cfg.images_per_prompt,
+                )
     for lam in cfg.sweep_lams:
         for row in subjects[: cfg.sweep_subjects]:
             for template in spread(subject_templates(row, cfg), cfg.sweep_prompts):
-                add("sweep", row, template, float(lam),
-                    out / "sweep" / f"lam_{lam:g}" / row["subject"] / slug(fill(template, "", row["class"])), cfg.sweep_images)
+                add(
+                    "sweep",
+                    row,
+                    template,
+                    float(lam),
+                    out / "sweep" / f"lam_{lam:g}" / row["subject"] / slug(fill(template, "", row["class"])),
+                    cfg.sweep_images,
+                )
     if baselines is not None:
         chosen = [row for row in subjects if row["subject"] in baselines.subjects]
         for method in baselines.methods:
             for row in chosen:
                 for template in subject_templates(row, cfg):
-                    add(method, row, template, None, out / method / row["subject"] / slug(fill(template, "", row["class"])),
-                        cfg.images_per_prompt)
+                    add(
+                        method,
+                        row,
+                        template,
+                        None,
+                        out / method / row["subject"] / slug(fill(template, "", row["class"])),
+                        cfg.images_per_prompt,
+                    )
     extra = [("global", 0.0)] if cfg.global_row else []
     extra += [("named", None)] if named else []
     for variant, lam in extra:
         for row in subjects:
             for template in subject_templates(row, cfg):
-                add(variant, row, template, lam, out / variant / row["subject"] / slug(fill(template, "", row["class"])),
-                    cfg.images_per_prompt)
+                add(
+                    variant,
+                    row,
+                    template,
+                    lam,
+                    out / variant / row["subject"] / slug(fill(template, "", row["class"])),
+                    cfg.images_per_prompt,
+                )
     return jobs
 
 
@@ -215,7 +261,9 @@ def _sync(device: str) -> None:
 class Sampler:
     """Loads the ELITE pipeline / the plain SD pipeline on first use; encodes each concept once."""
 
-    def __init__(self, cfg, concepts: dict[str, tuple[Path, Path]], device: str, dtype: torch.dtype, baselines=None) -> None:
+    def __init__(
+        self, cfg, concepts: dict[str, tuple[Path, Path]], device: str, dtype: torch.dtype, baselines=None
+    ) -> None:
         self.cfg, self.concepts, self.device, self.dtype, self.baselines = cfg, concepts, device, dtype, baselines
         self._elite = self._sd = self._base = None
         self._encoded: dict[str, object] = {}
@@ -227,7 +275,9 @@ class Sampler:
 
             self._release("_sd")
             self._release("_base")
-            self._elite = ElitePipeline.from_pretrained(self.cfg.base, self.cfg.weights, torch_dtype=self.dtype).to(self.device)
+            self._elite = ElitePipeline.from_pretrained(self.cfg.base, self.cfg.weights, torch_dtype=self.dtype).to(
+                self.device
+            )
             self._elite.set_progress_bar_config(disable=True)
         return self._elite
 
@@ -240,10 +290,17 @@ class Sampler:
             self._release("_elite")
             self._release("_base")
             try:
-                sd = StableDiffusionPipeline.from_pretrained(self.cfg.base, safety_checker=None, feature_extractor=None,
-                                                             requires_safety_checker=False, dtype=self.dtype)
+                sd = StableDiffusionPipeline.from_pretrained(
+                    self.cfg.base,
+                    safety_checker=None,
+                    feature_extractor=None,
+                    requires_safety_checker=False,
+                    dtype=self.dtype,
+                )
             except (OSError, ValueError) as exc:
-                raise EliteError(f"cannot load Stable Diffusion from {self.cfg.base!r} ({str(exc).splitlines()[0][:200]})") from None
+                raise EliteError(
+                    f"cannot load Stable Diffusion from {self.cfg.base!r} ({str(exc).splitlines()[0][:200]})"
+                ) from None
             sd.scheduler = make_scheduler(self.cfg.scheduler, sd.scheduler.config)
             sd.set_progress_bar_config(disable=True)
             self._sd = sd.to(self.device)
@@ -268,8 +325,11 @@ class Sampler:
         key = (method, subject)
         if key not in self._inverted:
             folder = Path(self.cfg.out) / method / subject / "inversion"
-            settings = {**inversion_settings(self.baselines, method), "base": self.cfg.base,
-                        "concept": fingerprint(*self.concepts[subject])}
+            settings = {
+                **inversion_settings(self.baselines, method),
+                "base": self.cfg.base,
+                "concept": fingerprint(*self.concepts[subject]),
+            }
             marker = folder / "settings.json"
             if marker.is_file() and json.loads(marker.read_text()) == settings:
                 result = Inversion.load(folder)
@@ -278,8 +338,17 @@ class Sampler:
                 from elite.images import open_image, open_mask
 
                 img = open_image(image)
-                result = invert(self.cfg.base, img, open_mask(mask, img.size), method, getattr(self.baselines, method),
-                                class_word, self.baselines.seed, self.baselines.flip_p, progress=False)
+                result = invert(
+                    self.cfg.base,
+                    img,
+                    open_mask(mask, img.size),
+                    method,
+                    getattr(self.baselines, method),
+                    class_word,
+                    self.baselines.seed,
+                    self.baselines.flip_p,
+                    progress=False,
+                )
                 result.save(folder)
                 write_json(marker, settings)
             self._inverted[key] = result.concept()
@@ -300,8 +369,10 @@ class Sampler:
             self._encoded[subject] = pipe.encode_concept(image, mask)
             _sync(self.device)
             seconds = time.perf_counter() - start
-            write_json(Path(self.cfg.out) / "elite" / subject / "concept.json",
-                       {"encode_s": seconds, "image": str(image), "mask": str(mask), "device": self.device})
+            write_json(
+                Path(self.cfg.out) / "elite" / subject / "concept.json",
+                {"encode_s": seconds, "image": str(image), "mask": str(mask), "device": self.device},
+            )
         return self._encoded[subject]
 
     def run(self, job: Job, indices: list[int]) -> None:
@@ -313,23 +384,48 @@ class Sampler:
             concept = self.inversion(job.variant, job.subject, job.class_word)
             pipe, kwargs = self.base(), {"concept": concept, "scheduler": cfg.scheduler}
         else:
-            pipe, kwargs = self.elite(), {"concept": self.concept(job.subject), "lam": job.lam, "scheduler": cfg.scheduler}
+            pipe, kwargs = (
+                self.elite(),
+                {"concept": self.concept(job.subject), "lam": job.lam, "scheduler": cfg.scheduler},
+            )
         _sync(self.device)
         start = time.perf_counter()
-        images = pipe(job.prompt, num_inference_steps=cfg.steps, guidance_scale=cfg.guidance, generator=gens,
-                      num_images_per_prompt=len(indices), **kwargs).images
+        images = pipe(
+            job.prompt,
+            num_inference_steps=cfg.steps,
+            guidance_scale=cfg.guidance,
+            generator=gens,
+            num_images_per_prompt=len(indices),
+            **kwargs,
+        ).images
         _sync(self.device)
         per_image = (time.perf_counter() - start) / len(indices)
         for i, img in zip(indices, images):
             with atomic_file(job.image(i), suffix=".png") as tmp:
                 img.save(tmp, format="PNG")
-            write_json(job.sidecar(i), {"settings": job.settings, "seed": job.seeds[i], "generate_s": per_image,
-                                        "device": self.device, "dtype": str(self.dtype).replace("torch.", "")})
+            write_json(
+                job.sidecar(i),
+                {
+                    "settings": job.settings,
+                    "seed": job.seeds[i],
+                    "generate_s": per_image,
+                    "device": self.device,
+                    "dtype": str(self.dtype).replace("torch.", ""),
+                },
+            )
 
 
 def generate(jobs: list[Job], runner: Sampler) -> dict[str, int]:
     """Generate every missing image of `jobs`; returns counts (generated / skipped)."""
-    order = {"elite": 0, "sweep": 0, "global": 0, "ti": 1, "xti": 1, "baseline": 2, "named": 2}  # fewest model switches
+    order = {
+        "elite": 0,
+        "sweep": 0,
+        "global": 0,
+        "ti": 1,
+        "xti": 1,
+        "baseline": 2,
+        "named": 2,
+    }  # fewest model switches
     todo = sorted(((job, job.missing()) for job in jobs), key=lambda t: order[t[0].variant])
     total = sum(len(job.seeds) for job in jobs)
     missing = sum(len(m) for _, m in todo)

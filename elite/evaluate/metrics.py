@@ -23,7 +23,9 @@ def _load(what: str, source: str, loader, **kwargs):
         return loader(source, **kwargs)
     except (OSError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise EliteError(f"cannot load the {what} from {source!r} ({first[:200]}); run `elite prepare-models`") from None
+        raise EliteError(
+            f"cannot load the {what} from {source!r} ({first[:200]}); run `elite prepare-models`"
+        ) from None
 
 
 def _features(out) -> torch.Tensor:
@@ -85,7 +87,9 @@ class DinoEmbedder(_Embedder):
     def __init__(self, path: str, device: str = "cpu", batch: int = 32) -> None:
         from transformers import AutoImageProcessor, ViTModel
 
-        self.model = _load("DINO metric model", path, ViTModel.from_pretrained, add_pooling_layer=False).eval().to(device)
+        self.model = (
+            _load("DINO metric model", path, ViTModel.from_pretrained, add_pooling_layer=False).eval().to(device)
+        )
         self.processor = _load("DINO image processor", path, AutoImageProcessor.from_pretrained)
         self.device, self.batch, self.dim = device, batch, self.model.config.hidden_size
 

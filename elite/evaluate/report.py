@@ -37,8 +37,13 @@ def aggregate(rows: list[dict]) -> dict:
         clip_t.add(r["clip_t"])
         for key, mean in accuracies.items():
             mean.add(r.get(key))
-    return {"clip_i": clip_i.value, "clip_t": clip_t.value, "dino_i": dino_i.value, "images": len(rows),
-            **{key: mean.value for key, mean in accuracies.items()}}
+    return {
+        "clip_i": clip_i.value,
+        "clip_t": clip_t.value,
+        "dino_i": dino_i.value,
+        "images": len(rows),
+        **{key: mean.value for key, mean in accuracies.items()},
+    }
 
 
 def group(rows: list[dict], key: str) -> dict[str, dict]:
@@ -52,19 +57,27 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def table2(by_variant: dict[str, list[dict]], encode_s: dict[str, float], inversion_s: dict[str, dict[str, float]]) -> dict:
+def table2(
+    by_variant: dict[str, list[dict]], encode_s: dict[str, float], inversion_s: dict[str, dict[str, float]]
+) -> dict:
     """ELITE next to the optimisation baselines, on the subjects the baselines ran on (paper Table 2)."""
     subjects = {r["subject"] for m in inversion_s for r in by_variant.get(m, [])}
     if not subjects:
         return {}
     rows = {"elite": ([r for r in by_variant["elite"] if r["subject"] in subjects], encode_s)}
     rows.update({m: (by_variant[m], inversion_s[m]) for m in inversion_s if by_variant.get(m)})
-    return {name: {**aggregate(items), "time_s": _mean([t for s, t in times.items() if s in subjects])}
-            for name, (items, times) in rows.items()}
+    return {
+        name: {**aggregate(items), "time_s": _mean([t for s, t in times.items() if s in subjects])}
+        for name, (items, times) in rows.items()
+    }
 
 
-def build_metrics(rows: list[dict], real: dict[str, dict], encode_s: dict[str, float],
-                  inversion_s: dict[str, dict[str, float]] | None = None) -> dict:
+def build_metrics(
+    rows: list[dict],
+    real: dict[str, dict],
+    encode_s: dict[str, float],
+    inversion_s: dict[str, dict[str, float]] | None = None,
+) -> dict:
     """rows: per-image scores of every variant; real: per-subject real-vs-real {clip_i, dino_i, pairs};
     inversion_s: {method: {subject: seconds}} of the optimisation baselines."""
     by_variant: dict[str, list[dict]] = defaultdict(list)
@@ -75,19 +88,32 @@ def build_metrics(rows: list[dict], real: dict[str, dict], encode_s: dict[str, f
     for value in real.values():
         real_clip.add(value["clip_i"], value["pairs"])
         real_dino.add(value["dino_i"], value["pairs"])
-    context = {"real": {"clip_i": real_clip.value, "dino_i": real_dino.value, "pairs": sum(v["pairs"] for v in real.values())}}
+    context = {
+        "real": {"clip_i": real_clip.value, "dino_i": real_dino.value, "pairs": sum(v["pairs"] for v in real.values())}
+    }
     for variant in ("baseline", "named", "global"):  # the class word, the identity in words (toy), lambda 0
         if by_variant[variant]:
             context[variant] = aggregate(by_variant[variant])
     sweep = {f"lam_{lam:g}": agg for lam, agg in ((float(k), v) for k, v in group(by_variant["sweep"], "lam").items())}
     times = list(encode_s.values())
     timing = {
-        "encode_s_mean": _mean(times), "encode_s_max": max(times) if times else None, "encode_s": dict(encode_s),
+        "encode_s_mean": _mean(times),
+        "encode_s_max": max(times) if times else None,
+        "encode_s": dict(encode_s),
         "generate_s_per_image_mean": _mean([r["generate_s"] for r in elite if r["generate_s"] is not None]),
-        "baseline_generate_s_per_image_mean": _mean([r["generate_s"] for r in baseline if r["generate_s"] is not None]),
+        "baseline_generate_s_per_image_mean": _mean(
+            [r["generate_s"] for r in baseline if r["generate_s"] is not None]
+        ),
     }
-    return {"overall": aggregate(elite), "families": group(elite, "family"), "subjects": group(elite, "subject"),
-            "context": context, "sweep": sweep, "timing": timing, "table2": table2(by_variant, encode_s, inversion_s or {})}
+    return {
+        "overall": aggregate(elite),
+        "families": group(elite, "family"),
+        "subjects": group(elite, "subject"),
+        "context": context,
+        "sweep": sweep,
+        "timing": timing,
+        "table2": table2(by_variant, encode_s, inversion_s or {}),
+    }
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, float]:
@@ -148,43 +174,89 @@ def _fmt(value) -> str:
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows],
+    ]
 
 
 def write_report(path: Path, metrics: dict, settings: dict, grids: dict[str, Path]) -> None:
     ctx = metrics["context"]
-    lines = ["# DreamBench evaluation", "", "Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()), "",
-             "CLIP-I / DINO-I: mean cosine over all (generated, real) pairs of a subject; CLIP-T: generated image vs "
-             "the prompt with the class word instead of S*.", "", "## Overall", ""]
-    rows = [["ELITE", metrics["overall"]["clip_t"], metrics["overall"]["clip_i"], metrics["overall"]["dino_i"], metrics["overall"]["images"]]]
+    lines = [
+        "# DreamBench evaluation",
+        "",
+        "Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()),
+        "",
+        "CLIP-I / DINO-I: mean cosine over all (generated, real) pairs of a subject; CLIP-T: generated image vs "
+        "the prompt with the class word instead of S*.",
+        "",
+        "## Overall",
+        "",
+    ]
+    rows = [
+        [
+            "ELITE",
+            metrics["overall"]["clip_t"],
+            metrics["overall"]["clip_i"],
+            metrics["overall"]["dino_i"],
+            metrics["overall"]["images"],
+        ]
+    ]
     if "baseline" in ctx:
         b = ctx["baseline"]
         rows.append(["base model, class word (no concept)", b["clip_t"], b["clip_i"], b["dino_i"], b["images"]])
     rows.append(["real vs real (upper bound)", None, ctx["real"]["clip_i"], ctx["real"]["dino_i"], None])
     lines += _table(["", "CLIP-T", "CLIP-I", "DINO-I", "images"], rows)
     if metrics.get("table2"):
-        names = {"elite": "ELITE (one forward pass)", "ti": "Textual Inversion", "xti": "Extended Textual Inversion (P+)"}
+        names = {
+            "elite": "ELITE (one forward pass)",
+            "ti": "Textual Inversion",
+            "xti": "Extended Textual Inversion (P+)",
+        }
         lines += ["", "## ELITE vs optimisation baselines (paper Table 2, on the baselines' subjects)", ""]
-        lines += _table(["", "CLIP-T", "CLIP-I", "DINO-I", "time per concept (s)", "images"],
-                        [[names[k], v["clip_t"], v["clip_i"], v["dino_i"], v["time_s"], v["images"]]
-                         for k, v in metrics["table2"].items()])
+        lines += _table(
+            ["", "CLIP-T", "CLIP-I", "DINO-I", "time per concept (s)", "images"],
+            [
+                [names[k], v["clip_t"], v["clip_i"], v["dino_i"], v["time_s"], v["images"]]
+                for k, v in metrics["table2"].items()
+            ],
+        )
     for title, key in (("Per prompt family", "families"), ("Per subject", "subjects")):
         lines += ["", f"## {title}", ""]
-        lines += _table(["", "CLIP-T", "CLIP-I", "DINO-I", "images"],
-                        [[name, v["clip_t"], v["clip_i"], v["dino_i"], v["images"]] for name, v in metrics[key].items()])
+        lines += _table(
+            ["", "CLIP-T", "CLIP-I", "DINO-I", "images"],
+            [[name, v["clip_t"], v["clip_i"], v["dino_i"], v["images"]] for name, v in metrics[key].items()],
+        )
     if metrics["sweep"]:
         from elite.evaluate.sweep import sweep_rows
 
         lines += ["", "## Lambda sweep", ""]
-        lines += _table(["lambda", "CLIP-T", "CLIP-I", "DINO-I", "images"],
-                        [[f"{r['lam']:g}", r["clip_t"], r["clip_i"], r["dino_i"], r["images"]] for r in sweep_rows(metrics["sweep"])])
+        lines += _table(
+            ["lambda", "CLIP-T", "CLIP-I", "DINO-I", "images"],
+            [
+                [f"{r['lam']:g}", r["clip_t"], r["clip_i"], r["dino_i"], r["images"]]
+                for r in sweep_rows(metrics["sweep"])
+            ],
+        )
     t = metrics["timing"]
-    lines += ["", "## Timing", "", f"- encode per concept: mean {_fmt(t['encode_s_mean'])} s, max {_fmt(t['encode_s_max'])} s",
-              f"- generation per image (ELITE): {_fmt(t['generate_s_per_image_mean'])} s",
-              *([f"- generation per image (base model): {_fmt(t['baseline_generate_s_per_image_mean'])} s"]
-                if t["baseline_generate_s_per_image_mean"] is not None else []), "", "## Grids", ""]
+    lines += [
+        "",
+        "## Timing",
+        "",
+        f"- encode per concept: mean {_fmt(t['encode_s_mean'])} s, max {_fmt(t['encode_s_max'])} s",
+        f"- generation per image (ELITE): {_fmt(t['generate_s_per_image_mean'])} s",
+        *(
+            [f"- generation per image (base model): {_fmt(t['baseline_generate_s_per_image_mean'])} s"]
+            if t["baseline_generate_s_per_image_mean"] is not None
+            else []
+        ),
+        "",
+        "## Grids",
+        "",
+    ]
     if (path.parent / "lambda_sweep.png").is_file():
-        lines[lines.index("## Timing"):lines.index("## Timing")] = ["![lambda sweep](lambda_sweep.png)", ""]
+        lines[lines.index("## Timing") : lines.index("## Timing")] = ["![lambda sweep](lambda_sweep.png)", ""]
     for subject, grid in grids.items():
         lines += [f"### {subject}", "", f"![{subject}]({grid.relative_to(path.parent).as_posix()})", ""]
     with atomic_file(path, suffix=".md") as tmp:
@@ -192,8 +264,20 @@ def write_report(path: Path, metrics: dict, settings: dict, grids: dict[str, Pat
 
 
 # --- FiftyOne ---------------------------------------------------------------------------------------------
-FIELDS = ("variant", "subject", "class", "live", "family", "prompt", "text", "lam", "index", "seed",
-          *SCORES, "generate_s")
+FIELDS = (
+    "variant",
+    "subject",
+    "class",
+    "live",
+    "family",
+    "prompt",
+    "text",
+    "lam",
+    "index",
+    "seed",
+    *SCORES,
+    "generate_s",
+)
 
 
 def write_fiftyone(name: str, rows: list[dict]) -> int:

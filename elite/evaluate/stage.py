@@ -16,9 +16,18 @@ from tqdm import tqdm
 
 from elite.errors import EliteError
 from elite.evaluate.dreambench import read_subjects
-from elite.evaluate.generate import Job, Sampler, fingerprint, generate, plan, resolve_device, select_subjects, shard_jobs
-from elite.images import open_image, open_mask
+from elite.evaluate.generate import (
+    Job,
+    Sampler,
+    fingerprint,
+    generate,
+    plan,
+    resolve_device,
+    select_subjects,
+    shard_jobs,
+)
 from elite.evaluate.report import flatten
+from elite.images import open_image, open_mask
 from elite.io import atomic_file, write_json
 from elite.shards import parse_shard
 from elite.tracking import METRICS_DIGEST_TAG, file_digest, scoped_dataset
@@ -32,15 +41,19 @@ def concept_inputs(cfg, rows: list[dict]) -> dict[str, tuple[Path, Path]]:
     for row in rows:
         images = row["images"]
         if cfg.concept_image >= len(images):
-            raise EliteError(f"params evaluate.concept_image is {cfg.concept_image} but subject {row['subject']!r} "
-                             f"has {len(images)} image(s)")
+            raise EliteError(
+                f"params evaluate.concept_image is {cfg.concept_image} but subject {row['subject']!r} "
+                f"has {len(images)} image(s)"
+            )
         image = Path(images[cfg.concept_image])
         if not image.is_file():
             raise EliteError(f"{image}: concept image of subject {row['subject']!r} not found; run `elite dreambench`")
         mask = Path(cfg.masks) / f"{row['subject']}.png"
         if not mask.is_file():
-            raise EliteError(f"{mask}: SAM mask of subject {row['subject']!r} not found; run `elite mask` first "
-                             f"(it writes {cfg.masks}/<subject>.png for each DreamBench subject)")
+            raise EliteError(
+                f"{mask}: SAM mask of subject {row['subject']!r} not found; run `elite mask` first "
+                f"(it writes {cfg.masks}/<subject>.png for each DreamBench subject)"
+            )
         out[row["subject"]] = (image, mask)
     return out
 
@@ -56,15 +69,22 @@ def named_identities(subjects_file: str) -> dict[str, str] | None:
 def check_weights(path: str) -> Path:
     weights = Path(path)
     if not (weights / "elite_config.json").is_file():
-        raise EliteError(f"{weights}: no ELITE weights (elite_config.json); train them (`elite train-local`) or set "
-                         f"evaluate.weights to models/pretrained/elite or an `elite import-official` folder")
+        raise EliteError(
+            f"{weights}: no ELITE weights (elite_config.json); train them (`elite train-local`) or set "
+            f"evaluate.weights to models/pretrained/elite or an `elite import-official` folder"
+        )
     return weights
 
 
 def score(jobs: list[Job], rows: list[dict], cfg, device: str) -> tuple[list[dict], dict[str, dict]]:
     """Per-image CLIP-I / CLIP-T / DINO-I of every job, and real-vs-real per subject."""
-    from elite.evaluate.metrics import ClipEmbedder, DinoEmbedder, cosine_to_set, mean_distinct_pair_cosine, paired_cosine
-
+    from elite.evaluate.metrics import (
+        ClipEmbedder,
+        DinoEmbedder,
+        cosine_to_set,
+        mean_distinct_pair_cosine,
+        paired_cosine,
+    )
     from elite.toy.scoring import ToyScorer
 
     clip = ClipEmbedder(cfg.clip_model, device, cfg.metric_batch)
@@ -77,8 +97,11 @@ def score(jobs: list[Job], rows: list[dict], cfg, device: str) -> tuple[list[dic
         c, d = clip.images(images), dino.images(images)
         real[row["subject"]] = (c, d)
         n = len(images)
-        real_stats[row["subject"]] = {"clip_i": mean_distinct_pair_cosine(c), "dino_i": mean_distinct_pair_cosine(d),
-                                      "pairs": n * (n - 1)}
+        real_stats[row["subject"]] = {
+            "clip_i": mean_distinct_pair_cosine(c),
+            "dino_i": mean_distinct_pair_cosine(d),
+            "pairs": n * (n - 1),
+        }
     scored = []
     for job in tqdm(jobs, desc="score", unit="prompt"):
         images = [open_image(job.image(i)) for i in range(len(job.seeds))]
@@ -89,13 +112,28 @@ def score(jobs: list[Job], rows: list[dict], cfg, device: str) -> tuple[list[dic
         probed = toy.score(images, job.subject, job.text) if toy else [{}] * len(images)
         for i in range(len(images)):
             meta = json.loads(job.sidecar(i).read_text())
-            scored.append({
-                "variant": job.variant, "subject": job.subject, "class": job.class_word, "live": info[job.subject]["live"],
-                "family": job.family, "template": job.template, "prompt": job.prompt, "text": job.text, "lam": job.lam,
-                "index": i, "seed": job.seeds[i], "path": job.image(i).as_posix(), "n_real": len(real_c),
-                "clip_i": float(clip_i[i]), "clip_t": float(clip_t[i]), "dino_i": float(dino_i[i]),
-                "generate_s": meta.get("generate_s"), **probed[i],
-            })
+            scored.append(
+                {
+                    "variant": job.variant,
+                    "subject": job.subject,
+                    "class": job.class_word,
+                    "live": info[job.subject]["live"],
+                    "family": job.family,
+                    "template": job.template,
+                    "prompt": job.prompt,
+                    "text": job.text,
+                    "lam": job.lam,
+                    "index": i,
+                    "seed": job.seeds[i],
+                    "path": job.image(i).as_posix(),
+                    "n_real": len(real_c),
+                    "clip_i": float(clip_i[i]),
+                    "clip_t": float(clip_t[i]),
+                    "dino_i": float(dino_i[i]),
+                    "generate_s": meta.get("generate_s"),
+                    **probed[i],
+                }
+            )
     return scored, real_stats
 
 
@@ -146,8 +184,10 @@ def run_evaluate(params, shard: str | None = None) -> dict | None:
     if shard_t is not None:
         mine = shard_jobs(jobs, shard_t)
         counts = generate(mine, Sampler(cfg, concepts, device, dtype, params.baselines))
-        print(f"shard {shard}: {len(mine)} of {len(jobs)} prompts; generated {counts['generated']} images, "
-              f"{counts['skipped']} already there")
+        print(
+            f"shard {shard}: {len(mine)} of {len(jobs)} prompts; generated {counts['generated']} images, "
+            f"{counts['skipped']} already there"
+        )
         return None
 
     from elite.tracking import stage_run
@@ -159,11 +199,15 @@ def run_evaluate(params, shard: str | None = None) -> dict | None:
         counts = generate(jobs, Sampler(cfg, concepts, device, dtype, params.baselines))
         scored, real = score(jobs, rows, cfg, device)
         metrics, grid_paths = write_outputs(cfg, params.profile, jobs, rows, concepts, scored, real, device)
-        mlflow.log_metrics({**flatten(metrics), "images_generated": counts["generated"], "images_skipped": counts["skipped"]})
+        mlflow.log_metrics(
+            {**flatten(metrics), "images_generated": counts["generated"], "images_skipped": counts["skipped"]}
+        )
         _log_artifacts(mlflow, cfg, metrics, grid_paths)
-    print(f"evaluate: {counts['generated']} images generated, {counts['skipped']} reused; "
-          f"CLIP-T {_f(metrics['overall']['clip_t'])}  CLIP-I {_f(metrics['overall']['clip_i'])}  "
-          f"DINO-I {_f(metrics['overall']['dino_i'])}  -> {cfg.metrics}, {Path(cfg.out) / 'report.md'}")
+    print(
+        f"evaluate: {counts['generated']} images generated, {counts['skipped']} reused; "
+        f"CLIP-T {_f(metrics['overall']['clip_t'])}  CLIP-I {_f(metrics['overall']['clip_i'])}  "
+        f"DINO-I {_f(metrics['overall']['dino_i'])}  -> {cfg.metrics}, {Path(cfg.out) / 'report.md'}"
+    )
     return metrics
 
 
@@ -191,8 +235,15 @@ def write_outputs(cfg, profile: str, jobs, rows, concepts, scored, real, device:
 
         plt.close(fig)
     grid_paths = grids(cfg, jobs, concepts)
-    settings = {"profile": profile, "weights": cfg.weights, "steps": cfg.steps, "guidance": cfg.guidance,
-                "scheduler": cfg.scheduler, "images_per_prompt": cfg.images_per_prompt, "device": device}
+    settings = {
+        "profile": profile,
+        "weights": cfg.weights,
+        "steps": cfg.steps,
+        "guidance": cfg.guidance,
+        "scheduler": cfg.scheduler,
+        "images_per_prompt": cfg.images_per_prompt,
+        "device": device,
+    }
     write_report(out / "report.md", metrics, settings, grid_paths)
     if cfg.fiftyone_dataset:
         name = scoped_dataset(cfg.fiftyone_dataset)
@@ -204,9 +255,9 @@ def write_outputs(cfg, profile: str, jobs, rows, concepts, scored, real, device:
 def _log_artifacts(mlflow, cfg, metrics: dict, grid_paths: dict[str, Path]) -> None:
     out = Path(cfg.out)
     if metrics["sweep"]:
-        from elite.evaluate.sweep import sweep_figure, sweep_rows
-
         import matplotlib.pyplot as plt
+
+        from elite.evaluate.sweep import sweep_figure, sweep_rows
 
         fig = sweep_figure(sweep_rows(metrics["sweep"]))
         mlflow.log_figure(fig, "lambda_sweep.png")

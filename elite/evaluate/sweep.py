@@ -12,7 +12,9 @@ COLUMNS = ("lam", "clip_i", "clip_t", "dino_i", "images")
 
 def sweep_rows(sweep: dict[str, dict]) -> list[dict]:
     """metrics["sweep"] ({"lam_0.6": {...}}) -> rows sorted by lambda."""
-    return sorted(({"lam": float(key.removeprefix("lam_")), **value} for key, value in sweep.items()), key=lambda r: r["lam"])
+    return sorted(
+        ({"lam": float(key.removeprefix("lam_")), **value} for key, value in sweep.items()), key=lambda r: r["lam"]
+    )
 
 
 def write_sweep_csv(path: Path, rows: list[dict]) -> None:
@@ -22,8 +24,12 @@ def write_sweep_csv(path: Path, rows: list[dict]) -> None:
             writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
             writer.writeheader()
             for row in rows:
-                writer.writerow({k: ("" if row.get(k) is None else round(row[k], 6) if isinstance(row[k], float) else row[k])
-                                 for k in COLUMNS})
+                writer.writerow(
+                    {
+                        k: ("" if row.get(k) is None else round(row[k], 6) if isinstance(row[k], float) else row[k])
+                        for k in COLUMNS
+                    }
+                )
 
 
 def sweep_figure(rows: list[dict]):

@@ -80,15 +80,19 @@ def encode_concepts(concepts: Sequence[Sequence[str | Path | tuple[str | Path, s
     out = []
     for concept in concepts:
         pairs = [item if isinstance(item, tuple) else (item, None) for item in concept]
-        out.append({"images": [encode_file(image) for image, _ in pairs],
-                    "masks": [None if mask is None else encode_file(mask) for _, mask in pairs]})
+        out.append(
+            {
+                "images": [encode_file(image) for image, _ in pairs],
+                "masks": [None if mask is None else encode_file(mask) for _, mask in pairs],
+            }
+        )
     return out
 
 
 def decode_concepts(value: Any, field: str = "concepts") -> list[tuple[list[Image.Image], list[Image.Image | None]]]:
     """Per concept its images and masks (None: the whole image) from a list of
     `{"images": [base64, ...], "masks": [base64 or null, ...]}` (`masks` optional), or a one-line EliteError."""
-    form = f'a list with one {{"images": [base64, ...], "masks": [base64 or null, ...]}} per concept'
+    form = 'a list with one {"images": [base64, ...], "masks": [base64 or null, ...]} per concept'
     concepts = _as_list(value)
     if not concepts:
         raise EliteError(f"{field}: expected {form}")
@@ -96,8 +100,9 @@ def decode_concepts(value: Any, field: str = "concepts") -> list[tuple[list[Imag
     for c, concept in enumerate(concepts):
         name = f"{field}[{c}]"
         if not isinstance(concept, dict) or set(concept) - {"images", "masks"}:
-            raise EliteError(f"{name}: expected {{\"images\": [...], \"masks\": [...]}} (masks optional), "
-                             f"got {type(concept).__name__}")
+            raise EliteError(
+                f'{name}: expected {{"images": [...], "masks": [...]}} (masks optional), got {type(concept).__name__}'
+            )
         images = _as_list(concept.get("images"))
         if not images:
             raise EliteError(f"{name}.images: expected a list of one or more images (base64)")
@@ -105,8 +110,15 @@ def decode_concepts(value: Any, field: str = "concepts") -> list[tuple[list[Imag
         if masks is None or len(masks) != len(images):
             raise EliteError(f"{name}.masks: expected one mask (or null) per image, {len(images)} in all")
         pics = [decode_image(image, f"{name}.images[{i}]") for i, image in enumerate(images)]
-        decoded.append((pics, [None if m is None else decode_mask(m, pic.size, f"{name}.masks[{i}]")
-                               for i, (pic, m) in enumerate(zip(pics, masks))]))
+        decoded.append(
+            (
+                pics,
+                [
+                    None if m is None else decode_mask(m, pic.size, f"{name}.masks[{i}]")
+                    for i, (pic, m) in enumerate(zip(pics, masks))
+                ],
+            )
+        )
     return decoded
 
 

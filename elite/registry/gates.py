@@ -21,8 +21,12 @@ METRIC_PREFIX = "dreambench."  # MLflow metric key = prefix + sanitised dotted p
 
 
 def load_metrics(path: str | Path) -> dict:
-    return read_json(path, dict, "metrics file", "run the evaluate stage first (`dvc repro evaluate`) or point register.metrics at a "
-                                 "DreamBench metrics JSON")
+    return read_json(
+        path,
+        dict,
+        "metrics file",
+        "run the evaluate stage first (`dvc repro evaluate`) or point register.metrics at a DreamBench metrics JSON",
+    )
 
 
 def numeric_leaves(data, prefix: str = "") -> dict[str, float]:
@@ -47,8 +51,10 @@ def lookup(metrics: dict, path: str, source: str) -> float:
     leaves = numeric_leaves(metrics)
     if path not in leaves:
         near = sorted(leaves)[:8]
-        raise EliteError(f"{source}: no number at {path!r} (params register.gates); numbers there: "
-                         f"{', '.join(near) or 'none'}{' ...' if len(leaves) > 8 else ''}")
+        raise EliteError(
+            f"{source}: no number at {path!r} (params register.gates); numbers there: "
+            f"{', '.join(near) or 'none'}{' ...' if len(leaves) > 8 else ''}"
+        )
     return leaves[path]
 
 
@@ -78,10 +84,14 @@ def check_gate(gate: Gate, value: float, champion: float | None, champion_label:
     else:
         bound = champion - sign * gate.tolerance
         if sign * (value - bound) < -1e-12:
-            problems.append(f"{gate.metric} {value:.4f} {worse} {champion_label} {champion:.4f} "
-                            f"{'-' if gate.higher_is_better else '+'} tolerance {gate.tolerance:g}")
+            problems.append(
+                f"{gate.metric} {value:.4f} {worse} {champion_label} {champion:.4f} "
+                f"{'-' if gate.higher_is_better else '+'} tolerance {gate.tolerance:g}"
+            )
         else:
-            notes.append(f"{better} {champion_label} {champion:.4f} {'-' if gate.higher_is_better else '+'} {gate.tolerance:g}")
+            notes.append(
+                f"{better} {champion_label} {champion:.4f} {'-' if gate.higher_is_better else '+'} {gate.tolerance:g}"
+            )
     passed = not problems
     reason = "; ".join(problems) if problems else f"{gate.metric} {value:.4f} " + ", ".join(notes)
     return GateResult(gate.metric, value, champion, gate.tolerance, gate.limit, passed, reason)
@@ -97,8 +107,9 @@ class Decision:
         return {"promote": self.promote, "reason": self.reason, "gates": [asdict(g) for g in self.gates]}
 
 
-def decide(gates: list[Gate], metrics: dict, champion_metrics: dict[str, float] | None, champion_label: str,
-           source: str) -> Decision:
+def decide(
+    gates: list[Gate], metrics: dict, champion_metrics: dict[str, float] | None, champion_label: str, source: str
+) -> Decision:
     """Apply every gate. `champion_metrics` maps MLflow metric keys (see `metric_key`) to values;
     None when there is no champion yet."""
     results = []

@@ -10,7 +10,9 @@ versioned by the row's `version` (absent = 1, so requests written before version
 | version       | number | -       | 1 (default) or 2                                                 |
 | image         | string | 1, req. | the concept image file (JPEG, PNG ...), base64                   |
 | mask          | string | 1       | object mask file, base64, white = object (default: all image)    |
-| concepts      | list   | 2, req. | one `{"images": [base64, ...], "masks": [base64 or null, ...]}` per concept (masks optional): several images of a concept are fused, two concepts are S1*, S2* |
+| concepts      | list   | 2, req. | one `{"images": [base64, ...], "masks": [base64 or null, ...]}` per   |
+|               |        |         | concept (masks optional): several images of a concept are fused;  |
+|               |        |         | two concepts are S1*, S2*                                        |
 | multi_concept | string | 2       | per_concept (default; Eq. 8 per concept) or naive (the baseline)  |
 | prompt        | string | req.    | prompt with S* (one concept) or S1*, S2* (two concepts)          |
 | lam           | number | no      | local-branch weight lambda                                       |
@@ -51,20 +53,25 @@ REQUEST_VERSIONS = (1, 2)  # 2: several images per concept and several concepts 
 
 
 def signature(scheduler: str) -> ModelSignature:
-    inputs = Schema([
-        ColSpec(AnyType(), "version", required=False),
-        ColSpec("string", "image", required=False),  # required in version 1, checked here
-        ColSpec("string", "mask", required=False),
-        ColSpec(AnyType(), "concepts", required=False),
-        ColSpec("string", "multi_concept", required=False),
-        ColSpec("string", "prompt"),
-        ColSpec(AnyType(), "lam", required=False),
-        ColSpec(AnyType(), "steps", required=False),
-        ColSpec(AnyType(), "guidance", required=False),
-        ColSpec(AnyType(), "seed", required=False),
-    ])
-    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("string", "image")]),
-                          params=ParamSchema([ParamSpec("scheduler", "string", scheduler)]))
+    inputs = Schema(
+        [
+            ColSpec(AnyType(), "version", required=False),
+            ColSpec("string", "image", required=False),  # required in version 1, checked here
+            ColSpec("string", "mask", required=False),
+            ColSpec(AnyType(), "concepts", required=False),
+            ColSpec("string", "multi_concept", required=False),
+            ColSpec("string", "prompt"),
+            ColSpec(AnyType(), "lam", required=False),
+            ColSpec(AnyType(), "steps", required=False),
+            ColSpec(AnyType(), "guidance", required=False),
+            ColSpec(AnyType(), "seed", required=False),
+        ]
+    )
+    return ModelSignature(
+        inputs=inputs,
+        outputs=Schema([ColSpec("string", "image")]),
+        params=ParamSchema([ParamSpec("scheduler", "string", scheduler)]),
+    )
 
 
 def example_images(size: int = 64) -> tuple[Image.Image, Image.Image]:
@@ -79,8 +86,19 @@ def example_images(size: int = 64) -> tuple[Image.Image, Image.Image]:
 
 def input_example(prompt: str, steps: int, lam: float, guidance: float, seed: int) -> pd.DataFrame:
     image, mask = example_images()
-    return pd.DataFrame([{"image": encode_png(image), "mask": encode_png(mask), "prompt": prompt, "lam": float(lam),
-                          "steps": int(steps), "guidance": float(guidance), "seed": int(seed)}])
+    return pd.DataFrame(
+        [
+            {
+                "image": encode_png(image),
+                "mask": encode_png(mask),
+                "prompt": prompt,
+                "lam": float(lam),
+                "steps": int(steps),
+                "guidance": float(guidance),
+                "seed": int(seed),
+            }
+        ]
+    )
 
 
 def _missing(value: Any) -> bool:
@@ -92,8 +110,12 @@ def _missing(value: Any) -> bool:
 
 
 def _integer(value: Any, field: str) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value) or int(value) != value:
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not math.isfinite(value)
+        or int(value) != value
+    ):
         raise EliteError(f"{field}: expected an integer, got {value!r}")
     return int(value)
 
@@ -122,7 +144,9 @@ class ElitePyfunc(PythonModel):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = getattr(torch, cfg.get("cuda_dtype", "float32")) if device.startswith("cuda") else torch.float32
         try:
-            pipe = ElitePipeline.from_pretrained(base, context.artifacts[WEIGHTS], image_encoder=encoder, torch_dtype=dtype)
+            pipe = ElitePipeline.from_pretrained(
+                base, context.artifacts[WEIGHTS], image_encoder=encoder, torch_dtype=dtype
+            )
         except EliteError as exc:
             raise MlflowException(f"cannot load the ELITE model: {exc}") from None
         pipe.set_progress_bar_config(disable=True)
@@ -141,20 +165,27 @@ class ElitePyfunc(PythonModel):
             raise EliteError("prompt: required, with one placeholder S* (e.g. 'a S* on the beach')")
         version = 1 if _missing(row.get("version")) else _integer(row["version"], "version")
         if version not in REQUEST_VERSIONS:
-            raise EliteError(f"version: this model reads request versions {' and '.join(map(str, REQUEST_VERSIONS))}, "
-                             f"got {version}")
+            raise EliteError(
+                f"version: this model reads request versions {' and '.join(map(str, REQUEST_VERSIONS))}, got {version}"
+            )
         concepts, mode = self._v2_concepts(row) if version == 2 else (self._v1_concept(row), "per_concept")
         find_placeholders(prompt, len(concepts), bool(self.config.get("allow_bare_s", False)))
-        return {"prompt": prompt, "concepts": concepts, "multi_concept": mode, "lam": _number(pick("lam"), "lam"),
-                "steps": _integer(pick("steps"), "steps"), "guidance": _number(pick("guidance"), "guidance"),
-                "seed": _integer(pick("seed"), "seed")}
+        return {
+            "prompt": prompt,
+            "concepts": concepts,
+            "multi_concept": mode,
+            "lam": _number(pick("lam"), "lam"),
+            "steps": _integer(pick("steps"), "steps"),
+            "guidance": _number(pick("guidance"), "guidance"),
+            "seed": _integer(pick("seed"), "seed"),
+        }
 
     @staticmethod
     def _v1_concept(row: dict) -> list:
         """Version 1: one image (and mask) of one concept."""
         for field in ("concepts", "multi_concept"):
             if not _missing(row.get(field)):
-                raise EliteError(f"{field}: a version-2 field; set \"version\": 2 in this row")
+                raise EliteError(f'{field}: a version-2 field; set "version": 2 in this row')
         if _missing(row.get("image")):
             raise EliteError("image: required (the concept image file, base64)")
         image = decode_image(row["image"], "image")
@@ -186,10 +217,17 @@ class ElitePyfunc(PythonModel):
             try:
                 args = self._row_inputs(row)
                 concepts = [self.pipe.encode_concept(images, masks=masks) for images, masks in args["concepts"]]
-                result = self.pipe(args["prompt"], concept=concepts[0] if len(concepts) == 1 else concepts,
-                                   lam=args["lam"], num_inference_steps=args["steps"], guidance_scale=args["guidance"],
-                                   scheduler=scheduler, allow_bare_s=allow_bare_s, multi_concept=args["multi_concept"],
-                                   generator=torch.Generator().manual_seed(args["seed"]))
+                result = self.pipe(
+                    args["prompt"],
+                    concept=concepts[0] if len(concepts) == 1 else concepts,
+                    lam=args["lam"],
+                    num_inference_steps=args["steps"],
+                    guidance_scale=args["guidance"],
+                    scheduler=scheduler,
+                    allow_bare_s=allow_bare_s,
+                    multi_concept=args["multi_concept"],
+                    generator=torch.Generator().manual_seed(args["seed"]),
+                )
             except EliteError as exc:
                 raise MlflowException.invalid_parameter_value(f"row {i}: {exc}") from None
             out.append(encode_png(result.images[0]))

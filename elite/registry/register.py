@@ -28,8 +28,18 @@ from elite.io import write_json
 from elite.registry.gates import decide, load_metrics, lookup, metric_key, numeric_leaves
 
 MODEL_ARTIFACT = "model"
-PIP_PACKAGES = ["mlflow", "torch", "diffusers", "transformers", "safetensors", "scipy", "pillow", "numpy", "pandas",
-                "pydantic"]
+PIP_PACKAGES = [
+    "mlflow",
+    "torch",
+    "diffusers",
+    "transformers",
+    "safetensors",
+    "scipy",
+    "pillow",
+    "numpy",
+    "pandas",
+    "pydantic",
+]
 
 
 def pip_requirements() -> list[str]:
@@ -59,8 +69,10 @@ def model_inputs(cfg: RegisterConfig) -> tuple[dict[str, str], dict]:
 
     weights = Path(cfg.weights)
     if not (weights / CONFIG_NAME).is_file() or not (weights / WEIGHTS_NAME).is_file():
-        raise EliteError(f"{weights}: no ELITE weights ({CONFIG_NAME} + {WEIGHTS_NAME}); train them (`dvc repro`) "
-                         "or set register.weights in params.yaml")
+        raise EliteError(
+            f"{weights}: no ELITE weights ({CONFIG_NAME} + {WEIGHTS_NAME}); train them (`dvc repro`) "
+            "or set register.weights in params.yaml"
+        )
     try:
         encoder_name = json.loads((weights / CONFIG_NAME).read_text())["image_encoder"]
     except (json.JSONDecodeError, KeyError, TypeError):
@@ -68,9 +80,16 @@ def model_inputs(cfg: RegisterConfig) -> tuple[dict[str, str], dict]:
     artifacts = {"elite_weights": str(weights.resolve())}
     # model_config: the serving defaults; a loader may override any of these keys (load_model(model_config=...)
     # or MLFLOW_PYFUNC_INFERENCE_CONFIG), e.g. device "cpu" / "cuda:1" instead of "auto"
-    config: dict = {"lam": cfg.lam, "steps": cfg.steps, "guidance": cfg.guidance, "seed": cfg.seed,
-                    "scheduler": cfg.scheduler, "allow_bare_s": cfg.allow_bare_s, "cuda_dtype": cfg.cuda_dtype,
-                    "device": "auto"}
+    config: dict = {
+        "lam": cfg.lam,
+        "steps": cfg.steps,
+        "guidance": cfg.guidance,
+        "seed": cfg.seed,
+        "scheduler": cfg.scheduler,
+        "allow_bare_s": cfg.allow_bare_s,
+        "cuda_dtype": cfg.cuda_dtype,
+        "device": "auto",
+    }
     encoder = resolve_image_encoder(weights, encoder_name)
     if Path(encoder).is_dir():
         artifacts["image_encoder"] = encoder
@@ -79,8 +98,10 @@ def model_inputs(cfg: RegisterConfig) -> tuple[dict[str, str], dict]:
     base = Path(cfg.base)
     if cfg.copy_base or cfg.base_reference is None:
         if not (base / "model_index.json").is_file():
-            raise EliteError(f"{base}: not a Stable Diffusion folder (no model_index.json); run `elite prepare-models` "
-                             "or set register.base in params.yaml")
+            raise EliteError(
+                f"{base}: not a Stable Diffusion folder (no model_index.json); run `elite prepare-models` "
+                "or set register.base in params.yaml"
+            )
     if cfg.copy_base:
         artifacts["base"] = str(base.resolve())
     else:
@@ -98,7 +119,9 @@ def champion_metrics(client, name: str, alias: str) -> tuple[object | None, dict
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or "alias" in exc.message and "not found" in exc.message:
             return None, None  # no such model, or no version holds the alias yet
         # anything else (a store that fails) must not look like "no champion": that would promote blindly
-        raise EliteError(f"cannot read {name}@{alias} from the model registry: {exc.message.splitlines()[0]}") from None
+        raise EliteError(
+            f"cannot read {name}@{alias} from the model registry: {exc.message.splitlines()[0]}"
+        ) from None
     metrics: dict[str, float] = {}
     if champion.run_id:
         try:
@@ -118,8 +141,10 @@ def verify_model(model_uri: str, example) -> None:
         predictions = mlflow.pyfunc.load_model(model_uri).predict(example)
     except Exception as exc:  # any failure here means the model must not be registered
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise EliteError(f"{model_uri}: the logged model failed to load or to run its input example "
-                         f"({type(exc).__name__}: {first[:300]}); nothing was registered") from None
+        raise EliteError(
+            f"{model_uri}: the logged model failed to load or to run its input example "
+            f"({type(exc).__name__}: {first[:300]}); nothing was registered"
+        ) from None
     if list(predictions.columns) != ["image"] or len(predictions) != len(example):
         raise EliteError(f"{model_uri}: the logged model answered its input example with {list(predictions.columns)}")
     for value in predictions["image"]:
@@ -160,8 +185,12 @@ def evaluation_run(client, metrics_path: str):
     from elite.tracking import EXPERIMENT, METRICS_DIGEST_TAG, file_digest
 
     experiment = client.get_experiment_by_name(EXPERIMENT)
-    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1,
-                              filter_string=f"tags.`{METRICS_DIGEST_TAG}` = '{file_digest(metrics_path)}'")
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        filter_string=f"tags.`{METRICS_DIGEST_TAG}` = '{file_digest(metrics_path)}'",
+    )
     return runs[0] if runs else None
 
 
@@ -182,10 +211,16 @@ def version_description(params: Params, metrics: dict, evaluation, record: dict)
         f"`{loc.manifest}` ({loc.max_steps} steps, learning rate {loc.learning_rate:g}); base `{cfg.base}`.",
     ]
     overall = metrics.get("overall", {})
-    scores = ", ".join(f"{k.upper().replace('_', '-')} {overall[k]:.4f}" for k in ("clip_t", "clip_i", "dino_i")
-                       if isinstance(overall.get(k), (int, float)))
-    link = (f"; evaluation run [{evaluation.info.run_name}]({_run_link(evaluation)})" if evaluation is not None
-            else "; no evaluation run found in this store")
+    scores = ", ".join(
+        f"{k.upper().replace('_', '-')} {overall[k]:.4f}"
+        for k in ("clip_t", "clip_i", "dino_i")
+        if isinstance(overall.get(k), (int, float))
+    )
+    link = (
+        f"; evaluation run [{evaluation.info.run_name}]({_run_link(evaluation)})"
+        if evaluation is not None
+        else "; no evaluation run found in this store"
+    )
     lines.append(f"DreamBench (`{cfg.metrics}`): {scores or 'no overall scores'}{link}.")
     lines.append(f"Gate: {record['decision']}: {record['reason']}")
     return "\n\n".join(lines)
@@ -272,8 +307,9 @@ def register_model(params: Params, cfg: RegisterConfig | None = None) -> dict:
             client.set_model_version_tag(cfg.model_name, mv.version, "evaluation_run_id", evaluation.info.run_id)
             record["evaluation_run_id"] = evaluation.info.run_id
         client.update_registered_model(cfg.model_name, description=MODEL_DESCRIPTION)
-        client.update_model_version(cfg.model_name, mv.version,
-                                    description=version_description(params, metrics, evaluation, record))
+        client.update_model_version(
+            cfg.model_name, mv.version, description=version_description(params, metrics, evaluation, record)
+        )
         mlflow.set_tags({"register.decision": verdict, "register.version": mv.version})
         mlflow.log_dict(record, "register.json")
         bar.update()

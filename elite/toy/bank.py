@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from elite.train.templates import TEMPLATES
 from elite.toy.world import CLASSES, COLOURS, PATTERNS, SCENES, SceneSpec, render, sample_spec
+from elite.train.templates import TEMPLATES
 
 COLOUR_NAMES = list(COLOURS)
 
@@ -35,8 +35,14 @@ class Bank:
         return torch.tensor([vocab.index(getattr(s.objects[0], attr)) for s in self.specs])
 
 
-def make_bank(n: int, size: int, seed: int, two_object_share: float = 0.0,
-              exclude: frozenset[tuple[str, str]] = frozenset(), only: frozenset[tuple[str, str]] | None = None) -> Bank:
+def make_bank(
+    n: int,
+    size: int,
+    seed: int,
+    two_object_share: float = 0.0,
+    exclude: frozenset[tuple[str, str]] = frozenset(),
+    only: frozenset[tuple[str, str]] | None = None,
+) -> Bank:
     """`n` renders; a share of two-object scenes; scenes with an identity in `exclude` (or outside `only`)
     are skipped."""
     rng = np.random.default_rng(seed)
@@ -60,8 +66,15 @@ def identity_words(colour: str, pattern: str, mode: str) -> str:
     return " ".join(words)
 
 
-def caption(spec: SceneSpec, rng: np.random.Generator, p_modes: dict[str, float],
-            unnamed: frozenset[tuple[str, str]] = frozenset(), drop_p: float = 0.0, template_p: float = 0.0, scene_p: float = 1.0) -> str:
+def caption(
+    spec: SceneSpec,
+    rng: np.random.Generator,
+    p_modes: dict[str, float],
+    unnamed: frozenset[tuple[str, str]] = frozenset(),
+    drop_p: float = 0.0,
+    template_p: float = 0.0,
+    scene_p: float = 1.0,
+) -> str:
     """A base-model caption: the class always, the identity's attributes by `p_modes` (never for an
     identity in `unnamed`), the scene with probability `scene_p`; a single object is written with one of
     ELITE's training templates ("a photo of a red ball") with probability `template_p`, so the base knows

@@ -26,8 +26,9 @@ def _view(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     flip = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0)
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0], theta[:, 1, 1], theta[:, :, 2] = scale * flip, scale, shift
-    out = F.grid_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False), align_corners=False,
-                        padding_mode="reflection")
+    out = F.grid_sample(
+        x, F.affine_grid(theta, list(x.shape), align_corners=False), align_corners=False, padding_mode="reflection"
+    )
     soft = F.avg_pool2d(F.pad(out, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
     out = torch.where(torch.rand(b, 1, 1, 1, generator=gen) < 0.3, soft, out)
     return out + 0.03 * torch.randn(out.shape, generator=gen)
@@ -38,13 +39,31 @@ def dino_pixels(images: torch.Tensor) -> torch.Tensor:
     return ((images + 1) / 2 - MEAN) / STD
 
 
-def train_dino(bank: Bank, steps: int, seed: int, out: Path, batch: int = 128, lr: float = 1e-3,
-               temperature: float = 0.2, progress=None) -> ViTModel:
+def train_dino(
+    bank: Bank,
+    steps: int,
+    seed: int,
+    out: Path,
+    batch: int = 128,
+    lr: float = 1e-3,
+    temperature: float = 0.2,
+    progress=None,
+) -> ViTModel:
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     size = bank.images.shape[-1]
-    model = ViTModel(ViTConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-                               image_size=size, patch_size=4, qkv_bias=True), add_pooling_layer=False)
+    model = ViTModel(
+        ViTConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            image_size=size,
+            patch_size=4,
+            qkv_bias=True,
+        ),
+        add_pooling_layer=False,
+    )
     head = nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 64))
     opt = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=lr, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
@@ -62,6 +81,12 @@ def train_dino(bank: Bank, steps: int, seed: int, out: Path, batch: int = 128, l
         if progress:
             progress(step, loss.item())
     model.eval().save_pretrained(out)
-    ViTImageProcessor(do_resize=True, size={"height": size, "width": size}, resample=2, do_normalize=True,
-                      image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD).save_pretrained(out)
+    ViTImageProcessor(
+        do_resize=True,
+        size={"height": size, "width": size},
+        resample=2,
+        do_normalize=True,
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
+    ).save_pretrained(out)
     return model

@@ -36,8 +36,11 @@ def write_toy_dreambench(out: Path, held_out: list[list[str]], size: int, seed: 
             Image.fromarray(render(spec, size).image).save(out / name / f"{i:02d}.jpg", quality=95)
     rows = "\n".join(f"{name},{c['cls']}" for name, c in concepts.items())
     entries = ",\n".join(f"'{p}'.format(unique_token, class_token)" for p in PROMPTS)
-    lists = "\n".join(f"{heading}\n\nprompt_list = [\n{entries}\n]\n" for heading in ("Object Prompts", "Live Subject Prompts"))
-    (out / "prompts_and_classes.txt").write_text(f"Classes\n\nsubject_name,class\n{rows}\n\nPrompts\n\n{lists}",
-                                                  encoding="utf-8")
+    lists = "\n".join(
+        f"{heading}\n\nprompt_list = [\n{entries}\n]\n" for heading in ("Object Prompts", "Live Subject Prompts")
+    )
+    (out / "prompts_and_classes.txt").write_text(
+        f"Classes\n\nsubject_name,class\n{rows}\n\nPrompts\n\n{lists}", encoding="utf-8"
+    )
     (out / CONCEPTS_FILE).write_text(json.dumps(concepts, indent=2) + "\n")
     return out

@@ -23,35 +23,62 @@ def _rows(ids: list[tuple[str, str]], n: int, named: bool) -> list[dict]:
         colour, pattern = ids[k % len(ids)]
         cls, scene = CLASSES[k % len(CLASSES)], SCENES[(k // len(CLASSES)) % len(SCENES)]
         words = f"{colour} {pattern} {cls}" if named else cls
-        rows.append({"colour": colour, "pattern": pattern, "cls": cls, "scene": scene, "prompt": f"a {words} on the {scene}"})
+        rows.append(
+            {"colour": colour, "pattern": pattern, "cls": cls, "scene": scene, "prompt": f"a {words} on the {scene}"}
+        )
     return rows
 
 
 @torch.no_grad()
-def measure_base(models: Path, held_out: set[tuple[str, str]], n: int = 96, guidance: float = 4.0, steps: int = 25,
-                 seed: int = 0) -> dict:
+def measure_base(
+    models: Path, held_out: set[tuple[str, str]], n: int = 96, guidance: float = 4.0, steps: int = 25, seed: int = 0
+) -> dict:
     pipe = StableDiffusionPipeline.from_pretrained(models / "base", safety_checker=None, requires_safety_checker=False)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     probes = load_probes(models / "probes")
     seen = [i for i in identities() if i not in held_out]
     out = {}
-    for name, ids, named in (("seen_named", seen, True), ("held_out_named", sorted(held_out), True),
-                             ("class_word", seen, False)):
+    for name, ids, named in (
+        ("seen_named", seen, True),
+        ("held_out_named", sorted(held_out), True),
+        ("class_word", seen, False),
+    ):
         rows = _rows(ids, n, named)
         gen = torch.Generator().manual_seed(seed)
-        images = torch.cat([
-            pipe([r["prompt"] for r in rows[i:i + 32]], guidance_scale=guidance, num_inference_steps=steps,
-                 generator=gen, output_type="pt").images for i in range(0, n, 32)
-        ]) * 2 - 1
+        images = (
+            torch.cat(
+                [
+                    pipe(
+                        [r["prompt"] for r in rows[i : i + 32]],
+                        guidance_scale=guidance,
+                        num_inference_steps=steps,
+                        generator=gen,
+                        output_type="pt",
+                    ).images
+                    for i in range(0, n, 32)
+                ]
+            )
+            * 2
+            - 1
+        )
         ident, scene = probes["identity"].predict(images), probes["scene"].predict(images)
-        hit = {h: np.array([HEADS[h][int(p)] == r[h] for p, r in zip(ident[h], rows)]) for h in ("colour", "pattern", "cls")}
-        out[name] = {
-            "colour": float(hit["colour"].mean()), "pattern": float(hit["pattern"].mean()),
-            "identity": float((hit["colour"] & hit["pattern"]).mean()), "class": float(hit["cls"].mean()),
-            "scene": float(np.mean([SCENES[int(p)] == r["scene"] for p, r in zip(scene["scene"], rows)])), "images": n,
+        hit = {
+            h: np.array([HEADS[h][int(p)] == r[h] for p, r in zip(ident[h], rows)])
+            for h in ("colour", "pattern", "cls")
         }
-    out["chance"] = {"identity": 1 / (len(HEADS["colour"]) * len(HEADS["pattern"])), "colour": 1 / len(HEADS["colour"])}
+        out[name] = {
+            "colour": float(hit["colour"].mean()),
+            "pattern": float(hit["pattern"].mean()),
+            "identity": float((hit["colour"] & hit["pattern"]).mean()),
+            "class": float(hit["cls"].mean()),
+            "scene": float(np.mean([SCENES[int(p)] == r["scene"] for p, r in zip(scene["scene"], rows)])),
+            "images": n,
+        }
+    out["chance"] = {
+        "identity": 1 / (len(HEADS["colour"]) * len(HEADS["pattern"])),
+        "colour": 1 / len(HEADS["colour"]),
+    }
     return out
 
 

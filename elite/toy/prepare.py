@@ -55,8 +55,12 @@ def _tokenizer():
 
 
 def _processor(size: int) -> CLIPImageProcessor:
-    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
-                              image_mean=CLIP_MEAN, image_std=CLIP_STD)
+    return CLIPImageProcessor(
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+        image_mean=CLIP_MEAN,
+        image_std=CLIP_STD,
+    )
 
 
 def _bank(params: Params, offset: int = 0):
@@ -66,8 +70,9 @@ def _bank(params: Params, offset: int = 0):
 
 def prepare_vae(params: Params, out: Path) -> None:
     cfg = params.toy
-    vae = standins.train_vae(standins.build_vae(cfg.size), _bank(params), cfg.vae_steps, cfg.seed,
-                             progress=_bar("VAE", cfg.vae_steps))
+    vae = standins.train_vae(
+        standins.build_vae(cfg.size), _bank(params), cfg.vae_steps, cfg.seed, progress=_bar("VAE", cfg.vae_steps)
+    )
     with atomic_dir(out / "_vae") as tmp:
         vae.save_pretrained(tmp)
 
@@ -75,8 +80,14 @@ def prepare_vae(params: Params, out: Path) -> None:
 def prepare_clip(params: Params, out: Path) -> None:
     """CLIP (contrastive, full captions) -> clip_eval/ (the whole model) and image_encoder/ (its vision tower)."""
     cfg, tokenizer = params.toy, _tokenizer()
-    clip = standins.train_clip(standins.build_clip(cfg.size, MAX_TOKENS), tokenizer, _bank(params), cfg.clip_steps,
-                               cfg.seed + 1, progress=_bar("CLIP", cfg.clip_steps))
+    clip = standins.train_clip(
+        standins.build_clip(cfg.size, MAX_TOKENS),
+        tokenizer,
+        _bank(params),
+        cfg.clip_steps,
+        cfg.seed + 1,
+        progress=_bar("CLIP", cfg.clip_steps),
+    )
     with atomic_dir(out / "clip_eval") as tmp:
         clip.save_pretrained(tmp)
         _processor(cfg.size).save_pretrained(tmp)
@@ -111,15 +122,34 @@ def prepare_base(params: Params, out: Path) -> None:
     tokenizer = _tokenizer()
     unnamed = frozenset() if cfg.name_held_out else held_out(params)
     unet = standins.train_unet(
-        standins.build_unet(cfg.size // 2, clip.config.text_config.hidden_size), text_encoder.eval(), tokenizer,
-        latents, bank, cfg.unet_steps, cfg.seed + 2, cfg.caption_modes, unnamed, batch=cfg.unet_batch, lr=cfg.unet_lr,
-        drop_p=cfg.caption_drop, template_p=cfg.template_p, scene_p=cfg.scene_p, progress=_bar("UNet", cfg.unet_steps),
+        standins.build_unet(cfg.size // 2, clip.config.text_config.hidden_size),
+        text_encoder.eval(),
+        tokenizer,
+        latents,
+        bank,
+        cfg.unet_steps,
+        cfg.seed + 2,
+        cfg.caption_modes,
+        unnamed,
+        batch=cfg.unet_batch,
+        lr=cfg.unet_lr,
+        drop_p=cfg.caption_drop,
+        template_p=cfg.template_p,
+        scene_p=cfg.scene_p,
+        progress=_bar("UNet", cfg.unet_steps),
     )
     scheduler = LMSDiscreteScheduler.from_config(standins.build_scheduler().config)
     with atomic_dir(out / "base") as tmp:
-        StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                                safety_checker=None, feature_extractor=None,
-                                requires_safety_checker=False).save_pretrained(tmp)
+        StableDiffusionPipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        ).save_pretrained(tmp)
         (Path(tmp) / "toy_world.json").write_text(json.dumps(cfg.model_dump(), indent=2) + "\n")
 
 
@@ -133,10 +163,20 @@ def prepare_evaluators(params: Params, out: Path) -> None:
         finetune_sam(bank, cfg.sam_steps, cfg.seed + 4, Path(tmp), progress=_bar("SAM", cfg.sam_steps))
     probes_bank = make_bank(cfg.bank, cfg.size, cfg.seed + 5)
     with atomic_dir(out / "probes") as tmp:
-        identity = train_probe(probes_bank, ["colour", "pattern", "cls"], cfg.probe_steps, cfg.seed + 6,
-                               progress=_bar("identity probe", cfg.probe_steps))
-        scene = train_probe(probes_bank, ["scene"], cfg.probe_steps // 2, cfg.seed + 7,
-                            progress=_bar("scene probe", cfg.probe_steps // 2))
+        identity = train_probe(
+            probes_bank,
+            ["colour", "pattern", "cls"],
+            cfg.probe_steps,
+            cfg.seed + 6,
+            progress=_bar("identity probe", cfg.probe_steps),
+        )
+        scene = train_probe(
+            probes_bank,
+            ["scene"],
+            cfg.probe_steps // 2,
+            cfg.seed + 7,
+            progress=_bar("scene probe", cfg.probe_steps // 2),
+        )
         save_probes(Path(tmp), identity=identity, scene=scene)
 
 
@@ -152,8 +192,14 @@ def prepare_toy(params: Params, out: Path, parts: list[str] | None = None) -> No
     if parts is None or "base" in parts:
         shutil.rmtree(out / "_vae", ignore_errors=True)  # the VAE lives on inside base/
         with atomic_dir(out / "elite") as tmp:
-            init_elite_weights(out / "base", out / "image_encoder", tmp, params.toy.seed + 8,
-                               params.models.feature_layers, params.models.reference_depth)
+            init_elite_weights(
+                out / "base",
+                out / "image_encoder",
+                tmp,
+                params.toy.seed + 8,
+                params.models.feature_layers,
+                params.models.reference_depth,
+            )
     if (out / "base").is_dir() and (out / "probes" / "probes.json").is_file():
         from elite.toy.gate import measure_base
 

@@ -27,9 +27,20 @@ class Probe(nn.Module):
         self.heads = list(heads)
         w = width
         self.body = nn.Sequential(
-            nn.Conv2d(3, w, 3, padding=1), nn.GELU(), nn.Conv2d(w, w, 3, padding=1), nn.GELU(), nn.MaxPool2d(2),
-            nn.Conv2d(w, 2 * w, 3, padding=1), nn.GELU(), nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.GELU(),
-            nn.MaxPool2d(2), nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(3, w, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(w, w, 3, padding=1),
+            nn.GELU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(w, 2 * w, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1),
+            nn.GELU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1),
+            nn.GELU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
         self.out = nn.ModuleDict({h: nn.Linear(4 * w, len(HEADS[h])) for h in self.heads})
 
@@ -40,7 +51,7 @@ class Probe(nn.Module):
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch: int = 256) -> dict[str, torch.Tensor]:
         self.eval()
-        outs = [self(x[i:i + batch]) for i in range(0, len(x), batch)]
+        outs = [self(x[i : i + batch]) for i in range(0, len(x), batch)]
         return {h: torch.cat([o[h] for o in outs]).argmax(-1) for h in self.heads}
 
 
@@ -52,8 +63,9 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return x + torch.randn(x.shape, generator=gen) * 0.05 * torch.rand(b, 1, 1, 1, generator=gen)
 
 
-def train_probe(bank: Bank, heads: list[str], steps: int, seed: int, batch: int = 128, lr: float = 2e-3,
-                progress=None) -> Probe:
+def train_probe(
+    bank: Bank, heads: list[str], steps: int, seed: int, batch: int = 128, lr: float = 2e-3, progress=None
+) -> Probe:
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     probe = Probe(heads)

@@ -16,8 +16,15 @@ from elite.toy.world import CLASSES, render, sample_spec
 TOY_CLASSES = [(f"/t/toy_{name}", name.capitalize()) for name in CLASSES]
 
 
-def write_toy_release(root: Path, split: str, n_images: int, size: int, seed: int,
-                      held_out: frozenset[tuple[str, str]], mask_fraction: float) -> Path:
+def write_toy_release(
+    root: Path,
+    split: str,
+    n_images: int,
+    size: int,
+    seed: int,
+    held_out: frozenset[tuple[str, str]],
+    mask_fraction: float,
+) -> Path:
     rng = np.random.default_rng(seed)
     root = Path(root)
     (root / split).mkdir(parents=True, exist_ok=True)
@@ -30,8 +37,11 @@ def write_toy_release(root: Path, split: str, n_images: int, size: int, seed: in
         r = render(spec, size)
         image_id = new_image_id(rng, used)
         Image.fromarray(r.image).save(root / split / f"{image_id}.jpg", quality=95)
-        objs = [{"cls": TOY_CLASSES[CLASSES.index(o.cls)], "mask": m, "visible": m, "group": False, "depiction": False}
-                for o, m in zip(spec.objects, r.masks) if m.sum() >= 4]
+        objs = [
+            {"cls": TOY_CLASSES[CLASSES.index(o.cls)], "mask": m, "visible": m, "group": False, "depiction": False}
+            for o, m in zip(spec.objects, r.masks)
+            if m.sum() >= 4
+        ]
         annotate(rng, image_id, size, size, objs, mask_fraction, boxes, segs, masks)
         written += 1
     write_release_tables(root, split, TOY_CLASSES, boxes, segs, masks)

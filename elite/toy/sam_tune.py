@@ -33,10 +33,14 @@ def sam_logits(sam, images: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Te
     emb = sam.image_encoder(x)
     logits, ious = [], []
     for i in range(len(images)):
-        sparse, dense = sam.prompt_encoder(points=None, boxes=boxes[i:i + 1] * scale, masks=None)
-        low, iou = sam.mask_decoder(image_embeddings=emb[i:i + 1], image_pe=sam.prompt_encoder.get_dense_pe(),
-                                    sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                    multimask_output=True)
+        sparse, dense = sam.prompt_encoder(points=None, boxes=boxes[i : i + 1] * scale, masks=None)
+        low, iou = sam.mask_decoder(
+            image_embeddings=emb[i : i + 1],
+            image_pe=sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+        )
         logits.append(F.interpolate(low, size=images.shape[-2:], mode="bilinear", align_corners=False))
         ious.append(iou)
     return torch.cat(logits), torch.cat(ious)

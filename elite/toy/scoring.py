@@ -57,9 +57,15 @@ class ToyScorer:
         for i in range(len(images)):
             colour = HEADS["colour"][ident["colour"][i]] == want["colour"]
             pattern = HEADS["pattern"][ident["pattern"][i]] == want["pattern"]
-            out.append({
-                "colour_acc": float(colour), "pattern_acc": float(pattern), "identity_acc": float(colour and pattern),
-                "class_acc": float(HEADS["cls"][ident["cls"][i]] == want["cls"]),
-                "scene_acc": None if named_scene is None else float(HEADS["scene"][scene["scene"][i]] == named_scene),
-            })
+            out.append(
+                {
+                    "colour_acc": float(colour),
+                    "pattern_acc": float(pattern),
+                    "identity_acc": float(colour and pattern),
+                    "class_acc": float(HEADS["cls"][ident["cls"][i]] == want["cls"]),
+                    "scene_acc": None
+                    if named_scene is None
+                    else float(HEADS["scene"][scene["scene"][i]] == named_scene),
+                }
+            )
         return out

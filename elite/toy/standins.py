@@ -30,14 +30,29 @@ LATENT_CHANNELS = 4  # 16x16x4 latents for 32x32x3 renders (2x downsampling; 8x8
 
 def build_vae(size: int) -> AutoencoderKL:
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=LATENT_CHANNELS, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        norm_num_groups=8, sample_size=size, scaling_factor=1.0,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=LATENT_CHANNELS,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=8,
+        sample_size=size,
+        scaling_factor=1.0,
     )
 
 
-def train_vae(vae: AutoencoderKL, bank: Bank, steps: int, seed: int, batch: int = 32, lr: float = 2e-3,
-              kl_weight: float = 1e-5, progress: Progress = None) -> AutoencoderKL:
+def train_vae(
+    vae: AutoencoderKL,
+    bank: Bank,
+    steps: int,
+    seed: int,
+    batch: int = 32,
+    lr: float = 2e-3,
+    kl_weight: float = 1e-5,
+    progress: Progress = None,
+) -> AutoencoderKL:
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
@@ -55,26 +70,45 @@ def train_vae(vae: AutoencoderKL, bank: Bank, steps: int, seed: int, batch: int 
             progress(step, loss.item())
     vae.eval()
     with torch.no_grad():
-        z = torch.cat([vae.encode(bank.images[i:i + 256]).latent_dist.mean for i in range(0, min(len(bank), 2048), 256)])
+        z = torch.cat(
+            [vae.encode(bank.images[i : i + 256]).latent_dist.mean for i in range(0, min(len(bank), 2048), 256)]
+        )
     vae.register_to_config(scaling_factor=float(1.0 / z.std()))
     return vae
 
 
 def build_clip(size: int, max_tokens: int, width: int = 64) -> CLIPModel:
     cfg = CLIPConfig(
-        text_config=dict(vocab_size=49408, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=3,
-                         num_attention_heads=4, max_position_embeddings=max_tokens, bos_token_id=49406,
-                         eos_token_id=49407, pad_token_id=49407, projection_dim=width),
-        vision_config=dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=4, num_attention_heads=4,
-                           image_size=size, patch_size=4, projection_dim=width),
+        text_config=dict(
+            vocab_size=49408,
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            max_position_embeddings=max_tokens,
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+            projection_dim=width,
+        ),
+        vision_config=dict(
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            image_size=size,
+            patch_size=4,
+            projection_dim=width,
+        ),
         projection_dim=width,
     )
     return CLIPModel(cfg)
 
 
 def tokens(tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
-    return tokenizer(texts, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
-                     return_tensors="pt").input_ids
+    return tokenizer(
+        texts, padding="max_length", truncation=True, max_length=tokenizer.model_max_length, return_tensors="pt"
+    ).input_ids
 
 
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
@@ -86,8 +120,16 @@ def clip_pixels(images: torch.Tensor) -> torch.Tensor:
     return ((images + 1) / 2 - CLIP_MEAN) / CLIP_STD
 
 
-def train_clip(clip: CLIPModel, tokenizer: CLIPTokenizer, bank: Bank, steps: int, seed: int, batch: int = 256,
-               lr: float = 2e-3, progress: Progress = None) -> CLIPModel:
+def train_clip(
+    clip: CLIPModel,
+    tokenizer: CLIPTokenizer,
+    bank: Bank,
+    steps: int,
+    seed: int,
+    batch: int = 256,
+    lr: float = 2e-3,
+    progress: Progress = None,
+) -> CLIPModel:
     gen = torch.Generator().manual_seed(seed)
     captions = [full_caption(s) for s in bank.specs]
     ids = tokens(tokenizer, captions)
@@ -99,8 +141,10 @@ def train_clip(clip: CLIPModel, tokenizer: CLIPTokenizer, bank: Bank, steps: int
         out = clip(input_ids=ids[idx], pixel_values=clip_pixels(bank.images[idx]))
         same = (ids[idx][:, None, :] == ids[idx][None, :, :]).all(-1).float()  # equal captions are positives
         target = same / same.sum(-1, keepdim=True)
-        loss = 0.5 * (torch.sum(-target * out.logits_per_image.log_softmax(-1), -1).mean()
-                      + torch.sum(-target * out.logits_per_text.log_softmax(-1), -1).mean())
+        loss = 0.5 * (
+            torch.sum(-target * out.logits_per_image.log_softmax(-1), -1).mean()
+            + torch.sum(-target * out.logits_per_text.log_softmax(-1), -1).mean()
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -114,35 +158,58 @@ def build_unet(latent_size: int, text_dim: int, widths: tuple[int, int, int] = (
     """Cross-attention at the 8x8 and 4x4 levels and the middle (7 layers); the 16x16 level has none, which
     halves the cost of a step on the CPU."""
     return UNet2DConditionModel(
-        sample_size=latent_size, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, layers_per_block=1,
-        block_out_channels=widths, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        sample_size=latent_size,
+        in_channels=LATENT_CHANNELS,
+        out_channels=LATENT_CHANNELS,
+        layers_per_block=1,
+        block_out_channels=widths,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=text_dim, attention_head_dim=4, norm_num_groups=16,
+        cross_attention_dim=text_dim,
+        attention_head_dim=4,
+        norm_num_groups=16,
     )
 
 
 def build_scheduler() -> DDPMScheduler:
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
-                         clip_sample=False)
+    return DDPMScheduler(
+        num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", clip_sample=False
+    )
 
 
 @torch.no_grad()
 def encode_latents(vae: AutoencoderKL, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    z = torch.cat([vae.encode(images[i:i + batch]).latent_dist.mean for i in range(0, len(images), batch)])
+    z = torch.cat([vae.encode(images[i : i + batch]).latent_dist.mean for i in range(0, len(images), batch)])
     return z * vae.config.scaling_factor
 
 
-def train_unet(unet: UNet2DConditionModel, text_encoder, tokenizer: CLIPTokenizer, latents: torch.Tensor,
-               bank: Bank, steps: int, seed: int, p_modes: dict[str, float], unnamed: frozenset[tuple[str, str]],
-               batch: int = 64, lr: float = 1e-3, drop_p: float = 0.1, template_p: float = 0.0, scene_p: float = 1.0,
-               ema_decay: float = 0.999, progress: Progress = None) -> UNet2DConditionModel:
+def train_unet(
+    unet: UNet2DConditionModel,
+    text_encoder,
+    tokenizer: CLIPTokenizer,
+    latents: torch.Tensor,
+    bank: Bank,
+    steps: int,
+    seed: int,
+    p_modes: dict[str, float],
+    unnamed: frozenset[tuple[str, str]],
+    batch: int = 64,
+    lr: float = 1e-3,
+    drop_p: float = 0.1,
+    template_p: float = 0.0,
+    scene_p: float = 1.0,
+    ema_decay: float = 0.999,
+    progress: Progress = None,
+) -> UNet2DConditionModel:
     """Text-to-image on the bank; identities in `unnamed` are never named in a caption. Returns the EMA."""
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     scheduler = build_scheduler()
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 200) * (0.5 + 0.5 * math.cos(math.pi * s / steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 200) * (0.5 + 0.5 * math.cos(math.pi * s / steps))
+    )
     unet.train()
     for step in range(steps):
         idx = torch.randint(len(bank), (batch,), generator=gen)

@@ -18,8 +18,14 @@ import numpy as np
 
 CLASSES = ("ball", "box", "star", "heart")
 COLOURS = {
-    "red": (220, 30, 30), "orange": (245, 140, 20), "yellow": (245, 225, 40), "green": (40, 190, 60),
-    "cyan": (40, 220, 230), "blue": (40, 70, 230), "purple": (150, 50, 200), "white": (245, 245, 245),
+    "red": (220, 30, 30),
+    "orange": (245, 140, 20),
+    "yellow": (245, 225, 40),
+    "green": (40, 190, 60),
+    "cyan": (40, 220, 230),
+    "blue": (40, 70, 230),
+    "purple": (150, 50, 200),
+    "white": (245, 245, 245),
 }
 PATTERNS = ("plain", "striped", "checkered")
 SCENES = ("grass", "sand", "snow", "water", "night sky", "brick wall")
@@ -158,13 +164,23 @@ def render(spec: SceneSpec, size: int) -> Render:
     return Render(image, masks, boxes)
 
 
-def sample_object(rng: np.random.Generator, cls: str | None = None, identity: tuple[str, str] | None = None,
-                  radius: tuple[float, float] = (0.24, 0.34), centre: tuple[float, float] = (0.35, 0.65)) -> ObjectSpec:
+def sample_object(
+    rng: np.random.Generator,
+    cls: str | None = None,
+    identity: tuple[str, str] | None = None,
+    radius: tuple[float, float] = (0.24, 0.34),
+    centre: tuple[float, float] = (0.35, 0.65),
+) -> ObjectSpec:
     colour, pattern = identity or (str(rng.choice(list(COLOURS))), str(rng.choice(PATTERNS)))
     return ObjectSpec(
-        cls=cls or str(rng.choice(CLASSES)), colour=colour, pattern=pattern,
-        cx=float(rng.uniform(*centre)), cy=float(rng.uniform(*centre)), radius=float(rng.uniform(*radius)),
-        angle=float(rng.uniform(-0.5, 0.5)), phase=float(rng.uniform(0, 2)),
+        cls=cls or str(rng.choice(CLASSES)),
+        colour=colour,
+        pattern=pattern,
+        cx=float(rng.uniform(*centre)),
+        cy=float(rng.uniform(*centre)),
+        radius=float(rng.uniform(*radius)),
+        angle=float(rng.uniform(-0.5, 0.5)),
+        phase=float(rng.uniform(0, 2)),
     )
 
 
@@ -178,8 +194,10 @@ def sample_spec(rng: np.random.Generator, scene: str | None = None, objects: int
             sample_object(rng, radius=(0.16, 0.21), centre=(0.27 + 0.46 * k - 0.04, 0.27 + 0.46 * k + 0.04), **obj_kw)
             for k in range(objects)
         )
-        objs = tuple(ObjectSpec(o.cls, o.colour, o.pattern, o.cx, float(rng.uniform(0.35, 0.65)), o.radius, o.angle,
-                                o.phase) for o in objs)
+        objs = tuple(
+            ObjectSpec(o.cls, o.colour, o.pattern, o.cx, float(rng.uniform(0.35, 0.65)), o.radius, o.angle, o.phase)
+            for o in objs
+        )
     return SceneSpec(scene, objs, int(rng.integers(2**31)))
 
 

@@ -102,16 +102,30 @@ def global_clip_pipeline(cfg) -> A.Compose:
     defaults alpha 1, sigma 50, alpha_affine 50); borders reflect-101 as 1.3.0's defaults (2.x defaults to
     black). The elastic field is uniform noise in [-1, 1] smoothed with sigma 50, times alpha 1: well under a
     pixel, as in 1.3.0; the visible part is the control-point affine before it."""
-    return A.Compose([
-        A.HorizontalFlip(p=cfg.clip_flip_p),
-        A.Rotate(limit=cfg.clip_rotate_deg, interpolation=cv2.INTER_LINEAR, border_mode=REFLECT_101, p=cfg.clip_rotate_p),
-        A.Blur(blur_limit=tuple(cfg.clip_blur_kernel), p=cfg.clip_blur_p),
-        A.Sequential([
-            ControlPointAffine(cfg.clip_elastic_affine),
-            A.ElasticTransform(alpha=cfg.clip_elastic_alpha, sigma=cfg.clip_elastic_sigma, interpolation=cv2.INTER_LINEAR,
-                               noise_distribution="uniform", border_mode=REFLECT_101, p=1.0),
-        ], p=cfg.clip_elastic_p),
-    ], save_applied_params=True)
+    return A.Compose(
+        [
+            A.HorizontalFlip(p=cfg.clip_flip_p),
+            A.Rotate(
+                limit=cfg.clip_rotate_deg, interpolation=cv2.INTER_LINEAR, border_mode=REFLECT_101, p=cfg.clip_rotate_p
+            ),
+            A.Blur(blur_limit=tuple(cfg.clip_blur_kernel), p=cfg.clip_blur_p),
+            A.Sequential(
+                [
+                    ControlPointAffine(cfg.clip_elastic_affine),
+                    A.ElasticTransform(
+                        alpha=cfg.clip_elastic_alpha,
+                        sigma=cfg.clip_elastic_sigma,
+                        interpolation=cv2.INTER_LINEAR,
+                        noise_distribution="uniform",
+                        border_mode=REFLECT_101,
+                        p=1.0,
+                    ),
+                ],
+                p=cfg.clip_elastic_p,
+            ),
+        ],
+        save_applied_params=True,
+    )
 
 
 def global_clip_augment(x: torch.Tensor, rng: np.random.Generator, pipeline: A.Compose) -> tuple[torch.Tensor, list]:
@@ -168,8 +182,10 @@ def scale_sides(resolution: int, cfg) -> tuple[tuple[int, int], tuple[int, int]]
     [R//3, R] (shrink_scale [1/3, 1]) and enlarge [int(1.2 R), int(1.4 R)) (enlarge_scale [1.2, 1.4])."""
     lo, hi = cfg.shrink_scale
     big_lo, big_hi = cfg.enlarge_scale
-    return ((int(lo * resolution), int(hi * resolution) + 1),
-            (int(big_lo * resolution), max(int(big_lo * resolution) + 1, int(big_hi * resolution))))
+    return (
+        (int(lo * resolution), int(hi * resolution) + 1),
+        (int(big_lo * resolution), max(int(big_lo * resolution) + 1, int(big_hi * resolution))),
+    )
 
 
 def scale_augment(img: Image.Image, resolution: int, latent_factor: int, rng: np.random.Generator, cfg):
@@ -194,8 +210,11 @@ def scale_augment(img: Image.Image, resolution: int, latent_factor: int, rng: np
         canvas = torch.zeros(3, resolution, resolution)
         canvas[:, cy - half : cy + half, cx - half : cx + half] = target_tensor(img, side)
         mask = torch.zeros(1, cells, cells)
-        mask[:, (cy - half) // latent_factor + 1 : (cy + half) // latent_factor - 1,
-             (cx - half) // latent_factor + 1 : (cx + half) // latent_factor - 1] = 1.0
+        mask[
+            :,
+            (cy - half) // latent_factor + 1 : (cy + half) // latent_factor - 1,
+            (cx - half) // latent_factor + 1 : (cx + half) // latent_factor - 1,
+        ] = 1.0
         return canvas, mask, str(rng.choice(cfg.far_prefixes))
     if side > resolution:
         top, left = (int(rng.integers(0, side - resolution + 1)) for _ in range(2))

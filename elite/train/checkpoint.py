@@ -37,9 +37,27 @@ from elite.models.elite_model import WEIGHTS_NAME
 STEP_DIR = re.compile(r"^step-(\d+)$")
 FIELDS = ("step", "loss", "loss_ldm", "loss_reg", "lr", "grad_norm", "images_per_second")
 # keys that do not change what is trained (where/how often to write, how to sample, how long to run)
-BOOKKEEPING = {"out", "metrics", "plot", "checkpoint_dir", "checkpoint_every", "keep_checkpoints", "max_steps",
-               "num_workers", "cpu_threads", "cache_latents", "cache_dir", "sample_every", "sample_prompt", "sample_steps",
-               "sample_guidance", "sample_lam", "sample_subjects", "sample_masks", "sample_count"}
+BOOKKEEPING = {
+    "out",
+    "metrics",
+    "plot",
+    "checkpoint_dir",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "max_steps",
+    "num_workers",
+    "cpu_threads",
+    "cache_latents",
+    "cache_dir",
+    "sample_every",
+    "sample_prompt",
+    "sample_steps",
+    "sample_guidance",
+    "sample_lam",
+    "sample_subjects",
+    "sample_masks",
+    "sample_count",
+}
 
 
 @dataclass
@@ -133,8 +151,17 @@ def read_history(path: Path) -> list[dict]:
         return [{k: (int(v) if k == "step" else float(v)) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
-def save_checkpoint(accelerator, directory: Path, step: int, save_weights, optimizer, scheduler, history: list[dict],
-                    state: dict, keep: int) -> Path:
+def save_checkpoint(
+    accelerator,
+    directory: Path,
+    step: int,
+    save_weights,
+    optimizer,
+    scheduler,
+    history: list[dict],
+    state: dict,
+    keep: int,
+) -> Path:
     """Collective (every process must call it); the main process writes. Returns the checkpoint's path."""
     rngs = gather_object([rng_state()])
     target = Path(directory) / f"step-{step:07d}"
@@ -146,7 +173,9 @@ def save_checkpoint(accelerator, directory: Path, step: int, save_weights, optim
         save_state(scheduler.state_dict(), tmp / "scheduler.safetensors")
         save_state(rngs, tmp / "rng.safetensors")
         write_history(history, tmp / "history.csv")
-        (tmp / "state.json").write_text(json.dumps({**state, "step": step, "num_processes": len(rngs)}, indent=2) + "\n")
+        (tmp / "state.json").write_text(
+            json.dumps({**state, "step": step, "num_processes": len(rngs)}, indent=2) + "\n"
+        )
     ours = [c for c in checkpoints(directory) if c.state.get("fingerprint") == state["fingerprint"]]
     stale = [c for c in checkpoints(directory) if c.state.get("fingerprint") != state["fingerprint"]]
     for old in stale + ours[:-keep]:  # other params/data/code: never resumable by this run
@@ -164,7 +193,9 @@ def load_checkpoint(ckpt: Checkpoint, elite, optimizer, scheduler, accelerator) 
         history = read_history(ckpt.path / "history.csv")
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise EliteError(f"{ckpt.path}: cannot resume from this checkpoint ({first}); delete it to start over") from None
+        raise EliteError(
+            f"{ckpt.path}: cannot resume from this checkpoint ({first}); delete it to start over"
+        ) from None
     if len(rngs) == accelerator.num_processes:
         set_rng_state(rngs[accelerator.process_index])
     return history

@@ -60,22 +60,32 @@ def read_manifest(path: str | Path, need_mask: bool) -> list[Row]:
         except json.JSONDecodeError as exc:
             raise EliteError(f"{where}: not valid JSON ({exc.msg})") from None
         if not isinstance(rec, dict) or not isinstance(rec.get("image"), str):
-            raise EliteError(f"{where}: each line must be an object with an \"image\" path")
+            raise EliteError(f'{where}: each line must be an object with an "image" path')
         box = rec.get("box")
-        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)
-                and all(math.isfinite(v) for v in box) and box[2] > box[0] and box[3] > box[1]):
-            raise EliteError(f"{where}: \"box\" must be [x0, y0, x1, y1] in pixels with x1 > x0 and y1 > y0, got {box!r}")
+        if not (
+            isinstance(box, list)
+            and len(box) == 4
+            and all(isinstance(v, (int, float)) for v in box)
+            and all(math.isfinite(v) for v in box)
+            and box[2] > box[0]
+            and box[3] > box[1]
+        ):
+            raise EliteError(
+                f'{where}: "box" must be [x0, y0, x1, y1] in pixels with x1 > x0 and y1 > y0, got {box!r}'
+            )
         for key in ("image", "mask"):  # only files of the repository or of the manifest's own folder are read
             value = rec.get(key)
             if isinstance(value, str) and not inside(value, ".", path.parent):
-                raise EliteError(f"{where}: {key} {value} is outside the repository and {path.parent}; "
-                                 f"paths are relative to the repository root")
+                raise EliteError(
+                    f"{where}: {key} {value} is outside the repository and {path.parent}; "
+                    f"paths are relative to the repository root"
+                )
         if not Path(rec["image"]).is_file():
             raise EliteError(f"{where}: image {rec['image']} not found (paths are relative to the repository root)")
         mask = rec.get("mask")
         if need_mask:
             if not isinstance(mask, str):
-                raise EliteError(f"{where}: stage 2 needs a \"mask\" path on every row (run the mask stage)")
+                raise EliteError(f'{where}: stage 2 needs a "mask" path on every row (run the mask stage)')
             if not Path(mask).is_file():
                 raise EliteError(f"{where}: mask {mask} not found")
         rows.append(Row(rec["image"], tuple(float(v) for v in box), mask if isinstance(mask, str) else None))
@@ -168,7 +178,11 @@ class GlobalDataset(DrawDataset):
         tok = tokenize_with_placeholder(self.tokenizer, caption(template), num_slots=NUM_WORDS)
         crop, _ = self.crop(index, pad)
         clip, _ = global_clip_augment(clip_pixels(crop, self.clip.size), rng, self.augment)
-        sample = {"input_ids": tok.input_ids, "slot": tok.slot, "clip_pixels": normalize(clip, self.clip.mean, self.clip.std)}
+        sample = {
+            "input_ids": tok.input_ids,
+            "slot": tok.slot,
+            "clip_pixels": normalize(clip, self.clip.mean, self.clip.std),
+        }
         if self.cache is not None:
             sample["latent_moments"] = self.cache.load(index)
         else:
@@ -199,9 +213,13 @@ class LocalDataset(DrawDataset):
         full, obj, m = masked_clip_pixels(crop, mask, self.clip.size)
         obj, m, _ = local_clip_augment(obj, m, rng, cfg)
         return {
-            "input_ids": tok.input_ids, "slot": tok.slot, "pixel_values": target, "loss_mask": loss_mask,
+            "input_ids": tok.input_ids,
+            "slot": tok.slot,
+            "pixel_values": target,
+            "loss_mask": loss_mask,
             "clip_pixels": normalize(full, self.clip.mean, self.clip.std),
-            "clip_object": normalize(obj, self.clip.mean, self.clip.std), "clip_mask": m,
+            "clip_object": normalize(obj, self.clip.mean, self.clip.std),
+            "clip_mask": m,
         }
 
 
@@ -212,9 +230,13 @@ def worker_error(exc: BaseException) -> EliteError | None:
     lines = [ln for ln in str(exc).splitlines() if ln.strip()]
     last = lines[-1] if lines else str(exc)
     prefix = "elite.errors.EliteError: "
-    return EliteError(last[len(prefix):] if last.startswith(prefix) else last)
+    return EliteError(last[len(prefix) :] if last.startswith(prefix) else last)
 
 
 def collate(samples: list[dict]) -> dict:
-    return {key: torch.stack([s[key] for s in samples]) if isinstance(samples[0][key], torch.Tensor)
-            else torch.tensor([s[key] for s in samples]) for key in samples[0]}
+    return {
+        key: torch.stack([s[key] for s in samples])
+        if isinstance(samples[0][key], torch.Tensor)
+        else torch.tensor([s[key] for s in samples])
+        for key in samples[0]
+    }

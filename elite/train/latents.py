@@ -52,7 +52,9 @@ class LatentCache:
         todo = self.missing()
         mine = todo[accelerator.process_index :: accelerator.num_processes]
         self.dir.mkdir(parents=True, exist_ok=True)
-        bar = tqdm(total=len(todo), desc="caching VAE latents", disable=not accelerator.is_local_main_process or not todo)
+        bar = tqdm(
+            total=len(todo), desc="caching VAE latents", disable=not accelerator.is_local_main_process or not todo
+        )
         for start in range(0, len(mine), batch_size):
             chunk = mine[start : start + batch_size]
             pixels = torch.stack([dataset.target_crop(i) for i in chunk]).to(accelerator.device, vae.dtype)

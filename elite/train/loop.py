@@ -57,8 +57,11 @@ def train(stage: GlobalStage | LocalStage, profile: str) -> dict:
 def _train(stage: GlobalStage | LocalStage, profile: str) -> dict:
     cfg = stage.cfg
     started = time.perf_counter()
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-                              cpu=not has_accelerator())
+    accelerator = Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        cpu=not has_accelerator(),
+    )
     main = accelerator.is_main_process
     set_seed(cfg.seed + accelerator.process_index)
 
@@ -73,7 +76,9 @@ def _train(stage: GlobalStage | LocalStage, profile: str) -> dict:
     cache = None
     if getattr(cfg, "cache_latents", False):
         if cfg.crop_pad[0] != cfg.crop_pad[1]:
-            raise EliteError(f"{stage.name}.cache_latents needs a fixed crop_pad [n, n] (cached targets are not augmented)")
+            raise EliteError(
+                f"{stage.name}.cache_latents needs a fixed crop_pad [n, n] (cached targets are not augmented)"
+            )
         cache = LatentCache(cfg.cache_dir, rows, Path(cfg.base) / "vae", cfg.resolution, cfg.crop_pad[0])
     clip = ClipSpec(frozen.image_processor)
     dataset = stage.dataset(rows, frozen, clip, cache)
@@ -83,12 +88,20 @@ def _train(stage: GlobalStage | LocalStage, profile: str) -> dict:
 
     procs, accum = accelerator.num_processes, cfg.gradient_accumulation_steps
     effective_batch, lr = cfg.effective_batch(procs), cfg.effective_learning_rate(procs)
-    rule = (f"{cfg.learning_rate:g} x {cfg.batch_size} per process x {accum} accumulation x {procs} processes (scale_lr)"
-            if cfg.scale_lr else "scale_lr off")
+    rule = (
+        f"{cfg.learning_rate:g} x {cfg.batch_size} per process x {accum} accumulation x {procs} processes (scale_lr)"
+        if cfg.scale_lr
+        else "scale_lr off"
+    )
     accelerator.print(f"{stage.name}: learning rate {lr:g} = {rule}; effective batch {effective_batch}")
     trainable = [p for p in elite.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                  weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
+    optimizer = torch.optim.AdamW(
+        trainable,
+        lr=lr,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        weight_decay=cfg.adam_weight_decay,
+        eps=cfg.adam_epsilon,
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # constant LR (the paper's)
     module, optimizer = accelerator.prepare(stage.module_class(elite, frozen, cfg), optimizer)
 
@@ -108,8 +121,13 @@ def _train(stage: GlobalStage | LocalStage, profile: str) -> dict:
     def write_weights(directory: Path) -> None:
         save_weights(accelerator.unwrap_model(module).elite, directory, encoder_src)
 
-    params = {"profile": profile, **{f"{stage.name}.{k}": v for k, v in cfg.model_dump().items()},
-              "num_processes": procs, "effective_batch_size": effective_batch, "effective_learning_rate": lr}
+    params = {
+        "profile": profile,
+        **{f"{stage.name}.{k}": v for k, v in cfg.model_dump().items()},
+        "num_processes": procs,
+        "effective_batch_size": effective_batch,
+        "effective_learning_rate": lr,
+    }
     from elite.tracking import stage_run
 
     logged = stage_run(stage.name, params, resume_run_id=run_id, datasets=[(cfg.manifest, "training")])
@@ -118,11 +136,19 @@ def _train(stage: GlobalStage | LocalStage, profile: str) -> dict:
         concepts = sample_concepts(cfg, dataset, stage.need_mask) if main and cfg.sample_every else []
         if concepts:
             mlflow.log_dict({"rows": [c.name for c in concepts]}, "sample_concepts.json")  # the grids' rows, in order
-        loader = DataLoader(dataset, batch_size=cfg.batch_size, collate_fn=collate, num_workers=cfg.num_workers,
-                            sampler=DrawSampler(start * accum, cfg.max_steps * accum, cfg.batch_size,
-                                                accelerator.process_index, procs))
+        loader = DataLoader(
+            dataset,
+            batch_size=cfg.batch_size,
+            collate_fn=collate,
+            num_workers=cfg.num_workers,
+            sampler=DrawSampler(
+                start * accum, cfg.max_steps * accum, cfg.batch_size, accelerator.process_index, procs
+            ),
+        )
         batches = iter(loader)
-        progress = tqdm(total=cfg.max_steps, initial=start, desc=stage.name, disable=not accelerator.is_local_main_process)
+        progress = tqdm(
+            total=cfg.max_steps, initial=start, desc=stage.name, disable=not accelerator.is_local_main_process
+        )
         with progress as bar:
             run_images, run_seconds = 0, 0.0
             for step in range(start + 1, cfg.max_steps + 1):
@@ -131,30 +157,57 @@ def _train(stage: GlobalStage | LocalStage, profile: str) -> dict:
                     mean, grad_norm = _optimizer_step(accelerator, module, optimizer, batches, trainable, cfg)
                 except FloatingPointError as exc:
                     good = str(last_good) if last_good else "none (no checkpoint written yet)"
-                    raise EliteError(f"{stage.name}: loss is {exc} at step {step}; last good checkpoint: {good}; "
-                                     f"lower {stage.name}.learning_rate or fix the data, then run again to resume") from None
+                    raise EliteError(
+                        f"{stage.name}: loss is {exc} at step {step}; last good checkpoint: {good}; "
+                        f"lower {stage.name}.learning_rate or fix the data, then run again to resume"
+                    ) from None
                 scheduler.step()
                 seconds = time.perf_counter() - tick
                 run_images, run_seconds = run_images + effective_batch, run_seconds + seconds
-                row = {"step": step, "loss": mean[0], "loss_ldm": mean[1], "loss_reg": mean[2],
-                       "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm), "images_per_second": effective_batch / seconds}
+                row = {
+                    "step": step,
+                    "loss": mean[0],
+                    "loss_ldm": mean[1],
+                    "loss_reg": mean[2],
+                    "lr": scheduler.get_last_lr()[0],
+                    "grad_norm": float(grad_norm),
+                    "images_per_second": effective_batch / seconds,
+                }
                 history.append(row)
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
                 if main:
                     mlflow.log_metrics({k: v for k, v in row.items() if k != "step" and math.isfinite(v)}, step=step)
                 if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-                    state = {"stage": stage.name, "fingerprint": fp, "mlflow_run_id": run.info.run_id if main else None}
-                    last_good = save_checkpoint(accelerator, ckpt_dir, step, write_weights, optimizer, scheduler, history,
-                                                state, cfg.keep_checkpoints)
+                    state = {
+                        "stage": stage.name,
+                        "fingerprint": fp,
+                        "mlflow_run_id": run.info.run_id if main else None,
+                    }
+                    last_good = save_checkpoint(
+                        accelerator,
+                        ckpt_dir,
+                        step,
+                        write_weights,
+                        optimizer,
+                        scheduler,
+                        history,
+                        state,
+                        cfg.keep_checkpoints,
+                    )
                     accelerator.print(f"{stage.name}: checkpoint {last_good} written")
                 if main and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.max_steps):
                     _log_sample(accelerator, module, frozen, concepts, stage, step, mlflow)
 
         metrics = {
-            "stage": stage.name, "steps": cfg.max_steps, "resumed_from_step": start,
-            "num_processes": procs, "effective_batch_size": effective_batch, "learning_rate": lr,
-            "first_loss": _mean_loss(history[:10]), "final_loss": _mean_loss(history[-10:]),
+            "stage": stage.name,
+            "steps": cfg.max_steps,
+            "resumed_from_step": start,
+            "num_processes": procs,
+            "effective_batch_size": effective_batch,
+            "learning_rate": lr,
+            "first_loss": _mean_loss(history[:10]),
+            "final_loss": _mean_loss(history[-10:]),
             "images_per_second": run_images / run_seconds if run_seconds else None,
             "wall_seconds": time.perf_counter() - started,
         }
@@ -163,11 +216,15 @@ def _train(stage: GlobalStage | LocalStage, profile: str) -> dict:
             write_json(Path(cfg.metrics), metrics)
             with atomic_file(Path(cfg.plot)) as tmp:
                 write_history(history, tmp)
-            mlflow.log_metrics({f"final_{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None})
+            mlflow.log_metrics(
+                {f"final_{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
+            )
             mlflow.log_artifacts(cfg.out, artifact_path="weights")
             mlflow.log_artifact(cfg.metrics)
-            accelerator.print(f"{stage.name}: weights written to {cfg.out} (loss {metrics['first_loss']:.4f} -> "
-                              f"{metrics['final_loss']:.4f} over {len(history)} steps)")
+            accelerator.print(
+                f"{stage.name}: weights written to {cfg.out} (loss {metrics['first_loss']:.4f} -> "
+                f"{metrics['final_loss']:.4f} over {len(history)} steps)"
+            )
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return metrics

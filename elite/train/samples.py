@@ -52,9 +52,16 @@ def held_out(subjects: Path, masks: Path, count: int) -> list[SampleConcept]:
         raise EliteError(f"{subjects}: not a DreamBench subjects file ({exc}); run `elite dreambench` again") from None
     concepts = []
     for name, path in pairs:
-        if not isinstance(name, str) or Path(name).name != name or Path(path).is_absolute() or ".." in Path(path).parts:
-            raise EliteError(f"{subjects}: subject {name!r} / image {path!r} must be a plain name and a path inside the "
-                             f"repository; run `elite dreambench` again")
+        if (
+            not isinstance(name, str)
+            or Path(name).name != name
+            or Path(path).is_absolute()
+            or ".." in Path(path).parts
+        ):
+            raise EliteError(
+                f"{subjects}: subject {name!r} / image {path!r} must be a plain name and a path inside the "
+                f"repository; run `elite dreambench` again"
+            )
         image = open_image(path)
         mask_file = masks / f"{name}.png"
         mask = None

@@ -52,7 +52,9 @@ def load_frozen(base: str, encoder_src: str, device: torch.device, dtype: torch.
     kw = {"torch_dtype": dtype}
     frozen = Frozen(
         vae=_load("the VAE", base, AutoencoderKL.from_pretrained, subfolder="vae", **kw),
-        text_encoder=_load("the text encoder", base, CLIPTextModel.from_pretrained, subfolder="text_encoder", dtype=dtype),
+        text_encoder=_load(
+            "the text encoder", base, CLIPTextModel.from_pretrained, subfolder="text_encoder", dtype=dtype
+        ),
         tokenizer=_load("the tokenizer", base, CLIPTokenizer.from_pretrained, subfolder="tokenizer"),
         unet=_load("the UNet", base, UNet2DConditionModel.from_pretrained, subfolder="unet", **kw),
         image_encoder=_load("the image encoder", encoder_src, CLIPVisionModel.from_pretrained, dtype=dtype),
@@ -62,8 +64,10 @@ def load_frozen(base: str, encoder_src: str, device: torch.device, dtype: torch.
         image_encoder_src=encoder_src,
     )
     if frozen.noise_scheduler.config.prediction_type not in ("epsilon", "v_prediction"):
-        raise EliteError(f"{base}/scheduler: prediction_type is {frozen.noise_scheduler.config.prediction_type!r}; "
-                         "ELITE trains with the epsilon (Stable Diffusion v1) or v_prediction target")
+        raise EliteError(
+            f"{base}/scheduler: prediction_type is {frozen.noise_scheduler.config.prediction_type!r}; "
+            "ELITE trains with the epsilon (Stable Diffusion v1) or v_prediction target"
+        )
     for model in (frozen.vae, frozen.text_encoder, frozen.unet, frozen.image_encoder):
         model.requires_grad_(False).eval().to(device)
     return frozen
@@ -124,7 +128,9 @@ class StageModule(nn.Module):
 
     def clip_features(self, pixels: torch.Tensor) -> list[torch.Tensor]:
         f = self.frozen
-        return clip_layer_features(f.image_encoder, pixels.to(self.device, f.image_encoder.dtype), self.elite.config.layers)
+        return clip_layer_features(
+            f.image_encoder, pixels.to(self.device, f.image_encoder.dtype), self.elite.config.layers
+        )
 
 
 class GlobalStageModule(StageModule):
@@ -134,7 +140,9 @@ class GlobalStageModule(StageModule):
         f = self.frozen
         noisy, target, t = self.noisy_latents(batch)
         words = self.elite.global_mapper(self.clip_features(batch["clip_pixels"]))
-        text = encode_with_words(f.text_encoder, batch["input_ids"].to(self.device), batch["slot"].to(self.device), words)
+        text = encode_with_words(
+            f.text_encoder, batch["input_ids"].to(self.device), batch["slot"].to(self.device), words
+        )
         pred = f.unet(noisy, t, encoder_hidden_states=text.to(f.unet.dtype)).sample
         ldm, reg = ldm_loss(pred, target), word_regulariser(words)
         return {"loss": ldm + self.cfg.reg_weight * reg, "loss_ldm": ldm.detach(), "loss_reg": reg.detach()}
@@ -154,8 +162,10 @@ class LocalStageModule(StageModule):
             text = encode_with_words(f.text_encoder, batch["input_ids"].to(dev), slots, w0)
         tokens = self.elite.local_mapper(self.clip_features(batch["clip_object"]), batch["clip_mask"].to(dev))
         cond = EliteConditioning(
-            text=text.to(f.unet.dtype), local_tokens=tokens,
-            local_scale=torch.full((tokens.shape[0],), float(self.cfg.local_scale), device=dev), word_index=slots,
+            text=text.to(f.unet.dtype),
+            local_tokens=tokens,
+            local_scale=torch.full((tokens.shape[0],), float(self.cfg.local_scale), device=dev),
+            word_index=slots,
         )
         pred = f.unet(noisy, t, encoder_hidden_states=cond).sample
         ldm = ldm_loss(pred, target, batch["loss_mask"].to(dev))
@@ -212,16 +222,27 @@ def sample_grid(frozen: Frozen, elite: EliteModel, concepts: list, cfg, lam: flo
     """One row per concept (`elite.train.samples`): concept | generation with `sample_prompt`, with the
     weights as they are now (every row from the same seed)."""
     pipe = ElitePipeline(
-        vae=frozen.vae, text_encoder=frozen.text_encoder, tokenizer=frozen.tokenizer, unet=frozen.unet,
-        scheduler=LMSDiscreteScheduler.from_config(frozen.noise_scheduler.config), image_encoder=frozen.image_encoder,
-        image_processor=frozen.image_processor, elite=elite,
+        vae=frozen.vae,
+        text_encoder=frozen.text_encoder,
+        tokenizer=frozen.tokenizer,
+        unet=frozen.unet,
+        scheduler=LMSDiscreteScheduler.from_config(frozen.noise_scheduler.config),
+        image_encoder=frozen.image_encoder,
+        image_processor=frozen.image_processor,
+        elite=elite,
     )
     pipe.set_progress_bar_config(disable=True)
     rows = []
     for concept in concepts:
         encoded = pipe.encode_concept(concept.image, concept.mask if elite.local_mapper is not None else None)
-        image = pipe(cfg.sample_prompt, concept=encoded, lam=lam, num_inference_steps=cfg.sample_steps,
-                     guidance_scale=cfg.sample_guidance, generator=torch.Generator().manual_seed(cfg.seed)).images[0]
+        image = pipe(
+            cfg.sample_prompt,
+            concept=encoded,
+            lam=lam,
+            num_inference_steps=cfg.sample_steps,
+            guidance_scale=cfg.sample_guidance,
+            generator=torch.Generator().manual_seed(cfg.seed),
+        ).images[0]
         rows.append((concept.image.convert("RGB").resize(image.size, Image.BICUBIC), image))
     w, h = rows[0][1].size
     grid = Image.new("RGB", (w * 2, h * len(rows)))

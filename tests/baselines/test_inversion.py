@@ -26,16 +26,29 @@ def test_base_pipeline_without_elite_is_plain_stable_diffusion(base_pipe, smoke_
     """With learned words equal to a real token's embedding, sampling equals diffusers' own pipeline."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    sd = StableDiffusionPipeline.from_pretrained(smoke_models / "base", safety_checker=None, requires_safety_checker=False)
+    sd = StableDiffusionPipeline.from_pretrained(
+        smoke_models / "base", safety_checker=None, requires_safety_checker=False
+    )
     sd.scheduler = DDIMScheduler.from_config(sd.scheduler.config)
     sd.set_progress_bar_config(disable=True)
     dog = sd.tokenizer("dog", add_special_tokens=False).input_ids[0]
     word = sd.text_encoder.get_input_embeddings().weight[dog].detach()
     inv = Inversion("ti", "dog", {"S*": word}, 0, 0.0)
-    ours = base_pipe("a photo of a S*", concept=inv.concept(), scheduler="ddim", num_inference_steps=3,
-                     generator=torch.Generator().manual_seed(0), output_type="pt").images
-    theirs = sd("a photo of a dog", num_inference_steps=3, guidance_scale=5.0, generator=torch.Generator().manual_seed(0),
-                output_type="pt").images
+    ours = base_pipe(
+        "a photo of a S*",
+        concept=inv.concept(),
+        scheduler="ddim",
+        num_inference_steps=3,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
+    ).images
+    theirs = sd(
+        "a photo of a dog",
+        num_inference_steps=3,
+        guidance_scale=5.0,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
+    ).images
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
     with pytest.raises(EliteError, match="without ELITE weights"):
         base_pipe.encode_concept(Image.new("RGB", (32, 32)))
@@ -55,7 +68,9 @@ def test_inversion_learns_and_lowers_the_loss(smoke_models, disc_image, method, 
     (noise, timesteps, templates) is lower after optimisation."""
     objective = InversionObjective(smoke_models / "base", disc_image, None, method, "dog", flip_p=0.0)
     cfg = InversionConfig(lr=5e-2, steps=20, batch_size=2, weight_decay=0.0)
-    result = invert(smoke_models / "base", disc_image, None, method, cfg, "dog", seed=0, progress=False, objective=objective)
+    result = invert(
+        smoke_models / "base", disc_image, None, method, cfg, "dog", seed=0, progress=False, objective=objective
+    )
     assert len(result.embeddings) == count and result.steps == 20 and result.seconds > 0
     learned = torch.stack([result.embeddings[k] for k in objective.keys])
     with torch.no_grad():
@@ -72,8 +87,12 @@ def test_inversion_learns_and_lowers_the_loss(smoke_models, disc_image, method, 
 
 
 def test_style_mixing_uses_coarse_and_fine_layers(smoke_models):
-    keys = ["down_blocks_0_attentions_0_transformer_blocks_0_attn2", "down_blocks_2_attentions_1_transformer_blocks_0_attn2",
-            "mid_block_attentions_0_transformer_blocks_0_attn2", "up_blocks_3_attentions_2_transformer_blocks_0_attn2"]
+    keys = [
+        "down_blocks_0_attentions_0_transformer_blocks_0_attn2",
+        "down_blocks_2_attentions_1_transformer_blocks_0_attn2",
+        "mid_block_attentions_0_transformer_blocks_0_attn2",
+        "up_blocks_3_attentions_2_transformer_blocks_0_attn2",
+    ]
     a = Inversion("xti", "dog", {k: torch.full((4,), 1.0) for k in keys}, 1, 0.0)
     b = Inversion("xti", "cat", {k: torch.full((4,), 2.0) for k in keys}, 1, 0.0)
     mixed = mix_styles(a, b, num_levels=4).layer_words
@@ -85,14 +104,43 @@ def test_style_mixing_uses_coarse_and_fine_layers(smoke_models):
 
 def test_cli_baseline_then_generate_with_embeddings(smoke_models, tmp_path, repo_root, disc_image):
     disc_image.save(tmp_path / "c.png")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "elite.cli", *map(str, a)], capture_output=True, text=True,  # noqa: E731
-                                    cwd=repo_root)
+
+    def run(*a):
+        return subprocess.run(
+            [sys.executable, "-m", "elite.cli", *map(str, a)], capture_output=True, text=True, cwd=repo_root
+        )
+
     for method in ("xti",):
-        r = run("baseline", method, "--image", tmp_path / "c.png", "--class-word", "ball", "--steps", 2,
-                "--base", smoke_models / "base", "--out", tmp_path / method)
+        r = run(
+            "baseline",
+            method,
+            "--image",
+            tmp_path / "c.png",
+            "--class-word",
+            "ball",
+            "--steps",
+            2,
+            "--base",
+            smoke_models / "base",
+            "--out",
+            tmp_path / method,
+        )
         assert r.returncode == 0, r.stderr
-    r = run("generate", "--embeddings", tmp_path / "xti", "--mix-fine", tmp_path / "xti", "--base", smoke_models / "base",
-            "--prompt", "a S* on the beach", "--steps", 2, "--out", tmp_path / "g.png")
+    r = run(
+        "generate",
+        "--embeddings",
+        tmp_path / "xti",
+        "--mix-fine",
+        tmp_path / "xti",
+        "--base",
+        smoke_models / "base",
+        "--prompt",
+        "a S* on the beach",
+        "--steps",
+        2,
+        "--out",
+        tmp_path / "g.png",
+    )
     assert r.returncode == 0, r.stderr
     assert Image.open(tmp_path / "g.png").size == (64, 64)
     r = run("generate", "--embeddings", tmp_path / "missing", "--prompt", "a S*", "--out", tmp_path / "h.png")

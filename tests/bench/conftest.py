@@ -18,7 +18,12 @@ if str(REPO) not in sys.path:  # `bench` is a folder of the repository, not an i
 def quick_run(tmp_path_factory):
     """(exit code, output, results dict or None) of `python bench/run.py --quick --out <tmp>`."""
     out = tmp_path_factory.mktemp("bench") / "results.json"
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--out", str(out)], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     results = json.loads(out.read_text()) if out.is_file() else None
     return proc.returncode, proc.stdout + proc.stderr, results, out

@@ -84,15 +84,24 @@ def test_training_figure_is_measured_or_says_why(quick_run):
 
 def test_table_of_a_results_file(quick_run):
     out = quick_run[3]
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--table", str(out), "--markdown"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--table", str(out), "--markdown"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("| figure | size |") and all(ln.startswith("|") for ln in lines)
-    assert len(lines) == 2 + sum(max(1, len(f["headline"])) if f["status"] == "measured" else 1
-                                 for f in quick_run[2]["figures"].values())
-    bad = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--only", "encode,nope"],
-                         capture_output=True, text=True, timeout=60)
+    assert len(lines) == 2 + sum(
+        max(1, len(f["headline"])) if f["status"] == "measured" else 1 for f in quick_run[2]["figures"].values()
+    )
+    bad = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--only", "encode,nope"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "nope" in bad.stderr
 
 

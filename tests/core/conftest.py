@@ -14,4 +14,5 @@ def fresh(smoke_models):
         pipe = ElitePipeline.from_pretrained(smoke_models / "base", smoke_models / "elite", **kw)
         pipe.set_progress_bar_config(disable=True)
         return pipe
+
     return load

@@ -14,17 +14,20 @@ def layer():
     torch.manual_seed(0)
     attn = Attention(query_dim=DIM, cross_attention_dim=TEXT, heads=HEADS, dim_head=DIM // HEADS).eval()
     shapes = {"x": (TEXT, DIM, DIM)}
-    g, l = KVProjections(shapes), KVProjections(shapes)
-    for p in [*g.parameters(), *l.parameters()]:
+    g, loc = KVProjections(shapes), KVProjections(shapes)
+    for p in [*g.parameters(), *loc.parameters()]:
         torch.nn.init.normal_(p, std=0.3)
-    attn.set_processor(EliteCrossAttnProcessor(g.layers["x"], l.layers["x"]))
-    return attn, g.layers["x"], l.layers["x"]
+    attn.set_processor(EliteCrossAttnProcessor(g.layers["x"], loc.layers["x"]))
+    return attn, g.layers["x"], loc.layers["x"]
 
 
 def _inputs(batch=2, seed=1):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(batch, 6, DIM, generator=g), torch.randn(batch, 7, TEXT, generator=g),
-            torch.randn(batch, P, TEXT, generator=g))
+    return (
+        torch.randn(batch, 6, DIM, generator=g),
+        torch.randn(batch, 7, TEXT, generator=g),
+        torch.randn(batch, P, TEXT, generator=g),
+    )
 
 
 def reference(attn, gkv, lkv, x, text, local, lam, idx):
@@ -82,8 +85,12 @@ def test_lambda_zero_is_exactly_global_only(layer):
 def test_unconditional_rows_get_no_local_term_and_rows_are_independent(layer):
     attn, gkv, lkv = layer
     x, text, local = _inputs()
-    both = attn(x, encoder_hidden_states=EliteConditioning(text, local, torch.tensor([0.0, 1.0]), torch.tensor([0, 4])))
-    alone = attn(x[1:], encoder_hidden_states=EliteConditioning(text[1:], local[1:], torch.tensor([1.0]), torch.tensor([4])))
+    both = attn(
+        x, encoder_hidden_states=EliteConditioning(text, local, torch.tensor([0.0, 1.0]), torch.tensor([0, 4]))
+    )
+    alone = attn(
+        x[1:], encoder_hidden_states=EliteConditioning(text[1:], local[1:], torch.tensor([1.0]), torch.tensor([4]))
+    )
     assert torch.equal(both[:1], attn(x[:1], encoder_hidden_states=text[:1]))
     # per-sample max: a row's output does not depend on the other rows of the batch
     torch.testing.assert_close(both[1:], alone)
@@ -95,7 +102,10 @@ def test_local_term_grows_with_lambda(layer):
     x, text, local = _inputs(batch=1)
     base = attn(x, encoder_hidden_states=text)
     diffs = [
-        (attn(x, encoder_hidden_states=EliteConditioning(text, local, torch.tensor([lam]), torch.tensor([2]))) - base).norm()
+        (
+            attn(x, encoder_hidden_states=EliteConditioning(text, local, torch.tensor([lam]), torch.tensor([2])))
+            - base
+        ).norm()
         for lam in (0.3, 0.6, 1.2)
     ]
     assert diffs[0] < diffs[1] < diffs[2]
@@ -111,7 +121,9 @@ def test_two_concepts_eq8_per_concept_matches_plain_recomputation(layer):
     lam, idx = torch.tensor([0.8, 0.0, 0.6]), torch.tensor([[2, 5], [0, 0], [6, 1]])
     out = attn(x, encoder_hidden_states=EliteConditioning(text, (first, second), lam, idx))
     cols = idx.tolist()
-    expected = reference_branches(attn, gkv, lkv, x, text, [(first, [[c[0]] for c in cols]), (second, [[c[1]] for c in cols])], lam)
+    expected = reference_branches(
+        attn, gkv, lkv, x, text, [(first, [[c[0]] for c in cols]), (second, [[c[1]] for c in cols])], lam
+    )
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     assert torch.equal(out[1:2], attn(x[1:2], encoder_hidden_states=text[1:2]))  # lambda 0: no local term
 
@@ -119,4 +131,3 @@ def test_two_concepts_eq8_per_concept_matches_plain_recomputation(layer):
     expected = reference_branches(attn, gkv, lkv, x, text, [(torch.cat([first, second], 1), cols)], lam)
     torch.testing.assert_close(naive, expected, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(naive, out, rtol=1e-3, atol=1e-3)
-

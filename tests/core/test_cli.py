@@ -9,7 +9,9 @@ from PIL import Image
 
 
 def elite(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "elite.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "elite.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd
+    )
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +21,20 @@ def gen_args(smoke_models, concept_image):
 
 def test_generate_writes_a_png(gen_args, concept_image, session_tmp, tmp_path, repo_root):
     out = tmp_path / "beach.png"
-    run = elite(*gen_args, "--image", concept_image, "--mask", session_tmp / "concept_mask.png",
-                "--prompt", "a S* on the beach", "--out", out, "--seed", 7, cwd=repo_root)
+    run = elite(
+        *gen_args,
+        "--image",
+        concept_image,
+        "--mask",
+        session_tmp / "concept_mask.png",
+        "--prompt",
+        "a S* on the beach",
+        "--out",
+        out,
+        "--seed",
+        7,
+        cwd=repo_root,
+    )
     assert run.returncode == 0, run.stderr
     with Image.open(out) as img:
         assert img.format == "PNG" and img.size == (64, 64)
@@ -31,8 +45,18 @@ def test_generate_writes_a_png(gen_args, concept_image, session_tmp, tmp_path, r
 def test_authors_rgb_bg_mask_works(gen_args, concept_image, session_tmp, tmp_path, repo_root):
     disc = np.asarray(Image.open(session_tmp / "concept_mask.png"))
     Image.fromarray(np.stack([disc] * 3, -1)).save(tmp_path / "concept_bg.png")
-    run = elite(*gen_args, "--image", concept_image, "--mask", tmp_path / "concept_bg.png",
-                "--prompt", "a S*", "--out", tmp_path / "o.png", cwd=repo_root)
+    run = elite(
+        *gen_args,
+        "--image",
+        concept_image,
+        "--mask",
+        tmp_path / "concept_bg.png",
+        "--prompt",
+        "a S*",
+        "--out",
+        tmp_path / "o.png",
+        cwd=repo_root,
+    )
     assert run.returncode == 0, run.stderr
 
 
@@ -46,14 +70,17 @@ def bad_files(session_tmp):
     return d
 
 
-@pytest.mark.parametrize("case, match", [
-    ("missing", "image file not found"),
-    ("broken", "not a readable image"),
-    ("empty", "is empty"),
-    ("black_mask", "all black"),
-    ("no_placeholder", "no placeholder"),
-    ("bad_scheduler", "unknown scheduler"),
-])
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("missing", "image file not found"),
+        ("broken", "not a readable image"),
+        ("empty", "is empty"),
+        ("black_mask", "all black"),
+        ("no_placeholder", "no placeholder"),
+        ("bad_scheduler", "unknown scheduler"),
+    ],
+)
 def test_bad_input_exits_with_one_line(case, match, gen_args, concept_image, bad_files, tmp_path, repo_root):
     image, mask, prompt, extra = concept_image, None, "a S* in the snow", []
     if case == "missing":
@@ -82,8 +109,18 @@ def test_bad_input_exits_with_one_line(case, match, gen_args, concept_image, bad
 def test_params_typo_is_one_line_with_the_closest_key(tmp_path, repo_root):
     text = (repo_root / "params.yaml").read_text().replace("  guidance: 5.0", "  guidence: 5.0")
     (tmp_path / "params.yaml").write_text(text)
-    run = elite("--params", tmp_path / "params.yaml", "generate", "--image", "x.jpg", "--prompt", "a S*", "--out", "o.png",
-                cwd=repo_root)
+    run = elite(
+        "--params",
+        tmp_path / "params.yaml",
+        "generate",
+        "--image",
+        "x.jpg",
+        "--prompt",
+        "a S*",
+        "--out",
+        "o.png",
+        cwd=repo_root,
+    )
     assert run.returncode == 2
     assert "unknown key generate.guidence; did you mean 'guidance'?" in run.stderr
 
@@ -96,28 +133,62 @@ def test_missing_weights_say_how_to_get_them(gen_args, concept_image, tmp_path, 
 
 def test_several_images_and_two_concepts(gen_args, concept_image, session_tmp, tmp_path, repo_root):
     mask = session_tmp / "concept_mask.png"
-    run = elite(*gen_args, "--image", concept_image, "--image", concept_image, "--mask", mask, "--mask", mask,
-                "--prompt", "a S* on the beach", "--out", tmp_path / "multi.png", cwd=repo_root)
+    run = elite(
+        *gen_args,
+        "--image",
+        concept_image,
+        "--image",
+        concept_image,
+        "--mask",
+        mask,
+        "--mask",
+        mask,
+        "--prompt",
+        "a S* on the beach",
+        "--out",
+        tmp_path / "multi.png",
+        cwd=repo_root,
+    )
     assert run.returncode == 0, run.stderr
-    run = elite(*gen_args, "--image", concept_image, "--mask", mask, "--image2", concept_image, "--multi-concept", "naive",
-                "--prompt", "a S1* next to a S2* on the beach", "--out", tmp_path / "two.png", cwd=repo_root)
+    run = elite(
+        *gen_args,
+        "--image",
+        concept_image,
+        "--mask",
+        mask,
+        "--image2",
+        concept_image,
+        "--multi-concept",
+        "naive",
+        "--prompt",
+        "a S1* next to a S2* on the beach",
+        "--out",
+        tmp_path / "two.png",
+        cwd=repo_root,
+    )
     assert run.returncode == 0, run.stderr
     with Image.open(tmp_path / "two.png") as img:
         assert img.size == (64, 64)
 
 
-@pytest.mark.parametrize("extra, prompt, match", [
-    ([], "a S1* on the beach", "but one concept was given"),  # S1* but no second image
-    (["--image2", "IMG"], "a S1* next to a S2* and a S3*", "has 3 placeholders for 2 concepts"),
-    (["--image2", "IMG"], "a S2* next to a S2*", "has S2* more than once"),
-    (["--image2", "IMG"], "a S* on the beach", "has S* but 2 concepts were given"),
-    (["--image", "IMG", "--mask", "MASK"], "a S*", "--mask: got 1 masks for 2 --image image(s)"),
-    (["--mask2", "MASK"], "a S*", "--mask2: got 1 masks for 0 --image2 image(s)"),
-])
-def test_placeholder_and_image_count_errors_exit_2(extra, prompt, match, gen_args, concept_image, session_tmp, tmp_path,
-                                                   repo_root):
+@pytest.mark.parametrize(
+    "extra, prompt, match",
+    [
+        ([], "a S1* on the beach", "but one concept was given"),  # S1* but no second image
+        (["--image2", "IMG"], "a S1* next to a S2* and a S3*", "has 3 placeholders for 2 concepts"),
+        (["--image2", "IMG"], "a S2* next to a S2*", "has S2* more than once"),
+        (["--image2", "IMG"], "a S* on the beach", "has S* but 2 concepts were given"),
+        (["--image", "IMG", "--mask", "MASK"], "a S*", "--mask: got 1 masks for 2 --image image(s)"),
+        (["--mask2", "MASK"], "a S*", "--mask2: got 1 masks for 0 --image2 image(s)"),
+    ],
+)
+def test_placeholder_and_image_count_errors_exit_2(
+    extra, prompt, match, gen_args, concept_image, session_tmp, tmp_path, repo_root
+):
     extra = [{"IMG": concept_image, "MASK": session_tmp / "concept_mask.png"}.get(a, a) for a in extra]
-    run = elite(*gen_args, "--image", concept_image, *extra, "--prompt", prompt, "--out", tmp_path / "o.png", cwd=repo_root)
+    run = elite(
+        *gen_args, "--image", concept_image, *extra, "--prompt", prompt, "--out", tmp_path / "o.png", cwd=repo_root
+    )
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert run.returncode == 2 and len(lines) == 1 and match in lines[0], run.stderr
     assert not (tmp_path / "o.png").exists()

@@ -24,7 +24,9 @@ def test_global_mapper_applies_mlp_before_the_patch_mean():
     torch.manual_seed(0)
     mapper = GlobalMapper(vision_dim=12, text_dim=7, num_layers=1)
     (h,) = feats = _feats(layers=1)
-    expected = mapper.cls_mlps[0](h[:, 0]) + torch.stack([mapper.patch_mlps[0](h[:, 1 + p]) for p in range(16)]).mean(0)
+    expected = mapper.cls_mlps[0](h[:, 0]) + torch.stack([mapper.patch_mlps[0](h[:, 1 + p]) for p in range(16)]).mean(
+        0
+    )
     mean_first = mapper.cls_mlps[0](h[:, 0]) + mapper.patch_mlps[0](h[:, 1:].mean(1))
     out = mapper(feats)[:, 0]
     torch.testing.assert_close(out, expected)

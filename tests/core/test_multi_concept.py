@@ -79,17 +79,22 @@ def test_two_concepts_each_at_its_own_placeholder(smoke_pipeline, concept_image,
     alone = _gen(smoke_pipeline, [disc, square], prompts[1], generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(batch[3:], alone, rtol=1e-5, atol=1e-5)
     # lambda 0: both ways are the global words alone
-    assert torch.equal(_gen(smoke_pipeline, [disc, square], "a S1* next to a S2*", lam=0.0),
-                       _gen(smoke_pipeline, [disc, square], "a S1* next to a S2*", lam=0.0, multi_concept="naive"))
+    assert torch.equal(
+        _gen(smoke_pipeline, [disc, square], "a S1* next to a S2*", lam=0.0),
+        _gen(smoke_pipeline, [disc, square], "a S1* next to a S2*", lam=0.0, multi_concept="naive"),
+    )
 
 
-@pytest.mark.parametrize("concepts, prompt, kw, match", [
-    (1, "a S1* on the beach", {}, "one concept was given"),  # S1* but no second image
-    (2, "a S1* next to a S2* and a S3*", {}, "3 placeholders for 2 concepts"),
-    (2, "a S1* next to a S1*", {}, "S1\\* more than once"),
-    (2, "a S* next to a dog", {}, "has S\\* but 2 concepts"),
-    (2, "a S1* next to a S2*", {"multi_concept": "mixed"}, "multi_concept must be one of per_concept, naive"),
-])
+@pytest.mark.parametrize(
+    "concepts, prompt, kw, match",
+    [
+        (1, "a S1* on the beach", {}, "one concept was given"),  # S1* but no second image
+        (2, "a S1* next to a S2* and a S3*", {}, "3 placeholders for 2 concepts"),
+        (2, "a S1* next to a S1*", {}, "S1\\* more than once"),
+        (2, "a S* next to a dog", {}, "has S\\* but 2 concepts"),
+        (2, "a S1* next to a S2*", {"multi_concept": "mixed"}, "multi_concept must be one of per_concept, naive"),
+    ],
+)
 def test_placeholder_and_mode_errors_are_one_line(smoke_pipeline, concept_image, concepts, prompt, kw, match):
     concept = smoke_pipeline.encode_concept(concept_image)
     with pytest.raises(EliteError, match=match) as info:

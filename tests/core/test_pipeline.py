@@ -64,10 +64,16 @@ def test_cfg_is_one_batched_unet_call_per_step_and_equals_two_calls(smoke_pipeli
     torch.testing.assert_close(batched, image, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("kw, match", [
-    ({"lam": -0.1}, "lam"), ({"lam": float("nan")}, "lam"), ({"num_inference_steps": 0}, "num_inference_steps"),
-    ({"scheduler": "magic"}, "lms, dpm\\+\\+"), ({"prompt": "no placeholder"}, "placeholder"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"lam": -0.1}, "lam"),
+        ({"lam": float("nan")}, "lam"),
+        ({"num_inference_steps": 0}, "num_inference_steps"),
+        ({"scheduler": "magic"}, "lms, dpm\\+\\+"),
+        ({"prompt": "no placeholder"}, "placeholder"),
+    ],
+)
 def test_bad_arguments_are_clear_errors(smoke_pipeline, concept_image, kw, match):
     concept = smoke_pipeline.encode_concept(concept_image)
     with pytest.raises(EliteError, match=match):
@@ -76,7 +82,13 @@ def test_bad_arguments_are_clear_errors(smoke_pipeline, concept_image, kw, match
 
 def test_pil_output_and_multiple_images(smoke_pipeline, concept_image):
     concept = smoke_pipeline.encode_concept(concept_image)
-    images = smoke_pipeline(["a S* on the beach", "a S*, oil painting"], concept=concept, num_inference_steps=2,
-                            num_images_per_prompt=2, scheduler="dpm++", generator=torch.Generator().manual_seed(1)).images
+    images = smoke_pipeline(
+        ["a S* on the beach", "a S*, oil painting"],
+        concept=concept,
+        num_inference_steps=2,
+        num_images_per_prompt=2,
+        scheduler="dpm++",
+        generator=torch.Generator().manual_seed(1),
+    ).images
     assert len(images) == 4 and all(isinstance(i, Image.Image) and i.size == (64, 64) for i in images)
     assert np.asarray(images[0]).std() > 0

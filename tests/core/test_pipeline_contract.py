@@ -33,7 +33,9 @@ def test_inference_batch_single_identical(smoke_pipeline, concept_image):
     concept = encode(smoke_pipeline, concept_image)
     batch = run(smoke_pipeline, concept)
     for i, prompt in enumerate(PROMPTS):
-        torch.testing.assert_close(batch[i : i + 1], run(smoke_pipeline, concept, [prompt], seeds=(i,)), rtol=0, atol=1e-4)
+        torch.testing.assert_close(
+            batch[i : i + 1], run(smoke_pipeline, concept, [prompt], seeds=(i,)), rtol=0, atol=1e-4
+        )
     per_prompt = run(smoke_pipeline, concept, PROMPTS[:1], seeds=(0, 5), num_images_per_prompt=2)
     assert per_prompt.shape == (2, 3, 64, 64) and not torch.equal(per_prompt[0], per_prompt[1])
     torch.testing.assert_close(per_prompt[:1], batch[:1], rtol=0, atol=1e-4)
@@ -44,8 +46,15 @@ def test_inference_batch_single_identical(smoke_pipeline, concept_image):
 def test_dict_and_tuple_outputs_equivalent(smoke_pipeline, concept_image):
     concept = encode(smoke_pipeline, concept_image)
     as_dict = run(smoke_pipeline, concept, PROMPTS[:1], seeds=(3,))
-    (as_tuple,) = smoke_pipeline(PROMPTS[0], concept=concept, lam=0.8, num_inference_steps=3, output_type="pt",
-                                 generator=torch.Generator().manual_seed(3), return_dict=False)
+    (as_tuple,) = smoke_pipeline(
+        PROMPTS[0],
+        concept=concept,
+        lam=0.8,
+        num_inference_steps=3,
+        output_type="pt",
+        generator=torch.Generator().manual_seed(3),
+        return_dict=False,
+    )
     assert torch.equal(as_dict, as_tuple)
 
 

@@ -23,8 +23,18 @@ from elite.pipeline import ElitePipeline
 
 def generate(pipe: ElitePipeline, concept_image, steps: int = 3) -> torch.Tensor:
     concept = pipe.encode_concept(concept_image, mask=concept_image.with_name("concept_mask.png"))
-    return pipe(["a photo of a S*", "a S* on the beach"], concept=concept, lam=0.8, num_inference_steps=steps,
-                generator=torch.Generator().manual_seed(0), output_type="pt").images.float().cpu()
+    return (
+        pipe(
+            ["a photo of a S*", "a S* on the beach"],
+            concept=concept,
+            lam=0.8,
+            num_inference_steps=steps,
+            generator=torch.Generator().manual_seed(0),
+            output_type="pt",
+        )
+        .images.float()
+        .cpu()
+    )
 
 
 def _sequential_offload(pipe: ElitePipeline, device: torch.device) -> None:
@@ -42,7 +52,9 @@ def test_model_cpu_offload_gives_the_same_images(fresh, concept_image):
     reference = generate(fresh(), concept_image)
     pipe = fresh()
     pipe.enable_model_cpu_offload(device="cpu")
-    hooked = {name for name, model in pipe.components.items() if isinstance(getattr(model, "_hf_hook", None), CpuOffload)}
+    hooked = {
+        name for name, model in pipe.components.items() if isinstance(getattr(model, "_hf_hook", None), CpuOffload)
+    }
     assert hooked == {"text_encoder", "image_encoder", "unet", "vae"}
     assert pipe._execution_device == torch.device("cpu", 0)
     first = generate(pipe, concept_image)
@@ -55,8 +67,11 @@ def test_sequential_offload_gives_the_same_images(fresh, concept_image):
     reference = generate(fresh(), concept_image)
     pipe = fresh()
     _sequential_offload(pipe, torch.device("cpu"))
-    on_meta = {name for name, model in pipe.components.items()
-               if isinstance(model, torch.nn.Module) and next(model.parameters()).device.type == "meta"}
+    on_meta = {
+        name
+        for name, model in pipe.components.items()
+        if isinstance(model, torch.nn.Module) and next(model.parameters()).device.type == "meta"
+    }
     assert on_meta == {"text_encoder", "image_encoder", "unet", "vae"}
     assert torch.equal(generate(pipe, concept_image), reference)
 

@@ -42,7 +42,9 @@ def test_five_slots_shift_following_tokens(tokenizer):
     one = tokenize_with_placeholder(tokenizer, "a photo of a S* on a table", num_slots=1)
     five = tokenize_with_placeholder(tokenizer, "a photo of a S* on a table", num_slots=5)
     assert five.slot == one.slot
-    assert five.input_ids[five.slot + 5 : five.slot + 9].tolist() == one.input_ids[one.slot + 1 : one.slot + 5].tolist()
+    assert (
+        five.input_ids[five.slot + 5 : five.slot + 9].tolist() == one.input_ids[one.slot + 1 : one.slot + 5].tolist()
+    )
 
 
 @pytest.mark.parametrize("prompt", ["a photo of a dog", "S* and S*", "a S*S* twin", ""])
@@ -96,27 +98,37 @@ def test_injection_is_differentiable(tokenizer, text_encoder):
 def test_two_concepts_each_placeholder_found_by_tokenizer(tokenizer):
     prompt = "a close-up photo of a S2* next to a zoomed S1*, oil painting"
     tp = tokenize_with_placeholder(tokenizer, prompt, num_concepts=2)
-    pieces = [tokenizer(t, add_special_tokens=False).input_ids
-              for t in ("a close-up photo of a ", " next to a zoomed ", ", oil painting")]
+    pieces = [
+        tokenizer(t, add_special_tokens=False).input_ids
+        for t in ("a close-up photo of a ", " next to a zoomed ", ", oil painting")
+    ]
     s2, s1 = 1 + len(pieces[0]), 2 + len(pieces[0]) + len(pieces[1])
     assert tp.slots == (s1, s2) and tp.slot == s1  # in concept order, wherever they stand in the prompt
     ids = tp.input_ids.tolist()
-    assert ids[1:s2] == pieces[0] and ids[s2 + 1 : s1] == pieces[1] and ids[s1 + 1 : s1 + 1 + len(pieces[2])] == pieces[2]
+    assert (
+        ids[1:s2] == pieces[0] and ids[s2 + 1 : s1] == pieces[1] and ids[s1 + 1 : s1 + 1 + len(pieces[2])] == pieces[2]
+    )
     assert ids[s1 + 1 + len(pieces[2])] == tokenizer.eos_token_id
     # one concept with S*: the same ids as before concepts were numbered
     one = tokenize_with_placeholder(tokenizer, "a S* next to a dog")
-    assert one.slots == (2,) and one.input_ids.tolist()[:2] == [tokenizer.bos_token_id, *tokenizer("a ", add_special_tokens=False).input_ids]
+    assert one.slots == (2,) and one.input_ids.tolist()[:2] == [
+        tokenizer.bos_token_id,
+        *tokenizer("a ", add_special_tokens=False).input_ids,
+    ]
 
 
-@pytest.mark.parametrize("prompt, concepts, match", [
-    ("a S1* on the beach", 1, "uses S1\\* .* but one concept was given"),   # S1* but no second image
-    ("a S1* next to a S2*", 1, "but one concept was given"),
-    ("a S1* next to a S2* and a S3*", 2, "has 3 placeholders for 2 concepts"),  # three placeholders
-    ("a S1* next to a S1*", 2, "has S1\\* more than once"),  # a repeated placeholder
-    ("a S1* next to a S3*", 2, "uses S3\\* but 2 concepts"),
-    ("a S1* next to a dog", 2, "has no S2\\* for concept 2"),
-    ("a S* next to a S2*", 2, "has S\\* but 2 concepts"),
-])
+@pytest.mark.parametrize(
+    "prompt, concepts, match",
+    [
+        ("a S1* on the beach", 1, "uses S1\\* .* but one concept was given"),  # S1* but no second image
+        ("a S1* next to a S2*", 1, "but one concept was given"),
+        ("a S1* next to a S2* and a S3*", 2, "has 3 placeholders for 2 concepts"),  # three placeholders
+        ("a S1* next to a S1*", 2, "has S1\\* more than once"),  # a repeated placeholder
+        ("a S1* next to a S3*", 2, "uses S3\\* but 2 concepts"),
+        ("a S1* next to a dog", 2, "has no S2\\* for concept 2"),
+        ("a S* next to a S2*", 2, "has S\\* but 2 concepts"),
+    ],
+)
 def test_placeholders_that_do_not_match_the_concepts_are_one_line_errors(tokenizer, prompt, concepts, match):
     with pytest.raises(EliteError, match=match) as info:
         tokenize_with_placeholder(tokenizer, prompt, num_concepts=concepts)

@@ -53,7 +53,9 @@ def authors_global_words(state: dict, feats: list[torch.Tensor]) -> torch.Tensor
             x = F.leaky_relu(x)
         return F.linear(x, state[f"{prefix}.6.weight"], state[f"{prefix}.6.bias"])
 
-    return torch.stack([mlp(f"mapping_{i}", h[:, 0]) + mlp(f"mapping_patch_{i}", h[:, 1:]).mean(1) for i, h in enumerate(feats)], 1)
+    return torch.stack(
+        [mlp(f"mapping_{i}", h[:, 0]) + mlp(f"mapping_patch_{i}", h[:, 1:]).mean(1) for i, h in enumerate(feats)], 1
+    )
 
 
 def test_save_load_roundtrip_gives_identical_outputs(trained_like, tmp_path):
@@ -72,7 +74,9 @@ def test_save_load_roundtrip_gives_identical_outputs(trained_like, tmp_path):
 def test_import_official_roundtrip_and_authors_math(trained_like, tmp_path):
     for branch in ("global", "local"):
         torch.save(authors_state_dict(trained_like, branch), tmp_path / f"{branch}_mapper.pt")
-    model = convert_official(tmp_path / "global_mapper.pt", tmp_path / "local_mapper.pt", "some/encoder", vision_depth=6)
+    model = convert_official(
+        tmp_path / "global_mapper.pt", tmp_path / "local_mapper.pt", "some/encoder", vision_depth=6
+    )
     for (k1, v1), (k2, v2) in zip(sorted(trained_like.state_dict().items()), sorted(model.state_dict().items())):
         assert k1 == k2 and torch.equal(v1, v2)
     feats = _feats(model, seed=5)
@@ -84,14 +88,32 @@ def test_import_official_roundtrip_and_authors_math(trained_like, tmp_path):
 
 def test_import_official_cli(trained_like, tmp_path, repo_root):
     torch.save(authors_state_dict(trained_like, "global"), tmp_path / "g.pt")
-    run = subprocess.run([sys.executable, "-m", "elite.cli", "import-official", "--global", str(tmp_path / "g.pt"),
-                          "--out", str(tmp_path / "out"), "--image-encoder", "x", "--vision-depth", "6"],
-                         capture_output=True, text=True, cwd=repo_root)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "elite.cli",
+            "import-official",
+            "--global",
+            str(tmp_path / "g.pt"),
+            "--out",
+            str(tmp_path / "out"),
+            "--image-encoder",
+            "x",
+            "--vision-depth",
+            "6",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=repo_root,
+    )
     assert run.returncode == 0, run.stderr
     loaded = EliteModel.from_pretrained(tmp_path / "out")
     assert loaded.local_mapper is None and loaded.config.has_local is False
-    assert torch.equal(loaded.global_kv.layers[next(iter(loaded.global_kv.layers))]["to_k"].weight,
-                       trained_like.global_kv.layers[next(iter(loaded.global_kv.layers))]["to_k"].weight)
+    assert torch.equal(
+        loaded.global_kv.layers[next(iter(loaded.global_kv.layers))]["to_k"].weight,
+        trained_like.global_kv.layers[next(iter(loaded.global_kv.layers))]["to_k"].weight,
+    )
 
 
 def test_bad_checkpoints_are_clear_errors(tmp_path):

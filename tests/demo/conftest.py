@@ -32,14 +32,23 @@ STEPS = 2  # serving default stored in the registered model: every generation of
 
 @pytest.fixture(scope="session")
 def champion(params, smoke_models, session_tmp) -> str:
-    """The smoke ELITE registered as `elite-demo` and promoted to champion (first version: only the gates' limits apply)."""
+    """The smoke ELITE registered as `elite-demo` and promoted to champion (first version: only the "
+    "gates' limits apply)."""
     from elite.registry.register import register_model
 
     metrics = session_tmp / "demo-metrics.json"
     metrics.write_text(json.dumps({"overall": {"clip_t": 0.3, "dino_i": 0.5}}))
-    cfg = params.register.model_copy(update={
-        "weights": str(smoke_models / "elite"), "base": str(smoke_models / "base"), "metrics": str(metrics),
-        "report": str(session_tmp / "demo-register.json"), "verify": False, "steps": STEPS, "model_name": "elite-demo"})
+    cfg = params.register.model_copy(
+        update={
+            "weights": str(smoke_models / "elite"),
+            "base": str(smoke_models / "base"),
+            "metrics": str(metrics),
+            "report": str(session_tmp / "demo-register.json"),
+            "verify": False,
+            "steps": STEPS,
+            "model_name": "elite-demo",
+        }
+    )
     record = register_model(params, cfg)
     assert record["decision"] == "promoted", record
     return "elite-demo"
@@ -62,9 +71,22 @@ def demo_url(repo_root, champion, smoke_models, demo_dir):
     """A real `elite demo` on the registered champion (one torch thread, as in the tests' own process)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = [str(Path(sys.executable).parent / "elite"), "--params", str(repo_root / "params.yaml"), "--profile", "smoke",
-           "demo", "--port", str(port), "--model-name", champion, "--sam", str(smoke_models / "sam"),
-           "--examples", str(demo_dir / "examples" / "concepts")]
+    cmd = [
+        str(Path(sys.executable).parent / "elite"),
+        "--params",
+        str(repo_root / "params.yaml"),
+        "--profile",
+        "smoke",
+        "demo",
+        "--port",
+        str(port),
+        "--model-name",
+        champion,
+        "--sam",
+        str(smoke_models / "sam"),
+        "--examples",
+        str(demo_dir / "examples" / "concepts"),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", GRADIO_ANALYTICS_ENABLED="False")
     with server(cmd, f"{url}/gradio_api/info", demo_dir / "demo.log", env=env, timeout=240):
         yield url

@@ -9,9 +9,8 @@ import urllib.request
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from browser import chrome, screenshot
+from PIL import Image
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -50,14 +49,21 @@ def test_upload_click_mask_generate(demo_url, concept_image, smoke_models, bad_f
 
         # the concept image, then a click on the disc: SAM's mask is drawn over the view
         css("#concept input[type=file]").send_keys(str(concept_image))
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#view img") and "whole image" in d.find_element(By.ID, "mask-status").text)
+        wait.until(
+            lambda d: (
+                d.find_elements(By.CSS_SELECTOR, "#view img")
+                and "whole image" in d.find_element(By.ID, "mask-status").text
+            )
+        )
         view = css("#view img")
         plain = view.get_attribute("src")
         before = fetch_image(plain)
         assert before.size == (96 * 3, 128 * 3)  # a small image is enlarged to be clicked
         ActionChains(driver).move_to_element_with_offset(view, 0, 0).click().perform()  # the centre: on the disc
         wait.until(lambda d: "SAM from 1 click" in d.find_element(By.ID, "mask-status").text)
-        wait.until(lambda d: any(e.get_attribute("src") != plain for e in d.find_elements(By.CSS_SELECTOR, "#view img")))
+        wait.until(
+            lambda d: any(e.get_attribute("src") != plain for e in d.find_elements(By.CSS_SELECTOR, "#view img"))
+        )
         after = fetch_image(css("#view img").get_attribute("src"))
         mask_link = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#mask a[href*='mask-']"))
         mask = np.asarray(fetch_image(mask_link.get_attribute("href")).convert("L")) > 127
@@ -74,8 +80,9 @@ def test_upload_click_mask_generate(demo_url, concept_image, smoke_models, bad_f
         canvas = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#painter canvas")[-1])
         driver.execute_script("arguments[0].scrollIntoView()", canvas)
         css("#painter button[aria-label='Brush']").click()
-        ActionChains(driver).move_to_element_with_offset(canvas, -40, 0).click_and_hold().move_by_offset(80, 0) \
-            .move_by_offset(0, 20).move_by_offset(-80, 0).release().perform()
+        ActionChains(driver).move_to_element_with_offset(canvas, -40, 0).click_and_hold().move_by_offset(
+            80, 0
+        ).move_by_offset(0, 20).move_by_offset(-80, 0).release().perform()
         css("#use-painted").click()
         wait.until(lambda d: "painted" in d.find_element(By.ID, "mask-status").text)
         share = int(css("#mask-status").text.split(", ")[-1].split("%")[0])
@@ -98,7 +105,9 @@ def test_upload_click_mask_generate(demo_url, concept_image, smoke_models, bad_f
         steps.send_keys(Keys.CONTROL, "a")
         steps.send_keys("30", Keys.TAB)
         css("#generate").click()
-        WebDriverWait(driver, 120, poll_frequency=0.1).until(lambda d: "sampling" in d.find_element(By.ID, "gallery").text)
+        WebDriverWait(driver, 120, poll_frequency=0.1).until(
+            lambda d: "sampling" in d.find_element(By.ID, "gallery").text
+        )
         assert "steps" in css("#gallery").text  # the sampler's progress bar, e.g. "7/30 steps"
         driver.execute_script("arguments[0].scrollIntoView()", css("#gallery"))
         screenshot(driver, "demo-progress")

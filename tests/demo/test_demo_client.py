@@ -23,19 +23,61 @@ def client(url):
 def generate(c, image, mask, prompt, seed, n=1, lam=0.8, steps=2, scheduler="lms"):
     from gradio_client import handle_file
 
-    out = c.predict(handle_file(str(image)), handle_file(str(mask)) if mask else None, prompt, lam, seed, 5.0, steps,
-                    scheduler, n, api_name="/generate")
+    out = c.predict(
+        handle_file(str(image)),
+        handle_file(str(mask)) if mask else None,
+        prompt,
+        lam,
+        seed,
+        5.0,
+        steps,
+        scheduler,
+        n,
+        api_name="/generate",
+    )
     return [np.asarray(Image.open(item["image"]).convert("RGB")) for item in out]
 
 
 def test_same_images_as_the_cli(demo_url, concept_image, smoke_models, repo_root, tmp_path):
     mask = concept_image.with_name("concept_mask.png")
-    images = generate(client(demo_url), concept_image, mask, "a S* on the beach", seed=7, n=2, lam=0.6, scheduler="ddim")
+    images = generate(
+        client(demo_url), concept_image, mask, "a S* on the beach", seed=7, n=2, lam=0.6, scheduler="ddim"
+    )
     out = tmp_path / "cli.png"
-    assert elite_main(["--params", str(repo_root / "params.yaml"), "--profile", "smoke", "generate", "--image",
-                       str(concept_image), "--mask", str(mask), "--prompt", "a S* on the beach", "--out", str(out),
-                       "--weights", str(smoke_models / "elite"), "--base", str(smoke_models / "base"), "--seed", "8",
-                       "--steps", "2", "--lam", "0.6", "--guidance", "5", "--scheduler", "ddim"]) == 0
+    assert (
+        elite_main(
+            [
+                "--params",
+                str(repo_root / "params.yaml"),
+                "--profile",
+                "smoke",
+                "generate",
+                "--image",
+                str(concept_image),
+                "--mask",
+                str(mask),
+                "--prompt",
+                "a S* on the beach",
+                "--out",
+                str(out),
+                "--weights",
+                str(smoke_models / "elite"),
+                "--base",
+                str(smoke_models / "base"),
+                "--seed",
+                "8",
+                "--steps",
+                "2",
+                "--lam",
+                "0.6",
+                "--guidance",
+                "5",
+                "--scheduler",
+                "ddim",
+            ]
+        )
+        == 0
+    )
     cli = np.asarray(Image.open(out).convert("RGB"))
     assert len(images) == 2 and images[1].shape == cli.shape
     assert np.array_equal(images[1], cli)  # image i of the page uses seed + i: the CLI's --seed 8
@@ -50,19 +92,74 @@ def test_two_concepts_same_images_as_the_cli(demo_url, concept_image, smoke_mode
 
     mask = concept_image.with_name("concept_mask.png")
     c = client(demo_url)
-    out = c.predict(handle_file(str(concept_image)), handle_file(str(mask)), "a S1* next to a S2*", 0.8, 3, 5.0, 2,
-                    "lms", 1, handle_file(str(concept_image)), None, api_name="/generate")
+    out = c.predict(
+        handle_file(str(concept_image)),
+        handle_file(str(mask)),
+        "a S1* next to a S2*",
+        0.8,
+        3,
+        5.0,
+        2,
+        "lms",
+        1,
+        handle_file(str(concept_image)),
+        None,
+        api_name="/generate",
+    )
     page = np.asarray(Image.open(out[0]["image"]).convert("RGB"))
     cli = tmp_path / "two.png"
-    assert elite_main(["--params", str(repo_root / "params.yaml"), "--profile", "smoke", "generate", "--image",
-                       str(concept_image), "--mask", str(mask), "--image2", str(concept_image), "--prompt",
-                       "a S1* next to a S2*", "--out", str(cli), "--weights", str(smoke_models / "elite"), "--base",
-                       str(smoke_models / "base"), "--seed", "3", "--steps", "2", "--lam", "0.8", "--guidance", "5",
-                       "--scheduler", "lms"]) == 0
+    assert (
+        elite_main(
+            [
+                "--params",
+                str(repo_root / "params.yaml"),
+                "--profile",
+                "smoke",
+                "generate",
+                "--image",
+                str(concept_image),
+                "--mask",
+                str(mask),
+                "--image2",
+                str(concept_image),
+                "--prompt",
+                "a S1* next to a S2*",
+                "--out",
+                str(cli),
+                "--weights",
+                str(smoke_models / "elite"),
+                "--base",
+                str(smoke_models / "base"),
+                "--seed",
+                "3",
+                "--steps",
+                "2",
+                "--lam",
+                "0.8",
+                "--guidance",
+                "5",
+                "--scheduler",
+                "lms",
+            ]
+        )
+        == 0
+    )
     assert np.array_equal(page, np.asarray(Image.open(cli).convert("RGB")))
     with pytest.raises(AppError) as err:
-        c.predict(handle_file(str(concept_image)), None, "a S* on the beach", 0.8, 3, 5.0, 2, "lms", 1,
-                  handle_file(str(concept_image)), None, api_name="/generate")
+        c.predict(
+            handle_file(str(concept_image)),
+            None,
+            "a S* on the beach",
+            0.8,
+            3,
+            5.0,
+            2,
+            "lms",
+            1,
+            handle_file(str(concept_image)),
+            None,
+            api_name="/generate",
+        )
     assert "has S* but 2 concepts were given" in str(err.value)
 
 
@@ -89,15 +186,18 @@ def test_two_clients_at_once_get_their_own_results(demo_url, concept_image):
         assert np.array_equal(generate(one, concept_image, None, prompt, seed)[0], results[key])
 
 
-@pytest.mark.parametrize("case,message", [
-    ("two_placeholders", "placeholder"),
-    ("no_placeholder", "has no placeholder"),
-    ("not_image", "concept image: not a readable image"),
-    ("huge", "pixel limit"),
-    ("black_mask", "mask is all black"),
-    ("no_image", "upload a concept image first"),
-    ("too_many", "greater than maximum value 8"),  # gradio checks the slider's range
-])
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("two_placeholders", "placeholder"),
+        ("no_placeholder", "has no placeholder"),
+        ("not_image", "concept image: not a readable image"),
+        ("huge", "pixel limit"),
+        ("black_mask", "mask is all black"),
+        ("no_image", "upload a concept image first"),
+        ("too_many", "greater than maximum value 8"),  # gradio checks the slider's range
+    ],
+)
 def test_bad_input_is_a_message(demo_url, concept_image, bad_files, case, message):
     from gradio_client.exceptions import AppError
 

@@ -10,12 +10,12 @@ import gradio as gr
 import numpy as np
 import pytest
 import torch
+from browser import chrome, screenshot
 from PIL import Image
 
-from browser import chrome, screenshot
 from elite.cli import main as elite_main
 from elite.demo.app import Demo, launch
-from elite.demo.model import DemoModel, Defaults
+from elite.demo.model import Defaults, DemoModel
 from elite.demo.segment import Prompts, Segmenter, to_image_pixels
 from elite.errors import EliteError
 
@@ -92,8 +92,9 @@ def test_no_champion_the_page_says_how_to_make_one(champion):
         app.close()
 
 
-def test_mask_auto_in_the_cli_and_the_api(repo_root, smoke_models, smoke_pipeline, concept_image, tmp_path, capsys,
-                                          monkeypatch):
+def test_mask_auto_in_the_cli_and_the_api(
+    repo_root, smoke_models, smoke_pipeline, concept_image, tmp_path, capsys, monkeypatch
+):
     """`elite generate --mask auto` and `encode_concept(mask="auto")` use SAM's most-salient-object rule and agree."""
     from elite.automask import auto_mask
     from elite.data.masking import concept_mask
@@ -107,31 +108,81 @@ def test_mask_auto_in_the_cli_and_the_api(repo_root, smoke_models, smoke_pipelin
 
     cfg = load_params("params.yaml", "smoke").mask
     image = Image.open(concept_image).convert("RGB")
-    expected, _, _ = concept_mask(BoxMasker(load_sam(smoke_models / "sam", "cpu"), cfg.multimask), np.asarray(image), cfg)
+    expected, _, _ = concept_mask(
+        BoxMasker(load_sam(smoke_models / "sam", "cpu"), cfg.multimask), np.asarray(image), cfg
+    )
     assert np.array_equal(np.asarray(auto_mask(image, smoke_models / "sam", cfg)) > 0, expected)
 
-    assert elite_main(["--profile", "smoke", "generate", "--image", str(concept_image), "--mask", "auto", "--prompt", "a S*",
-                       "--out", "auto.png", "--weights", str(smoke_models / "elite"), "--base", str(smoke_models / "base"),
-                       "--steps", "2", "--seed", "5"]) == 0
+    assert (
+        elite_main(
+            [
+                "--profile",
+                "smoke",
+                "generate",
+                "--image",
+                str(concept_image),
+                "--mask",
+                "auto",
+                "--prompt",
+                "a S*",
+                "--out",
+                "auto.png",
+                "--weights",
+                str(smoke_models / "elite"),
+                "--base",
+                str(smoke_models / "base"),
+                "--steps",
+                "2",
+                "--seed",
+                "5",
+            ]
+        )
+        == 0
+    )
     assert "mask: SAM, most salient object" in capsys.readouterr().err
     concept = smoke_pipeline.encode_concept(concept_image, mask="auto")
-    api = smoke_pipeline("a S*", concept=concept, lam=load_params("params.yaml", "smoke").generate.lam,
-                         num_inference_steps=2, guidance_scale=5.0, generator=torch.Generator().manual_seed(5)).images[0]
+    api = smoke_pipeline(
+        "a S*",
+        concept=concept,
+        lam=load_params("params.yaml", "smoke").generate.lam,
+        num_inference_steps=2,
+        guidance_scale=5.0,
+        generator=torch.Generator().manual_seed(5),
+    ).images[0]
     assert np.array_equal(np.asarray(api), np.asarray(Image.open(Path("auto.png")).convert("RGB")))
 
 
-def test_weights_folder_model_reports_progress_and_matches_the_pipeline(params, smoke_models, smoke_pipeline, concept_image):
+def test_weights_folder_model_reports_progress_and_matches_the_pipeline(
+    params, smoke_models, smoke_pipeline, concept_image
+):
     """`elite demo --weights DIR`: the folder in the registered model's code (ElitePyfunc); one progress report
     per image; image i is the pipeline's image for seed + i."""
     mask = concept_image.with_name("concept_mask.png")
     model = DemoModel.from_weights(smoke_models / "elite", smoke_models / "base", params)
     reports = []
-    images = model.generate(image=concept_image, mask=mask, prompt="a S* on the beach", lam=0.6, steps=2, guidance=5.0,
-                            seed=11, scheduler="ddim", num_images=2, progress=lambda done, desc: reports.append((done, desc)))
+    images = model.generate(
+        image=concept_image,
+        mask=mask,
+        prompt="a S* on the beach",
+        lam=0.6,
+        steps=2,
+        guidance=5.0,
+        seed=11,
+        scheduler="ddim",
+        num_images=2,
+        progress=lambda done, desc: reports.append((done, desc)),
+    )
     assert reports == [((0, 2), "image 1 of 2"), ((1, 2), "image 2 of 2")]
     concept = smoke_pipeline.encode_concept(concept_image, mask)
-    direct = smoke_pipeline("a S* on the beach", concept=concept, lam=0.6, num_inference_steps=2, guidance_scale=5.0,
-                            scheduler="ddim", generator=torch.Generator().manual_seed(12)).images[0]
+    direct = smoke_pipeline(
+        "a S* on the beach",
+        concept=concept,
+        lam=0.6,
+        num_inference_steps=2,
+        guidance_scale=5.0,
+        scheduler="ddim",
+        generator=torch.Generator().manual_seed(12),
+    ).images[0]
     assert np.array_equal(np.asarray(images[1].convert("RGB")), np.asarray(direct))
 
 
@@ -143,7 +194,9 @@ def test_brush_strokes_add_and_remove(demo, concept_image):
     layer = np.zeros((128 * 3, 96 * 3, 4), np.uint8)
     layer[0:30, 0:60] = (30, 144, 255, 255)  # blue: add the top-left corner (10x20 image pixels)
     layer[180:210, 120:165] = (0, 0, 0, 255)  # black: cut a hole in the disc (15x10 image pixels)
-    view, painted, prompts, status = demo.on_painted(str(concept_image), mask_path, {**value, "layers": [Image.fromarray(layer)]})
+    view, painted, prompts, status = demo.on_painted(
+        str(concept_image), mask_path, {**value, "layers": [Image.fromarray(layer)]}
+    )
     before = np.asarray(Image.open(mask_path)) > 127
     after = np.asarray(Image.open(painted)) > 127
     assert after[:10, :20].all() and not after[60:70, 40:55].any() and before[60:70, 40:55].all()

@@ -12,8 +12,18 @@ import yaml
 
 from elite.config import parse_params
 
-REAL_STYLE_OBJECT = ["a {0} {1} in the jungle", "a {0} {1} on top of pink fabric", "a red {0} {1}", "a cube shaped {0} {1}"]
-REAL_STYLE_LIVE = ["a {0} {1} in the snow", "a {0} {1} wearing a santa hat", "a {0} {1} in a chef outfit", "a wet {0} {1}"]
+REAL_STYLE_OBJECT = [
+    "a {0} {1} in the jungle",
+    "a {0} {1} on top of pink fabric",
+    "a red {0} {1}",
+    "a cube shaped {0} {1}",
+]
+REAL_STYLE_LIVE = [
+    "a {0} {1} in the snow",
+    "a {0} {1} wearing a santa hat",
+    "a {0} {1} in a chef outfit",
+    "a wet {0} {1}",
+]
 
 
 def params_with(repo_root: Path, profile: str = "smoke", **sections):
@@ -33,14 +43,25 @@ def write_params(repo_root: Path, target: Path, profile: str = "smoke", **sectio
     return target
 
 
-def prompts_file(classes: list[tuple[str, str]], object_prompts=REAL_STYLE_OBJECT, live_prompts=REAL_STYLE_LIVE,
-                 object_entries: list[str] | None = None) -> str:
+def prompts_file(
+    classes: list[tuple[str, str]],
+    object_prompts=REAL_STYLE_OBJECT,
+    live_prompts=REAL_STYLE_LIVE,
+    object_entries: list[str] | None = None,
+) -> str:
     """prompts_and_classes.txt in the published format (object_entries: raw lines instead of templates)."""
     rows = "\n".join(f"{n},{c}" for n, c in classes)
     obj = object_entries or [f"'{p}'.format(unique_token, class_token)," for p in object_prompts]
     live = [f"'{p}'.format(unique_token, class_token)," for p in live_prompts]
-    return ("Classes\n\nsubject_name,class\n" + rows + "\n\nPrompts\n\nObject Prompts\n\nprompt_list = [\n" + "\n".join(obj)
-            + "\n]\n\nLive Subject Prompts\n\nprompt_list = [\n" + "\n".join(live) + "\n]\n")
+    return (
+        "Classes\n\nsubject_name,class\n"
+        + rows
+        + "\n\nPrompts\n\nObject Prompts\n\nprompt_list = [\n"
+        + "\n".join(obj)
+        + "\n]\n\nLive Subject Prompts\n\nprompt_list = [\n"
+        + "\n".join(live)
+        + "\n]\n"
+    )
 
 
 def zip_of(folder: Path, prefix: str, extra: dict[str, bytes] | None = None) -> bytes:

@@ -52,7 +52,10 @@ def test_builtin_set_parses_in_the_published_format(builtin_set):
     assert warnings == []
     by_name = {s.subject: s for s in subjects}
     assert {n: (s.class_word, s.live, len(s.images)) for n, s in by_name.items()} == {
-        "red_ball": ("ball", False, 3), "blue_box": ("box", False, 3), "dog": ("dog", True, 3)}
+        "red_ball": ("ball", False, 3),
+        "blue_box": ("box", False, 3),
+        "dog": ("dog", True, 3),
+    }
     spec = parse_prompts_and_classes(builtin_set / PROMPTS_FILE)
     assert by_name["dog"].prompts == spec.live_prompts and by_name["red_ball"].prompts == spec.object_prompts
     assert spec.object_prompts[0] == "a {0} {1} in the jungle"
@@ -78,21 +81,41 @@ def test_subjects_listed_without_a_folder_are_skipped_with_a_warning(tmp_path):
     assert len(warnings) == 1 and "can" in warnings[0] and str(root / PROMPTS_FILE) in warnings[0]
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda t: t.replace("subject_name,class", "name;class"), "no 'subject_name,class' header"),
-    (lambda t: t.replace("teapot,teapot", "tea pot,teapot"), ":5: subject name 'tea pot'"),
-    (lambda t: t.replace("teapot,teapot", "teapot,teapot\ncat,cat"), ":6: subject 'cat' is listed twice"),
-    (lambda t: t.replace("Live Subject Prompts", "Living Prompts"), "no 'Live Subject Prompts' heading"),
-    (lambda t: t.replace("'a red {0} {1}'.format(unique_token, class_token)", "'a red {0} {1}'.format(class_token, unique_token)"),
-     ":14: prompt entry must be 'TEMPLATE'.format(unique_token, class_token)"),
-    (lambda t: t.replace("'a red {0} {1}'.format(unique_token, class_token)", "'a red {1}'.format(unique_token, class_token)"),
-     "must contain {0} (unique token) once"),
-    (lambda t: t.replace("'a red {0} {1}'.format(unique_token, class_token),", "'a red {0} {1}.format(unique_token,"),
-     "is not valid Python"),
-    (lambda t: t.replace("'a red {0} {1}'.format(unique_token, class_token)", "__import__('os').system('true')"),
-     ":14: prompt entry must be"),
-    (lambda t: t.rsplit("]", 1)[0], "never closed"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda t: t.replace("subject_name,class", "name;class"), "no 'subject_name,class' header"),
+        (lambda t: t.replace("teapot,teapot", "tea pot,teapot"), ":5: subject name 'tea pot'"),
+        (lambda t: t.replace("teapot,teapot", "teapot,teapot\ncat,cat"), ":6: subject 'cat' is listed twice"),
+        (lambda t: t.replace("Live Subject Prompts", "Living Prompts"), "no 'Live Subject Prompts' heading"),
+        (
+            lambda t: t.replace(
+                "'a red {0} {1}'.format(unique_token, class_token)",
+                "'a red {0} {1}'.format(class_token, unique_token)",
+            ),
+            ":14: prompt entry must be 'TEMPLATE'.format(unique_token, class_token)",
+        ),
+        (
+            lambda t: t.replace(
+                "'a red {0} {1}'.format(unique_token, class_token)", "'a red {1}'.format(unique_token, class_token)"
+            ),
+            "must contain {0} (unique token) once",
+        ),
+        (
+            lambda t: t.replace(
+                "'a red {0} {1}'.format(unique_token, class_token),", "'a red {0} {1}.format(unique_token,"
+            ),
+            "is not valid Python",
+        ),
+        (
+            lambda t: t.replace(
+                "'a red {0} {1}'.format(unique_token, class_token)", "__import__('os').system('true')"
+            ),
+            ":14: prompt entry must be",
+        ),
+        (lambda t: t.rsplit("]", 1)[0], "never closed"),
+    ],
+)
 def test_malformed_prompts_file_is_a_one_line_error_naming_file_and_line(tmp_path, mutate, message):
     path = tmp_path / PROMPTS_FILE
     path.write_text(mutate(prompts_file([("cat", "cat"), ("teapot", "teapot")])))
@@ -101,10 +124,16 @@ def test_malformed_prompts_file_is_a_one_line_error_naming_file_and_line(tmp_pat
     assert message in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("case, message", [
-    ("stray_folder", "has no row in"), ("no_images", "no images"), ("corrupt", "not a readable image"),
-    ("none_present", "none of the 2 subjects"), ("missing_file", "no prompts_and_classes.txt"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("stray_folder", "has no row in"),
+        ("no_images", "no images"),
+        ("corrupt", "not a readable image"),
+        ("none_present", "none of the 2 subjects"),
+        ("missing_file", "no prompts_and_classes.txt"),
+    ],
+)
 def test_bad_folders_are_clear_errors(tmp_path, case, message):
     root = _dataset(tmp_path, [("cat", "cat"), ("teapot", "teapot")], {"cat": 1, "teapot": 1})
     if case == "stray_folder":
@@ -133,8 +162,15 @@ def test_extract_takes_only_the_dataset_folder(tmp_path, builtin_set):
     assert len(subjects) == 3
 
 
-@pytest.mark.parametrize("name", ["dreambooth-main/dataset/../../evil.txt", "/etc/evil.txt", "dreambooth-main\\..\\evil.txt",
-                                  "dreambooth-main/dataset/dog/../../../evil.txt"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "dreambooth-main/dataset/../../evil.txt",
+        "/etc/evil.txt",
+        "dreambooth-main\\..\\evil.txt",
+        "dreambooth-main/dataset/dog/../../../evil.txt",
+    ],
+)
 def test_zip_with_path_traversal_is_refused_before_anything_is_written(tmp_path, builtin_set, name):
     archive = tmp_path / "evil.zip"
     archive.write_bytes(zip_of(builtin_set, "dreambooth-main/dataset", {name: b"owned"}))
@@ -146,7 +182,9 @@ def test_zip_with_path_traversal_is_refused_before_anything_is_written(tmp_path,
 
 def test_tar_with_a_symlink_is_refused(tmp_path, builtin_set):
     archive = tmp_path / "evil.tar.gz"
-    archive.write_bytes(tar_of(builtin_set, "dreambooth-main/dataset", link=("dreambooth-main/dataset/dog/03.jpg", "/etc/passwd")))
+    archive.write_bytes(
+        tar_of(builtin_set, "dreambooth-main/dataset", link=("dreambooth-main/dataset/dog/03.jpg", "/etc/passwd"))
+    )
     with pytest.raises(EliteError, match="link or device"):
         extract_dataset(archive, "dataset", tmp_path / "out")
     good = tmp_path / "good.tar.gz"
@@ -187,14 +225,20 @@ def test_download_stage_end_to_end_over_http(tmp_path, builtin_set, repo_root):
     (site / "main.zip").write_bytes(data)
     out = tmp_path / "data" / "dreambench"
     with serve(site) as url:
-        params = params_with(repo_root, dreambench={"source": "download", "url": f"{url}/main.zip",
-                                                    "sha256": hashlib.sha256(data).hexdigest()})
+        params = params_with(
+            repo_root,
+            dreambench={"source": "download", "url": f"{url}/main.zip", "sha256": hashlib.sha256(data).hexdigest()},
+        )
         subjects = build_dreambench(params, out)
         assert [s.subject for s in subjects] == ["red_ball", "blue_box", "dog"]
         rows = read_subjects(out / "subjects.json")
-        assert rows[2] == {"subject": "dog", "class": "dog", "live": True,
-                           "images": [(out / "dog" / f"0{k}.jpg").as_posix() for k in range(3)],
-                           "prompts": parse_prompts_and_classes(builtin_set / PROMPTS_FILE).live_prompts}
+        assert rows[2] == {
+            "subject": "dog",
+            "class": "dog",
+            "live": True,
+            "images": [(out / "dog" / f"0{k}.jpg").as_posix() for k in range(3)],
+            "prompts": parse_prompts_and_classes(builtin_set / PROMPTS_FILE).live_prompts,
+        }
         assert all(Path(p).is_file() for r in rows for p in r["images"])
         assert (out / PROMPTS_FILE).read_text() == (builtin_set / PROMPTS_FILE).read_text()
 

@@ -23,7 +23,9 @@ from elite.evaluate.report import build_metrics
 
 @pytest.fixture(scope="module")
 def embedders(smoke_models):
-    return ClipEmbedder(str(smoke_models / "clip_eval"), batch=2), DinoEmbedder(str(smoke_models / "dino_eval"), batch=2)
+    return ClipEmbedder(str(smoke_models / "clip_eval"), batch=2), DinoEmbedder(
+        str(smoke_models / "dino_eval"), batch=2
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,11 @@ def test_metric_models_have_the_real_layouts(smoke_models):
 
     clip = json.loads((smoke_models / "clip_eval" / "config.json").read_text())
     dino = json.loads((smoke_models / "dino_eval" / "config.json").read_text())
-    assert clip["model_type"] == "clip" and clip["vision_config"]["patch_size"] == 32 and clip["vision_config"]["image_size"] == 224
+    assert (
+        clip["model_type"] == "clip"
+        and clip["vision_config"]["patch_size"] == 32
+        and clip["vision_config"]["image_size"] == 224
+    )
     assert dino["model_type"] == "vit" and dino["patch_size"] == 16 and dino["image_size"] == 224
     assert (smoke_models / "clip_eval" / "preprocessor_config.json").is_file()
     assert (smoke_models / "clip_eval" / "tokenizer_config.json").is_file()
@@ -85,8 +91,10 @@ def test_clip_t_is_the_cosine_of_image_and_text_features(embedders, images, smok
     proc = CLIPImageProcessor.from_pretrained(smoke_models / "clip_eval")
     tok = AutoTokenizer.from_pretrained(smoke_models / "clip_eval")
     with torch.no_grad():
-        outputs = model(input_ids=tok(texts, padding=True, return_tensors="pt").input_ids,
-                        pixel_values=proc(images=images[:3], return_tensors="pt").pixel_values)
+        outputs = model(
+            input_ids=tok(texts, padding=True, return_tensors="pt").input_ids,
+            pixel_values=proc(images=images[:3], return_tensors="pt").pixel_values,
+        )
     expected = F.cosine_similarity(outputs.image_embeds, outputs.text_embeds, dim=-1)
     assert torch.allclose(got, expected, atol=1e-5)
     assert clip.texts(texts[:1])[0] @ clip.texts(texts[:1])[0] == pytest.approx(1.0, abs=1e-5)
@@ -103,11 +111,58 @@ def test_real_vs_real_known_answer():
 
 def test_aggregation_weights_clip_i_and_dino_i_by_real_pairs():
     rows = [
-        {"variant": "elite", "subject": "a", "family": "f", "n_real": 2, "clip_i": 1.0, "dino_i": 1.0, "clip_t": 0.2, "generate_s": 1.0},
-        {"variant": "elite", "subject": "b", "family": "f", "n_real": 6, "clip_i": 0.0, "dino_i": 0.5, "clip_t": 0.4, "generate_s": 3.0},
-        {"variant": "baseline", "subject": "a", "family": "f", "n_real": 2, "clip_i": 0.5, "dino_i": 0.5, "clip_t": 0.3, "generate_s": 2.0},
-        {"variant": "sweep", "subject": "a", "family": "f", "lam": 0.0, "n_real": 2, "clip_i": 0.1, "dino_i": 0.1, "clip_t": 0.1, "generate_s": 1.0},
-        {"variant": "sweep", "subject": "a", "family": "f", "lam": 1.2, "n_real": 2, "clip_i": 0.9, "dino_i": 0.9, "clip_t": 0.0, "generate_s": 1.0},
+        {
+            "variant": "elite",
+            "subject": "a",
+            "family": "f",
+            "n_real": 2,
+            "clip_i": 1.0,
+            "dino_i": 1.0,
+            "clip_t": 0.2,
+            "generate_s": 1.0,
+        },
+        {
+            "variant": "elite",
+            "subject": "b",
+            "family": "f",
+            "n_real": 6,
+            "clip_i": 0.0,
+            "dino_i": 0.5,
+            "clip_t": 0.4,
+            "generate_s": 3.0,
+        },
+        {
+            "variant": "baseline",
+            "subject": "a",
+            "family": "f",
+            "n_real": 2,
+            "clip_i": 0.5,
+            "dino_i": 0.5,
+            "clip_t": 0.3,
+            "generate_s": 2.0,
+        },
+        {
+            "variant": "sweep",
+            "subject": "a",
+            "family": "f",
+            "lam": 0.0,
+            "n_real": 2,
+            "clip_i": 0.1,
+            "dino_i": 0.1,
+            "clip_t": 0.1,
+            "generate_s": 1.0,
+        },
+        {
+            "variant": "sweep",
+            "subject": "a",
+            "family": "f",
+            "lam": 1.2,
+            "n_real": 2,
+            "clip_i": 0.9,
+            "dino_i": 0.9,
+            "clip_t": 0.0,
+            "generate_s": 1.0,
+        },
     ]
     real = {"a": {"clip_i": 0.9, "dino_i": 0.8, "pairs": 2}, "b": {"clip_i": 0.5, "dino_i": 0.4, "pairs": 30}}
     m = build_metrics(rows, real, {"a": 0.5, "b": 1.5})
@@ -150,4 +205,6 @@ def test_prepare_fetches_metric_models_from_local_mirrors_incl_a_bin_only_dino(s
     fetched = DinoEmbedder(str(tmp_path / "models" / "dino_eval")).images(images)
     assert torch.allclose(fetched, DinoEmbedder(str(smoke_models / "dino_eval")).images(images), atol=1e-6)
     clip = ClipEmbedder(str(tmp_path / "models" / "clip_eval"))
-    assert torch.allclose(clip.texts(["a dog"]), ClipEmbedder(str(smoke_models / "clip_eval")).texts(["a dog"]), atol=1e-6)
+    assert torch.allclose(
+        clip.texts(["a dog"]), ClipEmbedder(str(smoke_models / "clip_eval")).texts(["a dog"]), atol=1e-6
+    )

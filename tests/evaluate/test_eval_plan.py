@@ -29,8 +29,16 @@ def concepts(tmp_path):
 
 
 def cfg_with(repo_root, tmp_path, **values):
-    values = {"out": str(tmp_path / "eval"), "extra_prompts": ["a photo of a {0} {1}"], "images_per_prompt": 2,
-              "sweep_lams": [0.0, 0.6, 1.2], "sweep_subjects": 1, "sweep_prompts": 2, "sweep_images": 1, **values}
+    values = {
+        "out": str(tmp_path / "eval"),
+        "extra_prompts": ["a photo of a {0} {1}"],
+        "images_per_prompt": 2,
+        "sweep_lams": [0.0, 0.6, 1.2],
+        "sweep_subjects": 1,
+        "sweep_prompts": 2,
+        "sweep_images": 1,
+        **values,
+    }
     return params_with(repo_root, evaluate=values).evaluate
 
 
@@ -40,7 +48,10 @@ def test_prompts_families_and_lambda(repo_root, tmp_path, concepts):
     assert len(elite) == 2 * (1 + 4)
     photo = elite[("teapot", "a photo of a S*")]
     assert (photo.family, photo.lam, photo.text) == ("photo", 0.8, "a photo of a teapot")
-    assert (elite[("teapot", "a S* in the jungle")].family, elite[("teapot", "a S* in the jungle")].lam) == ("recontextualization", 0.6)
+    assert (elite[("teapot", "a S* in the jungle")].family, elite[("teapot", "a S* in the jungle")].lam) == (
+        "recontextualization",
+        0.6,
+    )
     assert elite[("teapot", "a cube shaped S*")].family == "property"
     hat = elite[("dog6", "a S* wearing a santa hat")]
     assert (hat.family, hat.lam, hat.text) == ("accessorization", 0.6, "a dog wearing a santa hat")
@@ -48,7 +59,9 @@ def test_prompts_families_and_lambda(repo_root, tmp_path, concepts):
     assert elite[("dog6", "a wet S*")].family == "property"
     baseline = [j for j in jobs if j.variant == "baseline"]
     assert len(baseline) == 10 and all(j.prompt == j.text and j.lam is None for j in baseline)
-    with_class = plan(cfg_with(repo_root, tmp_path, class_word_in_prompt=True, placeholder="S*"), SUBJECTS, concepts, "w")
+    with_class = plan(
+        cfg_with(repo_root, tmp_path, class_word_in_prompt=True, placeholder="S*"), SUBJECTS, concepts, "w"
+    )
     assert "a S* dog wearing a santa hat" in {j.prompt for j in with_class}
 
 
@@ -102,8 +115,10 @@ def test_resume_skips_only_images_made_with_the_same_settings(repo_root, tmp_pat
     assert job.missing() == [0, 1]  # no sidecar: not done
     job.sidecar(0).write_text(json.dumps({"settings": job.settings, "generate_s": 1.0}))
     assert job.missing() == [1]
-    for changed in (plan(cfg_with(repo_root, tmp_path, steps=3), SUBJECTS, concepts, "w")[0],
-                    plan(cfg, SUBJECTS, concepts, "new-weights")[0]):
+    for changed in (
+        plan(cfg_with(repo_root, tmp_path, steps=3), SUBJECTS, concepts, "w")[0],
+        plan(cfg, SUBJECTS, concepts, "new-weights")[0],
+    ):
         assert changed.folder == job.folder and changed.missing() == [0, 1]
     concepts["teapot"][1].write_bytes(b"another mask")
     assert plan(cfg, SUBJECTS, concepts, "w")[0].missing() == [0, 1]

@@ -27,7 +27,8 @@ import fiftyone as fo
 ds = fo.load_dataset(sys.argv[1])
 worst = ds.sort_by("dino_i").first()
 print("FO " + json.dumps({"rc": rc, "n": len(ds), "variants": sorted(set(ds.values("variant"))),
-                          "worst": worst.dino_i, "min": min(ds.values("dino_i")), "fields": sorted(ds.get_field_schema())}))
+                          "worst": worst.dino_i, "min": min(ds.values("dino_i")),
+                          "fields": sorted(ds.get_field_schema())}))
 fo.delete_dataset(sys.argv[1])
 """
 
@@ -35,13 +36,27 @@ fo.delete_dataset(sys.argv[1])
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, smoke_models, repo_root):
     root = tmp_path_factory.mktemp("eval-project")
-    write_params(repo_root, root / "params.yaml", evaluate={
-        "weights": str(smoke_models / "elite"), "base": str(smoke_models / "base"),
-        "clip_model": str(smoke_models / "clip_eval"), "dino_model": str(smoke_models / "dino_eval"),
-        "images_per_prompt": 1, "steps": 2, "sweep_lams": [0.0, 1.2], "sweep_prompts": 2, "cpu_threads": 1,
-        "fiftyone_dataset": DATASET},
-        baselines={"subjects": ["red_ball"], "ti": {"lr": 5.0e-3, "steps": 2, "batch_size": 1, "weight_decay": 0.0},
-                   "xti": {"lr": 1.0e-3, "steps": 2, "batch_size": 1, "weight_decay": 0.0}})
+    write_params(
+        repo_root,
+        root / "params.yaml",
+        evaluate={
+            "weights": str(smoke_models / "elite"),
+            "base": str(smoke_models / "base"),
+            "clip_model": str(smoke_models / "clip_eval"),
+            "dino_model": str(smoke_models / "dino_eval"),
+            "images_per_prompt": 1,
+            "steps": 2,
+            "sweep_lams": [0.0, 1.2],
+            "sweep_prompts": 2,
+            "cpu_threads": 1,
+            "fiftyone_dataset": DATASET,
+        },
+        baselines={
+            "subjects": ["red_ball"],
+            "ti": {"lr": 5.0e-3, "steps": 2, "batch_size": 1, "weight_decay": 0.0},
+            "xti": {"lr": 1.0e-3, "steps": 2, "batch_size": 1, "weight_decay": 0.0},
+        },
+    )
     return root
 
 
@@ -93,8 +108,14 @@ def test_evaluate_stage_end_to_end(project, monkeypatch, capsys, smoke_pipeline)
     # the full run (FiftyOne + MLflow) in a subprocess: nothing left to generate, everything scored
     dbpath = project / "fiftyone-db"
     start = time.monotonic()  # (a FIFTYONE_DATABASE_URI set by another test's mongod is used as is)
-    proc = subprocess.run([sys.executable, "-c", FIFTYONE_CHECK, DATASET], cwd=project, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1", "FIFTYONE_DATABASE_DIR": str(dbpath)})
+    proc = subprocess.run(
+        [sys.executable, "-c", FIFTYONE_CHECK, DATASET],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "FIFTYONE_DATABASE_DIR": str(dbpath)},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"evaluate: 0 images generated, {len(every)} reused" in proc.stdout
     fo_info = json.loads(proc.stdout.split("FO ", 1)[1].splitlines()[0])
@@ -108,7 +129,9 @@ def test_evaluate_stage_end_to_end(project, monkeypatch, capsys, smoke_pipeline)
     # FiftyOne: one sample per generated image, sortable by DINO-I
     assert fo_info["rc"] == 0 and fo_info["n"] == len(every)
     assert fo_info["variants"] == ["baseline", "elite", "sweep", "ti", "xti"] and fo_info["worst"] == fo_info["min"]
-    assert {"clip_i", "clip_t", "dino_i", "prompt", "family", "lam", "seed", "subject", "class_word"} <= set(fo_info["fields"])
+    assert {"clip_i", "clip_t", "dino_i", "prompt", "family", "lam", "seed", "subject", "class_word"} <= set(
+        fo_info["fields"]
+    )
 
     # metrics/dreambench.json
     m = json.loads((project / "metrics" / "dreambench.json").read_text())
@@ -152,7 +175,9 @@ def test_evaluate_stage_end_to_end(project, monkeypatch, capsys, smoke_pipeline)
     import mlflow
 
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
-    runs = mlflow.search_runs(experiment_names=["elite"], filter_string="tags.stage = 'evaluate'", output_format="list")
+    runs = mlflow.search_runs(
+        experiment_names=["elite"], filter_string="tags.stage = 'evaluate'", output_format="list"
+    )
     run = max(runs, key=lambda r: r.info.start_time)
     assert run.data.metrics["overall.dino_i"] == pytest.approx(m["overall"]["dino_i"])
     assert run.data.tags["fiftyone_dataset"] == DATASET
@@ -162,9 +187,18 @@ def test_evaluate_stage_end_to_end(project, monkeypatch, capsys, smoke_pipeline)
     # an image is reproducible from its seed alone
     job_dir = project / "data" / "eval" / "elite" / "dog" / "a_photo_of_a_dog"
     meta = json.loads((job_dir / "0.json").read_text())
-    concept = smoke_pipeline.encode_concept(project / subjects[2]["images"][0], project / "data/masks/dreambench/dog.png")
-    again = smoke_pipeline("a photo of a S*", concept=concept, lam=0.8, num_inference_steps=2, guidance_scale=5.0,
-                           scheduler="lms", generator=[torch.Generator().manual_seed(meta["seed"])]).images[0]
+    concept = smoke_pipeline.encode_concept(
+        project / subjects[2]["images"][0], project / "data/masks/dreambench/dog.png"
+    )
+    again = smoke_pipeline(
+        "a photo of a S*",
+        concept=concept,
+        lam=0.8,
+        num_inference_steps=2,
+        guidance_scale=5.0,
+        scheduler="lms",
+        generator=[torch.Generator().manual_seed(meta["seed"])],
+    ).images[0]
     saved = np.asarray(Image.open(job_dir / "0.png"), dtype=np.int16)
     assert np.abs(saved - np.asarray(again, dtype=np.int16)).max() <= 2
 

@@ -13,9 +13,22 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pipeline_helpers import (BIN, REPO, SHARDED, SHARDS, SmokeRun, api, copy_checkout, flow_run_id, free_port, git,
-                              run, stage_env, stop_process, wait_for)
-
+from pipeline_helpers import (
+    BIN,
+    REPO,
+    SHARDED,
+    SHARDS,
+    SmokeRun,
+    api,
+    copy_checkout,
+    flow_run_id,
+    free_port,
+    git,
+    run,
+    stage_env,
+    stop_process,
+    wait_for,
+)
 
 # The smoke profile made smaller (fewer scenes, training steps and evaluation prompts) to keep the
 # end-to-end run within the tests' time budget: what is tested here is the orchestration; the stages'
@@ -24,8 +37,13 @@ SMOKE_OVERRIDES = {
     "download": {"synthetic_images": 16},
     "train_global": {"max_steps": 4, "checkpoint_every": 2, "sample_every": 4},
     "train_local": {"max_steps": 4, "checkpoint_every": 2, "sample_every": 4},
-    "evaluate": {"max_prompts": 2, "images_per_prompt": 1, "baseline": False, "sweep_lams": [0.0, 0.8],
-                 "sweep_prompts": 1},
+    "evaluate": {
+        "max_prompts": 2,
+        "images_per_prompt": 1,
+        "baseline": False,
+        "sweep_lams": [0.0, 0.8],
+        "sweep_prompts": 1,
+    },
     "baselines": {"subjects": []},
 }
 
@@ -52,12 +70,23 @@ def served(pipeline_copy, session_tmp):
     env = stage_env(pipeline_copy, PREFECT_HOME=str(session_tmp / "prefect-pipeline"), ELITE_IMPORT_TRACE=str(traces))
     log = session_tmp / "serve.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "flows.serve", "--port", str(port)], cwd=pipeline_copy, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.serve", "--port", str(port)],
+            cwd=pipeline_copy,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     base = f"http://127.0.0.1:{port}/api"
     try:
-        wait_for(lambda: api(base, "/deployments/name/elite/smoke") and api(base, "/deployments/name/elite/full"), 240,
-                 "serving elite/full and elite/smoke", proc, log)
+        wait_for(
+            lambda: api(base, "/deployments/name/elite/smoke") and api(base, "/deployments/name/elite/full"),
+            240,
+            "serving elite/full and elite/smoke",
+            proc,
+            log,
+        )
         yield dict(env, PREFECT_API_URL=base), base, traces, log, proc
     finally:
         stop_process(proc)
@@ -68,9 +97,26 @@ def smoke_run(served, pipeline_copy) -> SmokeRun:
     """`prefect deployment run elite/smoke --watch`, the evaluate shards on a local 2-worker Dask cluster."""
     env, base, traces, log, _ = served
     start = time.monotonic()
-    proc = run([str(BIN / "prefect"), "deployment", "run", "elite/smoke", "--watch", "--watch-interval", "2",
-                "-p", f"shards={SHARDS}", "-p", f"shard_stages={json.dumps(list(SHARDED))}", "-p", "dask_workers=2"],
-               pipeline_copy, env, timeout=1500)
+    proc = run(
+        [
+            str(BIN / "prefect"),
+            "deployment",
+            "run",
+            "elite/smoke",
+            "--watch",
+            "--watch-interval",
+            "2",
+            "-p",
+            f"shards={SHARDS}",
+            "-p",
+            f"shard_stages={json.dumps(list(SHARDED))}",
+            "-p",
+            "dask_workers=2",
+        ],
+        pipeline_copy,
+        env,
+        timeout=1500,
+    )
     seconds = time.monotonic() - start
     output = proc.stdout + proc.stderr
     print(f"elite/smoke through Prefect: {seconds:.0f} s")

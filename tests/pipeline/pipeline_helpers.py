@@ -15,7 +15,6 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 TRACER = Path(__file__).parent / "tracer"
@@ -24,15 +23,21 @@ SHARDED = ("evaluate",)  # sharded in the end-to-end run (the persist output and
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=tests", "-c", "user.email=tests@localhost", *args], cwd=repo,
-                          check=True, capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["git", "-c", "user.name=tests", "-c", "user.email=tests@localhost", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
 
 
 def copy_checkout(dst: Path) -> Path:
     """The working tree of this checkout (tracked and untracked, not ignored files; mtimes kept) as a
     fresh git repository with one commit."""
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True,
-                            capture_output=True).stdout.decode()
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True, capture_output=True
+    ).stdout.decode()
     for rel in filter(None, listed.split("\0")):
         src = REPO / rel
         if src.is_file():  # tracked files deleted in the working tree are skipped
@@ -49,12 +54,14 @@ def stage_env(repo: Path, **extra: str) -> dict[str, str]:
     (plus the import tracer), and its own MLflow store and FiftyOne database."""
     env = dict(os.environ)
     env.pop("PREFECT_API_URL", None)
-    env.update({
-        "PATH": os.pathsep.join([str(BIN), env.get("PATH", "")]),
-        "PYTHONPATH": os.pathsep.join([str(TRACER), str(repo)]),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}",
-        "FIFTYONE_DATABASE_DIR": str(repo.parent / f"{repo.name}-fiftyone-db"),
-    })
+    env.update(
+        {
+            "PATH": os.pathsep.join([str(BIN), env.get("PATH", "")]),
+            "PYTHONPATH": os.pathsep.join([str(TRACER), str(repo)]),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}",
+            "FIFTYONE_DATABASE_DIR": str(repo.parent / f"{repo.name}-fiftyone-db"),
+        }
+    )
     env.update(extra)
     return env
 
@@ -112,12 +119,12 @@ def stop_process(proc: subprocess.Popen, timeout: float = 40) -> None:
 
 @dataclass
 class SmokeRun:
-    repo: Path          # the copy the pipeline ran in
-    env: dict           # its environment (PREFECT_API_URL included)
-    api: str            # Prefect API base URL
+    repo: Path  # the copy the pipeline ran in
+    env: dict  # its environment (PREFECT_API_URL included)
+    api: str  # Prefect API base URL
     flow_run_id: str
     returncode: int
-    output: str         # `prefect deployment run ... --watch` output
-    traces: Path        # import traces of every `elite` process
+    output: str  # `prefect deployment run ... --watch` output
+    traces: Path  # import traces of every `elite` process
     serve_log: Path
     seconds: float

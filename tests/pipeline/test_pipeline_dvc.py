@@ -14,8 +14,17 @@ import yaml
 from pipeline_helpers import BIN, REPO, copy_checkout, dvc, git, run, stage_env
 
 SECTION = {"prepare_models": "models"}  # stage -> its params.yaml section, where the names differ
-STAGES = ["prepare_models", "download", "curate", "dreambench", "mask", "train_global", "train_local", "evaluate",
-          "register"]
+STAGES = [
+    "prepare_models",
+    "download",
+    "curate",
+    "dreambench",
+    "mask",
+    "train_global",
+    "train_local",
+    "evaluate",
+    "register",
+]
 
 
 def stage_section(stage: str) -> str:
@@ -42,7 +51,9 @@ def bump_first_scalar(params_file: Path, section: str) -> None:
     params = yaml.safe_load(params_file.read_text())
     values = params[section]
     key, value = next((k, v) for k, v in values.items() if isinstance(v, (int, float, str, bool)))
-    values[key] = (not value) if isinstance(value, bool) else value * 2 + 1 if isinstance(value, (int, float)) else f"{value}x"
+    values[key] = (
+        (not value) if isinstance(value, bool) else value * 2 + 1 if isinstance(value, (int, float)) else f"{value}x"
+    )
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -63,12 +74,17 @@ def test_stages_follow_the_contract(dvc_yaml):
                 ((path, opts),) = entry.items()
                 assert opts["cache"] is False, f"{name}: {path} must be kept in git (cache: false)"
         for dep in spec.get("deps", []):
-            assert (REPO / dep).exists() or any(dep == o or dep.startswith(o + "/") for other in stages.values()
-                                                for o in _outs(other)), f"{name}: dep {dep} is neither code nor an output"
+            assert (REPO / dep).exists() or any(
+                dep == o or dep.startswith(o + "/") for other in stages.values() for o in _outs(other)
+            ), f"{name}: dep {dep} is neither code nor an output"
 
 
 def _outs(spec: dict) -> list[str]:
-    return [next(iter(e)) if isinstance(e, dict) else e for kind in ("outs", "metrics", "plots") for e in spec.get(kind, [])]
+    return [
+        next(iter(e)) if isinstance(e, dict) else e
+        for kind in ("outs", "metrics", "plots")
+        for e in spec.get(kind, [])
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +146,7 @@ def test_train_local_change_reruns_train_local_evaluate_register(placeholder_rep
 
 
 # --- on the copy the smoke pipeline really ran in (tests/pipeline/test_pipeline_prefect.py) -----------
+
 
 @pytest.mark.slow
 def test_second_make_run_is_a_fast_noop(smoke_run):

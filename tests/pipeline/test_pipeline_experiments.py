@@ -60,8 +60,9 @@ def experiments(pipeline_copy, session_tmp):
             if re.search(rf"{queued}\s.*(Success|Failed)", status):
                 break
             time.sleep(5)
-        assert re.search(rf"{queued}\s.*Success", status), \
+        assert re.search(rf"{queued}\s.*Success", status), (
             f"{status}\n{run([str(BIN / 'dvc'), 'queue', 'logs', queued], repo, env).stdout}"
+        )
     finally:
         run([str(BIN / "dvc"), "queue", "stop", "--kill"], repo, env)
     print(f"baseline dvc repro {baseline - start:.0f} s, two experiments {time.monotonic() - baseline:.0f} s")
@@ -80,8 +81,14 @@ def test_experiments_log_and_register_into_the_repository_store(experiments):
     assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db")), "an experiment made its own store"
     client = _client(repo)
     runs = client.search_runs([client.get_experiment_by_name("elite").experiment_id], max_results=500)
-    by_exp = {name: {r.data.tags["stage"]: r for r in runs if r.data.tags.get("dvc.experiment") == name
-                     and "stage" in r.data.tags} for name in EXPERIMENTS}  # the stage runs, not the pipeline run
+    by_exp = {
+        name: {
+            r.data.tags["stage"]: r
+            for r in runs
+            if r.data.tags.get("dvc.experiment") == name and "stage" in r.data.tags
+        }
+        for name in EXPERIMENTS
+    }  # the stage runs, not the pipeline run
     for name, lr in EXPERIMENTS.items():
         stages = by_exp[name]
         assert set(stages) == {"train_local", "evaluate", "register"}, (name, sorted(stages))
@@ -151,23 +158,42 @@ def test_each_dvc_command_groups_its_stage_runs_under_one_pipeline_run(experimen
     repo, _ = experiments
     groups = _pipeline_runs(repo)
     assert set(groups) == {"dvc repro", "dvc exp run lr-temp", "dvc exp run lr-queued"}
-    assert set(groups["dvc repro"][1]) == {"download", "curate", "dreambench", "mask", "train_global", "train_local",
-                                           "evaluate", "register"}
+    assert set(groups["dvc repro"][1]) == {
+        "download",
+        "curate",
+        "dreambench",
+        "mask",
+        "train_global",
+        "train_local",
+        "evaluate",
+        "register",
+    }
     for name in EXPERIMENTS:
         parent, stages = groups[f"dvc exp run {name}"]
         assert set(stages) == {"train_local", "evaluate", "register"}
-        assert parent.data.tags["dvc.experiment"] == name and stages["train_local"].info.run_name == f"train_local ({name})"
+        assert (
+            parent.data.tags["dvc.experiment"] == name
+            and stages["train_local"].info.run_name == f"train_local ({name})"
+        )
     assert all(p.info.status == "FINISHED" and p.info.end_time for p, _ in groups.values())
-    orphans = [r.info.run_name for r in _runs(repo) if PIPELINE_TAG not in r.data.tags and "mlflow.parentRunId" not in r.data.tags]
+    orphans = [
+        r.info.run_name
+        for r in _runs(repo)
+        if PIPELINE_TAG not in r.data.tags and "mlflow.parentRunId" not in r.data.tags
+    ]
     assert orphans == []
 
 
 def test_runs_list_their_datasets_and_the_experiment_opens_on_runs(experiments):
     repo, _ = experiments
     stages = _pipeline_runs(repo)["dvc repro"][1]
-    expected = {"curate": {("curated/global", "curated"), ("curated/local", "curated")},
-                "mask": {("masks/local", "curated")}, "train_global": {("curated/global", "training")},
-                "train_local": {("masks/local", "training")}, "evaluate": {("dreambench/subjects", "evaluation")}}
+    expected = {
+        "curate": {("curated/global", "curated"), ("curated/local", "curated")},
+        "mask": {("masks/local", "curated")},
+        "train_global": {("curated/global", "training")},
+        "train_local": {("masks/local", "training")},
+        "evaluate": {("dreambench/subjects", "evaluation")},
+    }
     for stage, datasets in expected.items():
         inputs = stages[stage].inputs.dataset_inputs
         got = {(d.dataset.name, next(t.value for t in d.tags if t.key == "mlflow.data.context")) for d in inputs}
@@ -190,11 +216,16 @@ def test_training_sample_grids_show_the_dreambench_concepts(experiments, tmp_pat
             (grid_file,) = [a.path for a in client.list_artifacts(run_id, "samples")]  # sample_every = max_steps
             grid = Image.open(client.download_artifacts(run_id, grid_file, str(tmp_path)))
             assert grid.size == (2 * 64, len(subjects) * 64), (name, stage)
-            rows = json.loads(Path(client.download_artifacts(run_id, "sample_concepts.json", str(tmp_path))).read_text())
+            rows = json.loads(
+                Path(client.download_artifacts(run_id, "sample_concepts.json", str(tmp_path))).read_text()
+            )
             assert rows == {"rows": [s["subject"] for s in subjects]}
             for i, subject in enumerate(subjects):  # left column: the subject's concept image, not a training row
                 shown = Image.open(repo / subject["images"][0]).convert("RGB").resize((64, 64), Image.BICUBIC)
-                assert np.array_equal(np.asarray(grid)[i * 64:(i + 1) * 64, :64], np.asarray(shown)), (stage, subject)
+                assert np.array_equal(np.asarray(grid)[i * 64 : (i + 1) * 64, :64], np.asarray(shown)), (
+                    stage,
+                    subject,
+                )
 
 
 def test_registered_versions_link_their_evaluation_and_describe_themselves(experiments):
@@ -221,11 +252,22 @@ def mlflow_ui(experiments, session_tmp):
     repo, env = experiments
     port, log = free_port(), session_tmp / "mlflow-ui.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(BIN / "elite"), "mlflow-ui", "--port", str(port)], cwd=repo, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(BIN / "elite"), "mlflow-ui", "--port", str(port)],
+            cwd=repo,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
-        wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).status == 200, 120,
-                 "mlflow ui", proc, log)
+        wait_for(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).status == 200,
+            120,
+            "mlflow ui",
+            proc,
+            log,
+        )
         page = re.search(r"training runs: (\S+)", log.read_text()).group(1)
         yield f"http://127.0.0.1:{port}", page
     finally:
@@ -251,7 +293,7 @@ def test_mlflow_ui_compares_the_training_runs_of_two_experiments(experiments, ml
         assert "curated/global" in driver.page_source and "masks/local" in driver.page_source  # the Dataset column
         screenshot(driver, "mlflow-runs")
         ids = json.dumps([r.info.run_id for r in runs.values()]).replace(" ", "")
-        driver.get(f"{base}/#/compare-runs?runs={ids}&experiments=[\"{experiment_id}\"]&workflowType=machine_learning")
+        driver.get(f'{base}/#/compare-runs?runs={ids}&experiments=["{experiment_id}"]&workflowType=machine_learning')
         WebDriverWait(driver, 120).until(lambda d: "Comparing 2 Runs" in d.page_source)
         WebDriverWait(driver, 30).until(lambda d: all(f"train_local ({n})" in d.page_source for n in EXPERIMENTS))
         WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "svg.main-svg"))  # the plot drawn
@@ -273,12 +315,15 @@ def test_mlflow_ui_shows_the_sample_grids(experiments, mlflow_ui):
     (grid_file,) = [a.path for a in _client(repo).list_artifacts(run.info.run_id, "samples")]
     subjects = json.loads((repo / "data" / "dreambench" / "subjects.json").read_text())
     with chrome() as driver:
-        driver.get(f"{base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}/artifacts"
-                   f"?workflowType=machine_learning")
+        driver.get(
+            f"{base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}/artifacts"
+            f"?workflowType=machine_learning"
+        )
         WebDriverWait(driver, 120).until(lambda d: d.find_elements(By.XPATH, "//*[text()='samples']"))[0].click()
         name = grid_file.rsplit("/", 1)[1]
         WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.XPATH, f"//*[text()='{name}']"))[0].click()
         sizes = lambda d: d.execute_script(  # noqa: E731  the decoded <img> elements of the page
-            "return Array.from(document.images).filter(i => i.complete).map(i => [i.naturalWidth, i.naturalHeight])")
+            "return Array.from(document.images).filter(i => i.complete).map(i => [i.naturalWidth, i.naturalHeight])"
+        )
         WebDriverWait(driver, 60).until(lambda d: [2 * 64, len(subjects) * 64] in sizes(d))
         screenshot(driver, "mlflow-sample-grid")

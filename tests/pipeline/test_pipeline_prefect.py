@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from pipeline_helpers import BIN, SHARDED, SHARDS, api, dvc, flow_run_id, free_port, run, stop_process
 
 pytestmark = pytest.mark.slow
@@ -42,7 +41,9 @@ def task_runs(base: str, flow_run_id: str) -> list[dict]:
 
 
 def task_logs(base: str, task_run_id: str) -> list[str]:
-    logs = api(base, "/logs/filter", {"logs": {"task_run_id": {"any_": [task_run_id]}}, "limit": 200, "sort": "TIMESTAMP_ASC"})
+    logs = api(
+        base, "/logs/filter", {"logs": {"task_run_id": {"any_": [task_run_id]}}, "limit": 200, "sort": "TIMESTAMP_ASC"}
+    )
     return [entry["message"] for entry in logs]
 
 
@@ -97,8 +98,11 @@ def flat_keys(value, prefix: str = "") -> list[str]:
 
 def metrics_artifact(base: str, flow_run_id: str) -> str:
     """The markdown of the flow run's one `elite-metrics` artifact."""
-    arts = api(base, "/artifacts/filter", {"artifacts": {"key": {"any_": ["elite-metrics"]},
-                                                         "flow_run_id": {"any_": [flow_run_id]}}})
+    arts = api(
+        base,
+        "/artifacts/filter",
+        {"artifacts": {"key": {"any_": ["elite-metrics"]}, "flow_run_id": {"any_": [flow_run_id]}}},
+    )
     assert len(arts) == 1 and arts[0]["type"] == "markdown", arts
     return arts[0]["data"]
 
@@ -176,8 +180,9 @@ def test_prefect_yaml_deploys_to_a_process_work_pool(smoke_run, session_tmp):
     server, server_log = start_server("127.0.0.1", port, session_tmp / "prefect-team")
     base = f"http://127.0.0.1:{port}/api"
     repo = smoke_run.repo
-    env = dict(smoke_run.env, PREFECT_API_URL=base, PREFECT_HOME=str(session_tmp / "prefect-team"),
-               ELITE_CHECKOUT=str(repo))
+    env = dict(
+        smoke_run.env, PREFECT_API_URL=base, PREFECT_HOME=str(session_tmp / "prefect-team"), ELITE_CHECKOUT=str(repo)
+    )
     prefect = str(BIN / "prefect")
     worker = None
     try:
@@ -191,10 +196,30 @@ def test_prefect_yaml_deploys_to_a_process_work_pool(smoke_run, session_tmp):
         before = stale_register(repo, env)
         log = session_tmp / "worker.log"
         with open(log, "wb") as out:
-            worker = subprocess.Popen([prefect, "worker", "start", "--pool", "gpu"], cwd="/", env=env, stdout=out,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
-        proc = run([prefect, "deployment", "run", "elite/smoke", "--watch", "--watch-interval", "2",
-                    "-p", 'stages=["register"]'], repo, env, timeout=400)
+            worker = subprocess.Popen(
+                [prefect, "worker", "start", "--pool", "gpu"],
+                cwd="/",
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        proc = run(
+            [
+                prefect,
+                "deployment",
+                "run",
+                "elite/smoke",
+                "--watch",
+                "--watch-interval",
+                "2",
+                "-p",
+                'stages=["register"]',
+            ],
+            repo,
+            env,
+            timeout=400,
+        )
         assert proc.returncode == 0 and "Completed" in proc.stdout, proc.stdout[-3000:] + log.read_text()[-5000:]
         run_id = flow_run_id(proc.stdout)
         assert api(base, f"/flow_runs/{run_id}")["work_pool_name"] == "gpu"

@@ -10,7 +10,6 @@ import json
 import urllib.request
 
 import pytest
-
 from browser import chrome, screenshot
 from pipeline_helpers import api
 
@@ -88,15 +87,19 @@ def test_artifact_page_shows_the_metrics_tables(smoke_run, ui_settings, browser,
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    arts = api(smoke_run.api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["elite-metrics"]},
-                                                                  "flow_run_id": {"any_": [smoke_run.flow_run_id]}}})
+    arts = api(
+        smoke_run.api,
+        "/artifacts/filter",
+        {"artifacts": {"key": {"any_": ["elite-metrics"]}, "flow_run_id": {"any_": [smoke_run.flow_run_id]}}},
+    )
     assert len(arts) == 1
     metrics_files = [line[3:] for line in arts[0]["data"].splitlines() if line.startswith("## ")]
     assert "metrics/dreambench.json" in metrics_files
     browser.get(ui_base(smoke_run, ui_settings, ui) + f"/artifacts/artifact/{arts[0]['id']}")
     try:
         tables = WebDriverWait(browser, 90, poll_frequency=1).until(
-            lambda d: (found := d.find_elements(By.TAG_NAME, "table")) and "train_global" in found[0].text and found)
+            lambda d: (found := d.find_elements(By.TAG_NAME, "table")) and "train_global" in found[0].text and found
+        )
     finally:
         screenshot(browser, f"prefect-ui-{ui}-artifact")
     assert len(tables) == 1 + len(metrics_files)  # the stages, then one table per metrics file

@@ -15,11 +15,13 @@ from flows import stages as S
 
 
 def test_run_logged_streams_lines_and_throttles_progress_bars(tmp_path):
-    script = ("import sys, time\n"
-              "print('first', flush=True)\n"
-              "for i in range(200):\n"
-              "    sys.stderr.write(f'\\rbar {i}'); sys.stderr.flush(); time.sleep(0.001)\n"
-              "sys.stderr.write('\\n'); print('last', flush=True)\n")
+    script = (
+        "import sys, time\n"
+        "print('first', flush=True)\n"
+        "for i in range(200):\n"
+        "    sys.stderr.write(f'\\rbar {i}'); sys.stderr.flush(); time.sleep(0.001)\n"
+        "sys.stderr.write('\\n'); print('last', flush=True)\n"
+    )
     lines: list[str] = []
     S.run_logged([sys.executable, "-c", script], tmp_path, S.tool_env(), lines.append)
     assert lines[0] == "first" and lines[-1] == "last"
@@ -28,9 +30,11 @@ def test_run_logged_streams_lines_and_throttles_progress_bars(tmp_path):
 
 
 def test_run_logged_keeps_crlf_lines_split_across_reads(tmp_path):
-    script = ("import sys, time\n"
-              "sys.stdout.write('bar\\rone\\r'); sys.stdout.flush(); time.sleep(0.3)\n"
-              "sys.stdout.write('\\ntwo\\r\\n'); sys.stdout.flush()\n")
+    script = (
+        "import sys, time\n"
+        "sys.stdout.write('bar\\rone\\r'); sys.stdout.flush(); time.sleep(0.3)\n"
+        "sys.stdout.write('\\ntwo\\r\\n'); sys.stdout.flush()\n"
+    )
     lines: list[str] = []
     S.run_logged([sys.executable, "-c", script], tmp_path, S.tool_env(), lines.append)
     assert lines == ["bar", "one", "two"]  # `one` ended with \r\n, split over two reads: a line, not a redraw
@@ -50,7 +54,9 @@ def test_apply_profile_edits_only_the_profile_line(tmp_path):
     (tmp_path / "params.yaml").write_text("# header\nprofile: smoke   # the default\nmodels:\n  profile: x\n")
     assert S.apply_profile(tmp_path, None, print) == "smoke"
     assert S.apply_profile(tmp_path, "paper", print) == "paper"
-    assert (tmp_path / "params.yaml").read_text() == "# header\nprofile: paper   # the default\nmodels:\n  profile: x\n"
+    assert (
+        tmp_path / "params.yaml"
+    ).read_text() == "# header\nprofile: paper   # the default\nmodels:\n  profile: x\n"
     with pytest.raises(EliteError, match="profile must be one of"):
         S.apply_profile(tmp_path, "huge", print)
     (tmp_path / "params.yaml").write_text("models: {}\n")
@@ -149,9 +155,11 @@ def test_checkout_lock_is_exclusive(tmp_path):
     import subprocess
 
     (tmp_path / ".dvc").mkdir()
-    holder = f"import sys, time; sys.path.insert(0, {str(REPO)!r})\nfrom flows.stages import checkout_lock\n" \
-             f"from pathlib import Path\nwith checkout_lock(Path({str(tmp_path)!r}), print):\n" \
-             "    print('held', flush=True); time.sleep(3)\n"
+    holder = (
+        f"import sys, time; sys.path.insert(0, {str(REPO)!r})\nfrom flows.stages import checkout_lock\n"
+        f"from pathlib import Path\nwith checkout_lock(Path({str(tmp_path)!r}), print):\n"
+        "    print('held', flush=True); time.sleep(3)\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     waited: list[str] = []

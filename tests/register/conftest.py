@@ -42,7 +42,9 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> No
 
 
 @contextmanager
-def server(cmd: list[str], ready_url: str, log: Path, env: dict | None = None, timeout: float = 120, wait: bool = True):
+def server(
+    cmd: list[str], ready_url: str, log: Path, env: dict | None = None, timeout: float = 120, wait: bool = True
+):
     """Start `cmd` in its own process group and yield `ready()`, which waits until `ready_url` answers
     (called at once unless wait=False, so that slow starts can overlap); stop the group afterwards."""
     with open(log, "wb") as out:
@@ -69,9 +71,12 @@ def server(cmd: list[str], ready_url: str, log: Path, env: dict | None = None, t
 def dreambench_metrics(clip_t: float, dino_i: float, clip_i: float = 0.7) -> dict:
     """A metrics JSON in the evaluate stage's layout (overall / subjects / sweep / timing)."""
     overall = {"clip_i": clip_i, "clip_t": clip_t, "dino_i": dino_i, "images": 4}
-    return {"overall": overall,
-            "subjects": {"dog": dict(overall, images=2), "rc_car": dict(overall, clip_t=clip_t - 0.01, images=2)},
-            "sweep": {"lam_0.8": dict(overall)}, "timing": {"encode_s_mean": 0.01, "encode_s_max": None}}
+    return {
+        "overall": overall,
+        "subjects": {"dog": dict(overall, images=2), "rc_car": dict(overall, clip_t=clip_t - 0.01, images=2)},
+        "sweep": {"lam_0.8": dict(overall)},
+        "timing": {"encode_s_mean": 0.01, "encode_s_max": None},
+    }
 
 
 @pytest.fixture(scope="package", autouse=True)
@@ -104,8 +109,20 @@ def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")]
+    cmd = [
+        str(BIN / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+    ]
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")  # no background job workers (8 processes)
     with server(cmd, f"{uri}/health", root / "server.log", env=env, timeout=180), pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
@@ -121,8 +138,14 @@ def register_cfg(params, smoke_models, tmp_path_factory):
     def make(metrics: dict, name: str, **update):
         path = root / f"{name}.json"
         path.write_text(json.dumps(metrics))
-        return params.register.model_copy(update={
-            "weights": str(smoke_models / "elite"), "base": str(smoke_models / "base"), "metrics": str(path),
-            "report": str(root / f"{name}-register.json"), **update})
+        return params.register.model_copy(
+            update={
+                "weights": str(smoke_models / "elite"),
+                "base": str(smoke_models / "base"),
+                "metrics": str(path),
+                "report": str(root / f"{name}-register.json"),
+                **update,
+            }
+        )
 
     return make

@@ -18,16 +18,27 @@ def gate(metric="overall.clip_t", higher=True, tolerance=0.01, limit=None) -> Ga
 
 
 def test_numeric_leaves_flatten_dicts_and_lists_and_skip_non_numbers():
-    data = {"overall": {"clip_t": 0.25, "images": 4, "ok": True, "missing": None, "name": "x"},
-            "sweep": {"lam_0.8": {"dino_i": 0.5}}, "runs": [{"s": 1.5}, 2], "bad": float("nan")}
-    assert numeric_leaves(data) == {"overall.clip_t": 0.25, "overall.images": 4.0, "sweep.lam_0.8.dino_i": 0.5,
-                                    "runs.0.s": 1.5, "runs.1": 2.0}
+    data = {
+        "overall": {"clip_t": 0.25, "images": 4, "ok": True, "missing": None, "name": "x"},
+        "sweep": {"lam_0.8": {"dino_i": 0.5}},
+        "runs": [{"s": 1.5}, 2],
+        "bad": float("nan"),
+    }
+    assert numeric_leaves(data) == {
+        "overall.clip_t": 0.25,
+        "overall.images": 4.0,
+        "sweep.lam_0.8.dino_i": 0.5,
+        "runs.0.s": 1.5,
+        "runs.1": 2.0,
+    }
     assert metric_key("sweep.lam_0.8.dino_i") == "dreambench.sweep.lam_0.8.dino_i"
     assert metric_key("subjects.rc car(1).clip_t") == "dreambench.subjects.rc car_1_.clip_t"
 
 
-@pytest.mark.parametrize("value,champion,passed", [
-    (0.250, 0.250, True), (0.241, 0.250, True), (0.239, 0.250, False), (0.300, 0.250, True), (0.1, None, True)])
+@pytest.mark.parametrize(
+    "value,champion,passed",
+    [(0.250, 0.250, True), (0.241, 0.250, True), (0.239, 0.250, False), (0.300, 0.250, True), (0.1, None, True)],
+)
 def test_higher_is_better_gate_with_tolerance(value, champion, passed):
     result = check_gate(gate(), value, champion, "champion v3")
     assert result.passed is passed
@@ -52,7 +63,9 @@ def test_decide_promotes_only_when_every_gate_passes():
     ok = decide(gates, metrics, champion, "champion v4", "m.json")
     assert ok.promote and ok.reason.startswith("not worse than champion v4: overall.clip_t 0.2480")
     bad = decide(gates, {"overall": {"clip_t": 0.240, "dino_i": 0.70}}, champion, "champion v4", "m.json")
-    assert not bad.promote and bad.reason == "gates failed: overall.clip_t 0.2400 < champion v4 0.2500 - tolerance 0.005"
+    assert (
+        not bad.promote and bad.reason == "gates failed: overall.clip_t 0.2400 < champion v4 0.2500 - tolerance 0.005"
+    )
     assert [g.passed for g in bad.gates] == [False, True]
     first = decide(gates, metrics, None, "champion", "m.json")
     assert first.promote and first.reason.startswith("no champion yet")
@@ -100,12 +113,18 @@ def test_register_fails_early_on_missing_inputs(params, smoke_models, tmp_path):
 
     metrics = tmp_path / "m.json"
     metrics.write_text(json.dumps({"overall": {"clip_t": 0.2, "dino_i": 0.5}}))
-    base = dict(weights=str(smoke_models / "elite"), base=str(smoke_models / "base"), metrics=str(metrics),
-                report=str(tmp_path / "r.json"))
-    cases = [({"weights": str(tmp_path)}, "no ELITE weights"),
-             ({"base": str(tmp_path)}, "not a Stable Diffusion folder"),
-             ({"metrics": str(tmp_path / "none.json")}, "metrics file not found"),
-             ({"gates": [gate("overall.clip_i")]}, "no number at 'overall.clip_i'")]
+    base = dict(
+        weights=str(smoke_models / "elite"),
+        base=str(smoke_models / "base"),
+        metrics=str(metrics),
+        report=str(tmp_path / "r.json"),
+    )
+    cases = [
+        ({"weights": str(tmp_path)}, "no ELITE weights"),
+        ({"base": str(tmp_path)}, "not a Stable Diffusion folder"),
+        ({"metrics": str(tmp_path / "none.json")}, "metrics file not found"),
+        ({"gates": [gate("overall.clip_i")]}, "no number at 'overall.clip_i'"),
+    ]
     for update, message in cases:
         with pytest.raises(EliteError, match=message):
             register_model(params, params.register.model_copy(update={**base, **update}))
@@ -154,9 +173,18 @@ def test_a_model_that_cannot_load_is_not_registered(params, smoke_models, tmp_pa
     (broken / "unet" / "diffusion_pytorch_model.safetensors").unlink()
     metrics = tmp_path / "m.json"
     metrics.write_text(json.dumps({"overall": {"clip_t": 0.2, "dino_i": 0.5}}))
-    cfg = params.register.model_copy(update={"model_name": "elite-broken", "weights": str(smoke_models / "elite"),
-                                             "base": str(broken), "metrics": str(metrics), "report": str(tmp_path / "r.json")})
-    with pytest.raises(EliteError, match="the logged model failed to load or to run its input example.*nothing was registered"):
+    cfg = params.register.model_copy(
+        update={
+            "model_name": "elite-broken",
+            "weights": str(smoke_models / "elite"),
+            "base": str(broken),
+            "metrics": str(metrics),
+            "report": str(tmp_path / "r.json"),
+        }
+    )
+    with pytest.raises(
+        EliteError, match="the logged model failed to load or to run its input example.*nothing was registered"
+    ):
         register_model(params, cfg)
     with pytest.raises(MlflowException, match="not found"):
         MlflowClient().get_registered_model("elite-broken")

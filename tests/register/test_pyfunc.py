@@ -24,7 +24,9 @@ def saved_model(params, smoke_models, tmp_path_factory):
     from elite.registry.register import pyfunc_spec
 
     root = tmp_path_factory.mktemp("pyfunc")
-    cfg = params.register.model_copy(update={"weights": str(smoke_models / "elite"), "base": str(smoke_models / "base")})
+    cfg = params.register.model_copy(
+        update={"weights": str(smoke_models / "elite"), "base": str(smoke_models / "base")}
+    )
     spec = pyfunc_spec(cfg, root / "code", "smoke")
     mlflow.pyfunc.save_model(str(root / "model"), **spec)
     return mlflow.pyfunc.load_model(str(root / "model")), cfg, root / "model"
@@ -41,8 +43,15 @@ def _img(b64: str) -> np.ndarray:
 
 def _direct(pipe, concept_image, prompt, seed, steps, lam, guidance=5.0, scheduler="lms", mask=True):
     concept = pipe.encode_concept(concept_image, concept_image.with_name("concept_mask.png") if mask else None)
-    out = pipe(prompt, concept=concept, lam=lam, num_inference_steps=steps, guidance_scale=guidance, scheduler=scheduler,
-               generator=torch.Generator().manual_seed(seed)).images[0]
+    out = pipe(
+        prompt,
+        concept=concept,
+        lam=lam,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        scheduler=scheduler,
+        generator=torch.Generator().manual_seed(seed),
+    ).images[0]
     return np.asarray(out).astype(np.int16)
 
 
@@ -58,26 +67,42 @@ def test_defaults_come_from_the_register_params(saved_model, files, smoke_pipeli
 def test_a_batch_mixes_bytes_base64_and_missing_options(saved_model, files, smoke_pipeline, concept_image):
     model, _, _ = saved_model
     image, mask = files
-    rows = [{"image": concept_image.read_bytes(), "mask": base64.b64decode(mask), "prompt": "a S*", "steps": 2, "seed": 3,
-             "guidance": 5, "lam": 1},  # ints where numbers are meant
-            {"image": image, "prompt": "a photo of a S*", "steps": 2.0, "seed": 3}]
+    rows = [
+        {
+            "image": concept_image.read_bytes(),
+            "mask": base64.b64decode(mask),
+            "prompt": "a S*",
+            "steps": 2,
+            "seed": 3,
+            "guidance": 5,
+            "lam": 1,
+        },  # ints where numbers are meant
+        {"image": image, "prompt": "a photo of a S*", "steps": 2.0, "seed": 3},
+    ]
     out = model.predict(pd.DataFrame(rows), params={"scheduler": "ddim"})
     first, second = _img(out["image"][0]), _img(out["image"][1])
     assert np.abs(first - _direct(smoke_pipeline, concept_image, "a S*", 3, 2, 1.0, scheduler="ddim")).max() <= 2
-    assert np.abs(second - _direct(smoke_pipeline, concept_image, "a photo of a S*", 3, 2, 0.8, scheduler="ddim",
-                                   mask=False)).max() <= 2
+    assert (
+        np.abs(
+            second - _direct(smoke_pipeline, concept_image, "a photo of a S*", 3, 2, 0.8, scheduler="ddim", mask=False)
+        ).max()
+        <= 2
+    )
 
 
-@pytest.mark.parametrize("bad,message", [
-    ({"image": "***"}, "row 1: image: not valid base64"),
-    ({"image": base64.b64encode(b"not an image").decode()}, "row 1: image: not a readable image"),
-    ({"mask": encode_png(Image.new("L", (8, 8), 0))}, "row 1: mask: mask is all black"),
-    ({"prompt": "a dog on the beach"}, "row 1: prompt 'a dog on the beach' has no placeholder"),
-    ({"prompt": None}, "row 1: prompt: required"),
-    ({"steps": 2.5}, "row 1: steps: expected an integer, got 2.5"),
-    ({"lam": "high"}, "row 1: lam: expected a number"),
-    ({"steps": 0}, "row 1: num_inference_steps must be an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ({"image": "***"}, "row 1: image: not valid base64"),
+        ({"image": base64.b64encode(b"not an image").decode()}, "row 1: image: not a readable image"),
+        ({"mask": encode_png(Image.new("L", (8, 8), 0))}, "row 1: mask: mask is all black"),
+        ({"prompt": "a dog on the beach"}, "row 1: prompt 'a dog on the beach' has no placeholder"),
+        ({"prompt": None}, "row 1: prompt: required"),
+        ({"steps": 2.5}, "row 1: steps: expected an integer, got 2.5"),
+        ({"lam": "high"}, "row 1: lam: expected a number"),
+        ({"steps": 0}, "row 1: num_inference_steps must be an integer >= 1"),
+    ],
+)
 def test_bad_rows_are_invalid_parameter_errors_naming_row_and_field(saved_model, files, bad, message):
     model, _, _ = saved_model
     image, mask = files
@@ -106,10 +131,18 @@ def test_unknown_scheduler_param(saved_model, files):
 def test_base_reference_instead_of_a_copy(params, smoke_models, tmp_path):
     from elite.registry.register import model_inputs
 
-    cfg = params.register.model_copy(update={"weights": str(smoke_models / "elite"), "base": str(smoke_models / "base"),
-                                             "copy_base": False, "base_reference": None})
+    cfg = params.register.model_copy(
+        update={
+            "weights": str(smoke_models / "elite"),
+            "base": str(smoke_models / "base"),
+            "copy_base": False,
+            "base_reference": None,
+        }
+    )
     artifacts, config = model_inputs(cfg)
-    assert set(artifacts) == {"elite_weights", "image_encoder"} and config["base"] == str((smoke_models / "base").resolve())
+    assert set(artifacts) == {"elite_weights", "image_encoder"} and config["base"] == str(
+        (smoke_models / "base").resolve()
+    )
     assert artifacts["image_encoder"] == str((smoke_models / "image_encoder").resolve())
     hub = model_inputs(cfg.model_copy(update={"base_reference": "CompVis/stable-diffusion-v1-4"}))[1]
     assert hub["base"] == "CompVis/stable-diffusion-v1-4" and hub["steps"] == cfg.steps
@@ -137,14 +170,29 @@ def test_version_2_rows_several_images_and_two_concepts(saved_model, files, smok
     image, mask = files
     mask_path = concept_image.with_name("concept_mask.png")
     common = {"steps": 2, "seed": 4}
-    rows = [{"image": image, "mask": mask, "prompt": "a S*", **common},  # version 1 (no version field)
-            {"version": 2, "concepts": [{"images": [image], "masks": [mask]}], "prompt": "a S*", **common},
-            {"version": 2, "concepts": encode_concepts([[(concept_image, mask_path), concept_image]]), "prompt": "a S*",
-             **common},
-            {"version": 2, "concepts": encode_concepts([[(concept_image, mask_path)], [concept_image]]),
-             "prompt": "a S1* next to a S2*", **common},
-            {"version": 2.0, "concepts": encode_concepts([[(concept_image, mask_path)], [concept_image]]),
-             "prompt": "a S1* next to a S2*", "multi_concept": "naive", **common}]
+    rows = [
+        {"image": image, "mask": mask, "prompt": "a S*", **common},  # version 1 (no version field)
+        {"version": 2, "concepts": [{"images": [image], "masks": [mask]}], "prompt": "a S*", **common},
+        {
+            "version": 2,
+            "concepts": encode_concepts([[(concept_image, mask_path), concept_image]]),
+            "prompt": "a S*",
+            **common,
+        },
+        {
+            "version": 2,
+            "concepts": encode_concepts([[(concept_image, mask_path)], [concept_image]]),
+            "prompt": "a S1* next to a S2*",
+            **common,
+        },
+        {
+            "version": 2.0,
+            "concepts": encode_concepts([[(concept_image, mask_path)], [concept_image]]),
+            "prompt": "a S1* next to a S2*",
+            "multi_concept": "naive",
+            **common,
+        },
+    ]
     out = [_img(b64) for b64 in model.predict(pd.DataFrame(rows))["image"]]
     assert np.array_equal(out[0], out[1])
 
@@ -153,7 +201,9 @@ def test_version_2_rows_several_images_and_two_concepts(saved_model, files, smok
     fused = pipe.encode_concept([concept_image, concept_image], masks=[mask_path, None])
 
     def direct(concept, prompt, **kw):
-        img = pipe(prompt, concept=concept, num_inference_steps=2, lam=0.8, generator=torch.Generator().manual_seed(4), **kw)
+        img = pipe(
+            prompt, concept=concept, num_inference_steps=2, lam=0.8, generator=torch.Generator().manual_seed(4), **kw
+        )
         return np.asarray(img.images[0]).astype(np.int16)
 
     assert np.abs(out[0] - direct(with_mask, "a S*")).max() <= 2
@@ -163,24 +213,59 @@ def test_version_2_rows_several_images_and_two_concepts(saved_model, files, smok
     assert not np.array_equal(out[3], out[4])
 
 
-@pytest.mark.parametrize("bad,message", [
-    ({"version": 3}, "row 1: version: this model reads request versions 1 and 2, got 3"),
-    ({"concepts": [{"images": ["x"]}]}, 'row 1: concepts: a version-2 field; set "version": 2'),
-    ({"version": 2}, "row 1: image: a version-1 field"),
-    ({"version": 2, "image": None, "mask": None}, "row 1: concepts: required in a version-2 row"),
-    ({"version": 2, "image": None, "mask": None, "concepts": [{"images": []}]}, "row 1: concepts[0].images: expected a list"),
-    ({"version": 2, "image": None, "mask": None, "concepts": "IMG2"}, "row 1: concepts: expected a list"),
-    ({"version": 2, "image": None, "mask": None, "concepts": [{"images": ["IMG"], "masks": ["MASK", "MASK"]}]},
-     "row 1: concepts[0].masks: expected one mask (or null) per image"),
-    ({"version": 2, "image": None, "mask": None, "concepts": [{"images": ["IMG", "***"]}]},
-     "row 1: concepts[0].images[1]: not valid base64"),
-    ({"version": 2, "image": None, "mask": None, "concepts": [{"images": ["IMG"]}], "prompt": "a S1* next to a S2*"},
-     "row 1: prompt 'a S1* next to a S2*' uses S1*"),
-    ({"version": 2, "image": None, "mask": None, "concepts": [{"images": ["IMG"]}] * 2, "prompt": "a S1* and a S1*"},
-     "row 1: prompt 'a S1* and a S1*' has S1* more than once"),
-    ({"version": 2, "image": None, "mask": None, "concepts": [{"images": ["IMG"]}] * 2, "prompt": "a S1* a S2*",
-      "multi_concept": "both"}, "row 1: multi_concept must be one of per_concept, naive"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ({"version": 3}, "row 1: version: this model reads request versions 1 and 2, got 3"),
+        ({"concepts": [{"images": ["x"]}]}, 'row 1: concepts: a version-2 field; set "version": 2'),
+        ({"version": 2}, "row 1: image: a version-1 field"),
+        ({"version": 2, "image": None, "mask": None}, "row 1: concepts: required in a version-2 row"),
+        (
+            {"version": 2, "image": None, "mask": None, "concepts": [{"images": []}]},
+            "row 1: concepts[0].images: expected a list",
+        ),
+        ({"version": 2, "image": None, "mask": None, "concepts": "IMG2"}, "row 1: concepts: expected a list"),
+        (
+            {"version": 2, "image": None, "mask": None, "concepts": [{"images": ["IMG"], "masks": ["MASK", "MASK"]}]},
+            "row 1: concepts[0].masks: expected one mask (or null) per image",
+        ),
+        (
+            {"version": 2, "image": None, "mask": None, "concepts": [{"images": ["IMG", "***"]}]},
+            "row 1: concepts[0].images[1]: not valid base64",
+        ),
+        (
+            {
+                "version": 2,
+                "image": None,
+                "mask": None,
+                "concepts": [{"images": ["IMG"]}],
+                "prompt": "a S1* next to a S2*",
+            },
+            "row 1: prompt 'a S1* next to a S2*' uses S1*",
+        ),
+        (
+            {
+                "version": 2,
+                "image": None,
+                "mask": None,
+                "concepts": [{"images": ["IMG"]}] * 2,
+                "prompt": "a S1* and a S1*",
+            },
+            "row 1: prompt 'a S1* and a S1*' has S1* more than once",
+        ),
+        (
+            {
+                "version": 2,
+                "image": None,
+                "mask": None,
+                "concepts": [{"images": ["IMG"]}] * 2,
+                "prompt": "a S1* a S2*",
+                "multi_concept": "both",
+            },
+            "row 1: multi_concept must be one of per_concept, naive",
+        ),
+    ],
+)
 def test_bad_version_2_rows_name_row_and_field(saved_model, files, bad, message):
     model, _, _ = saved_model
     image, mask = files

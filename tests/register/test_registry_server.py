@@ -42,7 +42,12 @@ def test_gates_move_the_champion_only_when_they_pass(registered, register_cfg, m
     assert first["previous_champion"] is None and "no champion yet" in first["reason"]
     assert (within["version"], within["decision"], within["champion"]) == (2, "promoted", 2)
     assert within["previous_champion"] == 1 and all(g["passed"] and g["champion"] is not None for g in within["gates"])
-    assert (worse["version"], worse["decision"], worse["aliases"], worse["champion"]) == (3, "rejected", ["candidate"], 2)
+    assert (worse["version"], worse["decision"], worse["aliases"], worse["champion"]) == (
+        3,
+        "rejected",
+        ["candidate"],
+        2,
+    )
     assert "overall.clip_t 0.2000 < champion v2 0.2470 - tolerance 0.005" in worse["reason"]
     assert "dino_i" not in worse["reason"]  # DINO-I improved: only the failing gate is the reason
     # the report file is the returned record
@@ -87,8 +92,15 @@ def _direct(smoke_pipeline, concept_image, prompt: str, seed: int, steps: int, l
     """The same generation through ElitePipeline in this process, as a reference."""
     mask = concept_image.with_name("concept_mask.png")
     concept = smoke_pipeline.encode_concept(concept_image, mask)
-    img = smoke_pipeline(prompt, concept=concept, lam=lam, num_inference_steps=steps, guidance_scale=5.0, scheduler="lms",
-                         generator=torch.Generator().manual_seed(seed)).images[0]
+    img = smoke_pipeline(
+        prompt,
+        concept=concept,
+        lam=lam,
+        num_inference_steps=steps,
+        guidance_scale=5.0,
+        scheduler="lms",
+        generator=torch.Generator().manual_seed(seed),
+    ).images[0]
     return np.asarray(img).astype(np.int16)
 
 
@@ -98,21 +110,57 @@ def scoring_server(registered, mlflow_server, servers, tmp_path_factory):
     start overlaps the downstream-app test); yields (url, ready)."""
     free_port, server, mlflow_bin = servers
     port = free_port()
-    cmd = [str(mlflow_bin), "models", "serve", "-m", "models:/elite@champion", "--env-manager", "local",
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    cmd = [
+        str(mlflow_bin),
+        "models",
+        "serve",
+        "-m",
+        "models:/elite@champion",
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     # the scoring server runs `uvicorn` from PATH: the environment's bin folder (as with an activated venv)
-    env = dict(os.environ, MLFLOW_TRACKING_URI=mlflow_server, OMP_NUM_THREADS="1",
-               PATH=f"{mlflow_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = dict(
+        os.environ,
+        MLFLOW_TRACKING_URI=mlflow_server,
+        OMP_NUM_THREADS="1",
+        PATH=f"{mlflow_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     with server(cmd, f"http://127.0.0.1:{port}/ping", log, env=env, timeout=300, wait=False) as ready:
         yield f"http://127.0.0.1:{port}", ready
 
 
-def test_downstream_app_loads_champion_in_a_fresh_process(registered, scoring_server, mlflow_server, concept_image, smoke_pipeline, tmp_path):
+def test_downstream_app_loads_champion_in_a_fresh_process(
+    registered, scoring_server, mlflow_server, concept_image, smoke_pipeline, tmp_path
+):
     out = tmp_path / "out"
-    cmd = [sys.executable, str(REPO / "examples" / "downstream_app.py"), "--image", str(concept_image),
-           "--mask", str(concept_image.with_name("concept_mask.png")), "--prompt", "a S* on the beach",
-           "--prompt", "a photo of a S*", "--out-dir", str(out), "--steps", "3", "--seed", "7", "--lam", "0.6"]
+    cmd = [
+        sys.executable,
+        str(REPO / "examples" / "downstream_app.py"),
+        "--image",
+        str(concept_image),
+        "--mask",
+        str(concept_image.with_name("concept_mask.png")),
+        "--prompt",
+        "a S* on the beach",
+        "--prompt",
+        "a photo of a S*",
+        "--out-dir",
+        str(out),
+        "--steps",
+        "3",
+        "--seed",
+        "7",
+        "--lam",
+        "0.6",
+    ]
     env = dict(os.environ, MLFLOW_TRACKING_URI=mlflow_server, PYTHONPATH="", OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -126,12 +174,19 @@ def test_downstream_app_loads_champion_in_a_fresh_process(registered, scoring_se
 def test_rest_invocations_of_mlflow_models_serve(scoring_server, concept_image, smoke_pipeline):
     url, ready = scoring_server
     b64 = lambda p: base64.b64encode(Path(p).read_bytes()).decode()  # noqa: E731
-    row = {"image": b64(concept_image), "mask": b64(concept_image.with_name("concept_mask.png")),
-           "prompt": "a S* on the beach", "steps": 3, "seed": 7, "lam": 0.6}
+    row = {
+        "image": b64(concept_image),
+        "mask": b64(concept_image.with_name("concept_mask.png")),
+        "prompt": "a S* on the beach",
+        "steps": 3,
+        "seed": 7,
+        "lam": 0.6,
+    }
 
     def post(payload: dict):
-        req = urllib.request.Request(f"{url}/invocations", data=json.dumps(payload).encode(),
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{url}/invocations", data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(req, timeout=120) as resp:
                 return resp.status, json.loads(resp.read())
@@ -149,8 +204,17 @@ def test_rest_invocations_of_mlflow_models_serve(scoring_server, concept_image, 
     status, body = post({"dataframe_records": [dict(row, prompt="a dog on the beach")]})
     assert status == 400 and "row 0" in body["message"] and "S*" in body["message"]
     # request version 2 over REST: two concepts (the first from two images), beside a version-1 row
-    two = {"version": 2, "prompt": "a S1* next to a S2*", "steps": 3, "seed": 7, "lam": 0.6,
-           "concepts": [{"images": [row["image"], row["image"]], "masks": [row["mask"], None]}, {"images": [row["image"]]}]}
+    two = {
+        "version": 2,
+        "prompt": "a S1* next to a S2*",
+        "steps": 3,
+        "seed": 7,
+        "lam": 0.6,
+        "concepts": [
+            {"images": [row["image"], row["image"]], "masks": [row["mask"], None]},
+            {"images": [row["image"]]},
+        ],
+    }
     status, body = post({"dataframe_records": [row, two]})
     assert status == 200, body
     first, second = (_png(base64.b64decode(p["image"])) for p in body["predictions"])

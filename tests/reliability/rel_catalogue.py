@@ -39,9 +39,24 @@ class Ctx:
         return path
 
     def generate_argv(self, case_id: str, image: str, prompt: str = "a S* on the beach", *extra) -> list[str]:
-        return ["generate", "--base", str(self.models / "base"), "--weights", str(self.models / "elite"), "--steps", "1",
-                "--seed", "0", "--image", str(self.d / image), "--prompt", prompt,
-                "--out", str(self.folder(case_id) / "out.png"), *map(str, extra)]
+        return [
+            "generate",
+            "--base",
+            str(self.models / "base"),
+            "--weights",
+            str(self.models / "elite"),
+            "--steps",
+            "1",
+            "--seed",
+            "0",
+            "--image",
+            str(self.d / image),
+            "--prompt",
+            prompt,
+            "--out",
+            str(self.folder(case_id) / "out.png"),
+            *map(str, extra),
+        ]
 
 
 @dataclass
@@ -79,12 +94,20 @@ def rgb_of(ctx: Ctx, name: str) -> np.ndarray:
 
 # --- images ----------------------------------------------------------------------------------------------------
 def image_error(case_id: str, image: str, expect: str) -> Case:
-    return Case(case_id, "images", expect, lambda ctx: ctx.pipe.encode_concept(ctx.d / image),
-                lambda ctx: (ctx.generate_argv(case_id, image), None), writes=lambda ctx: [ctx.folder(case_id) / "out.png"])
+    return Case(
+        case_id,
+        "images",
+        expect,
+        lambda ctx: ctx.pipe.encode_concept(ctx.d / image),
+        lambda ctx: (ctx.generate_argv(case_id, image), None),
+        writes=lambda ctx: [ctx.folder(case_id) / "out.png"],
+    )
 
 
 def image_ok(case_id: str, image: str, check: Callable[[Ctx], None], cli: bool = False) -> Case:
-    return Case(case_id, "images", None, check, (lambda ctx: (ctx.generate_argv(case_id, image), None)) if cli else None)
+    return Case(
+        case_id, "images", None, check, (lambda ctx: (ctx.generate_argv(case_id, image), None)) if cli else None
+    )
 
 
 def _cmyk(ctx: Ctx) -> None:
@@ -151,7 +174,9 @@ IMAGES = [
     image_error("jpeg-corrupt", "corrupt.jpg", r"corrupt\.jpg: not a readable image"),
     image_error("png-corrupt", "corrupt.png", r"corrupt\.png: not a readable image"),
     image_error("not-an-image", "text.jpg", r"text\.jpg: not a readable image"),
-    image_error("image-12000x12000", "big_12000.png", r"big_12000\.png: image is 12000x12000, over the 100,000,000-pixel limit"),
+    image_error(
+        "image-12000x12000", "big_12000.png", r"big_12000\.png: image is 12000x12000, over the 100,000,000-pixel limit"
+    ),
     image_error("image-pil-bomb", "bomb_20000.png", r"bomb_20000\.png: image is over the 100,000,000-pixel limit"),
     image_ok("image-cmyk-jpeg", "cmyk.jpg", _cmyk, cli=True),
     image_ok("image-16bit-png", "gray16.png", _gray16, cli=True),
@@ -173,9 +198,14 @@ def mask_of(ctx: Ctx, name: str) -> np.ndarray:
 
 
 def mask_error(case_id: str, mask: str, expect: str) -> Case:
-    return Case(case_id, "masks", expect, lambda ctx: ctx.pipe.encode_concept(ctx.d / "ok.png", ctx.d / mask),
-                lambda ctx: (ctx.generate_argv(case_id, "ok.png", "a S*", "--mask", ctx.d / mask), None),
-                writes=lambda ctx: [ctx.folder(case_id) / "out.png"])
+    return Case(
+        case_id,
+        "masks",
+        expect,
+        lambda ctx: ctx.pipe.encode_concept(ctx.d / "ok.png", ctx.d / mask),
+        lambda ctx: (ctx.generate_argv(case_id, "ok.png", "a S*", "--mask", ctx.d / mask), None),
+        writes=lambda ctx: [ctx.folder(case_id) / "out.png"],
+    )
 
 
 def mask_ok(case_id: str, mask: str, cli: bool = False, warning: str | None = None) -> Case:
@@ -189,19 +219,25 @@ def mask_ok(case_id: str, mask: str, cli: bool = False, warning: str | None = No
         messages = [str(w.message) for w in seen]
         assert all(warning in m for m in messages) and (bool(messages) == bool(warning)), messages
 
-    cli_fn = (lambda ctx: (ctx.generate_argv(case_id, "ok.png", "a S*", "--mask", ctx.d / mask), None)) if cli else None
+    cli_fn = (
+        (lambda ctx: (ctx.generate_argv(case_id, "ok.png", "a S*", "--mask", ctx.d / mask), None)) if cli else None
+    )
     return Case(case_id, "masks", None, check, cli_fn, cli_warning=warning)
 
 
 def _white_mask(ctx: Ctx) -> None:  # all white = the whole image is the object = no mask
-    same_concept(ctx.pipe.encode_concept(ctx.d / "ok.png", ctx.d / "mask_white.png"), ctx.pipe.encode_concept(ctx.d / "ok.png"))
+    same_concept(
+        ctx.pipe.encode_concept(ctx.d / "ok.png", ctx.d / "mask_white.png"), ctx.pipe.encode_concept(ctx.d / "ok.png")
+    )
 
 
 MASKS = [
     mask_error("mask-missing", "nope.png", r"nope\.png: mask file not found"),
     mask_error("mask-empty-file", "mask_empty.png", r"mask_empty\.png: mask file is empty"),
     mask_error("mask-corrupt", "mask_corrupt.png", r"mask_corrupt\.png: not a readable mask image"),
-    mask_error("mask-12000x12000", "mask_big.png", r"mask_big\.png: mask image is 12000x12000, over the 100,000,000-pixel"),
+    mask_error(
+        "mask-12000x12000", "mask_big.png", r"mask_big\.png: mask image is 12000x12000, over the 100,000,000-pixel"
+    ),
     mask_error("mask-all-black", "mask_black.png", r"mask_black\.png: mask is all black \(no object\)"),
     mask_ok("mask-wrong-size", "mask_half.png", cli=True, warning="mask is 24x32, image is 48x64; resized (nearest)"),
     Case("mask-all-white", "masks", None, _white_mask),
@@ -216,12 +252,24 @@ MASKS = [
 # --- prompts and numbers -------------------------------------------------------------------------------------------
 def sample(ctx: Ctx, prompt: str = "a S* on the beach", **kw) -> None:
     concept = ctx.pipe.encode_concept(ctx.d / "ok.png")
-    ctx.pipe(prompt, concept=concept, num_inference_steps=kw.pop("steps", 1), generator=torch.Generator().manual_seed(0), **kw)
+    ctx.pipe(
+        prompt,
+        concept=concept,
+        num_inference_steps=kw.pop("steps", 1),
+        generator=torch.Generator().manual_seed(0),
+        **kw,
+    )
 
 
 def prompt_error(case_id: str, prompt: str, expect: str) -> Case:
-    return Case(case_id, "prompts", expect, lambda ctx: sample(ctx, prompt),
-                lambda ctx: (ctx.generate_argv(case_id, "ok.png", prompt), None), writes=lambda ctx: [ctx.folder(case_id) / "out.png"])
+    return Case(
+        case_id,
+        "prompts",
+        expect,
+        lambda ctx: sample(ctx, prompt),
+        lambda ctx: (ctx.generate_argv(case_id, "ok.png", prompt), None),
+        writes=lambda ctx: [ctx.folder(case_id) / "out.png"],
+    )
 
 
 LONG = "a S* " + "very " * 80 + "big dog"  # 1 + 1 (a) + 1 (S*) + 82 words + 1 = 86 tokens
@@ -229,8 +277,14 @@ LONG = "a S* " + "very " * 80 + "big dog"  # 1 + 1 (a) + 1 (S*) + 82 words + 1 =
 
 def number_error(case_id: str, api_kw: dict, cli_args: list[str] | None, expect: str) -> Case:
     cli = (lambda ctx: (ctx.generate_argv(case_id, "ok.png", "a S*", *cli_args), None)) if cli_args else None
-    return Case(case_id, "numbers", expect, lambda ctx: sample(ctx, "a S*", **api_kw), cli,
-                writes=lambda ctx: [ctx.folder(case_id) / "out.png"])
+    return Case(
+        case_id,
+        "numbers",
+        expect,
+        lambda ctx: sample(ctx, "a S*", **api_kw),
+        cli,
+        writes=lambda ctx: [ctx.folder(case_id) / "out.png"],
+    )
 
 
 PROMPTS = [
@@ -246,19 +300,35 @@ NUMBERS = [
     number_error("lambda-nan", {"lam": float("nan")}, ["--lam", "nan"], r"lam must be a finite number >= 0.*got nan"),
     number_error("lambda-inf", {"lam": float("inf")}, ["--lam", "inf"], r"lam must be a finite number >= 0.*got inf"),
     number_error("steps-zero", {"steps": 0}, ["--steps", "0"], r"num_inference_steps must be an integer >= 1, got 0"),
-    number_error("steps-negative", {"steps": -3}, ["--steps", "-3"], r"num_inference_steps must be an integer >= 1, got -3"),
+    number_error(
+        "steps-negative", {"steps": -3}, ["--steps", "-3"], r"num_inference_steps must be an integer >= 1, got -3"
+    ),
     number_error("steps-fraction", {"steps": 2.5}, None, r"num_inference_steps must be an integer >= 1, got 2\.5"),
-    number_error("steps-not-a-number", {"steps": "ten"}, ["--steps", "ten"],
-                 r"num_inference_steps must be an integer|argument --steps: invalid int value: 'ten'"),
-    number_error("scheduler-unknown", {"scheduler": "magic"}, ["--scheduler", "magic"],
-                 r"unknown scheduler 'magic'; choose one of: lms, dpm\+\+, ddim, euler, pndm"),
-    number_error("guidance-nan", {"guidance_scale": float("nan")}, ["--guidance", "nan"], r"guidance_scale must be finite"),
-    number_error("num-images-zero", {"num_images_per_prompt": 0}, ["--num-images", "0"], r"num_images_per_prompt must be >= 1"),
+    number_error(
+        "steps-not-a-number",
+        {"steps": "ten"},
+        ["--steps", "ten"],
+        r"num_inference_steps must be an integer|argument --steps: invalid int value: 'ten'",
+    ),
+    number_error(
+        "scheduler-unknown",
+        {"scheduler": "magic"},
+        ["--scheduler", "magic"],
+        r"unknown scheduler 'magic'; choose one of: lms, dpm\+\+, ddim, euler, pndm",
+    ),
+    number_error(
+        "guidance-nan", {"guidance_scale": float("nan")}, ["--guidance", "nan"], r"guidance_scale must be finite"
+    ),
+    number_error(
+        "num-images-zero", {"num_images_per_prompt": 0}, ["--num-images", "0"], r"num_images_per_prompt must be >= 1"
+    ),
 ]
 
 
 # --- configuration -------------------------------------------------------------------------------------------------
-def params_variant(ctx: Ctx, case_id: str, edit: Callable[[dict], None] | None = None, text: str | None = None) -> Path:
+def params_variant(
+    ctx: Ctx, case_id: str, edit: Callable[[dict], None] | None = None, text: str | None = None
+) -> Path:
     path = ctx.folder(case_id) / "params.yaml"
     if text is None:
         raw = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -338,19 +408,46 @@ def _drop_section(raw: dict) -> None:
 
 
 CONFIG = [
-    config_error("params-typo-key", r"unknown key generate\.guidence; did you mean 'guidance'\?", _rename("generate", "guidance", "guidence")),
-    config_error("params-typo-section", r"unknown key genrate; did you mean 'generate'\?", _rename_section("generate", "genrate")),
-    config_error("params-wrong-type", r"generate\.steps: Input should be a valid integer.*got 'ten'", _set("generate", "steps", "ten", "smoke")),
-    config_error("params-lambda-negative", r"generate\.lam: Input should be greater than or equal to 0", _set("generate", "lam", -1.0)),
-    config_error("params-lambda-nan", r"generate\.lam: Input should be greater than or equal to 0", _set("generate", "lam", float("nan"))),
+    config_error(
+        "params-typo-key",
+        r"unknown key generate\.guidence; did you mean 'guidance'\?",
+        _rename("generate", "guidance", "guidence"),
+    ),
+    config_error(
+        "params-typo-section",
+        r"unknown key genrate; did you mean 'generate'\?",
+        _rename_section("generate", "genrate"),
+    ),
+    config_error(
+        "params-wrong-type",
+        r"generate\.steps: Input should be a valid integer.*got 'ten'",
+        _set("generate", "steps", "ten", "smoke"),
+    ),
+    config_error(
+        "params-lambda-negative",
+        r"generate\.lam: Input should be greater than or equal to 0",
+        _set("generate", "lam", -1.0),
+    ),
+    config_error(
+        "params-lambda-nan",
+        r"generate\.lam: Input should be greater than or equal to 0",
+        _set("generate", "lam", float("nan")),
+    ),
     config_error("params-missing-section", r"missing section evaluate", _drop_section),
     config_error("params-not-yaml", r"not valid YAML", text="generate: [unclosed\n  - x: {\n"),
-    config_error("params-unknown-profile", r"profile must be one of smoke, toy, paper, got 'fast'",
-                 lambda raw: raw.update(profile="fast")),
+    config_error(
+        "params-unknown-profile",
+        r"profile must be one of smoke, toy, paper, got 'fast'",
+        lambda raw: raw.update(profile="fast"),
+    ),
     _weights_case("weights-folder-missing", r"no ELITE weights .*`elite prepare-models`", lambda ctx, p: None),
     _weights_case("weights-file-damaged", r"elite\.safetensors: cannot load these weights", _damaged_weights),
-    _weights_case("base-folder-missing", r"folder not found \(for the VAE\); build or fetch the models with `elite prepare-models`",
-                  lambda ctx, p: None, what="base"),
+    _weights_case(
+        "base-folder-missing",
+        r"folder not found \(for the VAE\); build or fetch the models with `elite prepare-models`",
+        lambda ctx, p: None,
+        what="base",
+    ),
 ]
 
 
@@ -369,10 +466,18 @@ def jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def stage_case(case_id: str, expect: str, build: Callable[[Ctx, Path], None], api: Callable[[Ctx, Path], None],
-               argv: list[str], writes: list[str], sections: Callable[[Ctx, Path], dict] | None = None) -> Case:
+def stage_case(
+    case_id: str,
+    expect: str,
+    build: Callable[[Ctx, Path], None],
+    api: Callable[[Ctx, Path], None],
+    argv: list[str],
+    writes: list[str],
+    sections: Callable[[Ctx, Path], dict] | None = None,
+) -> Case:
     """A case run from its own repository root: `build` writes the bad input, `api` calls the reader or stage
     function, the command line runs `elite --params params.yaml ARGV` there."""
+
     def root(ctx: Ctx) -> Path:
         folder = ctx.folder(case_id)
         if not (folder / "params.yaml").is_file():
@@ -387,16 +492,38 @@ def stage_case(case_id: str, expect: str, build: Callable[[Ctx, Path], None], ap
         with contextlib.chdir(folder):
             api(ctx, folder)
 
-    return Case(case_id, "data", expect, run_api, lambda ctx: (["--params", "params.yaml", *argv], root(ctx)),
-                writes=lambda ctx: [root(ctx) / w for w in writes])
+    return Case(
+        case_id,
+        "data",
+        expect,
+        run_api,
+        lambda ctx: (["--params", "params.yaml", *argv], root(ctx)),
+        writes=lambda ctx: [root(ctx) / w for w in writes],
+    )
 
 
 def curated(image: str, image_id: str = "0001a2b3c4d5e6f7") -> Callable[[Ctx, Path], None]:
     def build(ctx: Ctx, root: Path) -> None:
         shutil.copy(ctx.d / "ok.jpg", root / "inside.jpg")
-        jsonl(root / "data/curated/local.jsonl", [
-            {"image": "inside.jpg", "box": [12, 16, 36, 48], "label": "Dog", "image_id": "0000aaaabbbbcccc", "mask": None},
-            {"image": image.format(d=ctx.d), "box": [12, 16, 36, 48], "label": "Dog", "image_id": image_id, "mask": None}])
+        jsonl(
+            root / "data/curated/local.jsonl",
+            [
+                {
+                    "image": "inside.jpg",
+                    "box": [12, 16, 36, 48],
+                    "label": "Dog",
+                    "image_id": "0000aaaabbbbcccc",
+                    "mask": None,
+                },
+                {
+                    "image": image.format(d=ctx.d),
+                    "box": [12, 16, 36, 48],
+                    "label": "Dog",
+                    "image_id": image_id,
+                    "mask": None,
+                },
+            ],
+        )
 
     return build
 
@@ -408,16 +535,31 @@ def _read_data_manifest(ctx: Ctx, root: Path) -> None:
 
 
 def _train_sections(ctx: Ctx, root: Path) -> dict:
-    return {"train_global": {"base": str(ctx.models / "base"), "init": str(ctx.models / "elite"), "manifest": "train.jsonl",
-                             "out": "weights", "metrics": "metrics.json", "plot": "plot.csv", "checkpoint_dir": "checkpoints",
-                             "cache_dir": "cache", "max_steps": 1, "batch_size": 1, "gradient_accumulation_steps": 1,
-                             "resolution": 64, "num_workers": 0}}
+    return {
+        "train_global": {
+            "base": str(ctx.models / "base"),
+            "init": str(ctx.models / "elite"),
+            "manifest": "train.jsonl",
+            "out": "weights",
+            "metrics": "metrics.json",
+            "plot": "plot.csv",
+            "checkpoint_dir": "checkpoints",
+            "cache_dir": "cache",
+            "max_steps": 1,
+            "batch_size": 1,
+            "gradient_accumulation_steps": 1,
+            "resolution": 64,
+            "num_workers": 0,
+        }
+    }
 
 
 def _train_manifest(ctx: Ctx, root: Path) -> None:
     shutil.copy(ctx.d / "ok.jpg", root / "inside.jpg")
-    jsonl(root / "train.jsonl", [{"image": "inside.jpg", "box": [12, 16, 36, 48]},
-                                 {"image": str(ctx.d / "ok.jpg"), "box": [12, 16, 36, 48]}])
+    jsonl(
+        root / "train.jsonl",
+        [{"image": "inside.jpg", "box": [12, 16, 36, 48]}, {"image": str(ctx.d / "ok.jpg"), "box": [12, 16, 36, 48]}],
+    )
 
 
 def _read_train_manifest(ctx: Ctx, root: Path) -> None:
@@ -430,8 +572,19 @@ def subjects(name: str, image: str) -> Callable[[Ctx, Path], None]:
     def build(ctx: Ctx, root: Path) -> None:
         shutil.copy(ctx.d / "ok.jpg", root / "inside.jpg")
         (root / "data/dreambench").mkdir(parents=True)
-        (root / "data/dreambench/subjects.json").write_text(json.dumps([
-            {"subject": name, "class": "dog", "live": True, "images": [image.format(d=ctx.d)], "prompts": ["a {0} {1}"]}]))
+        (root / "data/dreambench/subjects.json").write_text(
+            json.dumps(
+                [
+                    {
+                        "subject": name,
+                        "class": "dog",
+                        "live": True,
+                        "images": [image.format(d=ctx.d)],
+                        "prompts": ["a {0} {1}"],
+                    }
+                ]
+            )
+        )
 
     return build
 
@@ -464,9 +617,13 @@ DATASET = "dreambooth-main/dataset/"
 PROMPTS_TXT = b"Classes\n\nsubject_name,class\n"
 
 
-def evil_archive(kind: str, members: dict[str, bytes], links: dict[str, str] | None = None) -> Callable[[Ctx, Path], None]:
+def evil_archive(
+    kind: str, members: dict[str, bytes], links: dict[str, str] | None = None
+) -> Callable[[Ctx, Path], None]:
     def build(ctx: Ctx, root: Path) -> None:
-        (root / f"main.{kind}").write_bytes(archive(kind, {DATASET + "prompts_and_classes.txt": PROMPTS_TXT, **members}, links))
+        (root / f"main.{kind}").write_bytes(
+            archive(kind, {DATASET + "prompts_and_classes.txt": PROMPTS_TXT, **members}, links)
+        )
 
     return build
 
@@ -488,37 +645,109 @@ def _download_sections(kind: str):
 
 
 DATA = [
-    stage_case("data-manifest-parent-path", r"local\.jsonl:2: image '\.\./outside\.jpg' is outside the repository",
-               curated("../outside.jpg"), _read_data_manifest, ["mask"], ["data/masks", "metrics"]),
-    stage_case("data-manifest-absolute-path", r"local\.jsonl:2: image '/.*/ok\.jpg' is outside the repository",
-               curated("{d}/ok.jpg"), _read_data_manifest, ["mask"], ["data/masks", "metrics"]),
-    stage_case("data-manifest-image-id-path", r"local\.jsonl:2: image_id '\.\./\.\./escape' is not a plain Open Images ID",
-               curated("inside.jpg", "../../escape"), _read_data_manifest, ["mask"], ["data/masks", "metrics"]),
-    stage_case("train-manifest-outside", r"train\.jsonl:2: image /.*/ok\.jpg is outside the repository",
-               _train_manifest, _read_train_manifest, ["train-global"], ["checkpoints", "weights", "cache", "metrics.json"],
-               sections=_train_sections),
-    stage_case("subjects-json-path-name", r"subjects\.json: entry 0: subject '\.\./\.\./escape' must be a plain name",
-               subjects("../../escape", "inside.jpg"), _read_subjects, ["evaluate"], ["data/eval", "metrics"]),
-    stage_case("subjects-json-image-outside", r"subjects\.json: subject dog: image '/.*/ok\.jpg' is outside the repository",
-               subjects("dog", "{d}/ok.jpg"), _read_subjects, ["evaluate"], ["data/eval", "metrics"]),
-    stage_case("csv-missing-bbox-column", r"test-annotations-bbox\.csv: missing column\(s\) XMax",
-               damaged_release("test-annotations-bbox.csv", "XMax"), _import_release, ["download"],
-               ["data/openimages", "metrics"], sections=lambda ctx, root: {"download": {"source": str(root / "release")}}),
-    stage_case("csv-missing-segmentation-column", r"test-annotations-object-segmentation\.csv: missing column\(s\) MaskPath",
-               damaged_release("test-annotations-object-segmentation.csv", "MaskPath"), _import_release, ["download"],
-               ["data/openimages", "metrics"], sections=lambda ctx, root: {"download": {"source": str(root / "release")}}),
-    stage_case("dreambench-zip-dotdot", r"unsafe member path .*\.\./\.\./evil\.txt.* \(leaves the target folder\); refusing",
-               evil_archive("zip", {DATASET + "../../evil.txt": b"x"}), _extract("zip"), ["dreambench"],
-               ["data/dreambench", "evil.txt", "unpacked"], sections=_download_sections("zip")),
-    stage_case("dreambench-tar-dotdot", r"unsafe member path .*\.\./\.\./\.\./evil\.txt.* \(leaves the target folder\)",
-               evil_archive("tar", {DATASET + "../../../evil.txt": b"x"}), _extract("tar"), ["dreambench"],
-               ["data/dreambench", "unpacked"], sections=_download_sections("tar")),
-    stage_case("dreambench-tar-absolute", r"unsafe member path '/tmp/elite-evil\.txt' \(absolute",
-               evil_archive("tar", {"/tmp/elite-evil.txt": b"x"}), _extract("tar"), ["dreambench"],
-               ["data/dreambench", "unpacked"], sections=_download_sections("tar")),
-    stage_case("dreambench-tar-symlink", r"member '.*dataset/passwd' is a link or device; refusing to unpack",
-               evil_archive("tar", {}, {DATASET + "passwd": "/etc/passwd"}), _extract("tar"), ["dreambench"],
-               ["data/dreambench", "unpacked"], sections=_download_sections("tar")),
+    stage_case(
+        "data-manifest-parent-path",
+        r"local\.jsonl:2: image '\.\./outside\.jpg' is outside the repository",
+        curated("../outside.jpg"),
+        _read_data_manifest,
+        ["mask"],
+        ["data/masks", "metrics"],
+    ),
+    stage_case(
+        "data-manifest-absolute-path",
+        r"local\.jsonl:2: image '/.*/ok\.jpg' is outside the repository",
+        curated("{d}/ok.jpg"),
+        _read_data_manifest,
+        ["mask"],
+        ["data/masks", "metrics"],
+    ),
+    stage_case(
+        "data-manifest-image-id-path",
+        r"local\.jsonl:2: image_id '\.\./\.\./escape' is not a plain Open Images ID",
+        curated("inside.jpg", "../../escape"),
+        _read_data_manifest,
+        ["mask"],
+        ["data/masks", "metrics"],
+    ),
+    stage_case(
+        "train-manifest-outside",
+        r"train\.jsonl:2: image /.*/ok\.jpg is outside the repository",
+        _train_manifest,
+        _read_train_manifest,
+        ["train-global"],
+        ["checkpoints", "weights", "cache", "metrics.json"],
+        sections=_train_sections,
+    ),
+    stage_case(
+        "subjects-json-path-name",
+        r"subjects\.json: entry 0: subject '\.\./\.\./escape' must be a plain name",
+        subjects("../../escape", "inside.jpg"),
+        _read_subjects,
+        ["evaluate"],
+        ["data/eval", "metrics"],
+    ),
+    stage_case(
+        "subjects-json-image-outside",
+        r"subjects\.json: subject dog: image '/.*/ok\.jpg' is outside the repository",
+        subjects("dog", "{d}/ok.jpg"),
+        _read_subjects,
+        ["evaluate"],
+        ["data/eval", "metrics"],
+    ),
+    stage_case(
+        "csv-missing-bbox-column",
+        r"test-annotations-bbox\.csv: missing column\(s\) XMax",
+        damaged_release("test-annotations-bbox.csv", "XMax"),
+        _import_release,
+        ["download"],
+        ["data/openimages", "metrics"],
+        sections=lambda ctx, root: {"download": {"source": str(root / "release")}},
+    ),
+    stage_case(
+        "csv-missing-segmentation-column",
+        r"test-annotations-object-segmentation\.csv: missing column\(s\) MaskPath",
+        damaged_release("test-annotations-object-segmentation.csv", "MaskPath"),
+        _import_release,
+        ["download"],
+        ["data/openimages", "metrics"],
+        sections=lambda ctx, root: {"download": {"source": str(root / "release")}},
+    ),
+    stage_case(
+        "dreambench-zip-dotdot",
+        r"unsafe member path .*\.\./\.\./evil\.txt.* \(leaves the target folder\); refusing",
+        evil_archive("zip", {DATASET + "../../evil.txt": b"x"}),
+        _extract("zip"),
+        ["dreambench"],
+        ["data/dreambench", "evil.txt", "unpacked"],
+        sections=_download_sections("zip"),
+    ),
+    stage_case(
+        "dreambench-tar-dotdot",
+        r"unsafe member path .*\.\./\.\./\.\./evil\.txt.* \(leaves the target folder\)",
+        evil_archive("tar", {DATASET + "../../../evil.txt": b"x"}),
+        _extract("tar"),
+        ["dreambench"],
+        ["data/dreambench", "unpacked"],
+        sections=_download_sections("tar"),
+    ),
+    stage_case(
+        "dreambench-tar-absolute",
+        r"unsafe member path '/tmp/elite-evil\.txt' \(absolute",
+        evil_archive("tar", {"/tmp/elite-evil.txt": b"x"}),
+        _extract("tar"),
+        ["dreambench"],
+        ["data/dreambench", "unpacked"],
+        sections=_download_sections("tar"),
+    ),
+    stage_case(
+        "dreambench-tar-symlink",
+        r"member '.*dataset/passwd' is a link or device; refusing to unpack",
+        evil_archive("tar", {}, {DATASET + "passwd": "/etc/passwd"}),
+        _extract("tar"),
+        ["dreambench"],
+        ["data/dreambench", "unpacked"],
+        sections=_download_sections("tar"),
+    ),
 ]
 
 CATALOGUE: list[Case] = IMAGES + MASKS + PROMPTS + NUMBERS + CONFIG + DATA
@@ -554,9 +783,14 @@ def _not_base64(ctx: Ctx) -> None:
 
 
 REQUESTS = [
-    request_case("request-image-12000x12000", r"^image: image is 12000x12000, over the 100,000,000-pixel limit",
-                 _decode("big_12000.png")),
-    request_case("request-image-pil-bomb", r"^image: image is over the 100,000,000-pixel limit", _decode("bomb_20000.png")),
+    request_case(
+        "request-image-12000x12000",
+        r"^image: image is 12000x12000, over the 100,000,000-pixel limit",
+        _decode("big_12000.png"),
+    ),
+    request_case(
+        "request-image-pil-bomb", r"^image: image is over the 100,000,000-pixel limit", _decode("bomb_20000.png")
+    ),
     request_case("request-image-truncated", r"^image: not a readable image", _decode("truncated.jpg")),
     request_case("request-image-not-base64", r"^image: not valid base64", _not_base64),
     request_case("request-mask-all-black", r"^mask: mask is all black", _decode("mask_black.png", mask=True)),

@@ -41,11 +41,14 @@ def source_mask() -> np.ndarray:
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header declares width x height but holds almost no data: what a decompression bomb
     looks like to a loader before it decodes (a real 144-MP file is not needed to test the refusal)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def make_inputs(d: Path) -> Path:
@@ -92,7 +95,9 @@ def make_inputs(d: Path) -> Path:
     Image.new("L", (W, H), 0).save(d / "mask_black.png")
     Image.new("L", (W, H), 255).save(d / "mask_white.png")
     Image.fromarray(np.where(mask, 128, 127).astype(np.uint8)).save(d / "mask_gray.png")
-    channel_mean = np.where(mask[..., None], [[[255, 129, 0]]], [[[255, 128, 0]]]).astype(np.uint8)  # means 128 / 127.7
+    channel_mean = np.where(mask[..., None], [[[255, 129, 0]]], [[[255, 128, 0]]]).astype(
+        np.uint8
+    )  # means 128 / 127.7
     Image.fromarray(channel_mean).save(d / "mask_color.png")
     Image.fromarray((mask * 65535).astype(np.uint16)).save(d / "mask16.png")
     Image.fromarray(np.dstack([np.full((H, W, 3), 255, np.uint8), white])).save(d / "mask_alpha.png")
@@ -140,8 +145,11 @@ PROGRESS = re.compile(r"\[\d\d:\d\d[^\]]*\]$")  # tqdm: "... 1/3 [00:01<00:02,  
 def error_lines(stderr: str) -> list[str]:
     """The non-empty stderr lines that are not progress bars, warnings or MLflow's INFO log lines."""
     lines = [line.rsplit("\r", 1)[-1].strip() for line in stderr.split("\n")]  # what a terminal shows
-    return [line for line in lines if line and not line.startswith("warning:") and not LOG_LINE.match(line)
-            and not PROGRESS.search(line)]
+    return [
+        line
+        for line in lines
+        if line and not line.startswith("warning:") and not LOG_LINE.match(line) and not PROGRESS.search(line)
+    ]
 
 
 def assert_one_line(stderr: str, pattern: str) -> str:
@@ -157,8 +165,15 @@ def run_cli_batch(cases: list[dict], timeout: float = 900) -> dict[str, dict]:
     """Run many `elite` command lines in ONE fresh interpreter (imports paid once): each case is
     {"id", "argv", "cwd"}; returns id -> {"rc", "stdout", "stderr", "exception"}."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, str(Path(__file__).with_name("cli_batch.py"))], input=json.dumps(cases),
-                         capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO)
+    run = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("cli_batch.py"))],
+        input=json.dumps(cases),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=REPO,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
 

@@ -49,7 +49,7 @@ def test_command_line(case: Case, ctx, cli_results):
         with Image.open(out) as img:
             assert img.format == "PNG" and img.size == (64, 64)
         if case.cli_warning:
-            assert f"warning: " in result["stderr"] and case.cli_warning in result["stderr"], result["stderr"]
+            assert "warning: " in result["stderr"] and case.cli_warning in result["stderr"], result["stderr"]
         return
     assert result["rc"] == 2, (result["rc"], result["stderr"][-2000:])
     assert_one_line(result["stderr"], case.expect)
@@ -71,12 +71,41 @@ def test_real_exit_code_and_stderr(case_id, ctx):
 def test_catalogue_covers_the_issue():
     """Every item the issue lists has at least one case (guards against the table shrinking)."""
     ids = {c.id for c in CATALOGUE}
-    required = ["image-missing", "image-empty", "jpeg-truncated", "png-truncated", "jpeg-corrupt", "png-corrupt",
-                "image-cmyk-jpeg", "image-16bit-png", "image-rgba", "image-palette", "image-grayscale", "image-1x1",
-                "image-20000x20", "image-12000x12000", "image-exif-rotated", "mask-wrong-size", "mask-all-black",
-                "mask-all-white", "mask-non-binary-gray", "mask-rgb-vs-l", "prompt-no-placeholder",
-                "prompt-two-placeholders", "prompt-over-77-tokens", "prompt-empty", "lambda-negative", "lambda-nan",
-                "steps-zero", "scheduler-unknown", "params-typo-key", "params-wrong-type", "weights-folder-missing",
-                "data-manifest-parent-path", "csv-missing-bbox-column", "dreambench-zip-dotdot"]
+    required = [
+        "image-missing",
+        "image-empty",
+        "jpeg-truncated",
+        "png-truncated",
+        "jpeg-corrupt",
+        "png-corrupt",
+        "image-cmyk-jpeg",
+        "image-16bit-png",
+        "image-rgba",
+        "image-palette",
+        "image-grayscale",
+        "image-1x1",
+        "image-20000x20",
+        "image-12000x12000",
+        "image-exif-rotated",
+        "mask-wrong-size",
+        "mask-all-black",
+        "mask-all-white",
+        "mask-non-binary-gray",
+        "mask-rgb-vs-l",
+        "prompt-no-placeholder",
+        "prompt-two-placeholders",
+        "prompt-over-77-tokens",
+        "prompt-empty",
+        "lambda-negative",
+        "lambda-nan",
+        "steps-zero",
+        "scheduler-unknown",
+        "params-typo-key",
+        "params-wrong-type",
+        "weights-folder-missing",
+        "data-manifest-parent-path",
+        "csv-missing-bbox-column",
+        "dreambench-zip-dotdot",
+    ]
     assert not [r for r in required if r not in ids]
     assert {c.area for c in CLI_CASES} == {"images", "masks", "prompts", "numbers", "config", "data"}

@@ -34,8 +34,11 @@ from elite.errors import EliteError
 
 
 def visible_files(root: Path) -> list[Path]:
-    return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file() and not any(
-        part.startswith(".") for part in p.relative_to(root).parts))
+    return sorted(
+        p.relative_to(root)
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
 
 
 def all_paths(root: Path) -> list[Path]:
@@ -83,8 +86,15 @@ def mask_project(root: Path, smoke_models: Path, images: int = N_MASK_IMAGES) ->
         rgb = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
         Image.fromarray(rgb).save(root / f"data/openimages/img/{image_id}.jpg", quality=90)
         for box in ([10, 10, 60, 70], [50, 20, 120, 90]):
-            rows.append({"image": f"data/openimages/img/{image_id}.jpg", "box": box, "label": "Dog",
-                         "image_id": image_id, "mask": None})
+            rows.append(
+                {
+                    "image": f"data/openimages/img/{image_id}.jpg",
+                    "box": box,
+                    "label": "Dog",
+                    "image_id": image_id,
+                    "mask": None,
+                }
+            )
     (root / "data/curated").mkdir(parents=True)
     (root / "data/curated/local.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (root / "models/pretrained").mkdir(parents=True)
@@ -129,11 +139,24 @@ def test_sigkill_during_masking_then_rerun_resumes_to_the_same_result(tmp_path, 
 # --- SIGKILL during evaluation --------------------------------------------------------------------------------------
 def eval_project(root: Path, smoke_models: Path) -> Path:
     """A repository root for `elite evaluate`: DreamBench's builtin set, concept masks, the smoke models."""
-    write_params(root / "params.yaml", evaluate={
-        "weights": str(smoke_models / "elite"), "base": str(smoke_models / "base"),
-        "clip_model": str(smoke_models / "clip_eval"), "dino_model": str(smoke_models / "dino_eval"),
-        "subjects": ["red_ball"], "max_prompts": 1, "extra_prompts": ["a photo of a {0} {1}"], "images_per_prompt": 4,
-        "steps": 2, "baseline": False, "sweep_lams": [], "cpu_threads": 1}, baselines={"subjects": []})
+    write_params(
+        root / "params.yaml",
+        evaluate={
+            "weights": str(smoke_models / "elite"),
+            "base": str(smoke_models / "base"),
+            "clip_model": str(smoke_models / "clip_eval"),
+            "dino_model": str(smoke_models / "dino_eval"),
+            "subjects": ["red_ball"],
+            "max_prompts": 1,
+            "extra_prompts": ["a photo of a {0} {1}"],
+            "images_per_prompt": 4,
+            "steps": 2,
+            "baseline": False,
+            "sweep_lams": [],
+            "cpu_threads": 1,
+        },
+        baselines={"subjects": []},
+    )
     rc, _, err = in_process(root, "dreambench")
     assert rc == 0, err
     folder = root / "data/masks/dreambench"
@@ -141,7 +164,9 @@ def eval_project(root: Path, smoke_models: Path) -> Path:
     for subject in json.loads((root / "data/dreambench/subjects.json").read_text()):
         with Image.open(root / subject["images"][0]) as img:
             mask = Image.new("L", img.size, 0)
-        ImageDraw.Draw(mask).ellipse([mask.width // 5, mask.height // 5, mask.width * 4 // 5, mask.height * 4 // 5], fill=255)
+        ImageDraw.Draw(mask).ellipse(
+            [mask.width // 5, mask.height // 5, mask.width * 4 // 5, mask.height * 4 // 5], fill=255
+        )
         mask.save(folder / f"{subject['subject']}.png")
     return root
 
@@ -246,8 +271,12 @@ def dreambench_zip(tmp_path_factory) -> bytes:
 def dreambench_params(tmp_path: Path, url: str, sha256: str | None = None, retries: int = 3):
     from elite.config import load_params
 
-    return load_params(write_params(tmp_path / "params.yaml", dreambench={
-        "source": "download", "url": url, "sha256": sha256, "retries": retries, "retry_wait": 0.01}))
+    return load_params(
+        write_params(
+            tmp_path / "params.yaml",
+            dreambench={"source": "download", "url": url, "sha256": sha256, "retries": retries, "retry_wait": 0.01},
+        )
+    )
 
 
 def test_download_that_fails_twice_completes_through_retries(tmp_path, dreambench_zip):
@@ -299,15 +328,30 @@ def test_unreachable_mlflow_server_fails_first_naming_it(tmp_path, smoke_models,
     manifest = root / "train.jsonl"
     mask_project(root, smoke_models, images=2)
     with contextlib.chdir(root):
-        manifest.write_text("".join(json.dumps({"image": r["image"], "box": r["box"]}) + "\n"
-                                    for r in map(json.loads, (root / "data/curated/local.jsonl").read_text().splitlines())))
+        manifest.write_text(
+            "".join(
+                json.dumps({"image": r["image"], "box": r["box"]}) + "\n"
+                for r in map(json.loads, (root / "data/curated/local.jsonl").read_text().splitlines())
+            )
+        )
         (root / "metrics").mkdir()
         (root / "metrics/dreambench.json").write_text(json.dumps({"overall": {"clip_t": 0.2, "dino_i": 0.3}}))
-    write_params(root / "params.yaml", train_global={
-        "base": str(smoke_models / "base"), "init": str(smoke_models / "elite"), "manifest": "train.jsonl",
-        "out": "weights", "metrics": "train.json", "plot": "train.csv", "checkpoint_dir": "checkpoints",
-        "cache_dir": "cache", "cache_latents": True, "crop_pad": [4, 4]},
-        register={"weights": str(smoke_models / "elite"), "base": str(smoke_models / "base")})
+    write_params(
+        root / "params.yaml",
+        train_global={
+            "base": str(smoke_models / "base"),
+            "init": str(smoke_models / "elite"),
+            "manifest": "train.jsonl",
+            "out": "weights",
+            "metrics": "train.json",
+            "plot": "train.csv",
+            "checkpoint_dir": "checkpoints",
+            "cache_dir": "cache",
+            "cache_latents": True,
+            "crop_pad": [4, 4],
+        },
+        register={"weights": str(smoke_models / "elite"), "base": str(smoke_models / "base")},
+    )
     before = all_paths(root)
     for argv in (["train-global"], ["mask"], ["dreambench"], ["download"], ["curate"], ["register"]):
         started = time.monotonic()
@@ -330,10 +374,19 @@ def test_two_dvc_repro_at_once_the_second_refuses_clearly_and_outputs_stay_whole
     shutil.copy(REPO / "dvc.yaml", repo)
     write_params(repo / "params.yaml")
     venv_bin = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(REPO),
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": "1",
+    }
     git = ["git", "-c", "user.name=rel", "-c", "user.email=rel@localhost"]
-    for cmd in (["git", "init", "-q"], [str(venv_bin / "dvc"), "init", "-q"], ["git", "add", "-A"], [*git, "commit", "-qm", "x"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        [str(venv_bin / "dvc"), "init", "-q"],
+        ["git", "add", "-A"],
+        [*git, "commit", "-qm", "x"],
+    ):
         subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
 
     dvc = [str(venv_bin / "dvc"), "repro", "dreambench"]

@@ -13,7 +13,17 @@ import pytest
 import torch
 
 from elite.toy.bank import caption, make_bank
-from elite.toy.world import CLASSES, COLOURS, PATTERNS, SCENES, SceneSpec, _coverage, render, sample_object, sample_spec
+from elite.toy.world import (
+    CLASSES,
+    COLOURS,
+    PATTERNS,
+    SCENES,
+    SceneSpec,
+    _coverage,
+    render,
+    sample_object,
+    sample_spec,
+)
 
 
 def test_render_is_deterministic_and_labels_are_the_spec():

@@ -11,13 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from train_helpers import REPO
 
 from elite.config import load_params
 from elite.images import clip_inputs, masked_clip_pixels
 from elite.train.augment import global_clip_augment, global_clip_pipeline, local_clip_augment, mask_box, scale_augment
 from elite.train.losses import ldm_loss
-
-from train_helpers import REPO
 
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
@@ -40,7 +39,9 @@ def test_paper_learning_rate_is_the_authors_at_their_launch_settings(paper):
     assert loc.effective_learning_rate(4) == pytest.approx(authors_local, rel=1e-12)
     assert (g.effective_batch(4), loc.effective_batch(4)) == (64, 32)
     # on one GPU the per-sample rate stays theirs
-    assert g.effective_learning_rate(1) == pytest.approx(1e-6 * 16) and loc.effective_learning_rate(1) == pytest.approx(1e-5 * 8)
+    assert g.effective_learning_rate(1) == pytest.approx(1e-6 * 16) and loc.effective_learning_rate(
+        1
+    ) == pytest.approx(1e-5 * 8)
 
 
 # --- 2. stage-2 scale augmentation -------------------------------------------------------------------------
@@ -58,7 +59,9 @@ def _authors_shares(size: int) -> dict:
 
 def _authors_mask(cy: int, cx: int, side: int, size: int) -> np.ndarray:
     mask = np.zeros((size // 8, size // 8))
-    mask[(cy - side // 2) // 8 + 1: (cy + side // 2) // 8 - 1, (cx - side // 2) // 8 + 1: (cx + side // 2) // 8 - 1] = 1.0
+    mask[
+        (cy - side // 2) // 8 + 1 : (cy + side // 2) // 8 - 1, (cx - side // 2) // 8 + 1 : (cx + side // 2) // 8 - 1
+    ] = 1.0
     return mask
 
 
@@ -80,7 +83,9 @@ def test_scale_augmentation_shares_masks_and_canvas(paper):
             ys, xs = np.nonzero(inside)
             side = ys.max() - ys.min() + 1
             assert xs.max() - xs.min() + 1 == side and side % 2 == 0 and size // 3 <= side < 0.6 * size
-            assert (target[:, ~torch.from_numpy(inside)] == 0).all() and (target[:, torch.from_numpy(inside)] == 1).all()
+            assert (target[:, ~torch.from_numpy(inside)] == 0).all() and (
+                target[:, torch.from_numpy(inside)] == 1
+            ).all()
             cy, cx = ys.min() + side // 2, xs.min() + side // 2
             assert np.array_equal(mask[0].numpy(), _authors_mask(cy, cx, side, size))
         elif prefix in cfg.near_prefixes:
@@ -113,12 +118,18 @@ def test_masked_loss_is_the_authors_normalisation():
     # train_local.py: mse(reduction="none") * mask_values summed over dims 1, 2, 3 / mask_values summed, mean
     per_sample = []
     for b in range(2):
-        num = sum(float((pred[b, c, y, x] - noise[b, c, y, x]) ** 2) * float(mask[b, 0, y, x])
-                  for c in range(4) for y in range(8) for x in range(8))
+        num = sum(
+            float((pred[b, c, y, x] - noise[b, c, y, x]) ** 2) * float(mask[b, 0, y, x])
+            for c in range(4)
+            for y in range(8)
+            for x in range(8)
+        )
         per_sample.append(num / float(mask[b].sum()))
     assert ldm_loss(pred, noise, mask).item() == pytest.approx(np.mean(per_sample), rel=1e-5)
     # an all-ones mask is 4 (latent channels) x the per-element mean
-    assert ldm_loss(pred, noise, torch.ones(2, 1, 8, 8)).item() == pytest.approx(4 * F.mse_loss(pred, noise).item(), rel=1e-5)
+    assert ldm_loss(pred, noise, torch.ones(2, 1, 8, 8)).item() == pytest.approx(
+        4 * F.mse_loss(pred, noise).item(), rel=1e-5
+    )
     # an empty mask (only at tiny resolutions; theirs would give 0 / 0) adds 0 instead of NaN
     empty = mask.clone()
     empty[0] = 0
@@ -136,7 +147,9 @@ def _photo(width: int, height: int) -> Image.Image:
     """A large image with detail finer than the 224 grid (fine stripes and noise), where sampling aliases."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:height, :width]
-    arr = np.stack([(np.sin(xx * 1.7) > 0) * 200, ((yy // 3) % 2) * 180 + 40, rng.integers(0, 256, (height, width))], -1)
+    arr = np.stack(
+        [(np.sin(xx * 1.7) > 0) * 200, ((yy // 3) % 2) * 180 + 40, rng.integers(0, 256, (height, width))], -1
+    )
     return Image.fromarray(arr.clip(0, 255).astype(np.uint8))
 
 
@@ -178,8 +191,15 @@ def _authors_affine(offsets: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 def test_stage1_elastic_is_the_control_point_affine_with_reflect_101(paper):
-    cfg = paper.train_global.model_copy(update={"clip_flip_p": 0.0, "clip_rotate_p": 0.0, "clip_blur_p": 0.0,
-                                                 "clip_elastic_p": 1.0, "clip_elastic_alpha": 0.0})
+    cfg = paper.train_global.model_copy(
+        update={
+            "clip_flip_p": 0.0,
+            "clip_rotate_p": 0.0,
+            "clip_blur_p": 0.0,
+            "clip_elastic_p": 1.0,
+            "clip_elastic_alpha": 0.0,
+        }
+    )
     pipeline = global_clip_pipeline(cfg)
     x = torch.from_numpy(np.asarray(_photo(224, 224), np.float32) / 255.0).permute(2, 0, 1).contiguous()
     image = np.ascontiguousarray(x.permute(1, 2, 0).numpy())
@@ -188,16 +208,26 @@ def test_stage1_elastic_is_the_control_point_affine_with_reflect_101(paper):
         params = dict(applied)["ControlPointAffine"]
         offsets = params["offsets"]
         assert np.abs(offsets).max() <= 50 and np.abs(offsets).max() > 5
-        authors = cv2.warpAffine(image, _authors_affine(offsets, 224, 224), (224, 224), flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_REFLECT_101)
+        authors = cv2.warpAffine(
+            image,
+            _authors_affine(offsets, 224, 224),
+            (224, 224),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REFLECT_101,
+        )
         np.testing.assert_allclose(out.permute(1, 2, 0).numpy(), np.clip(authors, 0, 1), atol=1e-5)
 
 
 def test_stage1_augmentation_probabilities_ranges_and_borders(paper):
     cfg = paper.train_global
     assert (cfg.clip_flip_p, cfg.clip_rotate_p, cfg.clip_blur_p, cfg.clip_elastic_p) == (0.5, 0.5, 0.3, 0.3)
-    assert (cfg.clip_rotate_deg, cfg.clip_blur_kernel, cfg.clip_elastic_alpha, cfg.clip_elastic_sigma,
-            cfg.clip_elastic_affine) == (20.0, [3, 7], 1.0, 50.0, 50.0)  # albumentations 1.3.0 defaults
+    assert (
+        cfg.clip_rotate_deg,
+        cfg.clip_blur_kernel,
+        cfg.clip_elastic_alpha,
+        cfg.clip_elastic_sigma,
+        cfg.clip_elastic_affine,
+    ) == (20.0, [3, 7], 1.0, 50.0, 50.0)  # albumentations 1.3.0 defaults
     pipeline = global_clip_pipeline(cfg)
     x = torch.ones(3, 224, 224)
     seen: dict[str, int] = {}
@@ -214,8 +244,12 @@ def test_stage1_augmentation_probabilities_ranges_and_borders(paper):
     for name, p in (("HorizontalFlip", 0.5), ("Rotate", 0.5), ("Blur", 0.3), ("ControlPointAffine", 0.3)):
         assert seen.get(name, 0) / draws == pytest.approx(p, abs=0.09), (name, seen)
     # a draw is a pure function of its generator
-    a, _ = global_clip_augment(torch.rand(3, 224, 224, generator=torch.Generator().manual_seed(1)), np.random.default_rng(5), pipeline)
-    b, _ = global_clip_augment(torch.rand(3, 224, 224, generator=torch.Generator().manual_seed(1)), np.random.default_rng(5), pipeline)
+    a, _ = global_clip_augment(
+        torch.rand(3, 224, 224, generator=torch.Generator().manual_seed(1)), np.random.default_rng(5), pipeline
+    )
+    b, _ = global_clip_augment(
+        torch.rand(3, 224, 224, generator=torch.Generator().manual_seed(1)), np.random.default_rng(5), pipeline
+    )
     assert torch.equal(a, b)
 
 
@@ -225,8 +259,10 @@ def _authors_aug_cv2(img: np.ndarray, seg: np.ndarray, applied: dict) -> tuple[n
     start_y; rotate about (112, 112); translate; cubic for the image, nearest for the mask, black outside."""
     if "crop" in applied:
         n, start_x, start_y = applied["crop"]
-        img = cv2.resize(img, (n, n), interpolation=cv2.INTER_CUBIC)[start_x:start_x + 224, start_y:start_y + 224]
-        seg = cv2.resize(seg, (n, n), interpolation=cv2.INTER_NEAREST)[start_x:start_x + 224, start_y:start_y + 224]
+        img = cv2.resize(img, (n, n), interpolation=cv2.INTER_CUBIC)[start_x : start_x + 224, start_y : start_y + 224]
+        seg = cv2.resize(seg, (n, n), interpolation=cv2.INTER_NEAREST)[
+            start_x : start_x + 224, start_y : start_y + 224
+        ]
     if "rotate" in applied:
         M = cv2.getRotationMatrix2D((112, 112), applied["rotate"], 1)
         img = cv2.warpAffine(img, M, (224, 224), flags=cv2.INTER_CUBIC)
@@ -292,5 +328,5 @@ def test_stage2_box_is_the_masks_tight_box():
         seg = np.zeros((90, 120), np.uint8)
         for _ in range(int(rng.integers(1, 4))):  # one or more blobs
             y0, x0 = int(rng.integers(0, 80)), int(rng.integers(0, 110))
-            seg[y0: y0 + int(rng.integers(2, 40)), x0: x0 + int(rng.integers(2, 40))] = 255
+            seg[y0 : y0 + int(rng.integers(2, 40)), x0 : x0 + int(rng.integers(2, 40))] = 255
         assert mask_box(Image.fromarray(seg)) == _authors_box(seg)

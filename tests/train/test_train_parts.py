@@ -6,9 +6,10 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 import torch
+import yaml
 from PIL import Image
+from train_helpers import REPO, load_yaml
 
 from elite.config import load_params
 from elite.errors import EliteError
@@ -17,8 +18,6 @@ from elite.train.data import DrawSampler, read_manifest
 from elite.train.losses import ldm_loss, local_value_regulariser
 from elite.train.templates import TEMPLATES, caption
 
-from train_helpers import REPO, load_yaml
-
 
 def test_paper_and_smoke_profiles():
     paper = load_params(REPO / "params.yaml", profile="paper")
@@ -26,20 +25,35 @@ def test_paper_and_smoke_profiles():
     assert (g.learning_rate, g.batch_size * g.gradient_accumulation_steps, g.max_steps) == (1e-6, 16, 70000)
     assert (loc.learning_rate, loc.batch_size * loc.gradient_accumulation_steps, loc.max_steps) == (1e-5, 8, 65000)
     assert (g.reg_weight, loc.reg_weight, loc.local_scale, g.resolution) == (0.01, 1e-4, 1.0, 512)
-    assert (g.adam_beta1, g.adam_beta2, g.adam_weight_decay, g.adam_epsilon, g.max_grad_norm) == (0.9, 0.999, 1e-2, 1e-8, 1.0)
-    assert g.mixed_precision == "no" and g.scale_lr and loc.scale_lr and g.crop_pad == [10, 10] and loc.crop_pad == [10, 19]
+    assert (g.adam_beta1, g.adam_beta2, g.adam_weight_decay, g.adam_epsilon, g.max_grad_norm) == (
+        0.9,
+        0.999,
+        1e-2,
+        1e-8,
+        1.0,
+    )
+    assert (
+        g.mixed_precision == "no"
+        and g.scale_lr
+        and loc.scale_lr
+        and g.crop_pad == [10, 10]
+        and loc.crop_pad == [10, 19]
+    )
     assert loc.crop_box == "mask" and not load_params(REPO / "params.yaml", profile="paper").curate.drop_group_of
     smoke = load_params(REPO / "params.yaml", profile="smoke")
     assert smoke.train_global.resolution == 64 and smoke.train_global.max_steps < 100
     assert not smoke.train_global.scale_lr and not smoke.train_local.scale_lr  # the smoke rates are absolute
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("crop_pad", [12, 3], "train_global.crop_pad"),
-    ("mixed_precision", "fp8", "train_global.mixed_precision"),
-    ("resolution", 60, "train_global.resolution"),
-    ("learning_rate", 0.0, "train_global.learning_rate"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("crop_pad", [12, 3], "train_global.crop_pad"),
+        ("mixed_precision", "fp8", "train_global.mixed_precision"),
+        ("resolution", 60, "train_global.resolution"),
+        ("learning_rate", 0.0, "train_global.learning_rate"),
+    ],
+)
 def test_bad_values_name_the_key(tmp_path, key, value, message):
     raw = load_yaml(REPO / "params.yaml")
     raw["train_global"][key] = value
@@ -65,7 +79,9 @@ def test_27_templates_and_prefixes(smoke_pipeline):
         got = tokenize_with_placeholder(tok, text, num_slots=5)
         before = tok(text[: text.index("S*")], add_special_tokens=False).input_ids
         assert got.slot == 1 + len(before)
-    assert tokenize_with_placeholder(tok, caption(9), 1).slot == 1 + len(tok("a close-up photo of a", add_special_tokens=False).input_ids)
+    assert tokenize_with_placeholder(tok, caption(9), 1).slot == 1 + len(
+        tok("a close-up photo of a", add_special_tokens=False).input_ids
+    )
 
 
 def _manifest(tmp_path, rows):
@@ -81,13 +97,13 @@ def test_manifest_errors_are_one_line(tmp_path):
     assert read_manifest(_manifest(tmp_path, [good]), need_mask=False)[0].box == (1.0, 2.0, 30.0, 25.0)
     cases = [
         ([good, "{not json"], "m.jsonl:2: not valid JSON"),
-        ([{**good, "box": [5, 5, 2, 9]}], "m.jsonl:1: \"box\""),
+        ([{**good, "box": [5, 5, 2, 9]}], 'm.jsonl:1: "box"'),
         ([{**good, "image": str(tmp_path / "missing.jpg")}], "missing.jpg not found"),
     ]
     for rows, message in cases:
         with pytest.raises(EliteError, match=message):
             read_manifest(_manifest(tmp_path, rows), need_mask=False)
-    with pytest.raises(EliteError, match="stage 2 needs a \"mask\""):
+    with pytest.raises(EliteError, match='stage 2 needs a "mask"'):
         read_manifest(_manifest(tmp_path, [good]), need_mask=True)
     with pytest.raises(EliteError, match="not found; run the stages"):
         read_manifest(tmp_path / "nope.jsonl", need_mask=False)

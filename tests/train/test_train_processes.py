@@ -14,14 +14,21 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_helpers import run_cli, write_params
 
 from elite.config import load_params
 from elite.io import load_state
 from elite.models.elite_model import EliteModel
 from elite.train.checkpoint import FIELDS
-from train_helpers import run_cli, write_params
 
-CKPT_FILES = ["elite", "history.csv", "optimizer.safetensors", "rng.safetensors", "scheduler.safetensors", "state.json"]
+CKPT_FILES = [
+    "elite",
+    "history.csv",
+    "optimizer.safetensors",
+    "rng.safetensors",
+    "scheduler.safetensors",
+    "state.json",
+]
 
 
 def _rows(path: Path) -> list[list[str]]:
@@ -91,23 +98,58 @@ def test_two_processes_write_one_checkpoint(smoke_models, scenes, session_tmp):
     """Two gloo processes (with bf16 autocast, which CPUs have too) train as one: one writer, one format; with
     scale_lr the rate is the authors' learning_rate x batch x accumulation x processes, printed and logged."""
     folder = session_tmp / "train-ddp"
-    params = write_params(folder, smoke_models, scenes, {
-        "train_global": {"max_steps": 4, "checkpoint_every": 2, "sample_every": 2, "mixed_precision": "bf16",
-                         "scale_lr": True, "learning_rate": 1.0e-3}})
+    params = write_params(
+        folder,
+        smoke_models,
+        scenes,
+        {
+            "train_global": {
+                "max_steps": 4,
+                "checkpoint_every": 2,
+                "sample_every": 2,
+                "mixed_precision": "bf16",
+                "scale_lr": True,
+                "learning_rate": 1.0e-3,
+            }
+        },
+    )
     accelerate = str(Path(sys.executable).with_name("accelerate"))
-    launcher = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()), "-m"]
+    launcher = [
+        accelerate,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+    ]
     env = {"HF_HOME": str(session_tmp / "hf-home")}  # no user accelerate config
     done = run_cli(["--params", str(params), "train-global"], cwd=folder, launcher=launcher, env=env)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     metrics = json.loads((folder / "train_global" / "metrics.json").read_text())
     assert metrics["num_processes"] == 2 and metrics["effective_batch_size"] == 4
-    authors_lr = 1.0e-3 * 1 * 2 * 2  # train_global.py: lr * gradient_accumulation_steps * train_batch_size * num_processes
+    authors_lr = (
+        1.0e-3 * 1 * 2 * 2
+    )  # train_global.py: lr * gradient_accumulation_steps * train_batch_size * num_processes
     assert metrics["learning_rate"] == pytest.approx(authors_lr)
-    assert output.count("train_global: learning rate 0.004 = 0.001 x 2 per process x 1 accumulation x 2 processes "
-                        "(scale_lr); effective batch 4") == 1  # printed once, by the main process
-    assert all(float(r[FIELDS.index("lr")]) == pytest.approx(authors_lr) for r in _rows(folder / "train_global" / "plot.csv"))
+    assert (
+        output.count(
+            "train_global: learning rate 0.004 = 0.001 x 2 per process x 1 accumulation x 2 processes "
+            "(scale_lr); effective batch 4"
+        )
+        == 1
+    )  # printed once, by the main process
+    assert all(
+        float(r[FIELDS.index("lr")]) == pytest.approx(authors_lr) for r in _rows(folder / "train_global" / "plot.csv")
+    )
     ckpts = folder / "train_global" / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["step-0000002", "step-0000004"]  # nothing half-written
     for step in (2, 4):
@@ -124,6 +166,7 @@ def test_two_processes_write_one_checkpoint(smoke_models, scenes, session_tmp):
     assert len(_rows(folder / "train_global" / "plot.csv")) == 4
     import mlflow
 
-    runs = mlflow.search_runs(search_all_experiments=True,
-                              filter_string=f"params.`train_global.checkpoint_dir` = '{ckpts}'")
+    runs = mlflow.search_runs(
+        search_all_experiments=True, filter_string=f"params.`train_global.checkpoint_dir` = '{ckpts}'"
+    )
     assert len(runs) == 1 and float(runs["params.effective_learning_rate"][0]) == pytest.approx(authors_lr)

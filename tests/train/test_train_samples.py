@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from train_helpers import write_params
 
 from elite.config import load_params
 from elite.errors import EliteError
@@ -19,7 +20,6 @@ from elite.models.elite_model import EliteModel
 from elite.train.data import ClipSpec, read_manifest
 from elite.train.samples import sample_concepts
 from elite.train.stages import LocalStage, load_frozen, sample_grid
-from train_helpers import write_params
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +31,20 @@ def sample_setup(smoke_models, scenes, session_tmp, concept_image):
         (folder / "data" / "dreambench" / name).mkdir(parents=True, exist_ok=True)
         image = Image.open(concept_image).rotate(90 * i, expand=True)
         image.save(folder / "data" / "dreambench" / name / "00.jpg")
-    rows = [{"subject": n, "class": "thing", "live": False, "images": [f"data/dreambench/{n}/00.jpg"], "prompts": []}
-            for n in ["red_disc", "dog", "blue_box"]]
+    rows = [
+        {"subject": n, "class": "thing", "live": False, "images": [f"data/dreambench/{n}/00.jpg"], "prompts": []}
+        for n in ["red_disc", "dog", "blue_box"]
+    ]
     (folder / "data" / "dreambench" / "subjects.json").write_text(json.dumps(rows))
     (folder / "data" / "masks" / "dreambench").mkdir(parents=True, exist_ok=True)
     shutil.copy(concept_image.with_name("concept_mask.png"), folder / "data" / "masks" / "dreambench" / "red_disc.png")
-    params = write_params(folder, smoke_models, {"global": scenes["global"], "local": scenes["local"]},
-                          {"train_local": {"sample_count": 2}}, local_init=smoke_models / "elite")
+    params = write_params(
+        folder,
+        smoke_models,
+        {"global": scenes["global"], "local": scenes["local"]},
+        {"train_local": {"sample_count": 2}},
+        local_init=smoke_models / "elite",
+    )
     cfg = load_params(params, profile="smoke").train_local
     frozen = load_frozen(cfg.base, str(smoke_models / "image_encoder"), torch.device("cpu"), torch.float32)
     dataset = LocalStage(cfg).dataset(read_manifest(cfg.manifest, True), frozen, ClipSpec(frozen.image_processor))
@@ -73,6 +80,8 @@ def test_without_a_subjects_file_the_first_training_rows_stand_in(sample_setup, 
 def test_a_subject_path_outside_the_repository_is_refused(sample_setup, tmp_path):
     _, cfg, _, dataset = sample_setup
     (tmp_path / "data" / "dreambench").mkdir(parents=True)
-    (tmp_path / "data" / "dreambench" / "subjects.json").write_text(json.dumps([{"subject": "../x", "images": ["a.jpg"]}]))
+    (tmp_path / "data" / "dreambench" / "subjects.json").write_text(
+        json.dumps([{"subject": "../x", "images": ["a.jpg"]}])
+    )
     with contextlib.chdir(tmp_path), pytest.raises(EliteError, match="plain name"):
         sample_concepts(cfg, dataset, with_mask=True)

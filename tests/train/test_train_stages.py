@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_helpers import write_params
 
 from elite.config import load_params
 from elite.errors import EliteError
 from elite.models.elite_model import EliteModel
 from elite.pipeline import ElitePipeline
-from train_helpers import write_params
 
 
 def _train(params_path: Path, section: str, folder: Path) -> dict:
@@ -38,11 +38,22 @@ def _plot(path: Path) -> list[dict]:
 def overfit(smoke_models, scenes, session_tmp):
     """Stage 1 on two images with each image's crop, augmentation, noise and timestep fixed."""
     folder = session_tmp / "train-overfit"
-    params = write_params(folder, smoke_models, {"global": scenes["global2"], "local": scenes["local2"]}, {
-        "train_global": {"max_steps": 60, "repeat_randomness": True, "learning_rate": 3.0e-3, "checkpoint_every": 30,
-                         "sample_every": 30, "cache_latents": True},
-        "train_local": {"max_steps": 12, "checkpoint_every": 6, "sample_every": 12},
-    })
+    params = write_params(
+        folder,
+        smoke_models,
+        {"global": scenes["global2"], "local": scenes["local2"]},
+        {
+            "train_global": {
+                "max_steps": 60,
+                "repeat_randomness": True,
+                "learning_rate": 3.0e-3,
+                "checkpoint_every": 30,
+                "sample_every": 30,
+                "cache_latents": True,
+            },
+            "train_local": {"max_steps": 12, "checkpoint_every": 6, "sample_every": 12},
+        },
+    )
     metrics = _train(params, "train_global", folder)
     return folder, params, metrics
 
@@ -86,12 +97,20 @@ def test_stage1_output_is_a_usable_global_only_model(overfit, smoke_models, conc
     pipe.set_progress_bar_config(disable=True)
     concept = pipe.encode_concept(concept_image)
     assert concept.local_tokens is None
-    image = pipe("a S* on the beach", concept=concept, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
+    image = pipe(
+        "a S* on the beach", concept=concept, num_inference_steps=2, generator=torch.Generator().manual_seed(0)
+    ).images[0]
     assert image.size == (64, 64)
     # the final checkpoint holds the same weights plus optimiser, scheduler and RNG state
     ckpt = folder / "train_global" / "checkpoints" / "step-0000060"
-    assert sorted(p.name for p in ckpt.iterdir()) == ["elite", "history.csv", "optimizer.safetensors", "rng.safetensors",
-                                                   "scheduler.safetensors", "state.json"]
+    assert sorted(p.name for p in ckpt.iterdir()) == [
+        "elite",
+        "history.csv",
+        "optimizer.safetensors",
+        "rng.safetensors",
+        "scheduler.safetensors",
+        "state.json",
+    ]
     a, b = load_file(ckpt / "elite" / "elite.safetensors"), load_file(out / "elite.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert len(list((folder / "latent-cache").rglob("*.safetensors"))) == 2  # one cached distribution per row
@@ -102,8 +121,11 @@ def test_stage1_mlflow_run(overfit):
 
     folder, _, _ = overfit
     client = mlflow.tracking.MlflowClient()
-    runs = [r for r in client.search_runs([mlflow.get_experiment_by_name("elite").experiment_id])
-            if r.data.params.get("train_global.checkpoint_dir") == str(folder / "train_global" / "checkpoints")]
+    runs = [
+        r
+        for r in client.search_runs([mlflow.get_experiment_by_name("elite").experiment_id])
+        if r.data.params.get("train_global.checkpoint_dir") == str(folder / "train_global" / "checkpoints")
+    ]
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED" and run.data.tags["stage"] == "train_global"
@@ -131,8 +153,15 @@ def test_stage2_trains_only_the_local_branch(overfit, local_run, smoke_models, c
 
     fresh = LocalStage(load_params(params, profile="smoke").train_local).build(
         EliteModel.from_pretrained(folder / "train_global" / "weights"),
-        load_frozen(str(smoke_models / "base"), str(smoke_models / "image_encoder"), torch.device("cpu"), torch.float32))
-    changed = [k for k, v in fresh.state_dict().items() if k.startswith(("local_mapper", "local_kv")) and not torch.equal(v, final[k])]
+        load_frozen(
+            str(smoke_models / "base"), str(smoke_models / "image_encoder"), torch.device("cpu"), torch.float32
+        ),
+    )
+    changed = [
+        k
+        for k, v in fresh.state_dict().items()
+        if k.startswith(("local_mapper", "local_kv")) and not torch.equal(v, final[k])
+    ]
     assert any(k.startswith("local_mapper") for k in changed) and any(k.startswith("local_kv") for k in changed)
     pipe = ElitePipeline.from_pretrained(smoke_models / "base", folder / "train_local" / "weights")
     pipe.set_progress_bar_config(disable=True)
@@ -145,14 +174,21 @@ def test_stage2_trains_only_the_local_branch(overfit, local_run, smoke_models, c
 
 def test_nan_loss_stops_naming_step_and_checkpoint(smoke_models, scenes, session_tmp):
     folder = session_tmp / "train-nan"
-    params = write_params(folder, smoke_models, scenes, {
-        "train_global": {"max_steps": 8, "learning_rate": 1.0e30, "checkpoint_every": 1, "sample_every": 0}})
+    params = write_params(
+        folder,
+        smoke_models,
+        scenes,
+        {"train_global": {"max_steps": 8, "learning_rate": 1.0e30, "checkpoint_every": 1, "sample_every": 0}},
+    )
     with pytest.raises(EliteError) as err:
         _train(params, "train_global", folder)
     message = str(err.value)
     assert "\n" not in message and re.search(r"train_global: loss is (nan|inf|-inf) at step", message)
     step = int(message.split("at step ")[1].split(";")[0])
-    assert step >= 2 and f"last good checkpoint: {folder / 'train_global' / 'checkpoints' / f'step-{step - 1:07d}'}" in message
+    assert (
+        step >= 2
+        and f"last good checkpoint: {folder / 'train_global' / 'checkpoints' / f'step-{step - 1:07d}'}" in message
+    )
     assert not (folder / "train_global" / "weights").exists()
 
 
@@ -174,7 +210,9 @@ def test_latent_cache_gives_the_vae_targets(smoke_models, scenes, session_tmp):
     rows = read_manifest(cfg.manifest, need_mask=False)
     plain = stage.dataset(rows, frozen, ClipSpec(frozen.image_processor))
     cache = LatentCache(cfg.cache_dir, rows, Path(cfg.base) / "vae", cfg.resolution, cfg.crop_pad[0])
-    assert cache.build(plain, frozen.vae, Accelerator(), 3) == 4 and cache.build(plain, frozen.vae, Accelerator(), 3) == 0
+    assert (
+        cache.build(plain, frozen.vae, Accelerator(), 3) == 4 and cache.build(plain, frozen.vae, Accelerator(), 3) == 0
+    )
     cached = stage.dataset(rows, frozen, ClipSpec(frozen.image_processor), cache)
     module = stage.module_class(elite, frozen, cfg)
     draws = [5, 2, 11]
@@ -213,14 +251,32 @@ def test_gradient_accumulation_matches_a_larger_batch(smoke_models, scenes, sess
     weights = []
     for name, batch, accum in (("train-accum", 1, 2), ("train-batch", 2, 1)):
         folder = session_tmp / name
-        params = write_params(folder, smoke_models, scenes, {"train_global": {
-            "max_steps": 3, "batch_size": batch, "gradient_accumulation_steps": accum, "sample_every": 0}})
+        params = write_params(
+            folder,
+            smoke_models,
+            scenes,
+            {
+                "train_global": {
+                    "max_steps": 3,
+                    "batch_size": batch,
+                    "gradient_accumulation_steps": accum,
+                    "sample_every": 0,
+                }
+            },
+        )
         metrics = _train(params, "train_global", folder)
         assert metrics["effective_batch_size"] == 2
-        weights.append((_plot(folder / "train_global" / "plot.csv"), load_file(folder / "train_global" / "weights" / "elite.safetensors")))
+        weights.append(
+            (
+                _plot(folder / "train_global" / "plot.csv"),
+                load_file(folder / "train_global" / "weights" / "elite.safetensors"),
+            )
+        )
     (rows_a, a), (rows_b, b) = weights
     for ra, rb in zip(rows_a, rows_b):
-        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5) and ra["grad_norm"] == pytest.approx(rb["grad_norm"], rel=1e-4)
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5) and ra["grad_norm"] == pytest.approx(
+            rb["grad_norm"], rel=1e-4
+        )
     init = load_file(smoke_models / "elite" / "elite.safetensors")
     update = max((a[k] - init[k]).abs().max().item() for k in a)
     gap = max((a[k] - b[k]).abs().max().item() for k in a)

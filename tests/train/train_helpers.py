@@ -38,25 +38,39 @@ def make_scenes(out: Path, count: int, seed: int = 0) -> tuple[Path, Path]:
         img[inside] = rng.uniform(0, 255, 3)
         Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(out / f"scene{i}.jpg", quality=95)
         Image.fromarray((inside * 255).astype(np.uint8)).save(out / f"scene{i}_mask.png")
-        rows.append({"image": str(out / f"scene{i}.jpg"), "box": [x0, y0, x1, y1], "label": "Thing",
-                     "image_id": f"scene{i}", "mask": str(out / f"scene{i}_mask.png"), "mask_source": "release"})
+        rows.append(
+            {
+                "image": str(out / f"scene{i}.jpg"),
+                "box": [x0, y0, x1, y1],
+                "label": "Thing",
+                "image_id": f"scene{i}",
+                "mask": str(out / f"scene{i}_mask.png"),
+                "mask_source": "release",
+            }
+        )
     glob, local = out / "global.jsonl", out / "local.jsonl"
     glob.write_text("".join(json.dumps({**r, "mask": None}) + "\n" for r in rows))
     local.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return glob, local
 
 
-def write_params(folder: Path, smoke_models: Path, manifests: dict, overrides: dict | None = None,
-                 local_init: Path | None = None) -> Path:
+def write_params(
+    folder: Path, smoke_models: Path, manifests: dict, overrides: dict | None = None, local_init: Path | None = None
+) -> Path:
     """A params.yaml for `folder`: the repository's, with both training sections writing under `folder`.
     `overrides` = {"train_global": {...}, "train_local": {...}} go into the smoke maps."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     folder.mkdir(parents=True, exist_ok=True)
     for section, manifest in (("train_global", manifests["global"]), ("train_local", manifests["local"])):
         sec = raw[section]
-        sec.update(base=str(smoke_models / "base"), manifest=str(manifest), out=str(folder / section / "weights"),
-                   metrics=str(folder / section / "metrics.json"), plot=str(folder / section / "plot.csv"),
-                   checkpoint_dir=str(folder / section / "checkpoints"))
+        sec.update(
+            base=str(smoke_models / "base"),
+            manifest=str(manifest),
+            out=str(folder / section / "weights"),
+            metrics=str(folder / section / "metrics.json"),
+            plot=str(folder / section / "plot.csv"),
+            checkpoint_dir=str(folder / section / "checkpoints"),
+        )
         if section == "train_global":
             sec.update(init=str(smoke_models / "elite"), cache_dir=str(folder / "latent-cache"))
         else:
@@ -67,8 +81,14 @@ def write_params(folder: Path, smoke_models: Path, manifests: dict, overrides: d
     return path
 
 
-def run_cli(args: list[str], cwd: Path, launcher: list[str] | None = None, timeout: float = 600,
-            env: dict | None = None, **popen) -> subprocess.CompletedProcess | subprocess.Popen:
+def run_cli(
+    args: list[str],
+    cwd: Path,
+    launcher: list[str] | None = None,
+    timeout: float = 600,
+    env: dict | None = None,
+    **popen,
+) -> subprocess.CompletedProcess | subprocess.Popen:
     """Run `elite ARGS` in a fresh interpreter (or under `launcher`, e.g. accelerate launch ... -m)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
     cmd = (launcher or [sys.executable, "-m"]) + ["elite.cli", *args]
