@@ -32,10 +32,13 @@ def stage_section(stage: str) -> str:
 
 
 def readers() -> dict[str, set[str]]:
-    """params.yaml section -> the stages of dvc.yaml that list it (every section, readers or not)."""
+    """params.yaml section -> the stages of dvc.yaml that list it or keys of it (`toy.size`), readers or not."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     sections = [k for k in yaml.safe_load((REPO / "params.yaml").read_text()) if k != "profile"]
-    return {sec: {name for name, spec in stages.items() if sec in spec.get("params", [])} for sec in sections}
+    return {
+        sec: {name for name, spec in stages.items() if any(p.split(".")[0] == sec for p in spec.get("params", []))}
+        for sec in sections
+    }
 
 
 def status(repo: Path, env: dict | None = None) -> set[str]:
