@@ -138,3 +138,20 @@ def test_bad_selections_are_clear_errors(repo_root, tmp_path, concepts):
     with pytest.raises(EliteError, match="same folder name"):
         plan(cfg_with(repo_root, tmp_path, extra_prompts=["a {0} {1} in the jungle!"]), SUBJECTS, concepts, "w")
     assert Path(cfg_with(repo_root, tmp_path).out).name == "eval"
+
+
+def test_toy_rows_named_and_global(repo_root, tmp_path, concepts):
+    """Toy world: `named` puts the identity words where S* was (base model, same seeds as ELITE), `global` is
+    ELITE at lambda 0 on every prompt; neither appears without its switch."""
+    named = {"teapot": "red checkered", "dog6": "blue striped"}
+    jobs = plan(cfg_with(repo_root, tmp_path, global_row=True), SUBJECTS, concepts, "w", named=named)
+    rows = {(j.variant, j.subject, j.template): j for j in jobs}
+    tpl = "a {0} {1} in the jungle"
+    assert rows[("named", "teapot", tpl)].prompt == "a red checkered teapot in the jungle"
+    assert rows[("named", "teapot", tpl)].seeds == rows[("elite", "teapot", tpl)].seeds
+    assert "weights" not in rows[("named", "teapot", tpl)].settings
+    assert (rows[("global", "teapot", tpl)].lam, rows[("global", "teapot", tpl)].prompt) == (0.0, "a S* in the jungle")
+    counts = {v: sum(j.variant == v for j in jobs) for v in ("elite", "named", "global")}
+    assert counts["named"] == counts["global"] == counts["elite"]
+    plain = plan(cfg_with(repo_root, tmp_path, global_row=False), SUBJECTS, concepts, "w")
+    assert not {j.variant for j in plain} & {"named", "global"}

@@ -117,3 +117,31 @@ def test_identity_probe_reaches_its_floor_on_fresh_renders():
     assert acc["colour"] >= 0.9 and acc["scene"] >= 0.9, acc
     torch.manual_seed(0)
     assert accuracy(Probe(["colour"]), test)["colour"] < 0.4
+
+
+def test_scorer_reads_concepts_and_prompt_scenes(tmp_path):
+    """ToyScorer finds the toy set's attributes and the probes, scores every image against the subject and the
+    prompt's scene (None when the prompt names none), and stays off for a non-toy set."""
+    from PIL import Image
+
+    from elite.toy.dreambench import write_toy_dreambench
+    from elite.toy.probes import Probe, save_probes
+    from elite.toy.scoring import ToyScorer, prompt_scene
+
+    assert prompt_scene("a S* on the night sky") == "night sky" and prompt_scene("a photo of a S*") is None
+    db = write_toy_dreambench(tmp_path / "db", [["red", "checkered"]], 32, 0, 2)
+    (db / "subjects.json").write_text("[]")
+    probes = tmp_path / "probes"
+    probes.mkdir()
+    torch.manual_seed(0)
+    save_probes(probes, identity=Probe(["colour", "pattern", "cls"]), scene=Probe(["scene"]))
+    scorer = ToyScorer.find(probes, db / "subjects.json")
+    images = [Image.open(p) for p in sorted((db / "red_checkered_ball").glob("*.jpg"))]
+    rows = scorer.score(images, "red_checkered_ball", "a ball on the snow")
+    assert len(rows) == 2 and all(
+        set(r) == {"colour_acc", "pattern_acc", "identity_acc", "class_acc", "scene_acc"} for r in rows
+    )
+    assert all(r["identity_acc"] == float(r["colour_acc"] and r["pattern_acc"]) for r in rows)
+    assert scorer.score(images, "red_checkered_ball", "a photo of a ball")[0]["scene_acc"] is None
+    (db / "toy_concepts.json").unlink()
+    assert ToyScorer.find(probes, db / "subjects.json") is None
