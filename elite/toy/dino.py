@@ -14,6 +14,7 @@ from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
 from elite.evaluate.eval_models import IMAGENET_MEAN, IMAGENET_STD
 from elite.toy.bank import Bank
+from elite.toy.fit import fit
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -65,21 +66,17 @@ def train_dino(
         add_pooling_layer=False,
     )
     head = nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 64))
-    opt = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=lr, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    model.train()
-    for step in range(steps):
+
+    def step_loss() -> torch.Tensor:
         x = bank.images[torch.randint(len(bank), (batch,), generator=gen)]
         a, b = (F.normalize(head(model(dino_pixels(_view(x, gen))).last_hidden_state[:, 0]), dim=-1) for _ in range(2))
         logits = a @ b.T / temperature
         labels = torch.arange(batch)
-        loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if progress:
-            progress(step, loss.item())
+        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+
+    model.train()
+    params = list(model.parameters()) + list(head.parameters())
+    fit(params, steps, step_loss, lr, weight_decay=0.05, pct_start=0.1, progress=progress)
     model.eval().save_pretrained(out)
     ViTImageProcessor(
         do_resize=True,

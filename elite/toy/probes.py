@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from elite.toy.bank import COLOUR_NAMES, Bank
+from elite.toy.fit import fit
 from elite.toy.world import CLASSES, PATTERNS, SCENES
 
 HEADS = {"colour": COLOUR_NAMES, "pattern": list(PATTERNS), "cls": list(CLASSES), "scene": list(SCENES)}
@@ -69,20 +70,15 @@ def train_probe(
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     probe = Probe(heads)
-    opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     labels = {h: bank.labels(h) for h in heads}
-    probe.train()
-    for step in range(steps):
+
+    def step_loss() -> torch.Tensor:
         idx = torch.randint(len(bank), (batch,), generator=gen)
         out = probe(_augment(bank.images[idx], gen))
-        loss = sum(F.cross_entropy(out[h], labels[h][idx]) for h in heads)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if progress:
-            progress(step, float(loss))
+        return sum(F.cross_entropy(out[h], labels[h][idx]) for h in heads)
+
+    probe.train()
+    fit(probe.parameters(), steps, step_loss, lr, weight_decay=1e-4, progress=progress)
     return probe.eval()
 
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from elite.data.sam import TINY_ARCH, build_tiny_sam, write_tiny_sam
 from elite.toy.bank import Bank
+from elite.toy.fit import fit
 
 
 def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
@@ -50,10 +51,8 @@ def finetune_sam(bank: Bank, steps: int, seed: int, out: Path, batch: int = 16, 
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     sam = build_tiny_sam(TINY_ARCH)
-    opt = torch.optim.AdamW(sam.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    sam.train()
-    for step in range(steps):
+
+    def step_loss() -> torch.Tensor:
         idx = torch.randint(len(bank), (batch,), generator=gen)
         target = bank.masks[idx].float()[:, None]
         logits, iou_pred = sam_logits(sam, bank.images[idx], mask_boxes(bank.masks[idx]))
@@ -65,13 +64,10 @@ def finetune_sam(bank: Bank, steps: int, seed: int, out: Path, batch: int = 16, 
         with torch.no_grad():
             hard = (logits > 0).float()
             true_iou = (hard * target).sum((2, 3)) / (hard + target - hard * target).sum((2, 3)).clamp_min(1)
-        loss = loss_each.gather(1, best[:, None]).mean() + F.mse_loss(iou_pred, true_iou)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if progress:
-            progress(step, loss.item())
+        return loss_each.gather(1, best[:, None]).mean() + F.mse_loss(iou_pred, true_iou)
+
+    sam.train()
+    fit(sam.parameters(), steps, step_loss, lr, weight_decay=1e-4, pct_start=0.1, progress=progress)
     sam.eval()
     write_tiny_sam(out, seed, model=sam)
     return sam

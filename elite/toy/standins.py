@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -23,8 +22,8 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
 from elite.toy.bank import Bank, caption, full_caption
+from elite.toy.fit import Progress, fit
 
-Progress = Callable[[int, float], None] | None
 LATENT_CHANNELS = 4  # 16x16x4 latents for 32x32x3 renders (2x downsampling; 8x8 latents lost colour and pattern)
 
 
@@ -54,20 +53,15 @@ def train_vae(
     progress: Progress = None,
 ) -> AutoencoderKL:
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
-    vae.train()
-    for step in range(steps):
+
+    def step_loss() -> torch.Tensor:
         x = bank.images[torch.randint(len(bank), (batch,), generator=gen)]
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample(generator=gen)).sample
-        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + kl_weight * post.kl().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if progress:
-            progress(step, loss.item())
+        return F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + kl_weight * post.kl().mean()
+
+    vae.train()
+    fit(vae.parameters(), steps, step_loss, lr, weight_decay=0.0, pct_start=0.05, progress=progress)
     vae.eval()
     deterministic_posterior(vae)
     with torch.no_grad():
@@ -143,24 +137,19 @@ def train_clip(
     gen = torch.Generator().manual_seed(seed)
     captions = [full_caption(s) for s in bank.specs]
     ids = tokens(tokenizer, captions)
-    opt = torch.optim.AdamW(clip.parameters(), lr=lr, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    clip.train()
-    for step in range(steps):
+
+    def step_loss() -> torch.Tensor:
         idx = torch.randint(len(bank), (batch,), generator=gen)
         out = clip(input_ids=ids[idx], pixel_values=clip_pixels(bank.images[idx]))
         same = (ids[idx][:, None, :] == ids[idx][None, :, :]).all(-1).float()  # equal captions are positives
         target = same / same.sum(-1, keepdim=True)
-        loss = 0.5 * (
+        return 0.5 * (
             torch.sum(-target * out.logits_per_image.log_softmax(-1), -1).mean()
             + torch.sum(-target * out.logits_per_text.log_softmax(-1), -1).mean()
         )
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if progress:
-            progress(step, loss.item())
+
+    clip.train()
+    fit(clip.parameters(), steps, step_loss, lr, weight_decay=0.05, pct_start=0.1, progress=progress)
     return clip.eval()
 
 

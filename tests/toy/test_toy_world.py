@@ -145,3 +145,27 @@ def test_scorer_reads_concepts_and_prompt_scenes(tmp_path):
     assert scorer.score(images, "red_checkered_ball", "a photo of a ball")[0]["scene_acc"] is None
     (db / "toy_concepts.json").unlink()
     assert ToyScorer.find(probes, db / "subjects.json") is None
+
+
+def test_every_stand_in_trains_and_loads_through_the_real_loaders(tmp_path, repo_root):
+    """prepare_toy's parts at a tiny size (2 steps each) write folders that the paper profile's loaders read."""
+    from diffusers import StableDiffusionPipeline
+    from toy_helpers import tiny_toy_params
+    from transformers import CLIPModel, CLIPVisionModel, ViTModel
+
+    from elite.data.sam import load_sam
+    from elite.toy.prepare import prepare_base, prepare_toy
+    from elite.toy.probes import load_probes
+
+    params = tiny_toy_params(repo_root)
+    out = tmp_path / "pretrained"
+    prepare_toy(params, out, parts=["vae", "clip", "evaluators"])
+    prepare_base(params, out)
+    pipe = StableDiffusionPipeline.from_pretrained(out / "base", safety_checker=None, requires_safety_checker=False)
+    assert pipe.scheduler.config.prediction_type == "v_prediction" and pipe.tokenizer.model_max_length == 20
+    assert pipe.vae.encode(torch.zeros(1, 3, 32, 32)).latent_dist.std.max() < 1e-6  # collapsed posterior
+    CLIPModel.from_pretrained(out / "clip_eval")
+    CLIPVisionModel.from_pretrained(out / "image_encoder")
+    ViTModel.from_pretrained(out / "dino_eval")
+    load_sam(out / "sam", "cpu")
+    assert set(load_probes(out / "probes")) == {"identity", "scene"}
