@@ -118,7 +118,11 @@ def build_base(out: Path, seed: int) -> None:
         steps_offset=1,
         set_alpha_to_one=False,
     )
-    tokenizer = write_clip_tokenizer(out / "tokenizer")
+    save_sd_folder(out, vae, text_encoder, write_clip_tokenizer(out / "tokenizer"), unet, scheduler)
+
+
+def save_sd_folder(out: Path, vae, text_encoder, tokenizer, unet, scheduler) -> None:
+    """The Stable Diffusion folder layout (model_index.json + one subfolder per component), no safety checker."""
     StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,

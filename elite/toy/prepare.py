@@ -14,13 +14,13 @@ import tempfile
 from pathlib import Path
 
 import torch
-from diffusers import LMSDiscreteScheduler, StableDiffusionPipeline
+from diffusers import LMSDiscreteScheduler
 from tqdm import tqdm
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPVisionModel
 
 from elite.config import Params
 from elite.io import atomic_dir, write_json
-from elite.smoke_models import CLIP_MEAN, CLIP_STD, init_elite_weights, write_clip_tokenizer
+from elite.smoke_models import CLIP_MEAN, CLIP_STD, init_elite_weights, save_sd_folder, write_clip_tokenizer
 from elite.toy import standins
 from elite.toy.bank import make_bank
 from elite.toy.dino import train_dino
@@ -140,16 +140,7 @@ def prepare_base(params: Params, out: Path) -> None:
     )
     scheduler = LMSDiscreteScheduler.from_config(standins.build_scheduler().config)
     with atomic_dir(out / "base") as tmp:
-        StableDiffusionPipeline(
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
-            unet=unet,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        ).save_pretrained(tmp)
+        save_sd_folder(Path(tmp), vae, text_encoder, tokenizer, unet, scheduler)
         (Path(tmp) / "toy_world.json").write_text(json.dumps(cfg.model_dump(), indent=2) + "\n")
 
 
