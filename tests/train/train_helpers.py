@@ -60,6 +60,7 @@ def write_params(
     """A params.yaml for `folder`: the repository's, with both training sections writing under `folder`.
     `overrides` = {"train_global": {...}, "train_local": {...}} go into the smoke maps."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["profile"] = "smoke"
     folder.mkdir(parents=True, exist_ok=True)
     for section, manifest in (("train_global", manifests["global"]), ("train_local", manifests["local"])):
         sec = raw[section]
