@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser run test bench serve mlflow-ui demo clean-venv
+.PHONY: setup browser run test bench serve mlflow-ui demo figures clean-venv
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ PROFILE ?=
 run: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc $(if $(PROFILE),exp run -S profile=$(PROFILE),repro) \
 	  $$($(BIN)/dvc remote list | grep -q . && echo --pull)
+
+# The README's toy-world figures (docs/toy/: held-out concepts grid, lambda sweep) from the last evaluation.
+figures: $(STAMP)
+	$(BIN)/python -m elite.toy.figures --eval data/eval --out docs/toy
 
 # Local Prefect server (SQLite in PREFECT_HOME, default .prefect/; 127.0.0.1:PREFECT_PORT) serving elite/full and
 # elite/smoke; with PREFECT_API_URL set, serves them to that server instead. See README "Orchestration".
