@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from bench.measure import figure, headline
+from flows.stages import apply_profile
 
 STAGES = (
     "prepare_models",
@@ -53,6 +54,7 @@ def _copy_checkout(repo: Path, dst: Path) -> None:
             continue
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(repo / rel, dst / rel)
+    apply_profile(dst, "smoke", lambda _msg: None)  # this figure is the smoke pipeline's (the default is toy)
     ident = ["-c", "user.name=bench", "-c", "user.email=bench@localhost"]
     for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "bench copy"]):
         subprocess.run(["git", *ident, *cmd], cwd=dst, check=True, capture_output=True)

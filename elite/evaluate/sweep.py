@@ -1,4 +1,5 @@
-"""The lambda sweep (paper Fig. 12): CLIP-I / CLIP-T / DINO-I per lambda as a DVC plot CSV and a figure."""
+"""The lambda sweep (paper Fig. 12): CLIP-I / CLIP-T / DINO-I per lambda as a DVC plot CSV and a figure; on the
+toy profile also the probes' identity and scene accuracy (the trade-off measured exactly)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ from pathlib import Path
 from elite.io import atomic_file
 
 COLUMNS = ("lam", "clip_i", "clip_t", "dino_i", "images")
+ACCURACY = (("identity_acc", "identity (joint)"), ("colour_acc", "colour"), ("scene_acc", "scene"))
+
+
+def has_accuracy(rows: list[dict]) -> bool:
+    return bool(rows) and all(row.get("identity_acc") is not None for row in rows)
 
 
 def sweep_rows(sweep: dict[str, dict]) -> list[dict]:
@@ -18,29 +24,33 @@ def sweep_rows(sweep: dict[str, dict]) -> list[dict]:
 
 
 def write_sweep_csv(path: Path, rows: list[dict]) -> None:
-    """The DVC plot: one row per lambda (x = lam; y = clip_i, clip_t, dino_i)."""
+    """The DVC plot: one row per lambda (x = lam; y = clip_i, clip_t, dino_i; and the accuracies when scored)."""
+    columns = COLUMNS + tuple(k for k, _ in ACCURACY) if has_accuracy(rows) else COLUMNS
     with atomic_file(Path(path), suffix=".csv") as tmp:
         with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+            writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             for row in rows:
                 writer.writerow(
                     {
                         k: ("" if row.get(k) is None else round(row[k], 6) if isinstance(row[k], float) else row[k])
-                        for k in COLUMNS
+                        for k in columns
                     }
                 )
 
 
 def sweep_figure(rows: list[dict]):
-    """Left: each score against lambda. Right: the CLIP-I / CLIP-T trade-off, points labelled by lambda."""
+    """Left: each score against lambda. Middle: the CLIP-I / CLIP-T trade-off, points labelled by lambda.
+    Right (toy profile): the probes' identity, colour and scene accuracy against lambda."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    accuracy = has_accuracy(rows)
+    fig, axes = plt.subplots(1, 3 if accuracy else 2, figsize=(15 if accuracy else 10, 4))
+    left, right = axes[0], axes[1]
     lams = [r["lam"] for r in rows]
     for key, label in (("clip_i", "CLIP-I"), ("clip_t", "CLIP-T"), ("dino_i", "DINO-I")):
         left.plot(lams, [r[key] for r in rows], marker="o", label=label)
@@ -56,6 +66,14 @@ def sweep_figure(rows: list[dict]):
     right.set_xlabel("CLIP-I (image alignment)")
     right.set_ylabel("CLIP-T (text alignment)")
     right.grid(alpha=0.3)
+    if accuracy:
+        for key, label in ACCURACY:
+            axes[2].plot(lams, [r[key] for r in rows], marker="o", label=label)
+        axes[2].set_xlabel("lambda (local branch weight)")
+        axes[2].set_ylabel("probe accuracy on held-out concepts")
+        axes[2].set_ylim(0, 1.05)
+        axes[2].legend()
+        axes[2].grid(alpha=0.3)
     fig.suptitle("ELITE lambda sweep")
     fig.tight_layout()
     return fig

@@ -13,22 +13,26 @@ import time
 from pathlib import Path
 
 import pytest
-
 from data_helpers import read_jsonl
+
 from elite.cli import main
 from elite.data.sam import prepare_sam
 from elite.errors import EliteError
+from flows.stages import apply_profile
 
 
 def run_elite(repo: Path, *args: str) -> subprocess.CompletedProcess:
     elite = Path(sys.executable).with_name("elite")
-    return subprocess.run([str(elite), *args], cwd=repo, env=dict(os.environ), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(elite), *args], cwd=repo, env=dict(os.environ), capture_output=True, text=True, timeout=300
+    )
 
 
 def test_smoke_stages_from_the_command_line(repo_root, tmp_path, mongod):
     repo = tmp_path / "repo"
     repo.mkdir()
     shutil.copy(repo_root / "params.yaml", repo / "params.yaml")
+    apply_profile(repo, "smoke", lambda _msg: None)  # the default profile is toy
     prepare_sam("builtin", "tiny", repo / "models/pretrained/sam", seed=5)
     seconds = {}
     for stage in ("download", "curate", "mask"):
@@ -90,6 +94,8 @@ def test_zoo_download_offline_fails_with_a_clear_error(tmp_path, mongod):
     from elite.data.fiftyone_db import zoo_download
 
     start = time.perf_counter()
-    with pytest.raises(EliteError, match=r"could not fetch open-images-v7/test after 2 tries .*set download.source") as err:
+    with pytest.raises(
+        EliteError, match=r"could not fetch open-images-v7/test after 2 tries .*set download.source"
+    ) as err:
         zoo_download("test", str(tmp_path / "zoo"), max_samples=1, workers=1, retries=2, wait=0.0)
     assert "\n" not in str(err.value) and time.perf_counter() - start < 120

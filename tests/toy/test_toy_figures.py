@@ -1,21 +1,40 @@
-"""`make figures`: the README's toy figures from an evaluation's outputs; without them a one-line error."""
+"""`make figures` (the README's toy figures from an evaluation's outputs; without them a one-line error) and the
+lambda sweep's accuracy panel and columns on the toy profile."""
 
 from __future__ import annotations
 
+import csv
+import json
+
 from PIL import Image
 
+from elite.evaluate.sweep import sweep_figure, write_sweep_csv
 from elite.toy.figures import main
 
+COLOURS = {"baseline": (0, 0, 255), "elite": (255, 0, 0)}
 
-def test_grids_are_stacked_and_the_sweep_copied(tmp_path):
-    (tmp_path / "eval" / "grids").mkdir(parents=True)
-    for i, colour in enumerate(["red", "blue"]):
-        Image.new("RGB", (1200, 100 + i), colour).save(tmp_path / "eval" / "grids" / f"{colour}.png")
-    Image.new("RGB", (300, 200), "white").save(tmp_path / "eval" / "lambda_sweep.png")
-    assert main(["--eval", str(tmp_path / "eval"), "--out", str(tmp_path / "docs")]) == 0
+
+def fake_eval(root):
+    """Two concepts, two prompts; rows baseline (first prompt only) and elite (every prompt)."""
+    for subject, cls in (("red_plain_ball", "ball"), ("blue_plain_box", "box")):
+        Image.new("RGB", (32, 32), (0, 255, 0)).save(root / f"{subject}.png")
+        prompts = [f"a_{cls}_on_the_grass", f"a_{cls}_on_the_snow"]
+        for variant, colour in COLOURS.items():
+            for prompt in prompts if variant == "elite" else prompts[:1]:
+                (root / "eval" / variant / subject / prompt).mkdir(parents=True)
+                Image.new("RGB", (32, 32), colour).save(root / "eval" / variant / subject / prompt / "0.png")
+        (root / "eval" / "elite" / subject / "concept.json").write_text(json.dumps({"image": f"{subject}.png"}))
+    Image.new("RGB", (300, 200), "white").save(root / "eval" / "lambda_sweep.png")
+
+
+def test_grid_rows_are_concepts_columns_the_evaluation_rows_then_prompts(tmp_path):
+    fake_eval(tmp_path)
+    args = ["--eval", str(tmp_path / "eval"), "--root", str(tmp_path), "--out", str(tmp_path / "docs"), "--tile", "20"]
+    assert main(args) == 0
     grid = Image.open(tmp_path / "docs" / "held_out_grid.png")
-    assert grid.width == 900 and grid.height == 75 + 76  # each scaled to the width, stacked blue then red
-    assert grid.getpixel((10, 10)) == (0, 0, 255) and grid.getpixel((10, 140)) == (255, 0, 0)
+    assert grid.size == (4 * 20, 14 + 2 * 20)  # concept | class word | ELITE | ELITE on the snow; 2 concepts
+    row = [grid.getpixel((c * 20 + 10, 14 + 10)) for c in range(4)]
+    assert row == [(0, 255, 0), (0, 0, 255), (255, 0, 0), (255, 0, 0)]
     assert Image.open(tmp_path / "docs" / "lambda_sweep.png").size == (300, 200)
 
 
@@ -23,3 +42,16 @@ def test_without_an_evaluation_the_error_says_what_to_run(tmp_path, capsys):
     assert main(["--eval", str(tmp_path / "nothing"), "--out", str(tmp_path / "docs")]) == 2
     assert "run the evaluation first (make run)" in capsys.readouterr().err
     assert not (tmp_path / "docs").exists()
+
+
+def test_sweep_adds_the_accuracies_when_the_probes_scored(tmp_path):
+    scores = {"clip_i": 0.5, "clip_t": 0.3, "dino_i": 0.4, "images": 8}
+    acc = {"colour_acc": 0.5}
+    toy = [{"lam": lam, **scores, **acc, "identity_acc": lam / 2, "scene_acc": 1 - lam / 2} for lam in (0.0, 1.0)]
+    write_sweep_csv(tmp_path / "toy.csv", toy)
+    write_sweep_csv(tmp_path / "smoke.csv", [{"lam": 0.0, **scores}])
+    with open(tmp_path / "toy.csv") as fh:
+        assert [r["identity_acc"] for r in csv.DictReader(fh)] == ["0.0", "0.5"]
+    with open(tmp_path / "smoke.csv") as fh:
+        assert csv.DictReader(fh).fieldnames == ["lam", "clip_i", "clip_t", "dino_i", "images"]
+    assert len(sweep_figure(toy).axes) == 3 and len(sweep_figure([{"lam": 0.0, **scores}]).axes) == 2
