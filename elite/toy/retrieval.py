@@ -134,3 +134,44 @@ def identity_retrieval(
     losses = retrieval_losses(pipe, conds, [s[:targets] for s in shots], lam, draws, seed)
     own = torch.arange(len(concepts)).view(-1, 1).expand(-1, targets)
     return float((losses.argmin(dim=2) == own).float().mean())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m elite.toy.retrieval`: held-out retrieval of trained weights, per lambda and reference count."""
+    import argparse
+    import json
+    import sys
+
+    from elite.config import load_params
+    from elite.errors import EliteError
+    from elite.pipeline import ElitePipeline
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--base", default="models/pretrained/base")
+    parser.add_argument("--weights", default="models/elite")
+    parser.add_argument("--lam", type=float, nargs="+", default=[0.0, 0.8])
+    parser.add_argument("--references", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--targets", type=int, default=16)
+    parser.add_argument("--draws", type=int, default=8)
+    args = parser.parse_args(argv)
+    try:
+        toy = load_params(args.params, "toy").toy
+        pipe = ElitePipeline.from_pretrained(args.base, elite_weights=args.weights)
+    except EliteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    pipe.set_progress_bar_config(disable=True)
+    kw = {"targets": args.targets, "draws": args.draws}
+    scores = {"named": identity_retrieval(pipe, toy.held_out, toy.size, named=True, **kw)}
+    for lam in args.lam:
+        for refs in args.references:
+            score = identity_retrieval(pipe, toy.held_out, toy.size, lam=lam, references=refs, **kw)
+            scores[f"lambda {lam:g}, {refs} image(s)"] = score
+            print(f"lambda {lam:g}, {refs} image(s): {score:.3f}", flush=True)
+    print(json.dumps({k: round(v, 4) for k, v in scores.items()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
