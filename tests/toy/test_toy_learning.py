@@ -180,3 +180,16 @@ def test_stage2_local_branch_adds_identity(toy, stage2, stage1_score):
 def test_stage2_test_fails_with_the_local_branch_detached(toy, world, stage1, stage1_score):
     detached = run(LocalDetached, "train_local", toy, world, stage1, "local-detached")
     assert retrieval(toy, detached, 0.8) < stage1_score + MARGIN
+
+
+def test_retrieval_command_line(repo_root, capsys):
+    from elite.toy.retrieval import main
+
+    args = ["--params", str(repo_root / "params.yaml"), "--base", str(FIXTURE / "base")]
+    small = ["--lam", "0", "--references", "1", "2", "--targets", "1", "--draws", "1"]
+    assert main([*args, "--weights", str(FIXTURE / "elite"), *small]) == 0
+    out = capsys.readouterr().out
+    assert "lambda 0, 1 image(s):" in out and "lambda 0, 2 image(s):" in out and '"named"' in out
+    assert main([*args, "--weights", str(FIXTURE / "missing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "no ELITE weights" in err and "\n" not in err
