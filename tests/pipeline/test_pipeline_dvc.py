@@ -199,3 +199,19 @@ def test_remote_push_then_pull_into_a_fresh_clone(smoke_run, session_tmp):
     shown = json.loads(dvc(clone, clone_env, "metrics", "show", "--json"))
     files = {path for rev in shown.values() for path in rev.get("data", {})}
     assert {"metrics/dreambench.json", "metrics/train_local.json", "metrics/register.json"} <= files
+
+
+def test_a_fresh_clone_has_the_reference_run_to_compare_with(session_tmp):
+    """The default (toy) profile's reference run is committed: dvc.lock, metrics and plots. In a fresh copy
+    `dvc metrics show` reads them, and they carry the toy world's claim: ELITE's held-out identity far above
+    the class word's (the README's table)."""
+    repo = copy_checkout(session_tmp / "reference-repo")
+    env = stage_env(repo)
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert lock["prepare_models"]["params"]["params.yaml"]["profile"] == "toy"
+    shown = json.loads(dvc(repo, env, "metrics", "show", "--json"))
+    metrics = shown[""]["data"]["metrics/dreambench.json"]["data"]
+    elite, class_word = metrics["overall"]["identity_acc"], metrics["context"]["baseline"]["identity_acc"]
+    assert elite >= 4 * class_word
+    plots = json.loads(dvc(repo, env, "plots", "show", "--json", "--split"))
+    assert any("lambda_sweep" in name for name in plots["data"])
