@@ -3,6 +3,7 @@ directory (set before anything imports those libraries), and builds the smoke mo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -31,16 +32,33 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_SESSION_TMP, ignore_errors=True)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Every test runs torch on one thread: the tiny smoke models run several times faster so when the
-    machine's two cores are shared (pytest plus the servers and stage subprocesses the tests start)."""
+@contextlib.contextmanager
+def torch_threads(n: int):
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread_for_shared_fixtures():
+    """Session- and module-scoped fixtures (models built, stages trained) run before any per-test fixture:
+    they get one torch thread too (two threads on the shared 2-core machine ran a toy measurement 10x slower)."""
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test runs torch on one thread: the tiny smoke models run several times faster so when the
+    machine's two cores are shared (pytest plus the servers and stage subprocesses the tests start). Reset per
+    test, so a test that changes the count does not leak it."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -54,16 +54,6 @@ class LocalDetached(LocalStage):
         return model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The module's fixtures train and measure before the per-test one-thread fixture runs; two threads on a
-    shared 2-core machine run several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def toy(repo_root):
     raw = yaml.safe_load((repo_root / "params.yaml").read_text())
