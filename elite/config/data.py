@@ -54,6 +54,7 @@ class MaskConfig(Section):
     multimask: bool  # ask SAM for 3 masks per box and keep the one with the best predicted IoU
     min_mask_pixels: int = Field(ge=1)  # a SAM mask smaller than this is empty (row dropped if no release mask)
     concept_index: int = Field(ge=0)  # DreamBench: which image of a subject is the concept image
+    concept_extra_images: int = Field(ge=0)  # ... and how many of the images after it get masks too (several images)
     concept_box: Literal["image", "auto"]  # prompt box: the whole image, or SAM's dominant automatic mask
     auto_points_per_side: int = Field(ge=1)  # concept_box=auto: SamAutomaticMaskGenerator settings
     auto_pred_iou_thresh: float = Field(ge=0, le=1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -59,6 +59,9 @@ class EvaluateConfig(Section):
     cpu_threads: int = Field(ge=0)  # torch CPU threads (0 = torch's default); tiny smoke models run fastest on 1
     baseline: bool  # also generate with the base model and the class word instead of S* (no-concept row)
     global_row: bool  # also ELITE at lambda 0 (the global word only) on every prompt: the paper's Table 3 ablation
+    multi_images: list[Annotated[int, Field(ge=2)]]  # rows of the concept from its first k images ([] = none)
+    pairs: int = Field(ge=0)  # two-concept rows for this many pairs of subjects (i with i + 1); toy world only
+    pair_prompts: list[str]  # their templates: {0} the first concept (S1*), {1} the second (S2*)
     sweep_lams: list[float]  # lambda values of the sweep (paper Fig. 12: 0 to 1.2); [] = no sweep
     sweep_subjects: int = Field(ge=1)  # the sweep runs on the first this-many evaluated subjects
     sweep_prompts: int = Field(ge=1)  # ... and this many of their prompts, evenly spaced

@@ -12,7 +12,9 @@
   dominant object of SAM's automatic mask generator (`concept_box: auto`: the largest automatic mask
   that is not background, i.e. covers at most `auto_max_area` of the image), or with the whole image
   (`concept_box: image`, also the fallback when the generator finds nothing). When SAM returns an
-  empty mask the prompt box itself becomes the mask (counted). (The issue names
+  empty mask the prompt box itself becomes the mask (counted). `concept_extra_images: k` masks the k
+  images after the concept image the same way, as `<subject>.<image stem>.png` (the evaluation's rows of
+  a concept from several images). (The issue names
   data/dreambench/masks/; DVC outputs cannot overlap, so they live under data/masks/.)
 * Sharding: `--shard i/n` takes every n-th image (sorted ImageIDs, from the i-th) and every n-th
   DreamBench subject. Masks already on disk are not recomputed, so a killed run resumes and many
@@ -166,8 +168,9 @@ def _check_marker(folder: Path, made_by: dict, settings: str) -> None:
     write_json(marker, made_by)
 
 
-def read_subjects(path: Path, concept_index: int) -> list[tuple[str, str]]:
-    """[(subject, concept image path)] from subjects.json; errors name the file and entry."""
+def read_subjects(path: Path, concept_index: int, extra: int = 0) -> list[tuple[str, list[str]]]:
+    """[(subject, [concept image, then the `extra` images after it])] from subjects.json; errors name the
+    file and entry."""
     subjects = read_json(path, list, "DreamBench subjects file", "run `elite dreambench` again")
     out = []
     for i, entry in enumerate(subjects):
@@ -177,9 +180,12 @@ def read_subjects(path: Path, concept_index: int) -> list[tuple[str, str]]:
             raise EliteError(f"{path}: entry {i}: 'subject' must be a plain name (letters, digits, _ . -)")
         if not isinstance(images, list) or not images:
             raise EliteError(f"{path}: subject {name}: 'images' must be a non-empty list")
-        if concept_index >= len(images):
-            raise EliteError(f"{path}: subject {name} has {len(images)} images; mask.concept_index {concept_index} is out of range")
-        out.append((name, images[concept_index]))
+        if concept_index + extra >= len(images):
+            what = "mask.concept_index" if not extra else "mask.concept_index + mask.concept_extra_images"
+            raise EliteError(
+                f"{path}: subject {name} has {len(images)} images; {what} {concept_index + extra} is out of range"
+            )
+        out.append((name, images[concept_index : concept_index + extra + 1]))
     return out
 
 
@@ -208,20 +214,21 @@ def _dreambench(masker: BoxMasker, cfg, index: int, count: int) -> dict:
     stats = {"dreambench_masks": 0, "dreambench_made": 0, "dreambench_auto_box": 0, "dreambench_box_fallback": 0}
     if not paths.DREAMBENCH_SUBJECTS.is_file():
         return stats
-    subjects = read_subjects(paths.DREAMBENCH_SUBJECTS, cfg.concept_index)
-    for name, image in tqdm(subjects[index::count], desc="dreambench masks", unit="subject", leave=False):
-        out = paths.MASKS / "dreambench" / f"{name}.png"
-        stats["dreambench_masks"] += 1
-        if out.is_file():
-            continue
-        rgb = load_rgb(image)
-        if rgb is None:
-            raise EliteError(f"{image}: DreamBench concept image of {name} is missing or unreadable; run `elite dreambench` again")
-        mask, auto_box, box_fallback = concept_mask(masker, rgb, cfg)
-        stats["dreambench_auto_box"] += auto_box
-        stats["dreambench_box_fallback"] += box_fallback
-        save_mask(mask, out)
-        stats["dreambench_made"] += 1
+    subjects = read_subjects(paths.DREAMBENCH_SUBJECTS, cfg.concept_index, cfg.concept_extra_images)
+    for name, images in tqdm(subjects[index::count], desc="dreambench masks", unit="subject", leave=False):
+        for k, image in enumerate(images):
+            out = paths.MASKS / "dreambench" / paths.concept_mask_name(name, image, first=k == 0)
+            stats["dreambench_masks"] += 1
+            if out.is_file():
+                continue
+            rgb = load_rgb(image)
+            if rgb is None:
+                raise EliteError(f"{image}: DreamBench image of {name} is missing or unreadable; run `elite dreambench` again")
+            mask, auto_box, box_fallback = concept_mask(masker, rgb, cfg)
+            stats["dreambench_auto_box"] += auto_box
+            stats["dreambench_box_fallback"] += box_fallback
+            save_mask(mask, out)
+            stats["dreambench_made"] += 1
     return stats
 
 

@@ -17,6 +17,12 @@ def metrics_file(stage: str) -> Path:
     return METRICS / f"{stage}.json"
 
 
+def concept_mask_name(subject: str, image: str | Path, first: bool) -> str:
+    """File name of a DreamBench mask in data/masks/dreambench/: `<subject>.png` for the concept image,
+    `<subject>.<image stem>.png` for the other images of the subject (several-image evaluation)."""
+    return f"{subject}.png" if first else f"{subject}.{Path(image).stem}.png"
+
+
 def rel(path: str | Path) -> str:
     """`path` relative to the working directory (the repository root) when inside it, else absolute."""
     path = Path(path).absolute()

@@ -30,8 +30,9 @@ from elite.errors import EliteError
 from elite.evaluate.dreambench import fill
 from elite.io import atomic_file, write_json
 
-VARIANTS = ("elite", "baseline", "sweep", "ti", "xti", "global", "named")
-TEXT_ONLY = ("baseline", "named")  # the base model on a text prompt: the class word, or the identity named (toy)
+VARIANTS = ("elite", "baseline", "sweep", "ti", "xti", "global", "named")  # + images<k> and pair_* (several.py)
+TEXT_ONLY = ("baseline", "named", "pair_class", "pair_named")  # the base model on a text prompt
+PAIR_MODES = {"pair": "per_concept", "pair_naive": "naive"}  # ELITE with two concepts: its multi_concept rule
 INVERSIONS = ("ti", "xti")
 
 
@@ -48,6 +49,8 @@ class Job:
     folder: Path
     seeds: tuple[int, ...]
     settings: dict = field(hash=False, compare=False)
+    images: int = 1  # images of the concept ELITE sees (the several-image rows `images<k>`)
+    pair: tuple[str, ...] = ()  # two-concept rows: the subjects of S1* and S2*
 
     def image(self, i: int) -> Path:
         return self.folder / f"{i}.png"
@@ -262,11 +265,18 @@ class Sampler:
     """Loads the ELITE pipeline / the plain SD pipeline on first use; encodes each concept once."""
 
     def __init__(
-        self, cfg, concepts: dict[str, tuple[Path, Path]], device: str, dtype: torch.dtype, baselines=None
+        self,
+        cfg,
+        concepts: dict[str, tuple[Path, Path]],
+        device: str,
+        dtype: torch.dtype,
+        baselines=None,
+        several: dict[str, list[tuple[Path, Path]]] | None = None,
     ) -> None:
         self.cfg, self.concepts, self.device, self.dtype, self.baselines = cfg, concepts, device, dtype, baselines
+        self.several = several or {}  # subject -> its first images with their masks (several-image rows)
         self._elite = self._sd = self._base = None
-        self._encoded: dict[str, object] = {}
+        self._encoded: dict[tuple[str, int], object] = {}
         self._inverted: dict[tuple[str, str], object] = {}
 
     def elite(self):
@@ -360,20 +370,26 @@ class Sampler:
             if self.device.startswith("cuda"):
                 torch.cuda.empty_cache()
 
-    def concept(self, subject: str):
-        if subject not in self._encoded:
+    def concept(self, subject: str, images: int = 1):
+        """The subject's concept from its concept image, or fused from its first `images` images."""
+        key = (subject, images)
+        if key not in self._encoded:
             pipe = self.elite()
+            if images > 1:
+                pairs = self.several[subject][:images]
+                self._encoded[key] = pipe.encode_concept([i for i, _ in pairs], masks=[m for _, m in pairs])
+                return self._encoded[key]
             image, mask = self.concepts[subject]
             _sync(self.device)
             start = time.perf_counter()
-            self._encoded[subject] = pipe.encode_concept(image, mask)
+            self._encoded[key] = pipe.encode_concept(image, mask)
             _sync(self.device)
             seconds = time.perf_counter() - start
             write_json(
                 Path(self.cfg.out) / "elite" / subject / "concept.json",
                 {"encode_s": seconds, "image": str(image), "mask": str(mask), "device": self.device},
             )
-        return self._encoded[subject]
+        return self._encoded[key]
 
     def run(self, job: Job, indices: list[int]) -> None:
         cfg = self.cfg
@@ -383,10 +399,15 @@ class Sampler:
         elif job.variant in INVERSIONS:
             concept = self.inversion(job.variant, job.subject, job.class_word)
             pipe, kwargs = self.base(), {"concept": concept, "scheduler": cfg.scheduler}
+        elif job.pair:
+            concepts = [self.concept(subject) for subject in job.pair]
+            pipe = self.elite()
+            kwargs = {"concept": concepts, "lam": job.lam, "scheduler": cfg.scheduler}
+            kwargs["multi_concept"] = PAIR_MODES[job.variant]
         else:
             pipe, kwargs = (
                 self.elite(),
-                {"concept": self.concept(job.subject), "lam": job.lam, "scheduler": cfg.scheduler},
+                {"concept": self.concept(job.subject, job.images), "lam": job.lam, "scheduler": cfg.scheduler},
             )
         _sync(self.device)
         start = time.perf_counter()
@@ -417,16 +438,11 @@ class Sampler:
 
 def generate(jobs: list[Job], runner: Sampler) -> dict[str, int]:
     """Generate every missing image of `jobs`; returns counts (generated / skipped)."""
-    order = {
-        "elite": 0,
-        "sweep": 0,
-        "global": 0,
-        "ti": 1,
-        "xti": 1,
-        "baseline": 2,
-        "named": 2,
-    }  # fewest model switches
-    todo = sorted(((job, job.missing()) for job in jobs), key=lambda t: order[t[0].variant])
+
+    def order(job: Job) -> int:  # fewest model switches: ELITE, then the inversions, then the text-only base
+        return 2 if job.variant in TEXT_ONLY else 1 if job.variant in INVERSIONS else 0
+
+    todo = sorted(((job, job.missing()) for job in jobs), key=lambda t: order(t[0]))
     total = sum(len(job.seeds) for job in jobs)
     missing = sum(len(m) for _, m in todo)
     with tqdm(total=missing, desc="generate", unit="img") as bar:

@@ -239,6 +239,9 @@ def write_report(path: Path, metrics: dict, settings: dict, grids: dict[str, Pat
                 for r in sweep_rows(metrics["sweep"])
             ],
         )
+    from elite.evaluate.several import report_lines
+
+    lines += report_lines(metrics)
     t = metrics["timing"]
     lines += [
         "",

@@ -27,9 +27,11 @@ from elite.evaluate.generate import (
     shard_jobs,
 )
 from elite.evaluate.report import flatten
+from elite.evaluate.several import multi_image_jobs, pair_jobs, several_inputs
 from elite.images import open_image, open_mask
 from elite.io import atomic_file, write_json
 from elite.shards import parse_shard
+from elite.toy.scoring import ToyScorer
 from elite.tracking import METRICS_DIGEST_TAG, file_digest, scoped_dataset
 
 log = logging.getLogger(__name__)
@@ -76,8 +78,11 @@ def check_weights(path: str) -> Path:
     return weights
 
 
-def score(jobs: list[Job], rows: list[dict], cfg, device: str) -> tuple[list[dict], dict[str, dict]]:
-    """Per-image CLIP-I / CLIP-T / DINO-I of every job, and real-vs-real per subject."""
+def score(
+    jobs: list[Job], rows: list[dict], cfg, device: str, toy_cfg=None
+) -> tuple[list[dict], dict[str, dict], list[dict]]:
+    """Per-image CLIP-I / CLIP-T / DINO-I of every single-concept job, real-vs-real per subject, and the
+    scores of the two-concept jobs (toy world: the region probe, trained from `toy_cfg` on first use)."""
     from elite.evaluate.metrics import (
         ClipEmbedder,
         DinoEmbedder,
@@ -85,7 +90,6 @@ def score(jobs: list[Job], rows: list[dict], cfg, device: str) -> tuple[list[dic
         mean_distinct_pair_cosine,
         paired_cosine,
     )
-    from elite.toy.scoring import ToyScorer
 
     clip = ClipEmbedder(cfg.clip_model, device, cfg.metric_batch)
     dino = DinoEmbedder(cfg.dino_model, device, cfg.metric_batch)
@@ -103,7 +107,7 @@ def score(jobs: list[Job], rows: list[dict], cfg, device: str) -> tuple[list[dic
             "pairs": n * (n - 1),
         }
     scored = []
-    for job in tqdm(jobs, desc="score", unit="prompt"):
+    for job in tqdm([j for j in jobs if not j.pair], desc="score", unit="prompt"):
         images = [open_image(job.image(i)) for i in range(len(job.seeds))]
         c, d = clip.images(images), dino.images(images)
         text = clip.texts([job.text]).expand(len(images), -1)
@@ -134,7 +138,20 @@ def score(jobs: list[Job], rows: list[dict], cfg, device: str) -> tuple[list[dic
                     **probed[i],
                 }
             )
-    return scored, real_stats
+    return scored, real_stats, score_two_concepts([j for j in jobs if j.pair], cfg, clip, toy, toy_cfg)
+
+
+def score_two_concepts(jobs: list[Job], cfg, clip, toy, toy_cfg) -> list[dict]:
+    if not jobs:
+        return []
+    from elite.evaluate.several import score_pairs
+    from elite.toy.regions import region_probe
+
+    region, render_acc = region_probe(
+        Path(cfg.out) / "probes", toy_cfg.size, toy_cfg.bank // 2, toy_cfg.probe_steps, toy_cfg.seed + 7
+    )
+    print(f"region probe on fresh two-object renders: {render_acc}")
+    return score_pairs(jobs, clip, toy, region)
 
 
 def encode_times(cfg, rows: list[dict], variant: str = "elite") -> dict[str, float]:
@@ -174,8 +191,18 @@ def run_evaluate(params, shard: str | None = None) -> dict | None:
     shard_t = parse_shard(shard)
     rows = select_subjects(read_subjects(cfg.subjects_file), cfg.subjects)
     concepts = concept_inputs(cfg, rows)
+    several = several_inputs(cfg, rows)
     weights = check_weights(cfg.weights)
-    jobs = plan(cfg, rows, concepts, fingerprint(weights), params.baselines, named_identities(cfg.subjects_file))
+    if cfg.pairs and ToyScorer.find(cfg.probes, cfg.subjects_file) is None:
+        raise EliteError(
+            "params evaluate.pairs: the two-concept rows are scored in the toy world only (its probes and "
+            "toy_concepts.json); set evaluate.pairs to 0 or use profile toy"
+        )
+    named = named_identities(cfg.subjects_file)
+    weights_id = fingerprint(weights)
+    jobs = plan(cfg, rows, concepts, weights_id, params.baselines, named)
+    jobs += multi_image_jobs(cfg, [j for j in jobs if j.variant == "elite"], several)
+    jobs += pair_jobs(cfg, rows, weights_id, {s: fingerprint(*p) for s, p in concepts.items()}, named)
     device, dtype = resolve_device(cfg.device, cfg.dtype)
     if cfg.cpu_threads:
         import torch
@@ -183,7 +210,7 @@ def run_evaluate(params, shard: str | None = None) -> dict | None:
         torch.set_num_threads(cfg.cpu_threads)
     if shard_t is not None:
         mine = shard_jobs(jobs, shard_t)
-        counts = generate(mine, Sampler(cfg, concepts, device, dtype, params.baselines))
+        counts = generate(mine, Sampler(cfg, concepts, device, dtype, params.baselines, several))
         print(
             f"shard {shard}: {len(mine)} of {len(jobs)} prompts; generated {counts['generated']} images, "
             f"{counts['skipped']} already there"
@@ -196,9 +223,11 @@ def run_evaluate(params, shard: str | None = None) -> dict | None:
     with stage_run("evaluate", flat_params, datasets=[(cfg.subjects_file, "evaluation")]):
         import mlflow
 
-        counts = generate(jobs, Sampler(cfg, concepts, device, dtype, params.baselines))
-        scored, real = score(jobs, rows, cfg, device)
-        metrics, grid_paths = write_outputs(cfg, params.profile, jobs, rows, concepts, scored, real, device)
+        counts = generate(jobs, Sampler(cfg, concepts, device, dtype, params.baselines, several))
+        scored, real, pair_rows = score(jobs, rows, cfg, device, params.toy)
+        metrics, grid_paths = write_outputs(
+            cfg, params.profile, jobs, rows, concepts, scored + pair_rows, real, device
+        )
         mlflow.log_metrics(
             {**flatten(metrics), "images_generated": counts["generated"], "images_skipped": counts["skipped"]}
         )
@@ -220,8 +249,12 @@ def write_outputs(cfg, profile: str, jobs, rows, concepts, scored, real, device:
     from elite.evaluate.sweep import sweep_figure, sweep_rows, write_sweep_csv
 
     out = Path(cfg.out)
+    from elite.evaluate.several import pair_grids, several_metrics
+
     inversion_s = {m: encode_times(cfg, rows, m) for m in ("ti", "xti")}
-    metrics = build_metrics(scored, real, encode_times(cfg, rows), inversion_s)
+    single = [r for r in scored if "pair" not in r]
+    metrics = build_metrics(single, real, encode_times(cfg, rows), inversion_s)
+    metrics.update(several_metrics(single, [r for r in scored if "pair" in r]))
     write_json(Path(cfg.metrics), metrics)
     with atomic_file(out / "scores.jsonl", suffix=".jsonl") as tmp:
         tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in scored))
@@ -234,7 +267,7 @@ def write_outputs(cfg, profile: str, jobs, rows, concepts, scored, real, device:
         import matplotlib.pyplot as plt
 
         plt.close(fig)
-    grid_paths = grids(cfg, jobs, concepts)
+    grid_paths = {**grids(cfg, jobs, concepts), **pair_grids(cfg, jobs, concepts)}
     settings = {
         "profile": profile,
         "weights": cfg.weights,
@@ -247,7 +280,7 @@ def write_outputs(cfg, profile: str, jobs, rows, concepts, scored, real, device:
     write_report(out / "report.md", metrics, settings, grid_paths)
     if cfg.fiftyone_dataset:
         name = scoped_dataset(cfg.fiftyone_dataset)
-        n = write_fiftyone(name, scored)
+        n = write_fiftyone(name, single)
         print(f"FiftyOne dataset {name!r}: {n} samples (sort by dino_i in the App: `fiftyone app launch`)")
     return metrics, grid_paths
 

@@ -104,9 +104,12 @@ def test_dominant_box_of_the_automatic_generator(masker):
 def test_subjects_json_and_shard_errors(tmp_path):
     path = tmp_path / "subjects.json"
     path.write_text(json.dumps([{"subject": "dog", "images": ["a/00.jpg", "a/01.jpg"]}]))
-    assert read_subjects(path, 1) == [("dog", "a/01.jpg")]
+    assert read_subjects(path, 1) == [("dog", ["a/01.jpg"])]
+    assert read_subjects(path, 0, extra=1) == [("dog", ["a/00.jpg", "a/01.jpg"])]
     with pytest.raises(EliteError, match="concept_index 2 is out of range"):
         read_subjects(path, 2)
+    with pytest.raises(EliteError, match="concept_index \\+ mask.concept_extra_images 2 is out of range"):
+        read_subjects(path, 1, extra=1)
     path.write_text(json.dumps([{"subject": "../../evil", "images": ["x.jpg"]}]))
     with pytest.raises(EliteError, match="plain name"):
         read_subjects(path, 0)

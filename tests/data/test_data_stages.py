@@ -204,11 +204,14 @@ def test_mask_stage_outputs(pipeline_run):
 
 def test_dreambench_concept_masks(pipeline_run):
     repo, m = pipeline_run["repo"], pipeline_run["mask"]
-    assert m["dreambench_masks"] == m["dreambench_made"] == 2
+    extra = pipeline_run["cfgs"][2].concept_extra_images  # smoke: 1 image after the concept image
+    assert m["dreambench_masks"] == m["dreambench_made"] == 2 * (1 + extra) and extra == 1
     for s in pipeline_run["subjects"]:
-        mask = mask_bool(repo / "data/masks/dreambench" / f"{s['subject']}.png")
-        w, h = Image.open(repo / s["images"][0]).size  # concept_index 0
-        assert mask.shape == (h, w) and mask.any()
+        names = [f"{s['subject']}.png", f"{s['subject']}.01.png"]  # concept_index 0, then image 01
+        for name, image in zip(names, s["images"]):
+            mask = mask_bool(repo / "data/masks/dreambench" / name)
+            w, h = Image.open(repo / image).size
+            assert mask.shape == (h, w) and mask.any()
 
 
 @pytest.fixture()
