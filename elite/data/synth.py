@@ -92,7 +92,8 @@ def write_synthetic_release(root: Path, split: str, n_images: int, size: list[in
 
 def write_release_tables(root: Path, split: str, classes: list[tuple[str, str]], boxes: list, segs: list,
                          masks: dict[str, bytes]) -> None:
-    """The release's CSVs, class lists, hierarchy and mask archives for rows made by `annotate`."""
+    """The release's CSVs, class lists, hierarchy and mask archives for rows made by `annotate`. The archives
+    carry a fixed timestamp, so the same rows give byte-identical files (DVC then sees no change)."""
     _write_csv(root / f"{split}-annotations-bbox.csv", BBOX_HEADER, boxes)
     _write_csv(root / f"{split}-annotations-object-segmentation.csv", SEG_HEADER, segs)
     _write_csv(root / "oidv7-class-descriptions-boxable.csv", ["LabelName", "DisplayName"], classes)
@@ -105,7 +106,7 @@ def write_release_tables(root: Path, split: str, classes: list[tuple[str, str]],
     for digit, names in by_archive.items():
         with zipfile.ZipFile(root / f"{split}-masks-{digit}.zip", "w", zipfile.ZIP_STORED) as zf:
             for name in names:
-                zf.writestr(name, masks[name])
+                zf.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), masks[name])
 
 
 def new_image_id(rng, used: set[str]) -> str:

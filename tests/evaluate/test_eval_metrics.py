@@ -208,3 +208,72 @@ def test_prepare_fetches_metric_models_from_local_mirrors_incl_a_bin_only_dino(s
     assert torch.allclose(
         clip.texts(["a dog"]), ClipEmbedder(str(smoke_models / "clip_eval")).texts(["a dog"]), atol=1e-6
     )
+
+
+def test_several_image_and_two_concept_metrics_and_report():
+    """`images`: k = 1 is the elite row, k > 1 its images<k> row; `pairs`: per variant the means of the pair
+    scores over images, next to the single-concept identity accuracy; the report renders both tables."""
+    from elite.evaluate.several import report_lines, several_metrics
+
+    def single(variant, ident):
+        return {"variant": variant, "clip_i": 0.5, "clip_t": 0.2, "dino_i": 0.4, "n_real": 2, "identity_acc": ident}
+
+    scored = [single("elite", 1.0), single("elite", 0.0), single("images2", 1.0), single("images2", 1.0)]
+    pairs = [
+        {
+            "variant": "pair",
+            "a_identity_acc": 1.0,
+            "b_identity_acc": 0.0,
+            "both_identity_acc": 0.0,
+            "swap_rate": 0.5,
+            "a_class_acc": 1.0,
+            "b_class_acc": 1.0,
+            "scene_acc": 1.0,
+            "clip_t": 0.3,
+        },
+        {
+            "variant": "pair",
+            "a_identity_acc": 1.0,
+            "b_identity_acc": 1.0,
+            "both_identity_acc": 1.0,
+            "swap_rate": 0.0,
+            "a_class_acc": 0.0,
+            "b_class_acc": 1.0,
+            "scene_acc": None,
+            "clip_t": 0.1,
+        },
+        {
+            "variant": "pair_naive",
+            "a_identity_acc": 0.0,
+            "b_identity_acc": 0.0,
+            "both_identity_acc": 0.0,
+            "swap_rate": 1.0,
+            "a_class_acc": 0.0,
+            "b_class_acc": 0.0,
+            "scene_acc": 0.0,
+            "clip_t": 0.2,
+        },
+    ]
+    m = several_metrics(scored, pairs)
+    assert (m["images"]["1"]["identity_acc"], m["images"]["2"]["identity_acc"]) == (0.5, 1.0)
+    assert m["images"]["2"]["images"] == 2 and set(m["images"]) == {"1", "2"}
+    p = m["pairs"]
+    assert p["single_identity_acc"] == 0.5 and set(p) == {"single_identity_acc", "pair", "pair_naive"}
+    assert p["pair"] == pytest.approx(
+        {
+            "a_identity_acc": 1.0,
+            "b_identity_acc": 0.5,
+            "both_identity_acc": 0.5,
+            "swap_rate": 0.25,
+            "a_class_acc": 0.5,
+            "b_class_acc": 1.0,
+            "scene_acc": 1.0,
+            "clip_t": 0.2,
+            "images": 2,
+        }
+    )
+    assert p["pair_naive"]["swap_rate"] == 1.0
+    text = "\n".join(report_lines(m))
+    assert "## A concept from several images" in text and "| 2 | 1.0000 |" in text
+    assert "Single-concept ELITE identity: 0.5000" in text and "| pair_naive | 0.0000 |" in text
+    assert several_metrics(scored[:2], []) == {}

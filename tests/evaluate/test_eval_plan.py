@@ -155,3 +155,79 @@ def test_toy_rows_named_and_global(repo_root, tmp_path, concepts):
     assert counts["named"] == counts["global"] == counts["elite"]
     plain = plan(cfg_with(repo_root, tmp_path, global_row=False), SUBJECTS, concepts, "w")
     assert not {j.variant for j in plain} & {"named", "global"}
+
+
+def test_several_image_rows_repeat_the_elite_row_with_k_images(repo_root, tmp_path, concepts):
+    """`images<k>`: the `elite` jobs again (prompt, lambda, seeds) with the first k images' fingerprint; a
+    missing mask of a later image is a one-line error naming the file and the mask setting."""
+    from elite.evaluate.several import multi_image_jobs, several_inputs
+
+    rows = [dict(s, images=[str(tmp_path / f"{s['subject']}{i}.jpg") for i in range(3)]) for s in SUBJECTS]
+    cfg = cfg_with(repo_root, tmp_path, multi_images=[2, 3], masks=str(tmp_path / "masks"))
+    (tmp_path / "masks").mkdir()
+    for s in rows:
+        for i, image in enumerate(s["images"]):
+            Path(image).write_bytes(f"{s['subject']}{i}".encode())
+            name = f"{s['subject']}.png" if i == 0 else f"{s['subject']}.{Path(image).stem}.png"
+            if (s["subject"], i) != ("dog6", 2):
+                (tmp_path / "masks" / name).write_bytes(b"m")
+    with pytest.raises(
+        EliteError,
+        match=r"masks/dog6\.dog62\.png: SAM mask of image 2 of subject 'dog6' not found; "
+        r"set mask.concept_extra_images to at least 2",
+    ):
+        several_inputs(cfg, rows)
+    (tmp_path / "masks" / "dog6.dog62.png").write_bytes(b"m")
+    several = several_inputs(cfg, rows)
+    assert [p.name for pair in several["dog6"] for p in pair] == [
+        "dog60.jpg",
+        "dog6.png",
+        "dog61.jpg",
+        "dog6.dog61.png",
+        "dog62.jpg",
+        "dog6.dog62.png",
+    ]
+    elite = [j for j in plan(cfg, rows, concepts, "w") if j.variant == "elite"]
+    extra = multi_image_jobs(cfg, elite, several)
+    assert [j.variant for j in extra] == ["images2"] * len(elite) + ["images3"] * len(elite)
+    for job, base in zip(extra, elite + elite):
+        assert (job.prompt, job.lam, job.seeds, job.subject) == (base.prompt, base.lam, base.seeds, base.subject)
+        assert job.folder == tmp_path / "eval" / job.variant / job.subject / base.folder.name
+        assert job.settings["concept"] != base.settings["concept"] and job.images == int(job.variant[6:])
+    assert extra[0].settings["concept"] != extra[len(elite)].settings["concept"]  # 2 images vs 3
+    with pytest.raises(EliteError, match="asks for 4 images but subject 'teapot' has 3"):
+        several_inputs(cfg_with(repo_root, tmp_path, multi_images=[4]), rows)
+
+
+def test_two_concept_rows(repo_root, tmp_path, concepts):
+    """Pairs i, i + 1 (cyclic) on each pair template: ELITE per concept and naive with S1*/S2*, the class words
+    and (toy) the named identities, all four on the same seeds; a template without both fields is refused."""
+    from elite.evaluate.several import pair_jobs
+
+    cfg = cfg_with(repo_root, tmp_path, pairs=2, pair_prompts=["a {0} and a {1} on the grass"])
+    named = {"teapot": "red checkered", "dog6": "blue striped"}
+    ids = {"teapot": "t", "dog6": "d"}
+    jobs = {(j.variant, j.subject): j for j in pair_jobs(cfg, SUBJECTS, "w", ids, named)}
+    assert set(jobs) == {
+        (v, s) for v in ("pair", "pair_naive", "pair_class", "pair_named") for s in ("teapot+dog6", "dog6+teapot")
+    }
+    pair = jobs[("pair", "teapot+dog6")]
+    assert (pair.prompt, pair.text, pair.lam, pair.pair) == (
+        "a S1* and a S2* on the grass",
+        "a teapot and a dog on the grass",
+        0.6,
+        ("teapot", "dog6"),
+    )
+    assert pair.settings["concept"] == ["t", "d"] and jobs[("pair", "dog6+teapot")].settings["concept"] == ["d", "t"]
+    assert jobs[("pair_class", "teapot+dog6")].prompt == "a teapot and a dog on the grass"
+    assert jobs[("pair_named", "dog6+teapot")].prompt == "a blue striped dog and a red checkered teapot on the grass"
+    assert len({j.seeds for (v, s), j in jobs.items() if s == "teapot+dog6"}) == 1
+    assert (
+        jobs[("pair_class", "teapot+dog6")].lam is None
+        and "weights" not in jobs[("pair_class", "teapot+dog6")].settings
+    )
+    assert not [j for j in pair_jobs(cfg, SUBJECTS, "w", ids, None) if j.variant == "pair_named"]
+    with pytest.raises(EliteError, match="needs \\{0\\} and \\{1\\}"):
+        pair_jobs(cfg_with(repo_root, tmp_path, pairs=1, pair_prompts=["a {0} alone"]), SUBJECTS, "w", ids, None)
+    with pytest.raises(EliteError, match="at least 2 evaluated subjects"):
+        pair_jobs(cfg, SUBJECTS[:1], "w", ids, None)

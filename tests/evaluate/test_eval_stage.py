@@ -17,6 +17,7 @@ from eval_helpers import mongod_pids, write_params
 from PIL import Image, ImageDraw
 
 from elite.cli import main
+from elite.data.paths import concept_mask_name
 
 DATASET = f"elite-dreambench-test-{os.getpid()}"
 FIFTYONE_CHECK = """
@@ -60,14 +61,16 @@ def project(tmp_path_factory, smoke_models, repo_root):
     return root
 
 
-def write_masks(root, subjects):
+def write_masks(root, subjects, images=2):
+    """The mask stage's files: each subject's first `images` images (smoke: multi_images [2])."""
     folder = root / "data" / "masks" / "dreambench"
     folder.mkdir(parents=True, exist_ok=True)
     for s in subjects:
-        size = Image.open(root / s["images"][0]).size
-        mask = Image.new("L", size, 0)
-        ImageDraw.Draw(mask).ellipse([size[0] // 5, size[1] // 5, size[0] * 4 // 5, size[1] * 4 // 5], fill=255)
-        mask.save(folder / f"{s['subject']}.png")
+        for k, image in enumerate(s["images"][:images]):
+            size = Image.open(root / image).size
+            mask = Image.new("L", size, 0)
+            ImageDraw.Draw(mask).ellipse([size[0] // 5, size[1] // 5, size[0] * 4 // 5, size[1] * 4 // 5], fill=255)
+            mask.save(folder / concept_mask_name(s["subject"], image, first=k == 0))
 
 
 def pngs(root):
@@ -87,6 +90,13 @@ def test_evaluate_stage_end_to_end(project, monkeypatch, capsys, smoke_pipeline)
     assert main(["--params", "params.yaml", "evaluate"]) == 2
     err = capsys.readouterr().err
     assert "data/masks/dreambench/red_ball.png: SAM mask of subject 'red_ball' not found; run `elite mask`" in err
+    write_masks(project, subjects, images=1)  # the several-image row (multi_images [2]) needs image 01's mask too
+    assert main(["--params", "params.yaml", "evaluate"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "data/masks/dreambench/red_ball.01.png: SAM mask of image 1 of subject 'red_ball' not found; "
+        "set mask.concept_extra_images to at least 1 and run `elite mask`"
+    ) in err
     write_masks(project, subjects)
 
     # two shards generate disjoint shares and no metrics; together they cover every image
@@ -99,8 +109,9 @@ def test_evaluate_stage_end_to_end(project, monkeypatch, capsys, smoke_pipeline)
     every = pngs(project)
     assert set(first) < set(every)
     n_elite = 3 * 4  # 3 subjects x (3 DreamBench prompts + "a photo of a {0} {1}") x 1 image
-    # elite + baseline + sweep (2 lambdas x 2 prompts x 1 subject) + TI and XTI on red_ball (4 prompts x 1 image)
-    assert len(every) == 2 * n_elite + 2 * 2 + 2 * 4
+    # elite + images2 (the concept from 2 images) + baseline + sweep (2 lambdas x 2 prompts x 1 subject)
+    # + TI and XTI on red_ball (4 prompts x 1 image)
+    assert len(every) == 3 * n_elite + 2 * 2 + 2 * 4
     stamps = {p: p.stat().st_mtime_ns for p in every}
     torch.set_num_threads(threads)
     capsys.readouterr()
@@ -128,7 +139,10 @@ def test_evaluate_stage_end_to_end(project, monkeypatch, capsys, smoke_pipeline)
 
     # FiftyOne: one sample per generated image, sortable by DINO-I
     assert fo_info["rc"] == 0 and fo_info["n"] == len(every)
-    assert fo_info["variants"] == ["baseline", "elite", "sweep", "ti", "xti"] and fo_info["worst"] == fo_info["min"]
+    assert (
+        fo_info["variants"] == ["baseline", "elite", "images2", "sweep", "ti", "xti"]
+        and fo_info["worst"] == fo_info["min"]
+    )
     assert {"clip_i", "clip_t", "dino_i", "prompt", "family", "lam", "seed", "subject", "class_word"} <= set(
         fo_info["fields"]
     )
@@ -144,6 +158,7 @@ def test_evaluate_stage_end_to_end(project, monkeypatch, capsys, smoke_pipeline)
     assert set(m["sweep"]) == {"lam_0", "lam_1.2"} and all(v["images"] == 2 for v in m["sweep"].values())
     assert set(m["timing"]["encode_s"]) == {"red_ball", "blue_box", "dog"} and m["timing"]["encode_s_mean"] > 0
     assert m["timing"]["generate_s_per_image_mean"] > 0 and m["timing"]["baseline_generate_s_per_image_mean"] > 0
+    assert m["images"]["1"] == m["overall"] and m["images"]["2"]["images"] == n_elite and "pairs" not in m
 
     # paper Table 2 for this model: ELITE next to TI and XTI on the baselines' subject, with time per concept
     t2 = m["table2"]
@@ -169,6 +184,7 @@ def test_evaluate_stage_end_to_end(project, monkeypatch, capsys, smoke_pipeline)
     report = (project / "data" / "eval" / "report.md").read_text()
     assert "| ELITE |" in report and "real vs real" in report and "](grids/dog.png)" in report
     assert "| Extended Textual Inversion (P+) |" in report
+    assert "## A concept from several images" in report and "## Two concepts" not in report
     assert "![lambda sweep](lambda_sweep.png)" in report and (project / "data" / "eval" / "lambda_sweep.png").is_file()
 
     # the MLflow run of the stage
@@ -214,7 +230,7 @@ def test_changed_settings_regenerate_only_what_changed(project, monkeypatch, cap
     (project / "params.yaml").write_text(yaml_dump(params))
     assert main(["--params", "params.yaml", "evaluate", "--shard", "0/1"]) == 0
     torch.set_num_threads(threads)
-    assert "generated 2 images, 36 already there" in capsys.readouterr().out  # TI/XTI images and inversions reused too
+    assert "generated 2 images, 48 already there" in capsys.readouterr().out  # TI/XTI images and inversions reused too
     assert len(list((project / "data" / "eval" / "sweep" / "lam_0.5").rglob("*.png"))) == 2
 
 

@@ -84,6 +84,56 @@ def test_release_leaves_out_held_out_identities(tmp_path):
     assert not {o.identity for s in bank.specs for o in s.objects} & held
 
 
+def test_release_files_are_byte_identical_when_written_again(tmp_path):
+    """The same seed gives the same bytes, archives included (zip entries carry a fixed time), so DVC sees the
+    download stage's output unchanged and the training stages stay up to date."""
+    import time
+
+    from elite.toy.release import write_toy_release
+
+    first = write_toy_release(tmp_path / "a", "test", 12, 32, 0, frozenset(), 1.0)
+    time.sleep(2.1)  # zip stores times at 2 s resolution: a wall-clock timestamp would differ now
+    again = write_toy_release(tmp_path / "b", "test", 12, 32, 0, frozenset(), 1.0)
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert any(f.suffix == ".zip" for f in files)
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    assert [f for f in files if (first / f).read_bytes() != (again / f).read_bytes()] == []
+
+
+@pytest.mark.slow
+def test_region_probe_reads_each_half_of_two_object_scenes(tmp_path):
+    """A reduced region probe (trained on halves of two-object renders) scores fresh two-object renders: the
+    right concepts on their halves score high, the concepts given the other way round count as swaps, and
+    an untrained probe is near chance."""
+    from elite.toy.probes import Probe
+    from elite.toy.regions import region_probe, score_pair
+
+    probe, acc = region_probe(tmp_path / "probes", 32, 2000, 400, 0)
+    assert acc["colour"] >= 0.9 and acc["pattern"] >= 0.7, acc
+    assert region_probe(tmp_path / "probes", 32, 2000, 400, 0)[1] == acc  # kept, not trained again
+    rng = np.random.default_rng(5)
+    specs = [sample_spec(rng, objects=2) for _ in range(60)]
+    x = torch.stack([torch.from_numpy(render(s, 32).image).permute(2, 0, 1).float() / 127.5 - 1 for s in specs])
+
+    def attrs(o):
+        return {"colour": o.colour, "pattern": o.pattern, "cls": o.cls}
+
+    def mean(rows, key):
+        return float(np.mean([r[key] for r in rows]))
+
+    right = [score_pair(probe, x[i : i + 1], *map(attrs, s.objects))[0] for i, s in enumerate(specs)]
+    swapped = [score_pair(probe, x[i : i + 1], *map(attrs, s.objects[::-1]))[0] for i, s in enumerate(specs)]
+    distinct = [r for r, s in zip(swapped, specs) if s.objects[0].identity != s.objects[1].identity]
+    assert mean(right, "both_identity_acc") >= 0.6 and mean(right, "swap_rate") <= 0.15
+    assert mean(distinct, "swap_rate") >= 0.7 and mean(distinct, "both_identity_acc") <= 0.1
+    torch.manual_seed(0)
+    untrained = [
+        score_pair(Probe(["colour", "pattern", "cls"]).eval(), x[i : i + 1], *map(attrs, s.objects))[0]
+        for i, s in enumerate(specs)
+    ]
+    assert mean(untrained, "both_identity_acc") < 0.2
+
+
 def test_toy_dreambench_is_read_by_the_dreambench_parser(tmp_path):
     from elite.evaluate.dreambench import load_dataset
     from elite.toy.dreambench import CONCEPTS_FILE, PROMPTS, write_toy_dreambench
