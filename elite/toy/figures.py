@@ -4,7 +4,10 @@
 
 `held_out_grid.png`: one row per held-out concept: its concept image; every row of the evaluation
 (class word, identity named, TI, XTI, ELITE global only, ELITE) on the first prompt; then ELITE on each
-other prompt (first seed everywhere). `lambda_sweep.png`: copied from the evaluation.
+other prompt (first seed everywhere). `lambda_sweep.png`: copied from the evaluation. When the evaluation
+has them (issue 16): `several_images.png`, one row per concept: its first three images, then ELITE from 1, 2
+and 3 of them on the first prompt; `two_concepts.png`, one row per pair: both concept images, then the class
+words, the identities named, ELITE naive and ELITE per concept on the first pair prompt.
 """
 
 from __future__ import annotations
@@ -57,6 +60,61 @@ def held_out_grid(eval_dir: Path, root: Path, tile: int) -> Image.Image:
     return grid
 
 
+PAIR_ROWS = {"pair_class": "class words", "pair_named": "named", "pair_naive": "naive", "pair": "per concept"}
+
+
+def _labelled(labels: list[str], rows: list[list[Path]], tile: int) -> Image.Image:
+    label_h = 14
+    grid = Image.new("RGB", (tile * len(labels), label_h + tile * len(rows)), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    for c, label in enumerate(labels):
+        draw.text((c * tile + 2, 1), label[: tile // 6], fill=(0, 0, 0))
+    for r, cells in enumerate(rows):
+        for c, cell in enumerate(cells):
+            grid.paste(_open(cell, tile), (c * tile, label_h + r * tile))
+    return grid
+
+
+def _first(folder: Path) -> Path:
+    return folder / sorted(p.name for p in folder.iterdir() if (p / "0.png").is_file())[0] / "0.png"
+
+
+def _concept_images(eval_dir: Path, root: Path, subject: str) -> list[Path]:
+    concept = root / json.loads((eval_dir / "elite" / subject / "concept.json").read_text())["image"]
+    return sorted(concept.parent.glob(f"*{concept.suffix}"))
+
+
+def several_images_grid(eval_dir: Path, root: Path, tile: int) -> Image.Image | None:
+    ks = sorted(int(p.name[6:]) for p in eval_dir.glob("images[0-9]*") if p.is_dir())
+    if not ks:
+        return None
+    subjects = sorted(p.name for p in (eval_dir / f"images{ks[0]}").iterdir() if p.is_dir())
+    rows = []
+    for s in subjects:
+        images = _concept_images(eval_dir, root, s)[: max(ks)]
+        prompt = _first(eval_dir / f"images{ks[0]}" / s).parent.name
+        rows.append(
+            images
+            + [eval_dir / "elite" / s / prompt / "0.png"]
+            + [eval_dir / f"images{k}" / s / prompt / "0.png" for k in ks]
+        )
+    labels = [f"image {i}" for i in range(max(ks))] + ["1 image"] + [f"{k} images" for k in ks]
+    return _labelled(labels, rows, tile)
+
+
+def two_concepts_grid(eval_dir: Path, root: Path, tile: int) -> Image.Image | None:
+    if not (eval_dir / "pair").is_dir():
+        return None
+    pairs = sorted(p.name for p in (eval_dir / "pair").iterdir() if p.is_dir())
+    variants = [v for v in PAIR_ROWS if (eval_dir / v).is_dir()]
+    rows = []
+    for pair in pairs:
+        prompt = _first(eval_dir / "pair" / pair).parent.name
+        concepts = [_concept_images(eval_dir, root, s)[0] for s in pair.split("+")]
+        rows.append(concepts + [eval_dir / v / pair / prompt / "0.png" for v in variants])
+    return _labelled(["S1*", "S2*"] + [PAIR_ROWS[v] for v in variants], rows, tile)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--eval", default="data/eval", help="the evaluate stage's output folder")
@@ -75,9 +133,16 @@ def main(argv: list[str] | None = None) -> int:
         held_out_grid(eval_dir, Path(args.root), args.tile).save(tmp, optimize=True)
     with atomic_file(out / "lambda_sweep.png", suffix=".png") as tmp:
         shutil.copyfile(sweep, tmp)
-    for name in ("held_out_grid.png", "lambda_sweep.png"):
+    written = ["held_out_grid.png", "lambda_sweep.png"]
+    for name, make in (("several_images.png", several_images_grid), ("two_concepts.png", two_concepts_grid)):
+        grid = make(eval_dir, Path(args.root), args.tile)
+        if grid is not None:
+            with atomic_file(out / name, suffix=".png") as tmp:
+                grid.save(tmp, optimize=True)
+            written.append(name)
+    for name in written:
         (out / name).chmod(0o644)
-    print(f"wrote {out / 'held_out_grid.png'} and {out / 'lambda_sweep.png'}")
+    print("wrote " + ", ".join(str(out / name) for name in written))
     return 0
 
 

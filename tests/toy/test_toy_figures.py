@@ -55,3 +55,34 @@ def test_sweep_adds_the_accuracies_when_the_probes_scored(tmp_path):
     with open(tmp_path / "smoke.csv") as fh:
         assert csv.DictReader(fh).fieldnames == ["lam", "clip_i", "clip_t", "dino_i", "images"]
     assert len(sweep_figure(toy).axes) == 3 and len(sweep_figure([{"lam": 0.0, **scores}]).axes) == 2
+
+
+def test_several_images_and_two_concepts_grids(tmp_path):
+    """With images<k> and pair rows: one row per concept (its images, ELITE from 1 and 2 of them) and one per
+    pair (both concept images, then the pair rows present, in a fixed order); without them, no such files."""
+    fake_eval(tmp_path)
+    args = ["--eval", str(tmp_path / "eval"), "--root", str(tmp_path), "--out", str(tmp_path / "docs"), "--tile", "20"]
+    assert main(args) == 0 and not (tmp_path / "docs" / "two_concepts.png").exists()
+    assert not (tmp_path / "docs" / "several_images.png").exists()
+    rows = {"images2": (255, 255, 0), "pair": (255, 0, 255), "pair_class": (0, 255, 255)}
+    for subject, cls in (("red_plain_ball", "ball"), ("blue_plain_box", "box")):
+        (tmp_path / "db" / subject).mkdir(parents=True)  # the DreamBench layout: 00 is the concept image
+        Image.new("RGB", (32, 32), (0, 255, 0)).save(tmp_path / "db" / subject / "00.png")
+        Image.new("RGB", (32, 32), (9, 9, 9)).save(tmp_path / "db" / subject / "01.png")
+        concept = tmp_path / "eval" / "elite" / subject / "concept.json"
+        concept.write_text(json.dumps({"image": f"db/{subject}/00.png"}))
+        folder = tmp_path / "eval" / "images2" / subject / f"a_{cls}_on_the_grass"
+        folder.mkdir(parents=True)
+        Image.new("RGB", (32, 32), rows["images2"]).save(folder / "0.png")
+    for variant in ("pair", "pair_class"):
+        folder = tmp_path / "eval" / variant / "red_plain_ball+blue_plain_box" / "a_ball_and_a_box_on_the_grass"
+        folder.mkdir(parents=True)
+        Image.new("RGB", (32, 32), rows[variant]).save(folder / "0.png")
+    assert main(args) == 0
+    several = Image.open(tmp_path / "docs" / "several_images.png")
+    assert several.size == (4 * 20, 14 + 2 * 20)  # image 0 | image 1 | 1 image | 2 images; 2 concepts
+    assert [several.getpixel((c * 20 + 10, 14 + 10)) for c in range(4)] == [
+        (0, 255, 0), (9, 9, 9), (255, 0, 0), rows["images2"]]
+    pairs = Image.open(tmp_path / "docs" / "two_concepts.png")
+    assert pairs.size == (4 * 20, 14 + 20)  # S1* | S2* | class words | per concept
+    assert [pairs.getpixel((c * 20 + 10, 24)) for c in range(2, 4)] == [rows["pair_class"], rows["pair"]]
