@@ -140,3 +140,9 @@ def clip_inputs(
     image (1, 3, S, S), of the masked object on black (1, 3, S, S), and the mask (1, 1, S, S) in {0, 1}."""
     full, obj, m = masked_clip_pixels(image, mask, size)
     return normalize(full, mean, std)[None], normalize(obj, mean, std)[None], m[None]
+
+
+def signed_pixels(pixels) -> torch.Tensor:
+    """uint8 RGB pixels (H, W, 3) or (N, H, W, 3) (an array or a PIL image) -> float32 (3, H, W) or
+    (N, 3, H, W) in [-1, 1], the range the VAE and the toy probes read."""
+    return torch.from_numpy(np.asarray(pixels, dtype=np.float32) / 127.5 - 1).movedim(-1, -3)

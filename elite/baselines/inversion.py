@@ -25,6 +25,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from elite.config.baselines import InversionConfig
 from elite.errors import EliteError
+from elite.images import signed_pixels
 from elite.io import atomic_dir
 from elite.models.attention import (
     EliteConditioning,
@@ -118,7 +119,7 @@ def _class_embedding(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, clas
 
 def _image_tensors(image: Image.Image, mask: Image.Image | None, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     img = image.convert("RGB").resize((size, size), Image.BICUBIC)
-    pixels = torch.from_numpy(np.asarray(img).astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1)
+    pixels = signed_pixels(img)
     m = (
         mask.convert("L").resize((size, size), Image.NEAREST)
         if mask is not None

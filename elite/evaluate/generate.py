@@ -65,6 +65,20 @@ class Job:
             return False
         return self.image(i).is_file() and meta.get("settings") == self.settings
 
+    def record(self, i: int) -> dict:
+        """What a score row of image i says about its job."""
+        return {
+            "variant": self.variant,
+            "subject": self.subject,
+            "template": self.template,
+            "prompt": self.prompt,
+            "text": self.text,
+            "lam": self.lam,
+            "index": i,
+            "seed": self.seeds[i],
+            "path": self.image(i).as_posix(),
+        }
+
     def missing(self) -> list[int]:
         return [i for i in range(len(self.seeds)) if not self.done(i)]
 

@@ -146,16 +146,8 @@ def score_pairs(jobs: list[Job], clip, toy, region) -> list[dict]:
         for i in range(len(images)):
             out.append(
                 {
-                    "variant": job.variant,
-                    "subject": job.subject,
+                    **job.record(i),
                     "pair": list(job.pair),
-                    "template": job.template,
-                    "prompt": job.prompt,
-                    "text": job.text,
-                    "lam": job.lam,
-                    "index": i,
-                    "seed": job.seeds[i],
-                    "path": job.image(i).as_posix(),
                     "clip_t": float(clip_t[i]),
                     "scene_acc": None if named_scene is None else float(SCENES[scene[i]] == named_scene),
                     **pair[i],

@@ -118,18 +118,10 @@ def score(
             meta = json.loads(job.sidecar(i).read_text())
             scored.append(
                 {
-                    "variant": job.variant,
-                    "subject": job.subject,
+                    **job.record(i),
                     "class": job.class_word,
                     "live": info[job.subject]["live"],
                     "family": job.family,
-                    "template": job.template,
-                    "prompt": job.prompt,
-                    "text": job.text,
-                    "lam": job.lam,
-                    "index": i,
-                    "seed": job.seeds[i],
-                    "path": job.image(i).as_posix(),
                     "n_real": len(real_c),
                     "clip_i": float(clip_i[i]),
                     "clip_t": float(clip_t[i]),

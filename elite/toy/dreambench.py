@@ -21,12 +21,16 @@ CONCEPTS_FILE = "toy_concepts.json"
 PROMPTS = [f"a {{0}} {{1}} on the {scene}" for scene in SCENES] + ["a photo of a {0} {1}"]
 
 
+def held_out_concepts(held_out: list[list[str]]) -> list[tuple[tuple[str, str], str]]:
+    """(identity, class) of each held-out concept: its class cycles through the shape words."""
+    return [((c, p), CLASSES[i % len(CLASSES)]) for i, (c, p) in enumerate(held_out)]
+
+
 def write_toy_dreambench(out: Path, held_out: list[list[str]], size: int, seed: int, images_per_subject: int) -> Path:
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     concepts = {}
-    for k, (colour, pattern) in enumerate(held_out):
-        cls = CLASSES[k % len(CLASSES)]
+    for k, ((colour, pattern), cls) in enumerate(held_out_concepts(held_out)):
         name = f"{colour}_{pattern}_{cls}"
         concepts[name] = {"colour": colour, "pattern": pattern, "cls": cls}
         (out / name).mkdir(exist_ok=True)

@@ -46,18 +46,15 @@ def held_out_grid(eval_dir: Path, root: Path, tile: int) -> Image.Image:
     rows = [v for v in ROWS if all((eval_dir / v / s / first[s] / "0.png").is_file() for s in first)]
     others = prompts[subjects[0].name][1:]
     labels = ["concept"] + [ROWS[v] for v in rows] + [p.split("_on_the_")[-1].replace("_", " ") for p in others]
-    label_h = 14
-    grid = Image.new("RGB", (tile * len(labels), label_h + tile * len(subjects)), (255, 255, 255))
-    draw = ImageDraw.Draw(grid)
-    for c, label in enumerate(labels):
-        draw.text((c * tile + 2, 1), label[: tile // 6], fill=(0, 0, 0))
-    for r, subject in enumerate(subjects):
+    cells = []
+    for subject in subjects:
         concept = json.loads((subject / "concept.json").read_text())["image"]
-        cells = [root / concept] + [eval_dir / v / subject.name / first[subject.name] / "0.png" for v in rows]
-        cells += [subject / p / "0.png" for p in prompts[subject.name][1:]]
-        for c, cell in enumerate(cells):
-            grid.paste(_open(cell, tile), (c * tile, label_h + r * tile))
-    return grid
+        cells.append(
+            [root / concept]
+            + [eval_dir / v / subject.name / first[subject.name] / "0.png" for v in rows]
+            + [subject / p / "0.png" for p in prompts[subject.name][1:]]
+        )
+    return _labelled(labels, cells, tile)
 
 
 PAIR_ROWS = {"pair_class": "class words", "pair_named": "named", "pair_naive": "naive", "pair": "per concept"}

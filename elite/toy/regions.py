@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from elite.images import signed_pixels
 from elite.io import atomic_dir
 from elite.toy.bank import Bank
 from elite.toy.probes import HEADS, Probe, accuracy, train_probe
@@ -41,7 +42,7 @@ def region_bank(scenes: int, size: int, seed: int) -> Bank:
     crops, specs = [], []
     for _ in range(scenes):
         spec = sample_spec(rng, objects=2)
-        image = torch.from_numpy(render(spec, size).image).permute(2, 0, 1).float() / 127.5 - 1
+        image = signed_pixels(render(spec, size).image)
         for crop, obj in zip(halves(image), spec.objects):
             crops.append(crop)
             specs.append(SceneSpec(spec.scene, (obj,), spec.texture_seed))

@@ -17,9 +17,11 @@ import torch
 from diffusers import DDPMScheduler
 from PIL import Image
 
+from elite.images import signed_pixels
 from elite.models.attention import EliteConditioning
 from elite.models.text import tokenize_plain
-from elite.toy.world import CLASSES, SCENES, SceneSpec, render, sample_object
+from elite.toy.dreambench import held_out_concepts
+from elite.toy.world import SCENES, SceneSpec, render, sample_object
 from elite.train.losses import diffusion_target
 
 
@@ -41,16 +43,9 @@ def concept_shots(identity: tuple[str, str], cls: str, count: int, size: int, se
     return shots
 
 
-def held_out_concepts(held_out: list[list[str]]) -> list[tuple[tuple[str, str], str]]:
-    """(identity, class) of each held-out concept, the class cycling as in the toy DreamBench."""
-    return [((c, p), CLASSES[i % len(CLASSES)]) for i, (c, p) in enumerate(held_out)]
-
-
 @torch.no_grad()
 def target_latents(pipe, shots: list[Shot]) -> torch.Tensor:
-    pixels = torch.stack(
-        [torch.from_numpy(np.asarray(s.image, np.float32) / 127.5 - 1).permute(2, 0, 1) for s in shots]
-    ).to(pipe.device, pipe.vae.dtype)
+    pixels = torch.stack([signed_pixels(s.image) for s in shots]).to(pipe.device, pipe.vae.dtype)
     return pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from elite.images import signed_pixels
 from elite.toy.probes import HEADS, load_probes
 from elite.toy.world import SCENES
 
@@ -45,7 +46,7 @@ class ToyScorer:
 
     def _pixels(self, images: list[Image.Image]) -> torch.Tensor:
         arr = np.stack([np.asarray(im.convert("RGB").resize((self.size, self.size), Image.BICUBIC)) for im in images])
-        return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1
+        return signed_pixels(arr)
 
     def score(self, images: list[Image.Image], subject: str, text: str) -> list[dict]:
         """Per image: colour/pattern/identity (both)/class accuracy against the subject, scene accuracy
