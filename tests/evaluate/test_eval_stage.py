@@ -234,6 +234,24 @@ def test_changed_settings_regenerate_only_what_changed(project, monkeypatch, cap
     assert len(list((project / "data" / "eval" / "sweep" / "lam_0.5").rglob("*.png"))) == 2
 
 
+def test_two_concept_rows_outside_the_toy_world_are_a_clear_error(project, monkeypatch, capsys):
+    """`evaluate.pairs` needs the toy world's probes (the per-object scores); the smoke profile has none."""
+    if not (project / "data" / "masks" / "dreambench").is_dir():
+        pytest.skip("needs the end-to-end run")
+    monkeypatch.chdir(project)
+    params = yaml_load(project / "params.yaml")
+    params["evaluate"]["smoke"]["pairs"] = 1
+    (project / "params.yaml").write_text(yaml_dump(params))
+    try:
+        assert main(["--params", "params.yaml", "evaluate"]) == 2
+        err = capsys.readouterr().err
+        assert "params evaluate.pairs: the two-concept rows are scored in the toy world only" in err
+        assert "Traceback" not in err
+    finally:
+        params["evaluate"]["smoke"].pop("pairs")
+        (project / "params.yaml").write_text(yaml_dump(params))
+
+
 def yaml_load(path):
     import yaml
 

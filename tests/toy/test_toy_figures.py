@@ -82,7 +82,11 @@ def test_several_images_and_two_concepts_grids(tmp_path):
     several = Image.open(tmp_path / "docs" / "several_images.png")
     assert several.size == (4 * 20, 14 + 2 * 20)  # image 0 | image 1 | 1 image | 2 images; 2 concepts
     assert [several.getpixel((c * 20 + 10, 14 + 10)) for c in range(4)] == [
-        (0, 255, 0), (9, 9, 9), (255, 0, 0), rows["images2"]]
+        (0, 255, 0),
+        (9, 9, 9),
+        (255, 0, 0),
+        rows["images2"],
+    ]
     pairs = Image.open(tmp_path / "docs" / "two_concepts.png")
     assert pairs.size == (4 * 20, 14 + 20)  # S1* | S2* | class words | per concept
     assert [pairs.getpixel((c * 20 + 10, 24)) for c in range(2, 4)] == [rows["pair_class"], rows["pair"]]
