@@ -257,7 +257,8 @@ def test_empty_sam_masks_drop_unmasked_rows_and_fall_back_to_the_box(pipeline_ru
     with contextlib.chdir(copy_repo):
         m = run_mask(strict)
     assert m["sam"] == 0 and m["dropped_empty"] == pipeline_run["mask"]["sam"]
-    assert m["release"] == pipeline_run["mask"]["release"] and m["dreambench_box_fallback"] == 2
+    extra = pipeline_run["cfgs"][2].concept_extra_images  # 2 subjects x (concept image + extra images)
+    assert m["release"] == pipeline_run["mask"]["release"] and m["dreambench_box_fallback"] == 2 * (1 + extra)
     mask = mask_bool(copy_repo / "data/masks/dreambench/blue_box.png")
     assert mask.all()  # concept_box image + empty SAM mask -> the whole-image box
 
