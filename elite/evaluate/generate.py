@@ -414,10 +414,15 @@ class Sampler:
             concept = self.inversion(job.variant, job.subject, job.class_word)
             pipe, kwargs = self.base(), {"concept": concept, "scheduler": cfg.scheduler}
         elif job.pair:
-            concepts = [self.concept(subject) for subject in job.pair]
-            pipe = self.elite()
-            kwargs = {"concept": concepts, "lam": job.lam, "scheduler": cfg.scheduler}
-            kwargs["multi_concept"] = PAIR_MODES[job.variant]
+            pipe, kwargs = (
+                self.elite(),
+                {
+                    "concept": [self.concept(subject) for subject in job.pair],
+                    "multi_concept": PAIR_MODES[job.variant],
+                    "lam": job.lam,
+                    "scheduler": cfg.scheduler,
+                },
+            )
         else:
             pipe, kwargs = (
                 self.elite(),

@@ -128,18 +128,26 @@ def fill_pair(template: str, first: str, second: str) -> str:
 
 
 # --- scoring, metrics, report ---------------------------------------------------------------------------------
-def score_pairs(jobs: list[Job], clip, toy, region) -> list[dict]:
-    """Per two-concept image: CLIP-T against the prompt with the class words, and (toy world) the region
-    probe's pair scores and the scene probe's accuracy."""
+def score_pairs(jobs: list[Job], cfg, clip, toy, toy_cfg) -> list[dict]:
+    """Per two-concept image: CLIP-T against the prompt with the class words, the region probe's pair scores
+    and the scene probe's accuracy (toy world; the region probe is trained from `toy_cfg` on first use and
+    kept in <out>/probes)."""
+    if not jobs:
+        return []
+    from elite.evaluate.metrics import paired_cosine
     from elite.images import open_image
-    from elite.toy.regions import score_pair
+    from elite.toy.regions import region_probe, score_pair
     from elite.toy.scoring import prompt_scene
     from elite.toy.world import SCENES
 
+    region, render_acc = region_probe(
+        Path(cfg.out) / "probes", toy_cfg.size, toy_cfg.bank // 2, toy_cfg.probe_steps, toy_cfg.seed + 7
+    )
+    print(f"region probe on fresh two-object renders: {render_acc}")
     out = []
     for job in jobs:
         images = [open_image(job.image(i)) for i in range(len(job.seeds))]
-        clip_t = paired_clip_t(clip, images, job.text)
+        clip_t = paired_cosine(clip.images(images), clip.texts([job.text]).expand(len(images), -1))
         x = toy._pixels(images)
         pair = score_pair(region, x, *(toy.concepts[s] for s in job.pair))
         scene, named_scene = toy.scene.predict(x)["scene"], prompt_scene(job.text)
@@ -154,13 +162,6 @@ def score_pairs(jobs: list[Job], clip, toy, region) -> list[dict]:
                 }
             )
     return out
-
-
-def paired_clip_t(clip, images, text: str):
-    from elite.evaluate.metrics import paired_cosine
-
-    c = clip.images(images)
-    return paired_cosine(c, clip.texts([text]).expand(len(images), -1))
 
 
 def _mean(rows: list[dict], key: str) -> float | None:

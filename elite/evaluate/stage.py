@@ -27,7 +27,7 @@ from elite.evaluate.generate import (
     shard_jobs,
 )
 from elite.evaluate.report import flatten
-from elite.evaluate.several import multi_image_jobs, pair_jobs, several_inputs
+from elite.evaluate.several import multi_image_jobs, pair_jobs, score_pairs, several_inputs
 from elite.images import open_image, open_mask
 from elite.io import atomic_file, write_json
 from elite.shards import parse_shard
@@ -79,10 +79,11 @@ def check_weights(path: str) -> Path:
 
 
 def score(
-    jobs: list[Job], rows: list[dict], cfg, device: str, toy_cfg=None
+    jobs: list[Job], rows: list[dict], cfg, device: str, toy: ToyScorer | None = None, toy_cfg=None
 ) -> tuple[list[dict], dict[str, dict], list[dict]]:
-    """Per-image CLIP-I / CLIP-T / DINO-I of every single-concept job, real-vs-real per subject, and the
-    scores of the two-concept jobs (toy world: the region probe, trained from `toy_cfg` on first use)."""
+    """Per-image CLIP-I / CLIP-T / DINO-I of every single-concept job (and the toy probes' accuracies when
+    `toy` is given), real-vs-real per subject, and the scores of the two-concept jobs (toy world: the region
+    probe, trained from `toy_cfg` on first use)."""
     from elite.evaluate.metrics import (
         ClipEmbedder,
         DinoEmbedder,
@@ -93,7 +94,6 @@ def score(
 
     clip = ClipEmbedder(cfg.clip_model, device, cfg.metric_batch)
     dino = DinoEmbedder(cfg.dino_model, device, cfg.metric_batch)
-    toy = ToyScorer.find(cfg.probes, cfg.subjects_file)
     info = {r["subject"]: r for r in rows}
     real, real_stats = {}, {}
     for row in tqdm(rows, desc="embed real images", unit="subject"):
@@ -130,20 +130,7 @@ def score(
                     **probed[i],
                 }
             )
-    return scored, real_stats, score_two_concepts([j for j in jobs if j.pair], cfg, clip, toy, toy_cfg)
-
-
-def score_two_concepts(jobs: list[Job], cfg, clip, toy, toy_cfg) -> list[dict]:
-    if not jobs:
-        return []
-    from elite.evaluate.several import score_pairs
-    from elite.toy.regions import region_probe
-
-    region, render_acc = region_probe(
-        Path(cfg.out) / "probes", toy_cfg.size, toy_cfg.bank // 2, toy_cfg.probe_steps, toy_cfg.seed + 7
-    )
-    print(f"region probe on fresh two-object renders: {render_acc}")
-    return score_pairs(jobs, clip, toy, region)
+    return scored, real_stats, score_pairs([j for j in jobs if j.pair], cfg, clip, toy, toy_cfg)
 
 
 def encode_times(cfg, rows: list[dict], variant: str = "elite") -> dict[str, float]:
@@ -185,7 +172,8 @@ def run_evaluate(params, shard: str | None = None) -> dict | None:
     concepts = concept_inputs(cfg, rows)
     several = several_inputs(cfg, rows)
     weights = check_weights(cfg.weights)
-    if cfg.pairs and ToyScorer.find(cfg.probes, cfg.subjects_file) is None:
+    toy = ToyScorer.find(cfg.probes, cfg.subjects_file)
+    if cfg.pairs and toy is None:
         raise EliteError(
             "params evaluate.pairs: the two-concept rows are scored in the toy world only (its probes and "
             "toy_concepts.json); set evaluate.pairs to 0 or use profile toy"
@@ -216,10 +204,8 @@ def run_evaluate(params, shard: str | None = None) -> dict | None:
         import mlflow
 
         counts = generate(jobs, Sampler(cfg, concepts, device, dtype, params.baselines, several))
-        scored, real, pair_rows = score(jobs, rows, cfg, device, params.toy)
-        metrics, grid_paths = write_outputs(
-            cfg, params.profile, jobs, rows, concepts, scored + pair_rows, real, device
-        )
+        scored, real, pair_rows = score(jobs, rows, cfg, device, toy, params.toy)
+        metrics, grid_paths = write_outputs(cfg, params.profile, jobs, rows, concepts, scored, pair_rows, real, device)
         mlflow.log_metrics(
             {**flatten(metrics), "images_generated": counts["generated"], "images_skipped": counts["skipped"]}
         )
@@ -236,20 +222,21 @@ def _f(value) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def write_outputs(cfg, profile: str, jobs, rows, concepts, scored, real, device: str) -> tuple[dict, dict[str, Path]]:
+def write_outputs(
+    cfg, profile: str, jobs, rows, concepts, scored, pair_rows, real, device: str
+) -> tuple[dict, dict[str, Path]]:
+    """scored: the single-concept images' rows; pair_rows: the two-concept images' rows."""
     from elite.evaluate.report import build_metrics, write_fiftyone, write_report
+    from elite.evaluate.several import pair_grids, several_metrics
     from elite.evaluate.sweep import sweep_figure, sweep_rows, write_sweep_csv
 
     out = Path(cfg.out)
-    from elite.evaluate.several import pair_grids, several_metrics
-
     inversion_s = {m: encode_times(cfg, rows, m) for m in ("ti", "xti")}
-    single = [r for r in scored if "pair" not in r]
-    metrics = build_metrics(single, real, encode_times(cfg, rows), inversion_s)
-    metrics.update(several_metrics(single, [r for r in scored if "pair" in r]))
+    metrics = build_metrics(scored, real, encode_times(cfg, rows), inversion_s)
+    metrics.update(several_metrics(scored, pair_rows))
     write_json(Path(cfg.metrics), metrics)
     with atomic_file(out / "scores.jsonl", suffix=".jsonl") as tmp:
-        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in scored))
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in scored + pair_rows))
     sweep = sweep_rows(metrics["sweep"])
     write_sweep_csv(Path(cfg.sweep_csv), sweep)
     if sweep:
@@ -272,7 +259,7 @@ def write_outputs(cfg, profile: str, jobs, rows, concepts, scored, real, device:
     write_report(out / "report.md", metrics, settings, grid_paths)
     if cfg.fiftyone_dataset:
         name = scoped_dataset(cfg.fiftyone_dataset)
-        n = write_fiftyone(name, single)
+        n = write_fiftyone(name, scored)
         print(f"FiftyOne dataset {name!r}: {n} samples (sort by dino_i in the App: `fiftyone app launch`)")
     return metrics, grid_paths
 

@@ -30,6 +30,7 @@ ROWS = {
     "global": "ELITE global",
     "elite": "ELITE",
 }
+PAIR_ROWS = {"pair_class": "class words", "pair_named": "named", "pair_naive": "naive", "pair": "per concept"}
 
 
 def _open(path: Path, tile: int) -> Image.Image:
@@ -48,16 +49,12 @@ def held_out_grid(eval_dir: Path, root: Path, tile: int) -> Image.Image:
     labels = ["concept"] + [ROWS[v] for v in rows] + [p.split("_on_the_")[-1].replace("_", " ") for p in others]
     cells = []
     for subject in subjects:
-        concept = json.loads((subject / "concept.json").read_text())["image"]
         cells.append(
-            [root / concept]
+            [_concept_image(eval_dir, root, subject.name)]
             + [eval_dir / v / subject.name / first[subject.name] / "0.png" for v in rows]
             + [subject / p / "0.png" for p in prompts[subject.name][1:]]
         )
     return _labelled(labels, cells, tile)
-
-
-PAIR_ROWS = {"pair_class": "class words", "pair_named": "named", "pair_naive": "naive", "pair": "per concept"}
 
 
 def _labelled(labels: list[str], rows: list[list[Path]], tile: int) -> Image.Image:
@@ -76,9 +73,15 @@ def _first(folder: Path) -> Path:
     return folder / sorted(p.name for p in folder.iterdir() if (p / "0.png").is_file())[0] / "0.png"
 
 
-def _concept_images(eval_dir: Path, root: Path, subject: str) -> list[Path]:
-    concept = root / json.loads((eval_dir / "elite" / subject / "concept.json").read_text())["image"]
-    return sorted(concept.parent.glob(f"*{concept.suffix}"))
+def _concept_image(eval_dir: Path, root: Path, subject: str) -> Path:
+    """The image ELITE encoded for `subject` (recorded by the evaluation in elite/<subject>/concept.json)."""
+    return root / json.loads((eval_dir / "elite" / subject / "concept.json").read_text())["image"]
+
+
+def _subject_images(eval_dir: Path, root: Path, subject: str) -> list[Path]:
+    """The concept image and the subject's images after it (DreamBench layout: NN.jpg in one folder)."""
+    concept = _concept_image(eval_dir, root, subject)
+    return [p for p in sorted(concept.parent.glob(f"*{concept.suffix}")) if p.name >= concept.name]
 
 
 def several_images_grid(eval_dir: Path, root: Path, tile: int) -> Image.Image | None:
@@ -88,7 +91,7 @@ def several_images_grid(eval_dir: Path, root: Path, tile: int) -> Image.Image | 
     subjects = sorted(p.name for p in (eval_dir / f"images{ks[0]}").iterdir() if p.is_dir())
     rows = []
     for s in subjects:
-        images = _concept_images(eval_dir, root, s)[: max(ks)]
+        images = _subject_images(eval_dir, root, s)[: max(ks)]
         prompt = _first(eval_dir / f"images{ks[0]}" / s).parent.name
         rows.append(
             images
@@ -107,7 +110,7 @@ def two_concepts_grid(eval_dir: Path, root: Path, tile: int) -> Image.Image | No
     rows = []
     for pair in pairs:
         prompt = _first(eval_dir / "pair" / pair).parent.name
-        concepts = [_concept_images(eval_dir, root, s)[0] for s in pair.split("+")]
+        concepts = [_concept_image(eval_dir, root, s) for s in pair.split("+")]
         rows.append(concepts + [eval_dir / v / pair / prompt / "0.png" for v in variants])
     return _labelled(["S1*", "S2*"] + [PAIR_ROWS[v] for v in variants], rows, tile)
 

@@ -56,10 +56,11 @@ def region_probe(folder: Path, size: int, scenes: int, steps: int, seed: int, pr
     folder = Path(folder)
     settings = {"size": size, "scenes": scenes, "steps": steps, "seed": seed, "heads": REGION_HEADS}
     marker = folder / "region.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("settings") == settings:
+    kept = json.loads(marker.read_text()) if marker.is_file() else {}
+    if kept.get("settings") == settings:
         probe = Probe(REGION_HEADS)
         probe.load_state_dict(load_file(str(folder / "region.safetensors")))
-        return probe.eval(), json.loads(marker.read_text())["render_accuracy"]
+        return probe.eval(), kept["render_accuracy"]
     probe = train_probe(region_bank(scenes, size, seed), REGION_HEADS, steps, seed, progress=progress)
     held = accuracy(probe, region_bank(max(64, scenes // 10), size, seed + 1))
     with atomic_dir(folder) as tmp:
