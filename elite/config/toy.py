@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from collections import Counter
+
+from pydantic import Field, field_validator
 
 from elite.config.base import Section
 
@@ -10,8 +12,9 @@ from elite.config.base import Section
 class ToyConfig(Section):
     size: int = Field(ge=16)  # render side in pixels (the stand-ins' resolution)
     seed: int
-    held_out: list[list[str]] = Field(min_length=1)  # [colour, pattern] identities kept out of ELITE's training
-    name_held_out: bool  # may the base model's captions name the held-out identities?
+    # [class, colour, pattern] concepts ELITE is judged on; their (colour, pattern) identities are kept out of the
+    # training of every model ELITE reads and of the probes (elite/toy/heldout.py)
+    held_out: list[list[str]] = Field(min_length=2)
     bank: int = Field(ge=64)  # renders each stand-in trains on
     two_object_share: float = Field(ge=0, le=1)  # share of two-object scenes in the base model's bank
     caption_modes: dict[str, float]  # identity naming in base captions: both / colour / pattern / none
@@ -26,4 +29,25 @@ class ToyConfig(Section):
     probe_steps: int = Field(ge=1)
     sam_steps: int = Field(ge=1)
     dino_steps: int = Field(ge=1)
+    gate_guidance: list[float] = Field(min_length=1)  # the base gate's guidance sweep (best on seen concepts wins)
+    gate_steps: int = Field(ge=1)  # the gate's sampling steps: the evaluation's (evaluate.toy.steps)
+    gate_images: int = Field(ge=1)  # images per gate row
     threads: int = Field(ge=1)  # torch threads while training (1 is fastest when the cores are shared)
+
+    @field_validator("held_out")
+    @classmethod
+    def _needs_every_attribute(cls, held_out: list[list[str]]) -> list[list[str]]:
+        """A held-out set that one attribute could solve is refused: every held-out colour and every held-out
+        pattern must occur in at least two held-out concepts."""
+        if any(len(entry) != 3 for entry in held_out):
+            raise ValueError("each entry is [class, colour, pattern]")
+        if len({tuple(e) for e in held_out}) < len(held_out):
+            raise ValueError("a concept is listed twice")
+        for k, attr in ((1, "colour"), (2, "pattern")):
+            alone = sorted(v for v, n in Counter(e[k] for e in held_out).items() if n < 2)
+            if alone:
+                raise ValueError(
+                    f"{attr} {', '.join(alone)} occurs in one held-out concept only, so that {attr} alone would "
+                    f"identify it; add a second concept with it"
+                )
+        return held_out

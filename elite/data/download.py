@@ -14,12 +14,13 @@ writer (`elite.data.openimages`) and the same FiftyOne import:
 `data/openimages/` is written atomically: `<split>/` in FiftyOne's Open Images layout with the rows
 that passed the checks (images and masks hard-linked where the filesystem allows), and
 `release.json` (stamp, split, dataset name, counts), which lets `curate` find the dataset and
-notice when it belongs to another download.
+notice when it belongs to another download. The stamp is a digest of what was written (the tables whole, the
+images and masks by name and size), so the same release gives the same `data/openimages` hash on every run.
 """
 
 from __future__ import annotations
 
-import uuid
+import hashlib
 from pathlib import Path
 
 from elite.data import paths
@@ -31,6 +32,17 @@ from elite.io import atomic_dir, write_json
 from elite.tracking import scoped_dataset
 
 
+def split_digest(split_dir: Path) -> str:
+    """SHA-256 of a split folder: every CSV/JSON table's bytes, every other file's relative path and size."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in split_dir.rglob("*") if p.is_file()):
+        rel = path.relative_to(split_dir).as_posix()
+        digest.update(f"{rel}\0{path.stat().st_size}\0".encode())
+        if path.suffix in (".csv", ".json"):
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:32]
+
+
 def run_download(cfg, toy=None) -> dict:
     """`toy`: the params' `toy` section, read when download.source is toy."""
     out = paths.OPENIMAGES
@@ -38,7 +50,6 @@ def run_download(cfg, toy=None) -> dict:
         src = Path(cfg.source).expanduser().absolute()
         if src == out.absolute() or out.absolute() in src.parents:
             raise EliteError(f"download.source: {cfg.source} is inside {out}, which this stage replaces; keep the copy elsewhere")
-    stamp = uuid.uuid4().hex
     with atomic_dir(out) as tmp:
         if cfg.source == "synthetic":
             src = write_synthetic_release(tmp / "release", cfg.split, cfg.synthetic_images, cfg.synthetic_size,
@@ -46,7 +57,9 @@ def run_download(cfg, toy=None) -> dict:
         elif cfg.source == "toy":
             from elite.toy.release import write_toy_release
 
-            held = frozenset((c, p) for c, p in toy.held_out)
+            from elite.toy.heldout import held_out_identities
+
+            held = held_out_identities(toy.held_out)
             src = write_toy_release(tmp / "release", cfg.split, cfg.toy_images, toy.size, cfg.seed, held,
                                     cfg.synthetic_mask_fraction)
         elif cfg.source == "zoo":
@@ -56,6 +69,7 @@ def run_download(cfg, toy=None) -> dict:
         if report.images == 0:
             raise EliteError(f"download.source: no <ImageID>.jpg images in {release.images_dir}")
         counts = report.as_dict()
+        stamp = split_digest(tmp / cfg.split)
         write_json(tmp / "release.json", {"stamp": stamp, "split": cfg.split, "dataset": cfg.dataset,
                                           "source": cfg.source, "layout": release.layout, **counts})
     dataset = import_split(out / cfg.split, scoped_dataset(cfg.dataset), stamp)

@@ -1,8 +1,7 @@
 """A bank of toy-world renders held in memory, with their labels, for training the stand-in models.
 
 Rendering costs about 2 ms per 32 px scene, so each training run draws a fixed bank once (seeded) and
-samples captions per draw. Held-out identities can be kept out of the bank's named captions
-(`caption(..., name_identity=False)`), or out of the bank altogether (`exclude`).
+samples captions per draw. Held-out identities are kept out of the bank altogether (`exclude`).
 """
 
 from __future__ import annotations
@@ -70,21 +69,18 @@ def caption(
     spec: SceneSpec,
     rng: np.random.Generator,
     p_modes: dict[str, float],
-    unnamed: frozenset[tuple[str, str]] = frozenset(),
     drop_p: float = 0.0,
     template_p: float = 0.0,
     scene_p: float = 1.0,
 ) -> str:
-    """A base-model caption: the class always, the identity's attributes by `p_modes` (never for an
-    identity in `unnamed`), the scene with probability `scene_p`; a single object is written with one of
-    ELITE's training templates ("a photo of a red ball") with probability `template_p`, so the base knows
+    """A base-model caption: the class always, the identity's attributes by `p_modes`, the scene with
+    probability `scene_p`; a single object is written with one of ELITE's training templates ("a photo of a red ball") with probability `template_p`, so the base knows
     the words ELITE's captions put around S*."""
     if drop_p and rng.random() < drop_p:
         return ""
     phrases = []
     for obj in spec.objects:
         mode = str(rng.choice(list(p_modes), p=list(p_modes.values())))
-        mode = "none" if obj.identity in unnamed else mode
         phrases.append(" ".join(w for w in [identity_words(obj.colour, obj.pattern, mode), obj.cls] if w))
     if len(phrases) == 1 and rng.random() < template_p:
         text = TEMPLATES[int(rng.integers(len(TEMPLATES)))].format(phrases[0])

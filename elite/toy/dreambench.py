@@ -1,7 +1,6 @@
 """The toy world's evaluation set in DreamBench's folder layout (dreambench.source: toy).
 
-One subject per held-out identity (its class cycles through the shape words), named like DreamBench's
-(`red_checkered_ball`), with renders of that object in several scenes at several sizes and positions
+One subject per held-out concept (elite/toy/heldout.py), named like DreamBench's (`red_checkered_ball`), with renders of that object in several scenes at several sizes and positions
 (00.jpg is the concept image ELITE sees), `prompts_and_classes.txt` in the published format with the toy
 world's prompt list, and `toy_concepts.json`: subject -> colour, pattern, class, which the evaluation's
 probes score against.
@@ -15,27 +14,23 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from elite.toy.world import CLASSES, SCENES, SceneSpec, render, sample_object
+from elite.toy.heldout import held_out_concepts
+from elite.toy.world import SCENES, SceneSpec, render, sample_object
 
 CONCEPTS_FILE = "toy_concepts.json"
 PROMPTS = [f"a {{0}} {{1}} on the {scene}" for scene in SCENES] + ["a photo of a {0} {1}"]
-
-
-def held_out_concepts(held_out: list[list[str]]) -> list[tuple[tuple[str, str], str]]:
-    """(identity, class) of each held-out concept: its class cycles through the shape words."""
-    return [((c, p), CLASSES[i % len(CLASSES)]) for i, (c, p) in enumerate(held_out)]
 
 
 def write_toy_dreambench(out: Path, held_out: list[list[str]], size: int, seed: int, images_per_subject: int) -> Path:
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     concepts = {}
-    for k, ((colour, pattern), cls) in enumerate(held_out_concepts(held_out)):
-        name = f"{colour}_{pattern}_{cls}"
-        concepts[name] = {"colour": colour, "pattern": pattern, "cls": cls}
+    for k, concept in enumerate(held_out_concepts(held_out)):
+        name = concept.name
+        concepts[name] = {"colour": concept.colour, "pattern": concept.pattern, "cls": concept.cls}
         (out / name).mkdir(exist_ok=True)
         for i in range(images_per_subject):
-            obj = sample_object(rng, cls=cls, identity=(colour, pattern))
+            obj = sample_object(rng, cls=concept.cls, identity=concept.identity)
             spec = SceneSpec(SCENES[(k + i) % len(SCENES)], (obj,), int(rng.integers(2**31)))
             Image.fromarray(render(spec, size).image).save(out / name / f"{i:02d}.jpg", quality=95)
     rows = "\n".join(f"{name},{c['cls']}" for name, c in concepts.items())

@@ -24,6 +24,7 @@ from elite.smoke_models import CLIP_MEAN, CLIP_STD, init_elite_weights, save_sd_
 from elite.toy import standins
 from elite.toy.bank import make_bank
 from elite.toy.dino import train_dino
+from elite.toy.heldout import held_out_concepts, held_out_identities
 from elite.toy.probes import save_probes, train_probe
 from elite.toy.sam_tune import finetune_sam
 
@@ -43,10 +44,6 @@ def _bar(name: str, total: int):
     return progress
 
 
-def held_out(params: Params) -> frozenset[tuple[str, str]]:
-    return frozenset((c, p) for c, p in params.toy.held_out)
-
-
 def _tokenizer():
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = write_clip_tokenizer(Path(tmp))
@@ -63,9 +60,11 @@ def _processor(size: int) -> CLIPImageProcessor:
     )
 
 
-def _bank(params: Params, offset: int = 0):
+def _bank(params: Params, offset: int = 0, two_object_share: float | None = None):
+    """The renders a stand-in trains on: never one with a held-out identity (elite/toy/heldout.py)."""
     cfg = params.toy
-    return make_bank(cfg.bank, cfg.size, cfg.seed + offset, two_object_share=cfg.two_object_share)
+    share = cfg.two_object_share if two_object_share is None else two_object_share
+    return make_bank(cfg.bank, cfg.size, cfg.seed + offset, share, exclude=held_out_identities(cfg.held_out))
 
 
 def prepare_vae(params: Params, out: Path) -> None:
@@ -120,7 +119,6 @@ def prepare_base(params: Params, out: Path) -> None:
     bank = _bank(params)
     latents = standins.encode_latents(vae, bank.images)
     tokenizer = _tokenizer()
-    unnamed = frozenset() if cfg.name_held_out else held_out(params)
     unet = standins.train_unet(
         standins.build_unet(cfg.size // 2, clip.config.text_config.hidden_size),
         text_encoder.eval(),
@@ -130,7 +128,6 @@ def prepare_base(params: Params, out: Path) -> None:
         cfg.unet_steps,
         cfg.seed + 2,
         cfg.caption_modes,
-        unnamed,
         batch=cfg.unet_batch,
         lr=cfg.unet_lr,
         drop_p=cfg.caption_drop,
@@ -152,7 +149,7 @@ def prepare_evaluators(params: Params, out: Path) -> None:
         train_dino(bank, cfg.dino_steps, cfg.seed + 3, Path(tmp), progress=_bar("DINO", cfg.dino_steps))
     with atomic_dir(out / "sam") as tmp:
         finetune_sam(bank, cfg.sam_steps, cfg.seed + 4, Path(tmp), progress=_bar("SAM", cfg.sam_steps))
-    probes_bank = make_bank(cfg.bank, cfg.size, cfg.seed + 5)
+    probes_bank = _bank(params, offset=5, two_object_share=0.0)
     with atomic_dir(out / "probes") as tmp:
         identity = train_probe(
             probes_bank,
@@ -194,6 +191,7 @@ def prepare_toy(params: Params, out: Path, parts: list[str] | None = None) -> No
     if (out / "base").is_dir() and (out / "probes" / "probes.json").is_file():
         from elite.toy.gate import measure_base
 
-        gate = measure_base(out, set(held_out(params)))
+        cfg = params.toy
+        gate = measure_base(out, held_out_concepts(cfg.held_out), cfg.gate_guidance, cfg.gate_steps, cfg.gate_images)
         write_json(out / "base" / "toy_gate.json", gate)
         print("base model gate (identity named in the prompt):", json.dumps(gate))

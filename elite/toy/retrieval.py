@@ -20,7 +20,7 @@ from PIL import Image
 from elite.images import signed_pixels
 from elite.models.attention import EliteConditioning
 from elite.models.text import tokenize_plain
-from elite.toy.dreambench import held_out_concepts
+from elite.toy.heldout import Concept, held_out_concepts
 from elite.toy.world import SCENES, SceneSpec, render, sample_object
 from elite.train.losses import diffusion_target
 
@@ -31,12 +31,12 @@ class Shot:
     mask: Image.Image
 
 
-def concept_shots(identity: tuple[str, str], cls: str, count: int, size: int, seed: int) -> list[Shot]:
-    """`count` renders of one concept (class + identity), each on its own scene and pose."""
+def concept_shots(concept: Concept, count: int, size: int, seed: int) -> list[Shot]:
+    """`count` renders of one concept, each on its own scene and pose."""
     rng = np.random.default_rng(seed)
     shots = []
     for _ in range(count):
-        obj = sample_object(rng, cls=cls, identity=identity)
+        obj = sample_object(rng, cls=concept.cls, identity=concept.identity)
         spec = SceneSpec(str(rng.choice(SCENES)), (obj,), int(rng.integers(2**31)))
         r = render(spec, size)
         shots.append(Shot(Image.fromarray(r.image), Image.fromarray(r.masks[0].astype(np.uint8) * 255)))
@@ -68,11 +68,11 @@ def concept_conditions(pipe, refs: list[list[Shot]], lam: float, prompt: str) ->
     return conds
 
 
-def named_conditions(pipe, concepts: list[tuple[tuple[str, str], str]], prompt: str) -> list[Condition]:
-    """The identity named in words ("a photo of a red checkered ball"): what the base's text path can do."""
+def named_conditions(pipe, concepts: list[Concept], prompt: str) -> list[Condition]:
+    """The concept named in words ("a photo of a red checkered ball"): what the base's text path can do."""
     conds = []
-    for (colour, pattern), cls in concepts:
-        ids = tokenize_plain(pipe.tokenizer, [prompt.replace("S*", f"{colour} {pattern} {cls}")]).to(pipe.device)
+    for concept in concepts:
+        ids = tokenize_plain(pipe.tokenizer, [prompt.replace("S*", concept.words)]).to(pipe.device)
         conds.append(Condition(pipe.text_encoder(ids).last_hidden_state))
     return conds
 
@@ -118,9 +118,9 @@ def identity_retrieval(
     not depend on `references`, so 1, 2, 3 references are compared on the same targets and draws."""
     concepts = held_out_concepts(held_out)
     shots = [
-        concept_shots(ident, cls, targets, size, seed + 1000 * n)
-        + concept_shots(ident, cls, references, size, seed + 1000 * n + 500)
-        for n, (ident, cls) in enumerate(concepts)
+        concept_shots(concept, targets, size, seed + 1000 * n)
+        + concept_shots(concept, references, size, seed + 1000 * n + 500)
+        for n, concept in enumerate(concepts)
     ]
     if named:
         conds = named_conditions(pipe, concepts, prompt)

@@ -1,6 +1,8 @@
 """Stand-ins for SD v1-4's VAE and UNet and for CLIP, in the real architectures, trained on the toy world.
 
-- VAE: diffusers `AutoencoderKL`, 32 px -> 16x16x4 latents (2x downsampling), trained on reconstruction.
+- VAE: diffusers `AutoencoderKL`, 32 px -> 16x16x4 latents (2x downsampling, no attention in the middle block),
+  trained as a deterministic autoencoder (the posterior mean, no KL) on reconstruction, then its posterior is
+  collapsed to the mean so `latent_dist.sample()` gives the same latents as `.mean`.
 - CLIP: transformers `CLIPModel` (text + vision towers) trained contrastively on full captions, so the
   image features carry identity as real CLIP's do. Its text tower is the base model's text encoder, its
   vision tower ELITE's image encoder.
@@ -39,6 +41,7 @@ def build_vae(size: int) -> AutoencoderKL:
         norm_num_groups=8,
         sample_size=size,
         scaling_factor=1.0,
+        mid_block_add_attention=False,
     )
 
 
@@ -49,16 +52,14 @@ def train_vae(
     seed: int,
     batch: int = 32,
     lr: float = 2e-3,
-    kl_weight: float = 1e-5,
     progress: Progress = None,
 ) -> AutoencoderKL:
     gen = torch.Generator().manual_seed(seed)
 
     def step_loss() -> torch.Tensor:
         x = bank.images[torch.randint(len(bank), (batch,), generator=gen)]
-        post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample(generator=gen)).sample
-        return F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + kl_weight * post.kl().mean()
+        rec = vae.decode(vae.encode(x).latent_dist.mean).sample
+        return F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
 
     vae.train()
     fit(vae.parameters(), steps, step_loss, lr, weight_decay=0.0, pct_start=0.05, progress=progress)
@@ -74,9 +75,8 @@ def train_vae(
 
 @torch.no_grad()
 def deterministic_posterior(vae: AutoencoderKL) -> None:
-    """Collapse the posterior to its mean (log-variance -30): trained with a tiny KL weight it stays wide
-    (std about 0.6 against a spread of the means of 0.75), the UNet learns the means, and ELITE's and TI's
-    training sample from `latent_dist`, which must then give the same latents."""
+    """Collapse the posterior to its mean (log-variance -30): trained on the mean only, its variance head is
+    untrained, while ELITE's and TI's training sample from `latent_dist`, which must give the mean."""
     vae.quant_conv.weight[LATENT_CHANNELS:] = 0
     vae.quant_conv.bias[LATENT_CHANNELS:] = -30.0
 
@@ -153,17 +153,20 @@ def train_clip(
     return clip.eval()
 
 
-def build_unet(latent_size: int, text_dim: int, widths: tuple[int, int, int] = (32, 64, 128)) -> UNet2DConditionModel:
-    """Cross-attention at the 8x8 and 4x4 levels and the middle (7 layers); the 16x16 level has none, which
-    halves the cost of a step on the CPU."""
+def build_unet(
+    latent_size: int, text_dim: int, widths: tuple[int, int, int] = (32, 64, 128), top_attention: bool = True
+) -> UNet2DConditionModel:
+    """Three levels (16x16, 8x8, 4x4) and the middle, one resnet each; cross-attention at every level
+    (`top_attention`: also at 16x16, where a 2x2-pixel stripe is one token) or below the top only."""
+    top = "CrossAttnDownBlock2D" if top_attention else "DownBlock2D"
     return UNet2DConditionModel(
         sample_size=latent_size,
         in_channels=LATENT_CHANNELS,
         out_channels=LATENT_CHANNELS,
         layers_per_block=1,
         block_out_channels=widths,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        down_block_types=(top, "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", top.replace("Down", "Up")),
         cross_attention_dim=text_dim,
         attention_head_dim=4,
         norm_num_groups=16,
@@ -191,7 +194,6 @@ def train_unet(
     steps: int,
     seed: int,
     p_modes: dict[str, float],
-    unnamed: frozenset[tuple[str, str]],
     batch: int = 64,
     lr: float = 1e-3,
     drop_p: float = 0.1,
@@ -200,7 +202,7 @@ def train_unet(
     ema_decay: float = 0.999,
     progress: Progress = None,
 ) -> UNet2DConditionModel:
-    """Text-to-image on the bank; identities in `unnamed` are never named in a caption. Returns the EMA."""
+    """Text-to-image on the bank (which holds no held-out identity). Returns the EMA."""
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     scheduler = build_scheduler()
@@ -212,7 +214,7 @@ def train_unet(
     unet.train()
     for step in range(steps):
         idx = torch.randint(len(bank), (batch,), generator=gen)
-        texts = [caption(bank.specs[i], rng, p_modes, unnamed, drop_p, template_p, scene_p) for i in idx.tolist()]
+        texts = [caption(bank.specs[i], rng, p_modes, drop_p=drop_p, template_p=template_p, scene_p=scene_p) for i in idx.tolist()]
         with torch.no_grad():
             cond = text_encoder(tokens(tokenizer, texts))[0]
         x0 = latents[idx]

@@ -30,6 +30,9 @@ COLOURS = {
 PATTERNS = ("plain", "striped", "checkered")
 SCENES = ("grass", "sand", "snow", "water", "night sky", "brick wall")
 SUPER = 4  # supersampling factor of the object coverage
+# Pattern period in object units (the object spans [-1, 1]): a stripe is 0.3 units, 3-4 px for the single-object
+# radius of 0.30-0.40 of a 32 px side, so every stripe covers at least one 2x2 latent cell.
+PATTERN_PERIOD = 0.6
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ def _shape(cls: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     if cls == "star":
         r, t = np.hypot(u, v), np.arctan2(u, -v)
         k = np.cos(np.pi / 5) / np.cos((t % (2 * np.pi / 5)) - np.pi / 5)  # 0..1 along a 5-point star edge
-        return r <= 0.42 + 0.58 * np.clip((k - np.cos(np.pi / 5)) / (1 - np.cos(np.pi / 5)), 0, 1) ** 1.6
+        return r <= 0.55 + 0.45 * np.clip((k - np.cos(np.pi / 5)) / (1 - np.cos(np.pi / 5)), 0, 1) ** 1.6
     if cls == "heart":
         x, y = u * 1.15, -(v * 1.15) + 0.25
         return (x**2 + y**2 - 0.55) ** 3 - x**2 * y**3 * 0.9 <= 0
@@ -80,13 +83,14 @@ def _shape(cls: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def _pattern(pattern: str, u: np.ndarray, v: np.ndarray, phase: float) -> np.ndarray:
     """1 where the object's own colour shows, 0 where the pattern's dark second colour does."""
-    period = 0.55  # in object units: about 4 px at 32 px for a mid-size object
     if pattern == "plain":
         return np.ones_like(u)
     if pattern == "striped":
-        return (np.floor((u + v) / period + phase) % 2 == 0).astype(np.float32)
+        return (np.floor(v / PATTERN_PERIOD + phase) % 2 == 0).astype(np.float32)
     if pattern == "checkered":
-        return ((np.floor(u / period + phase) + np.floor(v / period + phase)) % 2 == 0).astype(np.float32)
+        return ((np.floor(u / PATTERN_PERIOD + phase) + np.floor(v / PATTERN_PERIOD + phase)) % 2 == 0).astype(
+            np.float32
+        )
     raise ValueError(f"unknown pattern {pattern!r}")
 
 
@@ -168,8 +172,8 @@ def sample_object(
     rng: np.random.Generator,
     cls: str | None = None,
     identity: tuple[str, str] | None = None,
-    radius: tuple[float, float] = (0.24, 0.34),
-    centre: tuple[float, float] = (0.35, 0.65),
+    radius: tuple[float, float] = (0.30, 0.40),
+    centre: tuple[float, float] = (0.40, 0.60),
 ) -> ObjectSpec:
     colour, pattern = identity or (str(rng.choice(list(COLOURS))), str(rng.choice(PATTERNS)))
     return ObjectSpec(
@@ -191,7 +195,7 @@ def sample_spec(rng: np.random.Generator, scene: str | None = None, objects: int
         objs = (sample_object(rng, **obj_kw),)
     else:
         objs = tuple(
-            sample_object(rng, radius=(0.16, 0.21), centre=(0.27 + 0.46 * k - 0.04, 0.27 + 0.46 * k + 0.04), **obj_kw)
+            sample_object(rng, radius=(0.18, 0.22), centre=(0.27 + 0.46 * k - 0.04, 0.27 + 0.46 * k + 0.04), **obj_kw)
             for k in range(objects)
         )
         objs = tuple(
