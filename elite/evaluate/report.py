@@ -7,6 +7,8 @@ metrics/dreambench.json (DVC metrics; `dvc metrics diff` compares runs):
     sweep    {lam_<x>: {clip_i, clip_t, dino_i, images}}
     table2   {elite|ti|xti: {clip_t, clip_i, dino_i, images, time_s}}   paper Table 2 on the baselines' subjects
              (time_s: ELITE's encode vs a baseline's optimisation, mean seconds per concept)
+    spread   {<row>: {<metric>_lo, <metric>_hi}}   95% bootstrap intervals over subjects, prompts and seeds
+             (elite/evaluate/spread.py) of every row above: elite, baseline, named, global, ti, xti, oracles
     timing   {encode_s_mean, encode_s_max, generate_s_per_image_mean, baseline_generate_s_per_image_mean,
               encode_s: {<subject>: s}}
 CLIP-I and DINO-I average over all (generated, real) pairs, so an image weighs by the real images of its
@@ -21,16 +23,17 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from elite.evaluate.metrics import Mean
+from elite.evaluate.spread import spread
 from elite.io import atomic_file
-from elite.toy.scoring import ACCURACIES
+from elite.evaluate.scorers import score_keys
 
 SCORES = ("clip_i", "clip_t", "dino_i")
 
 
 def aggregate(rows: list[dict]) -> dict:
-    """Mean scores; on the toy world also the probes' accuracies (each over the images that have it)."""
+    """Mean scores; with a world scorer (toy world) also its accuracies (each over the images that have it)."""
     clip_i, dino_i, clip_t = Mean(), Mean(), Mean()
-    accuracies = {key: Mean() for key in ACCURACIES if any(r.get(key) is not None for r in rows)}
+    accuracies = {key: Mean() for key in score_keys(rows)}
     for r in rows:
         clip_i.add(r["clip_i"], r["n_real"])
         dino_i.add(r["dino_i"], r["n_real"])
@@ -105,8 +108,10 @@ def build_metrics(
             [r["generate_s"] for r in baseline if r["generate_s"] is not None]
         ),
     }
+    spread_rows = {"elite": elite, **{v: by_variant[v] for v in by_variant if v not in ("elite", "sweep")}}
     return {
         "overall": aggregate(elite),
+        "spread": {name: spread(items, (*SCORES, *score_keys(items))) for name, items in spread_rows.items() if items},
         "families": group(elite, "family"),
         "subjects": group(elite, "subject"),
         "context": context,

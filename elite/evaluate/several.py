@@ -128,39 +128,21 @@ def fill_pair(template: str, first: str, second: str) -> str:
 
 
 # --- scoring, metrics, report ---------------------------------------------------------------------------------
-def score_pairs(jobs: list[Job], cfg, clip, toy, toy_cfg) -> list[dict]:
-    """Per two-concept image: CLIP-T against the prompt with the class words, the region probe's pair scores
-    and the scene probe's accuracy (toy world; the region probe is trained from `toy_cfg` on first use and
-    kept in <out>/probes)."""
+def score_pairs(jobs: list[Job], clip, world) -> list[dict]:
+    """Per two-concept image: CLIP-T against the prompt with the class words and the world scorer's pair scores
+    (each concept read in its own place; the scene)."""
     if not jobs:
         return []
     from elite.evaluate.metrics import paired_cosine
     from elite.images import open_image
-    from elite.toy.regions import region_probe, score_pair
-    from elite.toy.scoring import prompt_scene
-    from elite.toy.world import SCENES
 
-    region, render_acc = region_probe(
-        Path(cfg.out) / "probes", toy_cfg.size, toy_cfg.bank // 2, toy_cfg.probe_steps, toy_cfg.seed + 7
-    )
-    print(f"region probe on fresh two-object renders: {render_acc}")
     out = []
     for job in jobs:
         images = [open_image(job.image(i)) for i in range(len(job.seeds))]
         clip_t = paired_cosine(clip.images(images), clip.texts([job.text]).expand(len(images), -1))
-        x = toy._pixels(images)
-        pair = score_pair(region, x, *(toy.concepts[s] for s in job.pair))
-        scene, named_scene = toy.scene.predict(x)["scene"], prompt_scene(job.text)
+        scores = world.score_pair(images, job.pair, job.text)
         for i in range(len(images)):
-            out.append(
-                {
-                    **job.record(i),
-                    "pair": list(job.pair),
-                    "clip_t": float(clip_t[i]),
-                    "scene_acc": None if named_scene is None else float(SCENES[scene[i]] == named_scene),
-                    **pair[i],
-                }
-            )
+            out.append({**job.record(i), "pair": list(job.pair), "clip_t": float(clip_t[i]), **scores[i]})
     return out
 
 
@@ -173,7 +155,7 @@ def several_metrics(scored: list[dict], pair_rows: list[dict]) -> dict:
     """`images`: {k: the accuracies of the rows with k images} (k = 1 is the `elite` row), `pairs`: {variant:
     the pair scores} with `single_identity_acc`, the `elite` row's identity accuracy (the issue's reference)."""
     from elite.evaluate.report import aggregate
-    from elite.toy.regions import PAIR_SCORES
+    from elite.evaluate.scorers import score_keys
 
     out: dict = {}
     ks = sorted({int(r["variant"][6:]) for r in scored if r["variant"].startswith("images")})
@@ -189,7 +171,7 @@ def several_metrics(scored: list[dict], pair_rows: list[dict]) -> dict:
             rows = [r for r in pair_rows if r["variant"] == variant]
             if rows:
                 pairs[variant] = {
-                    **{key: _mean(rows, key) for key in (*PAIR_SCORES, "scene_acc", "clip_t")},
+                    **{key: _mean(rows, key) for key in (*score_keys(rows), "clip_t")},
                     "images": len(rows),
                 }
         out["pairs"] = pairs

@@ -27,11 +27,11 @@ from elite.evaluate.generate import (
     shard_jobs,
 )
 from elite.evaluate.report import flatten
+from elite.evaluate.scorers import WorldScorer, find_scorer
 from elite.evaluate.several import multi_image_jobs, pair_jobs, score_pairs, several_inputs
 from elite.images import open_image, open_mask
 from elite.io import atomic_file, write_json
 from elite.shards import parse_shard
-from elite.toy.scoring import ToyScorer
 from elite.tracking import METRICS_DIGEST_TAG, file_digest, scoped_dataset
 
 log = logging.getLogger(__name__)
@@ -60,14 +60,6 @@ def concept_inputs(cfg, rows: list[dict]) -> dict[str, tuple[Path, Path]]:
     return out
 
 
-def named_identities(subjects_file: str) -> dict[str, str] | None:
-    """Toy world: subject -> its identity in words ("red checkered") from toy_concepts.json, else None."""
-    path = Path(subjects_file).parent / "toy_concepts.json"
-    if not path.is_file():
-        return None
-    return {name: f"{c['colour']} {c['pattern']}" for name, c in json.loads(path.read_text()).items()}
-
-
 def check_weights(path: str) -> Path:
     weights = Path(path)
     if not (weights / "elite_config.json").is_file():
@@ -79,11 +71,10 @@ def check_weights(path: str) -> Path:
 
 
 def score(
-    jobs: list[Job], rows: list[dict], cfg, device: str, toy: ToyScorer | None = None, toy_cfg=None
+    jobs: list[Job], rows: list[dict], cfg, device: str, world: WorldScorer | None = None
 ) -> tuple[list[dict], dict[str, dict], list[dict]]:
-    """Per-image CLIP-I / CLIP-T / DINO-I of every single-concept job (and the toy probes' accuracies when
-    `toy` is given), real-vs-real per subject, and the scores of the two-concept jobs (toy world: the region
-    probe, trained from `toy_cfg` on first use)."""
+    """Per-image CLIP-I / CLIP-T / DINO-I of every single-concept job (and the world scorer's accuracies when
+    there is one), real-vs-real per subject, and the scores of the two-concept jobs."""
     from elite.evaluate.metrics import (
         ClipEmbedder,
         DinoEmbedder,
@@ -113,7 +104,7 @@ def score(
         text = clip.texts([job.text]).expand(len(images), -1)
         real_c, real_d = real[job.subject]
         clip_i, dino_i, clip_t = cosine_to_set(c, real_c), cosine_to_set(d, real_d), paired_cosine(c, text)
-        probed = toy.score(images, job.subject, job.text) if toy else [{}] * len(images)
+        probed = world.score(images, job.subject, job.text) if world else [{}] * len(images)
         for i in range(len(images)):
             meta = json.loads(job.sidecar(i).read_text())
             scored.append(
@@ -130,7 +121,7 @@ def score(
                     **probed[i],
                 }
             )
-    return scored, real_stats, score_pairs([j for j in jobs if j.pair], cfg, clip, toy, toy_cfg)
+    return scored, real_stats, score_pairs([j for j in jobs if j.pair], clip, world)
 
 
 def encode_times(cfg, rows: list[dict], variant: str = "elite") -> dict[str, float]:
@@ -172,13 +163,13 @@ def run_evaluate(params, shard: str | None = None) -> dict | None:
     concepts = concept_inputs(cfg, rows)
     several = several_inputs(cfg, rows)
     weights = check_weights(cfg.weights)
-    toy = ToyScorer.find(cfg.probes, cfg.subjects_file)
-    if cfg.pairs and toy is None:
+    world = find_scorer(cfg, params)
+    if cfg.pairs and world is None:
         raise EliteError(
-            "params evaluate.pairs: the two-concept rows are scored in the toy world only (its probes and "
+            "params evaluate.pairs: the two-concept rows need a world scorer (the toy world's probes and "
             "toy_concepts.json); set evaluate.pairs to 0 or use profile toy"
         )
-    named = named_identities(cfg.subjects_file)
+    named = world.words() if world else None
     weights_id = fingerprint(weights)
     jobs = plan(cfg, rows, concepts, weights_id, params.baselines, named)
     jobs += multi_image_jobs(cfg, [j for j in jobs if j.variant == "elite"], several)
@@ -204,8 +195,11 @@ def run_evaluate(params, shard: str | None = None) -> dict | None:
         import mlflow
 
         counts = generate(jobs, Sampler(cfg, concepts, device, dtype, params.baselines, several))
-        scored, real, pair_rows = score(jobs, rows, cfg, device, toy, params.toy)
-        metrics, grid_paths = write_outputs(cfg, params.profile, jobs, rows, concepts, scored, pair_rows, real, device)
+        scored, real, pair_rows = score(jobs, rows, cfg, device, world)
+        extra = world.context() if world else {}
+        metrics, grid_paths = write_outputs(
+            cfg, params.profile, jobs, rows, concepts, scored, pair_rows, real, device, extra
+        )
         mlflow.log_metrics(
             {**flatten(metrics), "images_generated": counts["generated"], "images_skipped": counts["skipped"]}
         )
@@ -223,9 +217,10 @@ def _f(value) -> str:
 
 
 def write_outputs(
-    cfg, profile: str, jobs, rows, concepts, scored, pair_rows, real, device: str
+    cfg, profile: str, jobs, rows, concepts, scored, pair_rows, real, device: str, extra: dict | None = None
 ) -> tuple[dict, dict[str, Path]]:
-    """scored: the single-concept images' rows; pair_rows: the two-concept images' rows."""
+    """scored: the single-concept images' rows; pair_rows: the two-concept images' rows; extra: the world
+    scorer's blocks (what its probes read, oracle rows)."""
     from elite.evaluate.report import build_metrics, write_fiftyone, write_report
     from elite.evaluate.several import pair_grids, several_metrics
     from elite.evaluate.sweep import sweep_figure, sweep_rows, write_sweep_csv
@@ -234,6 +229,7 @@ def write_outputs(
     inversion_s = {m: encode_times(cfg, rows, m) for m in ("ti", "xti")}
     metrics = build_metrics(scored, real, encode_times(cfg, rows), inversion_s)
     metrics.update(several_metrics(scored, pair_rows))
+    metrics.update(extra or {})
     write_json(Path(cfg.metrics), metrics)
     with atomic_file(out / "scores.jsonl", suffix=".jsonl") as tmp:
         tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in scored + pair_rows))

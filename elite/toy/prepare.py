@@ -113,6 +113,7 @@ def prepare_base(params: Params, out: Path) -> None:
 
     cfg = params.toy
     vae = AutoencoderKL.from_pretrained(out / "_vae")
+    vae.register_to_config(_name_or_path="vae")  # not the machine path it was loaded from
     clip = CLIPModel.from_pretrained(out / "clip_eval")
     text_encoder = CLIPTextModel(clip.config.text_config)
     text_encoder.load_state_dict(clip.text_model.state_dict())

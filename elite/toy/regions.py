@@ -36,12 +36,15 @@ def halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., :w], x[..., w : 2 * w]
 
 
-def region_bank(scenes: int, size: int, seed: int) -> Bank:
-    """The halves of `scenes` two-object renders, each labelled with the object drawn in it."""
+def region_bank(scenes: int, size: int, seed: int, exclude: frozenset[tuple[str, str]] = frozenset()) -> Bank:
+    """The halves of `scenes` two-object renders without an identity in `exclude`, each labelled with the object
+    drawn in it."""
     rng = np.random.default_rng(seed)
     crops, specs = [], []
-    for _ in range(scenes):
+    while len(specs) < 2 * scenes:
         spec = sample_spec(rng, objects=2)
+        if any(o.identity in exclude for o in spec.objects):
+            continue
         image = signed_pixels(render(spec, size).image)
         for crop, obj in zip(halves(image), spec.objects):
             crops.append(crop)
@@ -50,34 +53,37 @@ def region_bank(scenes: int, size: int, seed: int) -> Bank:
     return Bank(images, torch.zeros(images.shape[0], *images.shape[2:], dtype=torch.bool), specs)
 
 
-def region_probe(folder: Path, size: int, scenes: int, steps: int, seed: int, progress=None) -> tuple[Probe, dict]:
-    """The region probe kept in `folder` (trained there when missing or made with other settings) and its
-    accuracy on the halves of fresh renders."""
+def region_probe(
+    folder: Path, size: int, scenes: int, steps: int, seed: int, exclude: frozenset[tuple[str, str]], progress=None
+) -> tuple[Probe, dict]:
+    """The region probe kept in `folder` (trained there when missing or made with other settings), trained on
+    renders without the `exclude` (held-out) identities, and its accuracy on the halves of fresh such renders."""
     folder = Path(folder)
-    settings = {"size": size, "scenes": scenes, "steps": steps, "seed": seed, "heads": REGION_HEADS}
+    settings = {"size": size, "scenes": scenes, "steps": steps, "seed": seed, "heads": REGION_HEADS,
+                "exclude": sorted(map(list, exclude))}
     marker = folder / "region.json"
     kept = json.loads(marker.read_text()) if marker.is_file() else {}
     if kept.get("settings") == settings:
         probe = Probe(REGION_HEADS)
         probe.load_state_dict(load_file(str(folder / "region.safetensors")))
         return probe.eval(), kept["render_accuracy"]
-    probe = train_probe(region_bank(scenes, size, seed), REGION_HEADS, steps, seed, progress=progress)
-    held = accuracy(probe, region_bank(max(64, scenes // 10), size, seed + 1))
+    probe = train_probe(region_bank(scenes, size, seed, exclude), REGION_HEADS, steps, seed, progress=progress)
+    held = accuracy(probe, region_bank(max(64, scenes // 10), size, seed + 1, exclude))
     with atomic_dir(folder) as tmp:
         save_file(probe.state_dict(), str(tmp / "region.safetensors"))
         (tmp / "region.json").write_text(json.dumps({"settings": settings, "render_accuracy": held}, indent=2) + "\n")
     return probe, held
 
 
-def _identity(pred: dict[str, torch.Tensor], i: int) -> tuple[str, str]:
-    return HEADS["colour"][pred["colour"][i]], HEADS["pattern"][pred["pattern"][i]]
+def _identity(pred: dict[str, torch.Tensor], i: int) -> tuple[str, str, str]:
+    return HEADS["cls"][pred["cls"][i]], HEADS["colour"][pred["colour"][i]], HEADS["pattern"][pred["pattern"][i]]
 
 
 def score_pair(probe: Probe, x: torch.Tensor, a: dict, b: dict) -> list[dict]:
     """Per image of `x` ((N, 3, S, S) in [-1, 1]): the pair scores of concepts `a` (left) and `b` (right),
-    each {colour, pattern, cls}."""
+    each {colour, pattern, cls}; identity is joint (class, colour and pattern all right)."""
     left, right = (probe.predict(h) for h in halves(x))
-    want_a, want_b = (a["colour"], a["pattern"]), (b["colour"], b["pattern"])
+    want_a, want_b = ((c["cls"], c["colour"], c["pattern"]) for c in (a, b))
     out = []
     for i in range(x.shape[0]):
         got_a, got_b = _identity(left, i), _identity(right, i)

@@ -33,6 +33,9 @@ SUPER = 4  # supersampling factor of the object coverage
 # Pattern period in object units (the object spans [-1, 1]): a stripe is 0.3 units, 3-4 px for the single-object
 # radius of 0.30-0.40 of a 32 px side, so every stripe covers at least one 2x2 latent cell.
 PATTERN_PERIOD = 0.6
+# The pattern's second colour, the same for every object colour: a pattern is the same dark shapes on any colour, so
+# colour and pattern are separate attributes of the image (a colour-tinted dark made "red striped" a colour of its own).
+PATTERN_INK = (40, 40, 48)
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ def _shape(cls: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def _pattern(pattern: str, u: np.ndarray, v: np.ndarray, phase: float) -> np.ndarray:
-    """1 where the object's own colour shows, 0 where the pattern's dark second colour does."""
+    """1 where the object's own colour shows, 0 where the pattern's ink does."""
     if pattern == "plain":
         return np.ones_like(u)
     if pattern == "striped":
@@ -155,8 +158,7 @@ def render(spec: SceneSpec, size: int) -> Render:
     for obj in spec.objects:
         outer, inner, lit = _coverage(obj, size)
         colour = np.array(COLOURS[obj.colour], np.float32)
-        dark = colour * 0.35 + 10
-        fill = lit[..., None] * colour + (inner - lit)[..., None] * dark
+        fill = lit[..., None] * colour + (inner - lit)[..., None] * np.array(PATTERN_INK, np.float32)
         img = img * (1 - outer[..., None]) + fill + (outer - inner)[..., None] * np.array([20, 20, 20], np.float32)
         m = outer >= 0.5
         masks = [prev & ~m for prev in masks] + [m]

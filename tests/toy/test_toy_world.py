@@ -63,13 +63,14 @@ def test_plain_object_pixels_have_its_colour():
     assert np.abs(r.image[solid].astype(int) - np.array(COLOURS["red"])).max() <= 1
 
 
-def test_captions_never_name_an_unnamed_identity():
+def test_captions_name_what_the_modes_say():
     rng = np.random.default_rng(0)
-    spec = SceneSpec("grass", (sample_object(rng, identity=("red", "checkered")),), 0)
-    modes = {"both": 1.0, "colour": 0.0, "pattern": 0.0, "none": 0.0}
-    assert "red checkered" in caption(spec, rng, modes)
-    texts = {caption(spec, rng, modes, unnamed=frozenset({("red", "checkered")}), template_p=0.5) for _ in range(50)}
-    assert not any("red" in t or "checkered" in t for t in texts)
+    spec = SceneSpec("grass", (sample_object(rng, cls="ball", identity=("red", "checkered")),), 0)
+    both = {"both": 1.0, "colour": 0.0, "pattern": 0.0, "none": 0.0}
+    assert caption(spec, rng, both, template_p=0.0) == "a red checkered ball on the grass"
+    bare = {"both": 0.0, "colour": 0.0, "pattern": 0.0, "none": 1.0}
+    texts = {caption(spec, rng, bare, template_p=0.5, scene_p=0.5) for _ in range(50)}
+    assert not any("red" in t or "checkered" in t for t in texts) and all("ball" in t for t in texts)
 
 
 def test_release_leaves_out_held_out_identities(tmp_path):
@@ -108,9 +109,9 @@ def test_region_probe_reads_each_half_of_two_object_scenes(tmp_path):
     from elite.toy.probes import Probe
     from elite.toy.regions import region_probe, score_pair
 
-    probe, acc = region_probe(tmp_path / "probes", 32, 2000, 400, 0)
+    probe, acc = region_probe(tmp_path / "probes", 32, 2000, 400, 0, frozenset())
     assert acc["colour"] >= 0.9 and acc["pattern"] >= 0.7, acc
-    assert region_probe(tmp_path / "probes", 32, 2000, 400, 0)[1] == acc  # kept, not trained again
+    assert region_probe(tmp_path / "probes", 32, 2000, 400, 0, frozenset())[1] == acc  # kept, not trained again
     rng = np.random.default_rng(5)
     specs = [sample_spec(rng, objects=2) for _ in range(60)]
     x = torch.stack([torch.from_numpy(render(s, 32).image).permute(2, 0, 1).float() / 127.5 - 1 for s in specs])
@@ -138,7 +139,7 @@ def test_toy_dreambench_is_read_by_the_dreambench_parser(tmp_path):
     from elite.evaluate.dreambench import load_dataset
     from elite.toy.dreambench import CONCEPTS_FILE, PROMPTS, write_toy_dreambench
 
-    out = write_toy_dreambench(tmp_path / "db", [["red", "checkered"], ["blue", "striped"]], 32, 0, 3)
+    out = write_toy_dreambench(tmp_path / "db", [["ball", "red", "checkered"], ["box", "blue", "striped"]], 32, 0, 3)
     subjects, warnings = load_dataset(out, ["cat", "dog"])
     concepts = json.loads((out / CONCEPTS_FILE).read_text())
     assert not warnings and [s.subject for s in subjects] == ["red_checkered_ball", "blue_striped_box"]
@@ -179,7 +180,7 @@ def test_scorer_reads_concepts_and_prompt_scenes(tmp_path):
     from elite.toy.scoring import ToyScorer, prompt_scene
 
     assert prompt_scene("a S* on the night sky") == "night sky" and prompt_scene("a photo of a S*") is None
-    db = write_toy_dreambench(tmp_path / "db", [["red", "checkered"]], 32, 0, 2)
+    db = write_toy_dreambench(tmp_path / "db", [["ball", "red", "checkered"]], 32, 0, 2)
     (db / "subjects.json").write_text("[]")
     probes = tmp_path / "probes"
     probes.mkdir()
@@ -191,7 +192,7 @@ def test_scorer_reads_concepts_and_prompt_scenes(tmp_path):
     assert len(rows) == 2 and all(
         set(r) == {"colour_acc", "pattern_acc", "identity_acc", "class_acc", "scene_acc"} for r in rows
     )
-    assert all(r["identity_acc"] == float(r["colour_acc"] and r["pattern_acc"]) for r in rows)
+    assert all(r["identity_acc"] == float(r["colour_acc"] and r["pattern_acc"] and r["class_acc"]) for r in rows)
     assert scorer.score(images, "red_checkered_ball", "a photo of a ball")[0]["scene_acc"] is None
     (db / "toy_concepts.json").unlink()
     assert ToyScorer.find(probes, db / "subjects.json") is None
