@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser run test bench serve mlflow-ui demo figures clean-venv
+.PHONY: setup browser run test bench serve mlflow-ui demo figures check-reference lint clean-venv
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ PROFILE ?=
 run: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc $(if $(PROFILE),exp run -S profile=$(PROFILE),repro) \
 	  $$($(BIN)/dvc remote list | grep -q . && echo --pull)
+
+# After `make run`: does metrics/dreambench.json agree with the committed reference within its 95% intervals?
+check-reference: $(STAMP)
+	$(BIN)/elite check-reference
 
 # The README's toy-world figures (docs/toy/: held-out concepts grid, lambda sweep) from the last evaluation.
 figures: $(STAMP)

@@ -32,6 +32,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     e.set_defaults(func=evaluate_cmd)
 
+    c = sub.add_parser(
+        "check-reference",
+        help="does the workspace's evaluation match the committed reference within its spread?",
+        description="Compare metrics/dreambench.json (evaluate.metrics) with the same file at a git revision: every "
+        "row and metric the reference has a 95%% interval for. Exit 1 when one disagrees.",
+    )
+    c.add_argument("--rev", default="HEAD", help="git revision holding the reference (default HEAD)")
+    c.set_defaults(func=check_reference_cmd)
+
 
 def dreambench_cmd(args) -> None:
     from elite.evaluate.dreambench import build_dreambench
@@ -69,3 +78,21 @@ def _override(params, section: str, **values):
     sections = dict(params._sections)
     sections[section] = sections[section].model_copy(update=values)
     return Params(params.profile, sections, params.source)
+
+
+def check_reference_cmd(args) -> int:
+    from elite.evaluate.reference import check_reference
+
+    params = load_params(args.params, args.profile)
+    lines = check_reference(params.evaluate.metrics, args.rev)
+    for r in lines:
+        got = "-" if r["workspace"] is None else f"{r['workspace']:.3f}"
+        lo, hi = r["interval"]
+        mark = "ok " if r["agrees"] else "OFF"
+        print(
+            f"{mark} {r['row']:>10} {r['metric']:<14} workspace {got:>6}  reference {r['reference']:.3f} "
+            f"[{lo:.3f}, {hi:.3f}]"
+        )
+    off = sum(not r["agrees"] for r in lines)
+    print(f"{len(lines) - off} of {len(lines)} within the reference's spread")
+    return 1 if off else 0

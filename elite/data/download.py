@@ -49,19 +49,29 @@ def run_download(cfg, toy=None) -> dict:
     if cfg.source not in ("synthetic", "zoo", "toy"):
         src = Path(cfg.source).expanduser().absolute()
         if src == out.absolute() or out.absolute() in src.parents:
-            raise EliteError(f"download.source: {cfg.source} is inside {out}, which this stage replaces; keep the copy elsewhere")
+            raise EliteError(
+                f"download.source: {cfg.source} is inside {out}, which this stage replaces; keep the copy elsewhere"
+            )
     with atomic_dir(out) as tmp:
         if cfg.source == "synthetic":
-            src = write_synthetic_release(tmp / "release", cfg.split, cfg.synthetic_images, cfg.synthetic_size,
-                                          cfg.synthetic_objects, cfg.synthetic_mask_fraction, cfg.seed)
+            src = write_synthetic_release(
+                tmp / "release",
+                cfg.split,
+                cfg.synthetic_images,
+                cfg.synthetic_size,
+                cfg.synthetic_objects,
+                cfg.synthetic_mask_fraction,
+                cfg.seed,
+            )
         elif cfg.source == "toy":
             from elite.toy.release import write_toy_release
 
             from elite.toy.heldout import held_out_identities
 
             held = held_out_identities(toy.held_out)
-            src = write_toy_release(tmp / "release", cfg.split, cfg.toy_images, toy.size, cfg.seed, held,
-                                    cfg.synthetic_mask_fraction)
+            src = write_toy_release(
+                tmp / "release", cfg.split, cfg.toy_images, toy.size, cfg.seed, held, cfg.synthetic_mask_fraction
+            )
         elif cfg.source == "zoo":
             src = zoo_download(cfg.split, cfg.zoo_dir, cfg.max_samples, cfg.workers, cfg.retries, cfg.retry_wait)
         release = find_release(src, cfg.split)
@@ -70,11 +80,25 @@ def run_download(cfg, toy=None) -> dict:
             raise EliteError(f"download.source: no <ImageID>.jpg images in {release.images_dir}")
         counts = report.as_dict()
         stamp = split_digest(tmp / cfg.split)
-        write_json(tmp / "release.json", {"stamp": stamp, "split": cfg.split, "dataset": cfg.dataset,
-                                          "source": cfg.source, "layout": release.layout, **counts})
+        write_json(
+            tmp / "release.json",
+            {
+                "stamp": stamp,
+                "split": cfg.split,
+                "dataset": cfg.dataset,
+                "source": cfg.source,
+                "layout": release.layout,
+                **counts,
+            },
+        )
     dataset = import_split(out / cfg.split, scoped_dataset(cfg.dataset), stamp)
-    metrics = {**counts, "source": cfg.source, "dataset": cfg.dataset, "fiftyone_samples": len(dataset),
-               "fiftyone_boxes": dataset.count("detections.detections"),
-               "fiftyone_masks": dataset.count("segmentations.detections")}
+    metrics = {
+        **counts,
+        "source": cfg.source,
+        "dataset": cfg.dataset,
+        "fiftyone_samples": len(dataset),
+        "fiftyone_boxes": dataset.count("detections.detections"),
+        "fiftyone_masks": dataset.count("segmentations.detections"),
+    }
     write_json(paths.metrics_file("download"), metrics)
     return metrics

@@ -23,9 +23,9 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from elite.evaluate.metrics import Mean
+from elite.evaluate.scorers import score_keys
 from elite.evaluate.spread import spread
 from elite.io import atomic_file
-from elite.evaluate.scorers import score_keys
 
 SCORES = ("clip_i", "clip_t", "dino_i")
 
@@ -186,6 +186,52 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     ]
 
 
+WORLD_ROWS = {
+    "elite": "ELITE",
+    "global": "ELITE global only (lambda 0)",
+    "ti": "Textual Inversion",
+    "xti": "Extended Textual Inversion (P+)",
+    "named": "concept named in the prompt (base)",
+    "baseline": "class word only (base)",
+}
+
+
+def _with_interval(metrics: dict, row: str, key: str) -> str:
+    block = metrics["overall"] if row == "elite" else metrics["context"].get(row) or metrics["table2"].get(row, {})
+    value, found = block.get(key), metrics.get("spread", {}).get(row, {})
+    if value is None:
+        return "-"
+    lo, hi = found.get(f"{key}_lo"), found.get(f"{key}_hi")
+    return f"{value:.3f}" if lo is None else f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def world_lines(metrics: dict) -> list[str]:
+    """The world scorer's accuracies per row with 95% bootstrap intervals, the single-attribute oracles and what
+    the probes read on clean and autoencoded held-out renders (toy world); nothing without a world scorer."""
+    if metrics["overall"].get("identity_acc") is None:
+        return []
+    keys = ("identity_acc", "colour_acc", "pattern_acc", "class_acc", "scene_acc")
+    present = [r for r in WORLD_ROWS if r == "elite" or r in metrics["context"] or r in metrics.get("table2", {})]
+    lines = ["", "## Identity and scene (world scorer; [95% bootstrap interval over subjects, prompts, seeds])", ""]
+    lines += _table(
+        ["", "identity (class, colour, pattern)", "colour", "pattern", "class", "scene"],
+        [[WORLD_ROWS[r], *(_with_interval(metrics, r, k) for k in keys)] for r in present],
+    )
+    if metrics.get("oracles"):
+        lines += ["", "Single-attribute oracles (renders of the held-out concepts sharing only that attribute):", ""]
+        lines += _table(
+            ["oracle", "identity", "bound"],
+            [[k, v["identity_acc"], v["bound"]] for k, v in metrics["oracles"].items()],
+        )
+    if metrics.get("probes"):
+        lines += ["", "What the probes read on held-out renders, clean and through the base's autoencoder:", ""]
+        lines += _table(
+            ["renders", "identity", "colour", "pattern", "class", "scene"],
+            [[k, v["joint"], v["colour"], v["pattern"], v["class"], v["scene"]] for k, v in metrics["probes"].items()],
+        )
+    return lines
+
+
 def write_report(path: Path, metrics: dict, settings: dict, grids: dict[str, Path]) -> None:
     ctx = metrics["context"]
     lines = [
@@ -244,6 +290,7 @@ def write_report(path: Path, metrics: dict, settings: dict, grids: dict[str, Pat
                 for r in sweep_rows(metrics["sweep"])
             ],
         )
+    lines += world_lines(metrics)
     from elite.evaluate.several import report_lines
 
     lines += report_lines(metrics)

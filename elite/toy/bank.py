@@ -74,7 +74,8 @@ def caption(
     scene_p: float = 1.0,
 ) -> str:
     """A base-model caption: the class always, the identity's attributes by `p_modes`, the scene with
-    probability `scene_p`; a single object is written with one of ELITE's training templates ("a photo of a red ball") with probability `template_p`, so the base knows
+    probability `scene_p`; a single object is written with one of ELITE's training templates ("a photo of a
+    red ball") with probability `template_p`, so the base knows
     the words ELITE's captions put around S*."""
     if drop_p and rng.random() < drop_p:
         return ""

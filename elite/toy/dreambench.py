@@ -1,9 +1,9 @@
 """The toy world's evaluation set in DreamBench's folder layout (dreambench.source: toy).
 
-One subject per held-out concept (elite/toy/heldout.py), named like DreamBench's (`red_checkered_ball`), with renders of that object in several scenes at several sizes and positions
-(00.jpg is the concept image ELITE sees), `prompts_and_classes.txt` in the published format with the toy
-world's prompt list, and `toy_concepts.json`: subject -> colour, pattern, class, which the evaluation's
-probes score against.
+One subject per held-out concept (elite/toy/heldout.py), named like DreamBench's (`red_checkered_ball`), with
+renders of that object in several scenes at several sizes and positions (00.jpg is the concept image ELITE sees),
+`prompts_and_classes.txt` in the published format with the toy world's prompt list, and `toy_concepts.json`:
+subject -> colour, pattern, class, which the evaluation's probes score against.
 """
 
 from __future__ import annotations

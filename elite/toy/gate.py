@@ -34,15 +34,24 @@ def gate_rows(concepts: list[Concept], n: int, named: bool) -> list[dict]:
     for k in range(n):
         c, scene = concepts[k % len(concepts)], SCENES[(k // len(concepts)) % len(SCENES)]
         words = c.words if named else c.cls
-        rows.append({"cls": c.cls, "colour": c.colour, "pattern": c.pattern, "scene": scene,
-                     "prompt": f"a {words} on the {scene}"})
+        rows.append(
+            {
+                "cls": c.cls,
+                "colour": c.colour,
+                "pattern": c.pattern,
+                "scene": scene,
+                "prompt": f"a {words} on the {scene}",
+            }
+        )
     return rows
 
 
 def accuracies(probes, images: torch.Tensor, rows: list[dict]) -> dict[str, float]:
     """Per attribute and joint (class, colour and pattern all right) accuracy of `images` ([-1, 1]) against rows."""
     ident, scene = probes["identity"].predict(images), probes["scene"].predict(images)
-    hit = {h: np.array([HEADS[h][int(p)] == r[h] for p, r in zip(ident[h], rows)]) for h in ("colour", "pattern", "cls")}
+    hit = {
+        h: np.array([HEADS[h][int(p)] == r[h] for p, r in zip(ident[h], rows)]) for h in ("colour", "pattern", "cls")
+    }
     return {
         "joint": float((hit["colour"] & hit["pattern"] & hit["cls"]).mean()),
         "colour": float(hit["colour"].mean()),
@@ -57,8 +66,9 @@ def accuracies(probes, images: torch.Tensor, rows: list[dict]) -> dict[str, floa
 def sample(pipe, prompts: list[str], guidance: float, steps: int, seed: int, batch: int = 48) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     out = [
-        pipe(prompts[i : i + batch], guidance_scale=guidance, num_inference_steps=steps, generator=gen,
-             output_type="pt").images
+        pipe(
+            prompts[i : i + batch], guidance_scale=guidance, num_inference_steps=steps, generator=gen, output_type="pt"
+        ).images
         for i in range(0, len(prompts), batch)
     ]
     return torch.cat(out) * 2 - 1
@@ -76,14 +86,22 @@ def measure_base(
         "class_word": gate_rows(held_out, n, named=False),
     }
     sweep = {
-        f"{g:g}": {name: accuracies(probes, sample(pipe, [r["prompt"] for r in rows], g, steps, seed), rows)
-                   for name, rows in sets.items()}
+        f"{g:g}": {
+            name: accuracies(probes, sample(pipe, [r["prompt"] for r in rows], g, steps, seed), rows)
+            for name, rows in sets.items()
+        }
         for g in guidances
     }
     best = max(sweep, key=lambda g: sweep[g]["seen_named"]["joint"])
     chance = 1 / (len(HEADS["colour"]) * len(HEADS["pattern"]) * len(HEADS["cls"]))
-    return {"sampler": type(pipe.scheduler).__name__, "steps": steps, "guidance": float(best), **sweep[best],
-            "sweep": sweep, "chance": {"joint": chance, "colour": 1 / len(HEADS["colour"])}}
+    return {
+        "sampler": type(pipe.scheduler).__name__,
+        "steps": steps,
+        "guidance": float(best),
+        **sweep[best],
+        "sweep": sweep,
+        "chance": {"joint": chance, "colour": 1 / len(HEADS["colour"])},
+    }
 
 
 def main() -> None:

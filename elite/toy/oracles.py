@@ -20,7 +20,9 @@ from elite.toy.heldout import ATTRIBUTES, Concept, single_attribute_oracles
 from elite.toy.world import SCENES, SceneSpec, render, sample_object
 
 
-def concept_renders(concepts: list[Concept], per_concept: int, size: int, seed: int) -> tuple[torch.Tensor, list[dict]]:
+def concept_renders(
+    concepts: list[Concept], per_concept: int, size: int, seed: int
+) -> tuple[torch.Tensor, list[dict]]:
     """`per_concept` fresh renders of each concept (scene, pose, pattern phase drawn) and their label rows."""
     rng = np.random.default_rng(seed)
     images, rows = [], []

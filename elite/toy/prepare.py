@@ -9,8 +9,11 @@ on box prompts), probes/ (the evaluation classifiers) and elite/ (fresh ELITE we
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
 import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -170,14 +173,44 @@ def prepare_evaluators(params: Params, out: Path) -> None:
 
 
 PARTS = {"vae": prepare_vae, "clip": prepare_clip, "base": prepare_base, "evaluators": prepare_evaluators}
+# Two lanes that run side by side on a 2-core machine, each part in order within its lane: base needs the
+# VAE (lane 2, done long before CLIP is) and CLIP (lane 1).
+LANES = (("clip", "base"), ("vae", "evaluators"))
 
 
-def prepare_toy(params: Params, out: Path, parts: list[str] | None = None) -> None:
-    """Every part in order (base needs vae and clip), then fresh ELITE weights for the new base."""
+def _run_parts(params: Params, out: Path, names: list[str], wait_for: Path | None = None) -> None:
+    """The parts `names` in order, each on `toy.threads` threads with the torch seed reset (so a part's result
+    does not depend on what ran before it in the same process)."""
     torch.set_num_threads(params.toy.threads)
-    for name in parts or list(PARTS):
+    for name in names:
+        if name == "base" and wait_for is not None:
+            while not wait_for.is_dir():  # the other lane's VAE (atomic: the folder appears whole)
+                time.sleep(2)
         torch.manual_seed(params.toy.seed)
         PARTS[name](params, out)
+
+
+def prepare_toy(params: Params, out: Path, parts: list[str] | None = None, lanes: int = 2) -> None:
+    """Every part (base needs vae and clip), in two processes when `lanes` is 2, then fresh ELITE weights for the
+    new base and the base gate. `parts` runs just those, in order, in this process."""
+    if parts is not None:
+        _run_parts(params, out, parts)
+        return _finish(params, out, parts)
+    shutil.rmtree(out / "_vae", ignore_errors=True)  # never a VAE left by a run that was stopped
+    if lanes == 1:
+        _run_parts(params, out, list(PARTS))
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(2, mp_context=ctx) as pool:
+            futures = [pool.submit(_run_parts, params, out, list(lane), out / "_vae") for lane in LANES]
+            for future in futures:
+                future.result()
+    _finish(params, out, None)
+
+
+def _finish(params: Params, out: Path, parts: list[str] | None) -> None:
+    """After the base: fresh ELITE weights for it, and the base gate once the probes exist too."""
+    torch.set_num_threads(params.toy.threads)
     if parts is None or "base" in parts:
         shutil.rmtree(out / "_vae", ignore_errors=True)  # the VAE lives on inside base/
         with atomic_dir(out / "elite") as tmp:

@@ -97,7 +97,7 @@ def train_probe(
     heads: list[str],
     steps: int,
     seed: int,
-    batch: int = 128,
+    batch: int = 64,
     lr: float = 2e-3,
     permute_p: float = 0.5,
     progress=None,

@@ -59,8 +59,14 @@ def region_probe(
     """The region probe kept in `folder` (trained there when missing or made with other settings), trained on
     renders without the `exclude` (held-out) identities, and its accuracy on the halves of fresh such renders."""
     folder = Path(folder)
-    settings = {"size": size, "scenes": scenes, "steps": steps, "seed": seed, "heads": REGION_HEADS,
-                "exclude": sorted(map(list, exclude))}
+    settings = {
+        "size": size,
+        "scenes": scenes,
+        "steps": steps,
+        "seed": seed,
+        "heads": REGION_HEADS,
+        "exclude": sorted(map(list, exclude)),
+    }
     marker = folder / "region.json"
     kept = json.loads(marker.read_text()) if marker.is_file() else {}
     if kept.get("settings") == settings:

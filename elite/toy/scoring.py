@@ -29,8 +29,15 @@ def prompt_scene(text: str) -> str | None:
 
 
 class ToyScorer:
-    def __init__(self, probes_dir: Path, concepts_file: Path, size: int, toy=None, base: Path | None = None,
-                 out: Path | None = None):
+    def __init__(
+        self,
+        probes_dir: Path,
+        concepts_file: Path,
+        size: int,
+        toy=None,
+        base: Path | None = None,
+        out: Path | None = None,
+    ):
         """`toy`: the params' toy section, `base`: the base model folder (its autoencoder), `out`: where the
         region probe is kept; all three only for the two-concept rows and `context`."""
         probes = load_probes(probes_dir)

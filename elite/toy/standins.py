@@ -214,7 +214,10 @@ def train_unet(
     unet.train()
     for step in range(steps):
         idx = torch.randint(len(bank), (batch,), generator=gen)
-        texts = [caption(bank.specs[i], rng, p_modes, drop_p=drop_p, template_p=template_p, scene_p=scene_p) for i in idx.tolist()]
+        texts = [
+            caption(bank.specs[i], rng, p_modes, drop_p=drop_p, template_p=template_p, scene_p=scene_p)
+            for i in idx.tolist()
+        ]
         with torch.no_grad():
             cond = text_encoder(tokens(tokenizer, texts))[0]
         x0 = latents[idx]

@@ -34,7 +34,8 @@ SUPER = 4  # supersampling factor of the object coverage
 # radius of 0.30-0.40 of a 32 px side, so every stripe covers at least one 2x2 latent cell.
 PATTERN_PERIOD = 0.6
 # The pattern's second colour, the same for every object colour: a pattern is the same dark shapes on any colour, so
-# colour and pattern are separate attributes of the image (a colour-tinted dark made "red striped" a colour of its own).
+# colour and pattern are separate attributes of the image (a colour-tinted dark made "red striped" a colour of
+# its own).
 PATTERN_INK = (40, 40, 48)
 
 

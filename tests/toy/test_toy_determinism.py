@@ -37,6 +37,13 @@ def test_stand_ins_are_bit_identical_when_built_twice(tmp_path):
         subprocess.run([sys.executable, "-c", code, str(tmp_path / run)], check=True, env=env, capture_output=True)
         digests.append(tree_digest(tmp_path / run))
     assert digests[0].keys() == digests[1].keys() and len(digests[0]) > 20
-    assert {k.split("/")[0] for k in digests[0]} >= {"base", "image_encoder", "clip_eval", "dino_eval", "sam", "probes"}
+    assert {k.split("/")[0] for k in digests[0]} >= {
+        "base",
+        "image_encoder",
+        "clip_eval",
+        "dino_eval",
+        "sam",
+        "probes",
+    }
     differ = sorted(k for k in digests[0] if digests[0][k] != digests[1][k])
     assert not differ, differ

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from toy_helpers import toy_params, toy_raw
 
 from elite.config import parse_params
 from elite.errors import EliteError
 from elite.toy.bank import full_caption
 from elite.toy.heldout import held_out_concepts, held_out_identities, single_attribute_oracles
 from elite.toy.retrieval import concept_shots
-from toy_helpers import toy_params, toy_raw
 
 
 def test_no_single_attribute_solves_the_held_out_set():

@@ -26,6 +26,13 @@ def toy_params(**toy):
 def tiny_toy_params(repo_root: Path | None = None):
     """The toy profile with a 64-render bank and 2 training steps per stand-in."""
     return toy_params(
-        bank=64, vae_steps=2, clip_steps=2, unet_steps=2, unet_batch=4, probe_steps=2, sam_steps=2, dino_steps=2,
+        bank=64,
+        vae_steps=2,
+        clip_steps=2,
+        unet_steps=2,
+        unet_batch=4,
+        probe_steps=2,
+        sam_steps=2,
+        dino_steps=2,
         gate_images=4,
     )

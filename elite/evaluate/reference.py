@@ -1,0 +1,81 @@
+"""Does this workspace's evaluation match the committed reference run within the reference's spread?
+
+`elite check-reference` (`make check-reference`) reads metrics/dreambench.json of the workspace and the same file
+at a git revision (default HEAD: the committed reference), and checks every row the reference has a 95% interval
+for (its `spread` block, elite/evaluate/spread.py): the workspace's mean must lie inside the reference's interval
+widened by the workspace's own half-width (two noisy estimates of one number agree when their intervals overlap).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from elite.errors import EliteError
+
+ROW_BLOCKS = {
+    "elite": ("overall",),
+    "baseline": ("context", "baseline"),
+    "named": ("context", "named"),
+    "global": ("context", "global"),
+    "ti": ("table2", "ti"),
+    "xti": ("table2", "xti"),
+}
+
+
+def committed(path: str, rev: str) -> dict:
+    try:
+        text = subprocess.run(["git", "show", f"{rev}:{path}"], check=True, capture_output=True, text=True).stdout
+    except (subprocess.CalledProcessError, FileNotFoundError) as err:
+        raise EliteError(
+            f"git show {rev}:{path}: no committed reference metrics ({err}); commit a reference run"
+        ) from None
+    return json.loads(text)
+
+
+def _row(metrics: dict, name: str) -> dict | None:
+    block = metrics
+    for key in ROW_BLOCKS.get(name, ("context", name)):
+        block = block.get(key) if isinstance(block, dict) else None
+    return block
+
+
+def compare(workspace: dict, reference: dict) -> list[dict]:
+    """One line per (row, metric) the reference has an interval for: both values, the interval, agreement."""
+    if not reference.get("spread"):
+        raise EliteError(
+            "the reference metrics have no `spread` block (made before intervals were recorded); "
+            "rerun the evaluation and commit it as the reference"
+        )
+    out = []
+    for name, bounds in sorted(reference["spread"].items()):
+        ref_row, ws_row = _row(reference, name), _row(workspace, name)
+        ws_bounds = workspace.get("spread", {}).get(name, {})
+        for key in sorted(k[:-3] for k in bounds if k.endswith("_lo")):
+            if ref_row is None or ref_row.get(key) is None:
+                continue
+            lo, hi = bounds[f"{key}_lo"], bounds[f"{key}_hi"]
+            value = None if ws_row is None else ws_row.get(key)
+            half = 0.0
+            if f"{key}_lo" in ws_bounds:
+                half = (ws_bounds[f"{key}_hi"] - ws_bounds[f"{key}_lo"]) / 2
+            ok = value is not None and lo - half <= value <= hi + half
+            out.append(
+                {
+                    "row": name,
+                    "metric": key,
+                    "reference": ref_row[key],
+                    "interval": [lo, hi],
+                    "workspace": value,
+                    "agrees": ok,
+                }
+            )
+    return out
+
+
+def check_reference(metrics_path: str, rev: str = "HEAD") -> list[dict]:
+    path = Path(metrics_path)
+    if not path.is_file():
+        raise EliteError(f"{path}: no evaluation in this workspace; run `make run` (dvc repro) first")
+    return compare(json.loads(path.read_text()), committed(path.as_posix(), rev))

@@ -1,0 +1,41 @@
+"""`elite check-reference`: a run agrees with the committed reference when its numbers sit in the reference's
+intervals, and a run that moved says so; a reference without intervals is a one-line error."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from elite.errors import EliteError
+from elite.evaluate.reference import compare
+
+
+def metrics(identity: float, lo: float, hi: float) -> dict:
+    return {
+        "overall": {"identity_acc": identity, "clip_i": 0.5},
+        "context": {"baseline": {"identity_acc": 0.05}},
+        "spread": {
+            "elite": {"identity_acc_lo": lo, "identity_acc_hi": hi, "clip_i_lo": 0.48, "clip_i_hi": 0.52},
+            "baseline": {"identity_acc_lo": 0.02, "identity_acc_hi": 0.08},
+        },
+    }
+
+
+def test_a_run_inside_the_interval_agrees_and_a_moved_one_does_not():
+    reference = metrics(0.60, 0.52, 0.68)
+    same = compare(metrics(0.63, 0.55, 0.71), reference)
+    assert len(same) == 3 and all(r["agrees"] for r in same)
+    moved = compare(metrics(0.30, 0.25, 0.35), reference)
+    off = [(r["row"], r["metric"]) for r in moved if not r["agrees"]]
+    assert off == [("elite", "identity_acc")]
+    gone = copy.deepcopy(reference)
+    del gone["overall"]["identity_acc"]
+    assert not [r for r in compare(gone, reference) if r["metric"] == "identity_acc" and r["row"] == "elite"][0][
+        "agrees"
+    ]
+
+
+def test_a_reference_without_intervals_is_a_one_line_error():
+    with pytest.raises(EliteError, match="no `spread` block"):
+        compare(metrics(0.6, 0.5, 0.7), {"overall": {"identity_acc": 0.6}})
