@@ -2,7 +2,7 @@
 
 A scene is a textured background (the *scene*: grass, sand, snow, water, night sky, brick wall) with one
 or two objects. Each object has a *class* (its shape word: ball, box, star, heart) and an *identity*
-(a colour from 8 and a surface pattern from 3: plain, striped, checkered); size, position and rotation
+(a colour from 8 and a surface pattern from 4: plain, striped, checkered, dotted); size, position and rotation
 are nuisance. Shapes are drawn 4x supersampled and area-averaged, with a dark outline, so edges are
 smooth at 32 px while the mask (object share of a pixel >= 0.5) stays exact.
 
@@ -27,7 +27,7 @@ COLOURS = {
     "purple": (150, 50, 200),
     "white": (245, 245, 245),
 }
-PATTERNS = ("plain", "striped", "checkered")
+PATTERNS = ("plain", "striped", "checkered", "dotted")
 SCENES = ("grass", "sand", "snow", "water", "night sky", "brick wall")
 SUPER = 4  # supersampling factor of the object coverage
 # Pattern period in object units (the object spans [-1, 1]): a stripe is 0.3 units, 3-4 px for the single-object
@@ -95,6 +95,10 @@ def _pattern(pattern: str, u: np.ndarray, v: np.ndarray, phase: float) -> np.nda
         return ((np.floor(u / PATTERN_PERIOD + phase) + np.floor(v / PATTERN_PERIOD + phase)) % 2 == 0).astype(
             np.float32
         )
+    if pattern == "dotted":  # ink dots of a third of a period in radius on the same grid
+        du = (u / PATTERN_PERIOD + phase) % 1 - 0.5
+        dv = (v / PATTERN_PERIOD + phase) % 1 - 0.5
+        return (du**2 + dv**2 > (1 / 3) ** 2).astype(np.float32)
     raise ValueError(f"unknown pattern {pattern!r}")
 
 

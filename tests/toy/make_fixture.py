@@ -42,7 +42,7 @@ def main(src: Path) -> None:
     gate = src / "base" / "toy_gate.json"
     provenance = {
         "made_by": "tests/toy/make_fixture.py",
-        "source": str(src),
+        "source": src.name,  # the folder's name only: no machine path in the repository
         "commit": commit,
         "torch": torch.__version__,
         "gate": json.loads(gate.read_text()) if gate.is_file() else None,

@@ -22,6 +22,7 @@ from PIL import Image
 
 from elite.config import parse_params
 from elite.pipeline import ElitePipeline
+from elite.toy.heldout import held_out_identities
 from elite.toy.retrieval import identity_retrieval
 from elite.toy.world import render, sample_spec
 from elite.train.loop import train
@@ -64,7 +65,7 @@ def toy(repo_root):
 def world(toy, tmp_path_factory) -> Path:
     """Renders of seen identities only, with exact boxes and masks, as curate + mask would list them."""
     out = tmp_path_factory.mktemp("toy-learning")
-    held, rng, rows = {tuple(h) for h in toy.toy.held_out}, np.random.default_rng(7), []
+    held, rng, rows = held_out_identities(toy.toy.held_out), np.random.default_rng(7), []
     while len(rows) < RENDERS:
         spec = sample_spec(rng)
         if any(o.identity in held for o in spec.objects):
