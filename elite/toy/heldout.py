@@ -6,7 +6,9 @@ No render whose object has a held-out identity (in any class) reaches the traini
 a probe; the base UNet's captions may name the held-out *words* (it knows "red" and "striped" from other
 objects), never a held-out render. The set is chosen so that no single attribute solves it: every held-out
 colour and every held-out pattern occurs in at least two held-out concepts, so knowing one attribute leaves at
-least two candidates (`single_attribute_oracles`).
+least two candidates (`single_attribute_oracles`); and every held-out colour keeps two patterns in training, so no
+model learns "red" as "red and plain" (measured: with one pattern left, both the probes and the base read a
+held-out colour's pattern as the colour's training pattern).
 """
 
 from __future__ import annotations
@@ -56,6 +58,14 @@ def held_out_concepts(held_out: list[list[str]]) -> list[Concept]:
                     f"{', '.join(vocab[attr])}"
                 )
         concepts.append(concept)
+    for colour in sorted({c.colour for c in concepts}):
+        left = [p for p in PATTERNS if (colour, p) not in {c.identity for c in concepts}]
+        if len(left) < 2:
+            raise EliteError(
+                f"params.yaml: toy.held_out leaves {colour} with {len(left)} pattern(s) in training "
+                f"({', '.join(left) or 'none'}); the models would learn that {colour} implies its pattern: hold out "
+                f"fewer patterns of {colour}"
+            )
     return concepts
 
 

@@ -28,6 +28,11 @@ def test_a_set_that_colour_alone_solves_is_refused_in_one_line():
     assert "\n" not in msg and "toy.held_out" in msg and "colour" in msg and "red" in msg
 
 
+def test_a_colour_must_keep_two_patterns_in_training():
+    with pytest.raises(EliteError, match=r"leaves red with 1 pattern\(s\) in training \(plain\)"):
+        held_out_concepts([["ball", "red", "striped"], ["ball", "red", "checkered"], ["box", "red", "dotted"]])
+
+
 def test_unknown_words_are_one_line_errors():
     with pytest.raises(EliteError, match=r"toy.held_out .*'pink' is not one of"):
         held_out_concepts([["ball", "pink", "striped"], ["ball", "pink", "plain"]])
