@@ -106,6 +106,26 @@ def attach_base_processors(unet: nn.Module) -> None:
         attn.set_processor(EliteCrossAttnProcessor(own, None, layer=KVProjections.key(path)))
 
 
+class KeepProcessor:
+    """Runs a layer's own processor and drops ELITE's `elite` keyword: installed on the layers ELITE leaves alone
+    (self-attention) while `elite` travels in a diffusers pipeline's `cross_attention_kwargs`, which diffusers
+    hands to every attention layer."""
+
+    def __init__(self, processor) -> None:
+        self.processor = processor
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        elite: EliteConditioning | None = None,
+    ) -> torch.Tensor:
+        return self.processor(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+
+
 def layer_level(key: str, num_levels: int) -> int:
     """Resolution level of a cross-attention layer: 0 = finest (64x64 latents in SD), num_levels-1 = coarsest."""
     block, index = key.split("_")[0:2], key.split("_")[2]
@@ -140,12 +160,15 @@ class EliteCrossAttnProcessor:
         encoder_hidden_states: EliteConditioning | torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         temb: torch.Tensor | None = None,
+        elite: EliteConditioning | None = None,
     ) -> torch.Tensor:
+        """`elite`: the local-branch inputs when `encoder_hidden_states` is a plain tensor, as a diffusers
+        pipeline passes them through `cross_attention_kwargs={"elite": ...}` (elite.loader)."""
         cond = encoder_hidden_states
         if not isinstance(cond, EliteConditioning):
             if cond is None:
                 raise ValueError("ELITE cross-attention needs encoder_hidden_states (text states)")
-            cond = EliteConditioning(text=cond)
+            cond = elite._replace(text=cond) if elite is not None else EliteConditioning(text=cond)
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
