@@ -56,7 +56,7 @@ lint: $(STAMP)
 
 # The manual (docs/, mkdocs.yml) -> site/; --strict: a broken link or a bad API reference fails the build.
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # Benchmarks of issue 8 -> bench/results.json + a table (bench/README.md). BENCH_ARGS=--dvc adds the `dvc repro`
 # figure (minutes more); --quick, --only FIGURES, --threads N: see `python bench/run.py --help`.

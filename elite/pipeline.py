@@ -7,6 +7,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, LMSDiscreteScheduler, UNet2DConditionModel
@@ -110,10 +111,10 @@ class ElitePipeline(DiffusionPipeline):
         saved = _saved_with_elite(base)
         if elite_weights is None and saved:
             elite_weights = Path(base) / ELITE_SUBFOLDER
-        elite = EliteModel.from_pretrained(elite_weights, dtype=torch_dtype) if elite_weights is not None else None
-        encoder_src = image_encoder or (
-            resolve_image_encoder(Path(elite_weights), elite.config.image_encoder) if elite else None
-        )
+        elite, encoder_src = None, image_encoder
+        if elite_weights is not None:
+            elite = EliteModel.from_pretrained(elite_weights, dtype=torch_dtype)
+            encoder_src = image_encoder or resolve_image_encoder(Path(elite_weights), elite.config.image_encoder)
         # a saved pipeline keeps the processor in its own folder (the tower's folder has none)
         processor_src = str(Path(base) / "image_processor") if saved and not image_encoder else encoder_src
         kw = {"torch_dtype": torch_dtype}
@@ -126,10 +127,10 @@ class ElitePipeline(DiffusionPipeline):
             unet=_load("the UNet", base, UNet2DConditionModel.from_pretrained, subfolder="unet", **kw),
             scheduler=_load("the scheduler", base, LMSDiscreteScheduler.from_pretrained, subfolder="scheduler"),
             image_encoder=_load("the image encoder", encoder_src, CLIPVisionModel.from_pretrained, dtype=torch_dtype)
-            if encoder_src
+            if encoder_src and processor_src
             else None,
             image_processor=_load("the image processor", processor_src, CLIPImageProcessor.from_pretrained)
-            if encoder_src
+            if encoder_src and processor_src
             else None,
             elite=elite,
         )
@@ -273,17 +274,20 @@ class ConceptEncoder:
         mask: ImageInput | Sequence | None = None,
         masks: Sequence[ImageInput | None] | None = None,
     ) -> Concept:
-        images = list(image) if isinstance(image, (list, tuple)) else [image]
+        images: list[Any] = list(image) if isinstance(image, (list, tuple)) else [image]
         if masks is not None and mask is not None:
             raise EliteError("encode_concept: pass mask= (one for every image) or masks= (one per image), not both")
-        if masks is None:
-            masks = list(mask) if isinstance(mask, (list, tuple)) else [mask] * len(images)
-        if not images or len(masks) != len(images):
+        each: list[Any]
+        if masks is not None:
+            each = list(masks)
+        else:
+            each = list(mask) if isinstance(mask, (list, tuple)) else [mask] * len(images)
+        if not images or len(each) != len(images):
             raise EliteError(
-                f"encode_concept: got {len(images)} image(s) and {len(masks)} mask(s); give at least one "
+                f"encode_concept: got {len(images)} image(s) and {len(each)} mask(s); give at least one "
                 f"image and one mask per image (None: the whole image)"
             )
-        return fuse_images([self.encode_one(i, m) for i, m in zip(images, masks, strict=True)])
+        return fuse_images([self.encode_one(i, m) for i, m in zip(images, each, strict=True)])
 
     def clip_inputs(self, image: Image.Image, mask: Image.Image | None):
         proc = self.processor
@@ -294,13 +298,13 @@ class ConceptEncoder:
 
     def encode_one(self, image: ImageInput, mask: ImageInput | None) -> Concept:
         if not isinstance(image, Image.Image):
-            image = open_image(image)
+            image = open_image(os.fspath(image))
         if isinstance(mask, str) and mask == "auto":
             from elite.automask import auto_mask
 
             mask = auto_mask(image)
         if mask is not None and not isinstance(mask, Image.Image):
-            mask = open_mask(mask, image.size)
+            mask = open_mask(os.fspath(mask), image.size)
         full, masked, m = self.clip_inputs(image, mask)
         device, dtype = self.device, self.image_encoder.dtype
         layers = self.elite.config.layers
