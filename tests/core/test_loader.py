@@ -13,6 +13,7 @@ from elite.errors import EliteError
 from elite.loader import EliteStableDiffusionPipeline
 from elite.models.attention import EliteCrossAttnProcessor, KeepProcessor
 from elite.models.elite_model import EliteModel
+from elite.pipeline import ElitePipeline
 
 STEPS = 3
 
@@ -64,63 +65,47 @@ def test_load_unload_round_trip_is_bit_identical(sd_pipe, smoke_models):
     assert sd_pipe.elite_loaded is None
 
 
-@pytest.mark.parametrize("lam, num_images", [(0.8, 1), (0.6, 2)])
-def test_loaded_pipeline_matches_elite_pipeline(sd_pipe, smoke_pipeline, smoke_models, lam, num_images):
-    image = _concept_image()
-    sd_pipe.load_elite(smoke_models / "elite")
+def _generate(pipe, prompt, concepts, seed, **kw) -> np.ndarray:
+    out = pipe(
+        prompt,
+        concept=concepts if len(concepts) > 1 else concepts[0],
+        num_inference_steps=STEPS,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="pt" if isinstance(pipe, ElitePipeline) else "np",  # float tensors vs diffusers arrays
+        **kw,
+    ).images
+    return out.permute(0, 2, 3, 1).numpy() if isinstance(out, torch.Tensor) else out
+
+
+def _assert_same_as_elite_pipeline(sd_pipe, smoke_pipeline, weights, prompt, images, **kw):
+    sd_pipe.load_elite(weights)
     try:
-        concept = sd_pipe.encode_concept(image)
-        g = torch.Generator().manual_seed(1)
-        got = sd_pipe(
-            "a S* on the beach",
-            concept=concept,
-            lam=lam,
-            num_inference_steps=STEPS,
-            num_images_per_prompt=num_images,
-            generator=g,
-            output_type="np",
-        ).images
+        concepts = [sd_pipe.encode_concept(i) for i in images]
+        got = _generate(sd_pipe, prompt, concepts, seed=1, **kw)
     finally:
         sd_pipe.unload_elite()
-    ref_concept = smoke_pipeline.encode_concept(image)
-    assert torch.equal(concept.words, ref_concept.words)
-    assert torch.equal(concept.local_tokens, ref_concept.local_tokens)
-    ref = smoke_pipeline(
+    ref_concepts = [smoke_pipeline.encode_concept(i) for i in images]
+    for c, ref in zip(concepts, ref_concepts, strict=True):
+        assert torch.equal(c.words, ref.words) and torch.equal(c.local_tokens, ref.local_tokens)
+    assert np.array_equal(got, _generate(smoke_pipeline, prompt, ref_concepts, seed=1, **kw))
+
+
+@pytest.mark.parametrize("lam, num_images", [(0.8, 1), (0.6, 2)])
+def test_loaded_pipeline_matches_elite_pipeline(sd_pipe, smoke_pipeline, smoke_models, lam, num_images):
+    _assert_same_as_elite_pipeline(
+        sd_pipe,
+        smoke_pipeline,
+        smoke_models / "elite",
         "a S* on the beach",
-        concept=ref_concept,
+        [_concept_image()],
         lam=lam,
-        num_inference_steps=STEPS,
         num_images_per_prompt=num_images,
-        generator=torch.Generator().manual_seed(1),
-        output_type="pt",
-    ).images
-    assert np.array_equal(got, ref.permute(0, 2, 3, 1).numpy())
+    )
 
 
 def test_two_concepts_match_elite_pipeline(sd_pipe, smoke_pipeline, smoke_models):
-    a, b = _concept_image(), Image.new("RGB", (64, 64), (20, 200, 40))
-    prompt = "a S1* next to a S2*"
-    sd_pipe.load_elite(smoke_models / "elite")
-    try:
-        pair = [sd_pipe.encode_concept(a), sd_pipe.encode_concept(b)]
-        got = sd_pipe(
-            prompt,
-            concept=pair,
-            num_inference_steps=STEPS,
-            generator=torch.Generator().manual_seed(2),
-            output_type="np",
-        ).images
-    finally:
-        sd_pipe.unload_elite()
-    ref_pair = [smoke_pipeline.encode_concept(a), smoke_pipeline.encode_concept(b)]
-    ref = smoke_pipeline(
-        prompt,
-        concept=ref_pair,
-        num_inference_steps=STEPS,
-        generator=torch.Generator().manual_seed(2),
-        output_type="pt",
-    ).images
-    assert np.array_equal(got, ref.permute(0, 2, 3, 1).numpy())
+    images = [_concept_image(), Image.new("RGB", (64, 64), (20, 200, 40))]
+    _assert_same_as_elite_pipeline(sd_pipe, smoke_pipeline, smoke_models / "elite", "a S1* next to a S2*", images)
 
 
 def test_loader_errors_are_one_line(sd_pipe, smoke_models):
