@@ -27,12 +27,12 @@ run: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc $(if $(PROFILE),exp run -S profile=$(PROFILE),repro) \
 	  $$($(BIN)/dvc remote list | grep -q . && echo --pull)
 
-# The README's toy-world figures (docs/toy/: held-out concepts grid, lambda sweep) from the last evaluation.
+# The toy-world figures of README.md and docs/toy.md (docs/toy/: held-out concepts grid, lambda sweep) from the last evaluation.
 figures: $(STAMP)
 	$(BIN)/python -m elite.toy.figures --eval data/eval --out docs/toy
 
 # Local Prefect server (SQLite in PREFECT_HOME, default .prefect/; 127.0.0.1:PREFECT_PORT) serving elite/full and
-# elite/smoke; with PREFECT_API_URL set, serves them to that server instead. See README "Orchestration".
+# elite/smoke; with PREFECT_API_URL set, serves them to that server instead. See docs/prefect.md.
 PREFECT_PORT ?= 4200
 serve: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m flows.serve --port $(PREFECT_PORT)
@@ -69,7 +69,7 @@ MLFLOW_PORT ?= 5000
 mlflow-ui: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/elite mlflow-ui --port $(MLFLOW_PORT)
 
-# The web demo (README "Web demo"): a Gradio page on 127.0.0.1:DEMO_PORT serving models:/elite@champion (made by
+# The web demo (docs/demo.md): a Gradio page on 127.0.0.1:DEMO_PORT serving models:/elite@champion (made by
 # `make run`); DEMO_ARGS adds options (--alias, --version, --weights DIR, --host, --examples DIR; `elite demo --help`).
 DEMO_PORT ?= 7860
 DEMO_ARGS ?=
