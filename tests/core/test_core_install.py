@@ -32,7 +32,7 @@ SCRIPT = textwrap.dedent(
     pipe.set_progress_bar_config(disable=True)
     concept = pipe.encode_concept(sys.argv[2])
     out = pipe("a S* on the beach", concept=concept, num_inference_steps=3,
-               generator=torch.Generator().manual_seed(0), output_type="np").images
+               generator=torch.Generator().manual_seed(0), output_type="pt").images.numpy()
     np.save(sys.argv[4], out)
     print("generated", out.shape)
     """
@@ -51,8 +51,8 @@ def test_core_install_loads_and_generates(tmp_path, smoke_pipeline, concept_imag
         concept=smoke_pipeline.encode_concept(concept_image),
         num_inference_steps=3,
         generator=torch.Generator().manual_seed(0),
-        output_type="np",
-    ).images
+        output_type="pt",
+    ).images.numpy()
 
     src = tmp_path / "src"  # build from a copy: setuptools writes build/ next to the sources
     src.mkdir()
