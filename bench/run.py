@@ -47,7 +47,7 @@ def _fmt(value, unit: str) -> str:
 def table_rows(results: dict) -> list[list[str]]:
     rows = []
     order = [k for k in FIGURES if k in results["figures"]] + [k for k in results["figures"] if k not in FIGURES]
-    for key, fig in ((k, results["figures"][k]) for k in order):
+    for fig in (results["figures"][k] for k in order):
         if fig["status"] != "measured":
             rows.append([fig["title"], "-", fig["status"], "-", "-", fig["target"], fig.get("reason", "")])
             continue

@@ -8,6 +8,7 @@ whole image instead; so does the fallback when the automatic generator finds not
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +40,10 @@ def auto_mask(image: Image.Image, sam_dir: str | Path | None = None, cfg=None) -
     """The object mask of `image` ('L', 255 = object) by the rule above. `sam_dir`: a folder with
     sam_config.json + checkpoint (default models/pretrained/sam, made by `elite prepare-models`); `cfg`: a
     MaskConfig (default: params.yaml's `mask` section)."""
+    if importlib.util.find_spec("segment_anything") is None:  # SAM is in the pipeline extra, not the core
+        raise EliteError(
+            "--mask auto needs segment-anything: pip install 'elite-pipeline[pipeline]', or pass a mask file"
+        )
     from elite.data.masking import concept_mask
     from elite.data.paths import SAM_DIR
 

@@ -13,8 +13,8 @@ Several concepts in one prompt: `MULTI_CONCEPT` names how their local tokens ent
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 

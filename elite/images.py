@@ -92,7 +92,8 @@ def open_mask(path: str | Path, size: tuple[int, int]) -> Image.Image:
     mask = binary_mask(decode(path, str(path), "mask image"))
     if mask.size != size:
         warnings.warn(
-            f"{path}: mask is {mask.size[0]}x{mask.size[1]}, image is {size[0]}x{size[1]}; resized (nearest)"
+            f"{path}: mask is {mask.size[0]}x{mask.size[1]}, image is {size[0]}x{size[1]}; resized (nearest)",
+            stacklevel=2,
         )
         mask = mask.resize(size, Image.NEAREST)
     if not np.asarray(mask).any():

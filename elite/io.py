@@ -6,9 +6,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 
 @contextmanager
@@ -99,20 +99,23 @@ def fetch_url(url: str, dest: Path, retries: int, wait: float, hint: str) -> str
     for attempt in range(1, retries + 1):
         try:
             digest = hashlib.sha256()
-            with atomic_file(Path(dest)) as tmp:
-                with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as out:
-                    total = int(resp.headers.get("Content-Length") or 0) or None
-                    got = 0
-                    with tqdm(
-                        total=total, unit="B", unit_scale=True, desc=f"download {Path(dest).name}", leave=False
-                    ) as bar:
-                        while chunk := resp.read(1 << 20):
-                            out.write(chunk)
-                            digest.update(chunk)
-                            got += len(chunk)
-                            bar.update(len(chunk))
-                    if total is not None and got != total:
-                        raise ConnectionError(f"connection closed after {got} of {total} bytes")
+            with (
+                atomic_file(Path(dest)) as tmp,
+                urllib.request.urlopen(url, timeout=60) as resp,
+                open(tmp, "wb") as out,
+            ):
+                total = int(resp.headers.get("Content-Length") or 0) or None
+                got = 0
+                with tqdm(
+                    total=total, unit="B", unit_scale=True, desc=f"download {Path(dest).name}", leave=False
+                ) as bar:
+                    while chunk := resp.read(1 << 20):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        got += len(chunk)
+                        bar.update(len(chunk))
+                if total is not None and got != total:
+                    raise ConnectionError(f"connection closed after {got} of {total} bytes")
             return digest.hexdigest()
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             code = getattr(exc, "code", None)
@@ -164,7 +167,7 @@ def load_state(path: Path) -> object:
     try:
         with safe_open(str(path), framework="pt") as f:
             tree = json.loads((f.metadata() or {})["elite_state"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f}
     except (SafetensorError, KeyError) as exc:
         raise ValueError(f"{path}: not a state file ({exc})") from None
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, LMSDiscreteScheduler, UNet2DConditionModel
@@ -101,7 +102,7 @@ class ElitePipeline(DiffusionPipeline):
         elite_weights: str | os.PathLike | None = None,
         image_encoder: str | None = None,
         torch_dtype: torch.dtype = torch.float32,
-    ) -> "ElitePipeline":
+    ) -> ElitePipeline:
         """Load a Stable Diffusion folder or hub id plus ELITE weights (and the CLIP tower they name).
 
         With `elite_weights=None`: the base model alone, for concepts given as learned words, unless `base` is a
@@ -110,10 +111,10 @@ class ElitePipeline(DiffusionPipeline):
         saved = _saved_with_elite(base)
         if elite_weights is None and saved:
             elite_weights = Path(base) / ELITE_SUBFOLDER
-        elite = EliteModel.from_pretrained(elite_weights, dtype=torch_dtype) if elite_weights is not None else None
-        encoder_src = image_encoder or (
-            resolve_image_encoder(Path(elite_weights), elite.config.image_encoder) if elite else None
-        )
+        elite, encoder_src = None, image_encoder
+        if elite_weights is not None:
+            elite = EliteModel.from_pretrained(elite_weights, dtype=torch_dtype)
+            encoder_src = image_encoder or resolve_image_encoder(Path(elite_weights), elite.config.image_encoder)
         # a saved pipeline keeps the processor in its own folder (the tower's folder has none)
         processor_src = str(Path(base) / "image_processor") if saved and not image_encoder else encoder_src
         kw = {"torch_dtype": torch_dtype}
@@ -126,10 +127,10 @@ class ElitePipeline(DiffusionPipeline):
             unet=_load("the UNet", base, UNet2DConditionModel.from_pretrained, subfolder="unet", **kw),
             scheduler=_load("the scheduler", base, LMSDiscreteScheduler.from_pretrained, subfolder="scheduler"),
             image_encoder=_load("the image encoder", encoder_src, CLIPVisionModel.from_pretrained, dtype=torch_dtype)
-            if encoder_src
+            if encoder_src and processor_src
             else None,
             image_processor=_load("the image processor", processor_src, CLIPImageProcessor.from_pretrained)
-            if encoder_src
+            if encoder_src and processor_src
             else None,
             elite=elite,
         )
@@ -162,13 +163,6 @@ class ElitePipeline(DiffusionPipeline):
         return self.elite.local_mapper if self.elite is not None else None
 
     # --- concept encoding ------------------------------------------------------------------------
-    def clip_inputs(self, image: Image.Image, mask: Image.Image | None):
-        proc = self.image_processor
-        size = proc.crop_size["height"] if proc.crop_size else proc.size["shortest_edge"]
-        return clip_inputs(
-            image, mask if mask is not None else full_mask(image), size, proc.image_mean, proc.image_std
-        )
-
     @torch.no_grad()
     def encode_concept(
         self,
@@ -184,62 +178,15 @@ class ElitePipeline(DiffusionPipeline):
         (elite.concepts.fuse_images). A list of one image gives exactly that image's concept."""
         if self.elite is None or self.image_encoder is None:
             raise EliteError("this pipeline was loaded without ELITE weights; pass elite_weights to encode images")
-        images = list(image) if isinstance(image, (list, tuple)) else [image]
-        if masks is not None and mask is not None:
-            raise EliteError("encode_concept: pass mask= (one for every image) or masks= (one per image), not both")
-        if masks is None:
-            masks = list(mask) if isinstance(mask, (list, tuple)) else [mask] * len(images)
-        if not images or len(masks) != len(images):
-            raise EliteError(
-                f"encode_concept: got {len(images)} image(s) and {len(masks)} mask(s); give at least one "
-                f"image and one mask per image (None: the whole image)"
-            )
-        return fuse_images([self._encode_image(i, m) for i, m in zip(images, masks)])
-
-    def _encode_image(self, image: ImageInput, mask: ImageInput | None) -> Concept:
-        if not isinstance(image, Image.Image):
-            image = open_image(image)
-        if isinstance(mask, str) and mask == "auto":
-            from elite.automask import auto_mask
-
-            mask = auto_mask(image)
-        if mask is not None and not isinstance(mask, Image.Image):
-            mask = open_mask(mask, image.size)
-        full, masked, m = self.clip_inputs(image, mask)
-        device, dtype = self._execution_device, self.image_encoder.dtype
-        layers = self.elite.config.layers
-        words = self.global_mapper(clip_layer_features(self.image_encoder, full.to(device, dtype), layers))
-        local = None
-        if self.local_mapper is not None:
-            feats = clip_layer_features(self.image_encoder, masked.to(device, dtype), layers)
-            local = self.local_mapper(feats, m.to(device, dtype))
-        return Concept(words=words, local_tokens=local)
+        encoder = ConceptEncoder(self.elite, self.image_encoder, self.image_processor, self._execution_device)
+        return encoder(image, mask, masks)
 
     # --- generation ----------------------------------------------------------------------------------
     def encode_prompts(self, prompts: list[str], concept: Concept | Sequence[Concept], allow_bare_s: bool = False):
-        """Text states with w0 injected at each prompt's placeholder, and the placeholder positions: (B,) for
-        one concept (S*), (B, C) for C concepts (w0 of concept c at S{c}*).
-
-        With `concept.layer_words` the states are a dict with one tensor per cross-attention layer.
-        """
-        concepts = as_concepts(concept)
-        tokenized = [tokenize_with_placeholder(self.tokenizer, p, 1, allow_bare_s, len(concepts)) for p in prompts]
-        device = self._execution_device
-        ids = torch.stack([t.input_ids for t in tokenized]).to(device)
-        if len(concepts) > 1:
-            slots = torch.tensor([t.slots for t in tokenized], device=device)
-            words = torch.stack([c.w0 for c in concepts], dim=1).to(device, self.text_encoder.dtype)  # (1, C, 1, D)
-            return encode_with_words(self.text_encoder, ids, slots, words.expand(len(prompts), -1, -1, -1)), slots
-        concept = concepts[0]
-        slots = torch.tensor([t.slot for t in tokenized], device=device)
-
-        def encode(word: torch.Tensor) -> torch.Tensor:
-            word = word.reshape(1, 1, -1).to(device, self.text_encoder.dtype).expand(len(prompts), -1, -1)
-            return encode_with_words(self.text_encoder, ids, slots, word)
-
-        if concept.layer_words is None:
-            return encode(concept.w0), slots
-        return {key: encode(word) for key, word in concept.layer_words.items()}, slots
+        """Text states with w0 at each prompt's placeholder, and its positions (see `encode_prompts`)."""
+        return encode_prompts(
+            self.tokenizer, self.text_encoder, self._execution_device, prompts, concept, allow_bare_s
+        )
 
     @torch.no_grad()
     def __call__(
@@ -287,22 +234,11 @@ class ElitePipeline(DiffusionPipeline):
         if isinstance(generator, list) and len(generator) != n:
             raise EliteError(f"got {len(generator)} generators for {n} images; pass one per image or a single one")
         cfg = guidance_scale > 1.0
-        local = local_inputs(concepts, multi_concept)
-        use_local = local is not None and lam > 0
         if cfg:
-            uncond = self.text_encoder(tokenize_plain(self.tokenizer, [""]).to(device)).last_hidden_state
+            uncond = unconditional_states(self.tokenizer, self.text_encoder, device)
             text = _each(text, lambda t: torch.cat([uncond.expand(n, -1, -1), t]))
-            slots = torch.cat([torch.zeros_like(slots), slots])
-        scales = torch.full((n,), float(lam), device=device)
-        if cfg:
-            scales = torch.cat([torch.zeros_like(scales), scales])
-        cond = EliteConditioning(
-            text=_each(text, lambda t: t.to(dtype)),
-            local_tokens=_each_local(local, lambda t: t.to(device, dtype).expand(len(slots), -1, -1))
-            if use_local
-            else None,
-            local_scale=scales if use_local else None,
-            word_index=slots if use_local else None,
+        cond = local_conditioning(concepts, multi_concept, lam, slots, cfg, dtype)._replace(
+            text=_each(text, lambda t: t.to(dtype))
         )
 
         sched.set_timesteps(num_inference_steps, device=device)
@@ -323,6 +259,119 @@ class ElitePipeline(DiffusionPipeline):
             arr = (images.permute(0, 2, 3, 1).float().cpu().numpy() * 255).round().astype("uint8")
             images = [Image.fromarray(a) for a in arr]
         return ImagePipelineOutput(images=images) if return_dict else (images,)
+
+
+class ConceptEncoder:
+    """Encodes concept images with ELITE's mappers (one forward pass each): what `ElitePipeline.encode_concept`
+    and `EliteLoaderMixin.encode_concept` share."""
+
+    def __init__(self, elite: EliteModel, image_encoder: CLIPVisionModel, processor: CLIPImageProcessor, device):
+        self.elite, self.image_encoder, self.processor, self.device = elite, image_encoder, processor, device
+
+    def __call__(
+        self,
+        image: ImageInput | Sequence[ImageInput],
+        mask: ImageInput | Sequence | None = None,
+        masks: Sequence[ImageInput | None] | None = None,
+    ) -> Concept:
+        images: list[Any] = list(image) if isinstance(image, (list, tuple)) else [image]
+        if masks is not None and mask is not None:
+            raise EliteError("encode_concept: pass mask= (one for every image) or masks= (one per image), not both")
+        each: list[Any]
+        if masks is not None:
+            each = list(masks)
+        else:
+            each = list(mask) if isinstance(mask, (list, tuple)) else [mask] * len(images)
+        if not images or len(each) != len(images):
+            raise EliteError(
+                f"encode_concept: got {len(images)} image(s) and {len(each)} mask(s); give at least one "
+                f"image and one mask per image (None: the whole image)"
+            )
+        return fuse_images([self.encode_one(i, m) for i, m in zip(images, each, strict=True)])
+
+    def clip_inputs(self, image: Image.Image, mask: Image.Image | None):
+        proc = self.processor
+        size = proc.crop_size["height"] if proc.crop_size else proc.size["shortest_edge"]
+        return clip_inputs(
+            image, mask if mask is not None else full_mask(image), size, proc.image_mean, proc.image_std
+        )
+
+    def encode_one(self, image: ImageInput, mask: ImageInput | None) -> Concept:
+        if not isinstance(image, Image.Image):
+            image = open_image(os.fspath(image))
+        if isinstance(mask, str) and mask == "auto":
+            from elite.automask import auto_mask
+
+            mask = auto_mask(image)
+        if mask is not None and not isinstance(mask, Image.Image):
+            mask = open_mask(os.fspath(mask), image.size)
+        full, masked, m = self.clip_inputs(image, mask)
+        device, dtype = self.device, self.image_encoder.dtype
+        layers = self.elite.config.layers
+        words = self.elite.global_mapper(clip_layer_features(self.image_encoder, full.to(device, dtype), layers))
+        local = None
+        if self.elite.local_mapper is not None:
+            feats = clip_layer_features(self.image_encoder, masked.to(device, dtype), layers)
+            local = self.elite.local_mapper(feats, m.to(device, dtype))
+        return Concept(words=words, local_tokens=local)
+
+
+def encode_prompts(
+    tokenizer: CLIPTokenizer,
+    text_encoder: CLIPTextModel,
+    device,
+    prompts: list[str],
+    concept: Concept | Sequence[Concept],
+    allow_bare_s: bool = False,
+):
+    """Text states with w0 injected at each prompt's placeholder, and the placeholder positions: (B,) for
+    one concept (S*), (B, C) for C concepts (w0 of concept c at S{c}*).
+
+    With `concept.layer_words` the states are a dict with one tensor per cross-attention layer."""
+    concepts = as_concepts(concept)
+    tokenized = [tokenize_with_placeholder(tokenizer, p, 1, allow_bare_s, len(concepts)) for p in prompts]
+    ids = torch.stack([t.input_ids for t in tokenized]).to(device)
+    if len(concepts) > 1:
+        slots = torch.tensor([t.slots for t in tokenized], device=device)
+        words = torch.stack([c.w0 for c in concepts], dim=1).to(device, text_encoder.dtype)  # (1, C, 1, D)
+        return encode_with_words(text_encoder, ids, slots, words.expand(len(prompts), -1, -1, -1)), slots
+    one = concepts[0]
+    slots = torch.tensor([t.slot for t in tokenized], device=device)
+
+    def encode(word: torch.Tensor) -> torch.Tensor:
+        word = word.reshape(1, 1, -1).to(device, text_encoder.dtype).expand(len(prompts), -1, -1)
+        return encode_with_words(text_encoder, ids, slots, word)
+
+    if one.layer_words is None:
+        return encode(one.w0), slots
+    return {key: encode(word) for key, word in one.layer_words.items()}, slots
+
+
+def unconditional_states(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, device) -> torch.Tensor:
+    """(1, 77, D) text states of the empty prompt: the unconditional half of classifier-free guidance."""
+    return text_encoder(tokenize_plain(tokenizer, [""]).to(device)).last_hidden_state
+
+
+def local_conditioning(
+    concepts: Sequence[Concept], multi_concept: str, lam: float, slots: torch.Tensor, cfg: bool, dtype: torch.dtype
+) -> EliteConditioning:
+    """The local-branch inputs for every row of a UNet batch (`text` left empty): the concepts' local tokens,
+    lambda per row and w0's position. With classifier-free guidance the batch is [unconditional, conditional]
+    and the unconditional half gets lambda 0. No local term for global-only concepts or lambda 0."""
+    local = local_inputs(as_concepts(concepts), multi_concept)
+    if local is None or lam <= 0:
+        return EliteConditioning(text=None)
+    n = len(slots)
+    scales = torch.full((n,), float(lam), device=slots.device)
+    if cfg:
+        slots = torch.cat([torch.zeros_like(slots), slots])
+        scales = torch.cat([torch.zeros_like(scales), scales])
+    return EliteConditioning(
+        text=None,
+        local_tokens=_each_local(local, lambda t: t.to(slots.device, dtype).expand(len(slots), -1, -1)),
+        local_scale=scales,
+        word_index=slots,
+    )
 
 
 def _saved_with_elite(folder: str) -> bool:

@@ -54,7 +54,8 @@ def write_clip_tokenizer(out: Path) -> CLIPTokenizer:
     import open_clip
 
     merges_gz = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
-    merges = gzip.open(merges_gz).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
+    with gzip.open(merges_gz) as f:
+        merges = f.read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
     base = _byte_unicode()
     vocab = (
         base + [c + "</w>" for c in base] + ["".join(m.split()) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]

@@ -200,18 +200,18 @@ def elite(
         results: list[dict] = []
         try:
             for spec in selected:
-                if spec.name in sharded and shards > 1:
-                    if plan_shards.with_options(task_run_name=f"{spec.name}:plan")(str(root), spec.name, env):
-                        shard_flow.with_options(
-                            name=f"elite-shards-{spec.name}",
-                            task_runner=shard_runner(shards, dask_address, dask_workers),
-                        )(str(root), spec.name, shards, env)
-                        results.append(
-                            finish_shards.with_options(name=spec.name, task_run_name=spec.name)(
-                                str(root), spec.name, shards, env
-                            )
+                plan = plan_shards.with_options(task_run_name=f"{spec.name}:plan")
+                if spec.name in sharded and shards > 1 and plan(str(root), spec.name, env):
+                    shard_flow.with_options(
+                        name=f"elite-shards-{spec.name}",
+                        task_runner=shard_runner(shards, dask_address, dask_workers),
+                    )(str(root), spec.name, shards, env)
+                    results.append(
+                        finish_shards.with_options(name=spec.name, task_run_name=spec.name)(
+                            str(root), spec.name, shards, env
                         )
-                        continue
+                    )
+                    continue
                 stage_task = run_stage.with_options(name=spec.name, task_run_name=spec.name)
                 if spec.name in FETCHING and retries:
                     stage_task = stage_task.with_options(retries=retries, retry_delay_seconds=delays)

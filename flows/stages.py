@@ -22,10 +22,10 @@ import subprocess
 import sys
 import time
 from collections import deque
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import yaml
 
@@ -186,16 +186,12 @@ def _terminate_tree(pid: int, grace_s: float = 10.0) -> None:
     except psutil.NoSuchProcess:
         return
     for proc in procs:
-        try:
+        with suppress(psutil.NoSuchProcess):
             proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
     _, alive = psutil.wait_procs(procs, timeout=grace_s)
     for proc in alive:
-        try:
+        with suppress(psutil.NoSuchProcess):
             proc.kill()
-        except psutil.NoSuchProcess:
-            pass
 
 
 def dvc(repo: Path, args: list[str], env: dict[str, str], log: Log) -> None:

@@ -78,7 +78,7 @@ class Inversion:
             (tmp / "inversion.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Inversion":
+    def load(cls, directory: str | Path) -> Inversion:
         directory = Path(directory)
         if not (directory / "inversion.json").is_file() or not (directory / "learned_embeds.safetensors").is_file():
             raise EliteError(

@@ -1,4 +1,4 @@
-"""Data commands: `download`, `curate`, `mask` (the data stages; see README 'Data stages')."""
+"""Data commands: `download`, `curate`, `mask` (the data stages; see docs/data.md)."""
 
 from __future__ import annotations
 

@@ -61,7 +61,7 @@ def zoo_download(split: str, zoo_dir: str, max_samples: int | None, workers: int
             if attempt == retries:
                 raise EliteError(
                     f"download: the FiftyOne zoo could not fetch open-images-v7/{split} after {retries} tries ({reason}); "
-                    f"offline, copy the release here and set download.source to that folder (README 'Data stages')"
+                    f"offline, copy the release here and set download.source to that folder (docs/data.md)"
                 ) from None
             pause = wait * 2 ** (attempt - 1)
             log.warning("zoo download failed (%s); retry %d/%d in %.0f s", reason, attempt, retries - 1, pause)

@@ -98,7 +98,7 @@ def find_release(root: str | Path, split: str) -> Release:
         missing.append(f"{split}/ (the images)")
     if missing:
         raise EliteError(f"download.source: {root} is not an Open Images {split} copy: missing {', '.join(missing)} "
-                         f"(official release layout, see README 'Data stages')")
+                         f"(official release layout, see docs/data.md)")
     zips = sorted(root.glob(f"{split}-masks-*.zip"))
     masks_dir = root / f"{split}-masks"
     return Release(root=root, layout="official", bbox_csv=bbox, seg_csv=seg, classes_csv=classes, images_dir=root / split,

@@ -207,7 +207,7 @@ class Demo:
         num_images,
         image2=None,
         mask2=None,
-        progress=gr.Progress(track_tqdm=True),
+        progress=gr.Progress(track_tqdm=True),  # noqa: B008 (gradio injects progress through this default)
     ):
         """Generate `num_images` images of the concept in `prompt` (S* marks it); image i uses seed + i.
         With a second concept image the prompt names the two concepts S1* and S2*."""

@@ -61,7 +61,7 @@ class DemoModel:
         self.pipe = None  # the loaded ElitePipeline, for progress bars
 
     @classmethod
-    def from_registry(cls, uri: str) -> "DemoModel":
+    def from_registry(cls, uri: str) -> DemoModel:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         import mlflow
         from mlflow.exceptions import MlflowException
@@ -83,7 +83,7 @@ class DemoModel:
         return model
 
     @classmethod
-    def from_weights(cls, weights: str | Path, base: str | Path, params) -> "DemoModel":
+    def from_weights(cls, weights: str | Path, base: str | Path, params) -> DemoModel:
         """A weights folder (+ base model) in the registered model's code; serving defaults from params.yaml
         `register`, as the register stage would store them."""
         from mlflow.pyfunc import PythonModelContext

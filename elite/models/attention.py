@@ -40,7 +40,8 @@ from elite.errors import EliteError
 class EliteConditioning(NamedTuple):
     # (B, 77, D) text encoder states, or one such tensor per cross-attention layer keyed like
     # KVProjections (the P+ space of Extended Textual Inversion)
-    text: torch.Tensor | Mapping[str, torch.Tensor]
+    # (None only in local-branch inputs that travel apart from the text: elite.loader)
+    text: torch.Tensor | Mapping[str, torch.Tensor] | None
     # (B, P, D) local mapper output e: one local branch; or a tuple with one (B, P_c, D) per concept:
     # one branch per concept, each weighted by its own w0's map (column c of word_index)
     local_tokens: torch.Tensor | tuple[torch.Tensor, ...] | None = None
@@ -75,14 +76,28 @@ class KVProjections(nn.Module):
         kv = cls({cls.key(p): (a.to_k.in_features, a.to_k.out_features, a.to_v.out_features) for p, a in layers.items()})
         with torch.no_grad():
             for path, attn in layers.items():
-                kv.layers[cls.key(path)]["to_k"].weight.copy_(attn.to_k.weight)
-                kv.layers[cls.key(path)]["to_v"].weight.copy_(attn.to_v.weight)
+                pair = kv.pair(cls.key(path))
+                for name, own in (("to_k", attn.to_k), ("to_v", attn.to_v)):
+                    target = pair[name]
+                    assert isinstance(target, nn.Linear)
+                    target.weight.copy_(own.weight)
         return kv
+
+    def pair(self, key: str) -> nn.ModuleDict:
+        """The layer's {"to_k", "to_v"}."""
+        pair = self.layers[key]
+        assert isinstance(pair, nn.ModuleDict)
+        return pair
+
+    def _linear(self, key: str, name: str) -> nn.Linear:
+        layer = self.pair(key)[name]
+        assert isinstance(layer, nn.Linear)
+        return layer
 
     def shapes(self) -> dict[str, tuple[int, int, int]]:
         return {
-            key: (pair["to_k"].in_features, pair["to_k"].out_features, pair["to_v"].out_features)
-            for key, pair in self.layers.items()
+            key: (self._linear(key, "to_k").in_features, self._linear(key, "to_k").out_features, self._linear(key, "to_v").out_features)
+            for key in self.layers
         }
 
 
@@ -94,8 +109,8 @@ def attach_processors(unet: nn.Module, global_kv: KVProjections, local_kv: KVPro
         raise EliteError(f"ELITE weights do not match this UNet's cross-attention layers: {sorted(mismatch)[:3]} ...")
     for path, attn in layers.items():
         key = KVProjections.key(path)
-        local = local_kv.layers[key] if local_kv is not None else None
-        attn.set_processor(EliteCrossAttnProcessor(global_kv.layers[key], local, layer=key))
+        local = local_kv.pair(key) if local_kv is not None else None
+        attn.set_processor(EliteCrossAttnProcessor(global_kv.pair(key), local, layer=key))
 
 
 def attach_base_processors(unet: nn.Module) -> None:
@@ -104,6 +119,26 @@ def attach_base_processors(unet: nn.Module) -> None:
     for path, attn in cross_attention_layers(unet).items():
         own = nn.ModuleDict({"to_k": attn.to_k, "to_v": attn.to_v})
         attn.set_processor(EliteCrossAttnProcessor(own, None, layer=KVProjections.key(path)))
+
+
+class KeepProcessor:
+    """Runs a layer's own processor and drops ELITE's `elite` keyword: installed on the layers ELITE leaves alone
+    (self-attention) while `elite` travels in a diffusers pipeline's `cross_attention_kwargs`, which diffusers
+    hands to every attention layer."""
+
+    def __init__(self, processor) -> None:
+        self.processor = processor
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        elite: EliteConditioning | None = None,
+    ) -> torch.Tensor:
+        return self.processor(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
 
 def layer_level(key: str, num_levels: int) -> int:
@@ -140,12 +175,17 @@ class EliteCrossAttnProcessor:
         encoder_hidden_states: EliteConditioning | torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         temb: torch.Tensor | None = None,
+        elite: EliteConditioning | None = None,
     ) -> torch.Tensor:
+        """`elite`: the local-branch inputs when `encoder_hidden_states` is a plain tensor, as a diffusers
+        pipeline passes them through `cross_attention_kwargs={"elite": ...}` (elite.loader)."""
         cond = encoder_hidden_states
         if not isinstance(cond, EliteConditioning):
             if cond is None:
                 raise ValueError("ELITE cross-attention needs encoder_hidden_states (text states)")
-            cond = EliteConditioning(text=cond)
+            cond = elite._replace(text=cond) if elite is not None else EliteConditioning(text=cond)
+        if cond.text is None:
+            raise ValueError("ELITE cross-attention needs text states in EliteConditioning.text")
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -200,6 +240,7 @@ class EliteCrossAttnProcessor:
         probs_g = logits.softmax(dim=-1)  # (R, heads, Nq, 77)
         out_g = probs_g @ v
 
+        assert cond.word_index is not None and cond.local_scale is not None and cond.local_tokens is not None
         idx = cond.word_index[rows].to(q.device)
         lam = cond.local_scale[rows].to(q.dtype)[:, None, None, None]
         if isinstance(cond.local_tokens, torch.Tensor):  # one branch (one concept, or the naive baseline)
@@ -215,6 +256,7 @@ class EliteCrossAttnProcessor:
     def _local(self, attn, q, tokens) -> torch.Tensor:
         """A_l V_l: the queries attend over the local tokens."""
         tokens = tokens.to(q.dtype)
+        assert self.local_kv is not None
         k_l = _heads(self.local_kv["to_k"](tokens), attn.heads)
         v_l = _heads(self.local_kv["to_v"](tokens), attn.heads)
         return F.scaled_dot_product_attention(q, k_l, v_l)

@@ -6,6 +6,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -45,7 +46,7 @@ class EliteModel(nn.Module):
         super().__init__()
         self.config = config
         n = len(config.feature_layers)
-        shapes = {k: tuple(v) for k, v in config.kv_shapes.items()}
+        shapes = {k: (v[0], v[1], v[2]) for k, v in config.kv_shapes.items()}
         self.global_mapper = GlobalMapper(config.vision_dim, config.text_dim, n)
         self.global_kv = KVProjections(shapes)
         self.local_mapper = LocalMapper(config.vision_dim, config.text_dim, n) if config.has_local else None
@@ -64,7 +65,7 @@ class EliteModel(nn.Module):
                     feature_layers: list[int] | None = None, reference_depth: int = 24, has_local: bool = True,
                     seed: int = 0) -> "EliteModel":
         """Fresh weights as training starts: mappers random (seeded), K/V copied from the UNet."""
-        vcfg = image_encoder.config
+        vcfg: Any = image_encoder.config  # a transformers config
         kv = KVProjections.from_unet(unet)
         config = EliteModelConfig(
             vision_dim=vcfg.hidden_size, text_dim=text_dim, vision_depth=vcfg.num_hidden_layers,
@@ -78,7 +79,7 @@ class EliteModel(nn.Module):
         model.global_kv.load_state_dict(kv.state_dict())
         if model.local_kv is not None:
             model.local_kv.load_state_dict(kv.state_dict())
-        return model.to(unet.dtype)
+        return model.to(next(unet.parameters()).dtype)
 
     def add_local(self, unet: nn.Module, seed: int = 0) -> None:
         """Give a global-only (stage-1) model a fresh local branch, K_l/V_l from the UNet's original K/V."""

@@ -73,6 +73,7 @@ def convert_official(global_path: Path, local_path: Path | None, image_encoder: 
     _load(model.global_kv, g_kv, global_path)
     if local_path is not None:
         l_mapper, l_kv = split_official(load_official(local_path), local_path)
+        assert model.local_mapper is not None and model.local_kv is not None  # config.has_local
         _load(model.local_mapper, l_mapper, local_path)
         _load(model.local_kv, l_kv, local_path)
     return model

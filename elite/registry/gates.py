@@ -120,9 +120,6 @@ def decide(
     failed = [r for r in results if not r.passed]
     if failed:
         return Decision(False, "gates failed: " + "; ".join(r.reason for r in failed), results)
-    if champion_metrics is None:
-        head = "no champion yet"
-    else:
-        head = f"not worse than {champion_label}"
+    head = "no champion yet" if champion_metrics is None else f"not worse than {champion_label}"
     detail = "; ".join(r.reason for r in results) or "no gates configured"
     return Decision(True, f"{head}: {detail}", results)

@@ -96,12 +96,11 @@ def model_inputs(cfg: RegisterConfig) -> tuple[dict[str, str], dict]:
     else:  # a hub id: stored as a reference
         config["image_encoder"] = encoder
     base = Path(cfg.base)
-    if cfg.copy_base or cfg.base_reference is None:
-        if not (base / "model_index.json").is_file():
-            raise EliteError(
-                f"{base}: not a Stable Diffusion folder (no model_index.json); run `elite prepare-models` "
-                "or set register.base in params.yaml"
-            )
+    if (cfg.copy_base or cfg.base_reference is None) and not (base / "model_index.json").is_file():
+        raise EliteError(
+            f"{base}: not a Stable Diffusion folder (no model_index.json); run `elite prepare-models` "
+            "or set register.base in params.yaml"
+        )
     if cfg.copy_base:
         artifacts["base"] = str(base.resolve())
     else:

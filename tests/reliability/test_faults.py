@@ -312,9 +312,8 @@ def test_download_that_keeps_failing_is_one_clear_error_and_marks_nothing_comple
     with serving(dreambench_zip, failures=0) as (url, _):
         build_dreambench(dreambench_params(tmp_path, f"{url}/main.zip"), out)
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    with serving(dreambench_zip, failures=100) as (url, _):
-        with pytest.raises(EliteError, match="after 3 tries"):
-            build_dreambench(dreambench_params(tmp_path, f"{url}/main.zip"), out)
+    with serving(dreambench_zip, failures=100) as (url, _), pytest.raises(EliteError, match="after 3 tries"):
+        build_dreambench(dreambench_params(tmp_path, f"{url}/main.zip"), out)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # the complete copy is untouched
     assert os.listdir(out.parent) == ["dreambench"]
 
