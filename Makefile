@@ -62,12 +62,13 @@ MLFLOW_PORT ?= 5000
 mlflow-ui: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/elite mlflow-ui --port $(MLFLOW_PORT)
 
-# The web demo (README "Web demo"): a Gradio page on 127.0.0.1:DEMO_PORT serving models:/elite@champion (made by
-# `make run`); DEMO_ARGS adds options (--alias, --version, --weights DIR, --host, --examples DIR; `elite demo --help`).
+# The web demo (README "Web demo"): a Gradio page on 127.0.0.1:DEMO_PORT serving models:/elite-toy@champion (made
+# by `make run`; PROFILE=smoke serves models:/elite-smoke@champion, one registered model per profile); DEMO_ARGS adds
+# options (--alias, --version, --weights DIR, --host, --examples DIR; `elite demo --help`).
 DEMO_PORT ?= 7860
 DEMO_ARGS ?=
 demo: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/elite demo --port $(DEMO_PORT) $(DEMO_ARGS)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/elite $(if $(PROFILE),--profile $(PROFILE)) demo --port $(DEMO_PORT) $(DEMO_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

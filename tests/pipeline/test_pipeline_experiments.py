@@ -95,7 +95,7 @@ def test_experiments_log_and_register_into_the_repository_store(experiments):
         assert float(stages["train_local"].data.params["train_local.learning_rate"]) == float(lr)
         # the experiment's own FiftyOne dataset (the workspace's keeps its name and its samples)
         assert stages["evaluate"].data.tags["fiftyone_dataset"] == f"{EVAL_DATASET}-{name}"
-    assert sorted(int(v.version) for v in client.search_model_versions("name='elite'")) == [1, 2, 3]
+    assert sorted(int(v.version) for v in client.search_model_versions("name='elite-smoke'")) == [1, 2, 3]
     # each experiment's register gate compared against the champion of this store: v1 from the baseline run,
     # or v2 when the first experiment was promoted
     shown = json.loads(dvc(repo, env, "exp", "show", "--json"))
@@ -231,10 +231,10 @@ def test_training_sample_grids_show_the_dreambench_concepts(experiments, tmp_pat
 def test_registered_versions_link_their_evaluation_and_describe_themselves(experiments):
     repo, _ = experiments
     client = _client(repo)
-    assert client.get_registered_model("elite").description.startswith("ELITE (Wei et al. 2023)")
+    assert client.get_registered_model("elite-smoke").description.startswith("ELITE (Wei et al. 2023)")
     for name, (_, stages) in _pipeline_runs(repo).items():
         evaluation = stages["evaluate"]
-        version = client.get_model_version("elite", stages["register"].data.tags["register.version"])
+        version = client.get_model_version("elite-smoke", stages["register"].data.tags["register.version"])
         assert version.tags["evaluation_run_id"] == evaluation.info.run_id, name
         assert f"runs/{evaluation.info.run_id})" in version.description
         assert "smoke profile" in version.description and "Gate: " in version.description

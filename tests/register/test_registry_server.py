@@ -1,5 +1,5 @@
 """End to end against a real MLflow tracking server: register three times (gates pass, pass against the
-champion, fail), load `models:/elite@champion` in a fresh process, and score through `mlflow models serve`."""
+champion, fail), load `models:/elite-smoke@champion` in a fresh process, and score through `mlflow models serve`."""
 
 from __future__ import annotations
 
@@ -54,15 +54,15 @@ def test_gates_move_the_champion_only_when_they_pass(registered, register_cfg, m
     assert json.loads(Path(register_cfg({}, "v3").report).read_text()) == worse
 
     client = MlflowClient(mlflow_server)
-    assert client.get_model_version_by_alias("elite", "champion").version == "2"
-    assert client.get_model_version_by_alias("elite", "candidate").version == "3"
-    v3 = client.get_model_version("elite", "3")
+    assert client.get_model_version_by_alias("elite-smoke", "champion").version == "2"
+    assert client.get_model_version_by_alias("elite-smoke", "candidate").version == "3"
+    v3 = client.get_model_version("elite-smoke", "3")
     assert v3.tags["gate.decision"] == "rejected" and v3.tags["gate.reason"] == worse["reason"]
     run = client.get_run(worse["run_id"])
     assert run.data.tags["stage"] == "register" and run.data.tags["register.decision"] == "rejected"
     assert run.data.metrics["dreambench.overall.clip_t"] == pytest.approx(0.2)
     assert run.data.metrics["dreambench.sweep.lam_0.8.dino_i"] == pytest.approx(0.64)
-    assert run.data.params["register.model_name"] == "elite" and run.data.params["profile"] == "smoke"
+    assert run.data.params["register.model_name"] == "elite-smoke" and run.data.params["profile"] == "smoke"
     artifacts = {a.path for a in client.list_artifacts(worse["run_id"])}
     assert {"metrics", "register.json"} <= artifacts
 
@@ -70,7 +70,7 @@ def test_gates_move_the_champion_only_when_they_pass(registered, register_cfg, m
 def test_logged_model_has_signature_example_and_artifacts(registered, mlflow_server):
     import mlflow
 
-    info = mlflow.models.get_model_info("models:/elite@champion")
+    info = mlflow.models.get_model_info("models:/elite-smoke@champion")
     inputs = {c["name"]: (c["type"], c["required"]) for c in info.signature.inputs.to_dict()}
     assert inputs["image"] == ("string", False) and inputs["prompt"] == ("string", True)  # image: version 1 only
     assert not inputs["version"][1] and not inputs["concepts"][1] and inputs["multi_concept"] == ("string", False)
@@ -106,7 +106,7 @@ def _direct(smoke_pipeline, concept_image, prompt: str, seed: int, steps: int, l
 
 @pytest.fixture(scope="module")
 def scoring_server(registered, mlflow_server, servers, tmp_path_factory):
-    """`mlflow models serve -m models:/elite@champion --env-manager local`, started without waiting (its
+    """`mlflow models serve -m models:/elite-smoke@champion --env-manager local`, started without waiting (its
     start overlaps the downstream-app test); yields (url, ready)."""
     free_port, server, mlflow_bin = servers
     port = free_port()
@@ -115,7 +115,7 @@ def scoring_server(registered, mlflow_server, servers, tmp_path_factory):
         "models",
         "serve",
         "-m",
-        "models:/elite@champion",
+        "models:/elite-smoke@champion",
         "--env-manager",
         "local",
         "--host",
@@ -144,6 +144,8 @@ def test_downstream_app_loads_champion_in_a_fresh_process(
     cmd = [
         sys.executable,
         str(REPO / "examples" / "downstream_app.py"),
+        "--model-uri",
+        "models:/elite-smoke@champion",
         "--image",
         str(concept_image),
         "--mask",
