@@ -32,9 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def register_cmd(args) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our tqdm bar shows the progress
+    from elite.config.prepared import check_prepared
     from elite.registry.register import register_model
 
-    record = register_model(load_params(args.params, args.profile))
+    params = load_params(args.params, args.profile)
+    check_prepared(params, params.register.base)
+    record = register_model(params)
     aliases = ", ".join(record["aliases"])
     print(f"{record['model_name']} version {record['version']} ({aliases}): {record['decision']}: {record['reason']}")
 

@@ -28,10 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args, section: str) -> None:
     from elite.config import load_params
+    from elite.config.prepared import check_prepared
     from elite.config.train import check_inputs
 
     params = load_params(args.params, args.profile)
     cfg = getattr(params, section)
+    check_prepared(params, cfg.base, cfg.init)  # models prepared for another profile: one line, before any work
     check_inputs(cfg, section)
     from elite.tracking import check_tracking_server, tracking_uri
 
