@@ -91,6 +91,9 @@ def mlflow_ui_cmd(args) -> int:
             "UI is already running)"
         )
         return 0
+    from elite.ports import require_free_port
+
+    require_free_port("127.0.0.1", args.port, "MLflow UI", f"make mlflow-ui MLFLOW_PORT={args.port + 1}")
     cmd = ui_command(args.port)
     print(f"MLflow UI on http://127.0.0.1:{args.port} (store {cmd[3]}); Ctrl-C stops it", flush=True)
     print(f"training runs: {runs_page(f'http://127.0.0.1:{args.port}', cmd[3])}", flush=True)
