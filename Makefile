@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser run test bench serve mlflow-ui demo figures clean-venv
+.PHONY: setup browser run test bench serve mlflow-ui demo figures plots compare metrics-diff clean-venv
 
 setup: $(STAMP)
 
@@ -25,6 +25,20 @@ PROFILE ?=
 run: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc $(if $(PROFILE),exp run -S profile=$(PROFILE),repro) \
 	  $$($(BIN)/dvc remote list | grep -q . && echo --pull)
+
+# Experiments for people (README "Pipeline (DVC)"): REVS="exp-a exp-b" compares revisions (default: the workspace).
+# plots: DVC's plots as static SVG files in dvc_plots/static/ (rendered offline by vl-convert; FORMAT=png).
+# compare: `dvc exp show --only-changed --md` cut to the changed params and the key metrics (ARGS: more options).
+# metrics-diff: `dvc metrics diff A B` (default HEAD vs the workspace) refused across profiles.
+REVS ?=
+FORMAT ?= svg
+ARGS ?=
+plots: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/elite plots $(REVS) --format $(FORMAT)
+compare: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/elite compare $(ARGS)
+metrics-diff: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/elite metrics-diff $(REVS)
 
 # The README's toy-world figures (docs/toy/: held-out concepts grid, lambda sweep) from the last evaluation.
 figures: $(STAMP)
