@@ -10,13 +10,12 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import config_maker, downstream_app
 from PIL import Image
 
 from elite.config import load_params
@@ -46,25 +45,7 @@ def toy_params():
 
 @pytest.fixture(scope="module")
 def toy_cfg(toy_params, toy_models, tmp_path_factory):
-    root = tmp_path_factory.mktemp("toy-register")
-
-    def make(metrics: dict, name: str, **update):
-        import json
-
-        path = root / f"{name}.json"
-        path.write_text(json.dumps(metrics))
-        return toy_params.register.model_copy(
-            update={
-                "weights": str(toy_models / "elite"),
-                "base": str(toy_models / "base"),
-                "metrics": str(path),
-                "report": str(root / f"{name}-register.json"),
-                "example_steps": 1,
-                **update,
-            }
-        )
-
-    return make
+    return config_maker(toy_params.register, toy_models, tmp_path_factory.mktemp("toy-register"))
 
 
 @pytest.fixture(scope="module")
@@ -161,36 +142,15 @@ def _direct(models: Path, concept_image: Path, seed: int, steps: int) -> np.ndar
     return np.asarray(img).astype(np.int16)
 
 
-def _downstream(tmp_path: Path, env: dict, concept_image: Path, model_uri: str | None = None):
-    out = tmp_path / "out"
-    cmd = [
-        sys.executable,
-        str(REPO / "examples" / "downstream_app.py"),
-        *(["--model-uri", model_uri] if model_uri else []),
-        "--image",
-        str(concept_image),
-        "--mask",
-        str(concept_image.with_name("concept_mask.png")),
-        "--prompt",
-        "a S* on the beach",
-        "--out-dir",
-        str(out),
-        "--steps",
-        "3",
-        "--seed",
-        "7",
-        "--lam",
-        "0.6",
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    return proc, out
+def _downstream(tmp_path: Path, env: dict, concept_image: Path, model_uri: str = "models:/elite-toy@champion"):
+    return downstream_app(tmp_path, env, model_uri, concept_image, ["a S* on the beach"])
 
 
 def test_toy_champion_pulled_outside_the_repository_gives_the_toy_images(
     registrations, mlflow_server, toy_models, smoke_models, concept_image, tmp_path
 ):
     env = dict(os.environ, MLFLOW_TRACKING_URI=mlflow_server, PYTHONPATH="", OMP_NUM_THREADS="1")
-    proc, out = _downstream(tmp_path, env, concept_image)  # the default: models:/elite-toy@champion
+    proc, out = _downstream(tmp_path, env, concept_image)  # models:/elite-toy@champion
     assert proc.returncode == 0, proc.stderr[-3000:]
     pulled = _png(out / "image_0.png")
     assert np.abs(pulled - _direct(toy_models, concept_image, seed=7, steps=3)).max() <= 2

@@ -7,8 +7,6 @@ import base64
 import io
 import json
 import os
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import downstream_app
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -140,31 +139,9 @@ def scoring_server(registered, mlflow_server, servers, tmp_path_factory):
 def test_downstream_app_loads_champion_in_a_fresh_process(
     registered, scoring_server, mlflow_server, concept_image, smoke_pipeline, tmp_path
 ):
-    out = tmp_path / "out"
-    cmd = [
-        sys.executable,
-        str(REPO / "examples" / "downstream_app.py"),
-        "--model-uri",
-        "models:/elite-smoke@champion",
-        "--image",
-        str(concept_image),
-        "--mask",
-        str(concept_image.with_name("concept_mask.png")),
-        "--prompt",
-        "a S* on the beach",
-        "--prompt",
-        "a photo of a S*",
-        "--out-dir",
-        str(out),
-        "--steps",
-        "3",
-        "--seed",
-        "7",
-        "--lam",
-        "0.6",
-    ]
     env = dict(os.environ, MLFLOW_TRACKING_URI=mlflow_server, PYTHONPATH="", OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    prompts = ["a S* on the beach", "a photo of a S*"]
+    proc, out = downstream_app(tmp_path, env, "models:/elite-smoke@champion", concept_image, prompts)
     assert proc.returncode == 0, proc.stderr[-3000:]
     first, second = _png((out / "image_0.png").read_bytes()), _png((out / "image_1.png").read_bytes())
     assert first.shape == (64, 64, 3) and second.shape == (64, 64, 3)
