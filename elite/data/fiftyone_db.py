@@ -70,10 +70,36 @@ def checkout_database(db_dir: str) -> str:
         Path(db_dir).parent.mkdir(parents=True, exist_ok=True)
         with open(f"{db_dir}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one process of this checkout starts the service; the rest attach
-            port = _database_service(db_dir).port
+            port = _wait_for_port(_database_service(db_dir))
     except Exception as exc:  # ServiceListenTimeout, PermissionError, ServiceExecutableNotFound, OSError
         raise EliteError(_db_failure(db_dir, exc)) from None
     return f"mongodb://127.0.0.1:{port}"
+
+
+START_TIMEOUT_S = 600  # a fresh mongod on a loaded 2-core machine took 57 s to listen; FiftyOne waits 60 s
+
+
+def _wait_for_port(service) -> int:
+    """The database's port, waiting past FiftyOne's 60 s while its watcher process is alive (a busy machine)."""
+    from fiftyone.core.service import ServiceListenTimeout
+
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            return service.port
+        except ServiceListenTimeout:
+            if time.monotonic() > deadline or not _alive(service.child):
+                raise
+
+
+def _alive(process) -> bool:
+    """Whether the service watcher (a psutil process) still runs: an exited child stays a zombie until reaped."""
+    import psutil
+
+    try:
+        return process is not None and process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 @functools.cache  # one service handle per process and directory, kept: dropping it detaches this process
