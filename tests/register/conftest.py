@@ -158,7 +158,7 @@ def downstream_app(cwd: Path, env: dict, model_uri: str, concept_image: Path, pr
     cmd += ["--mask", str(concept_image.with_name("concept_mask.png"))]
     cmd += [arg for prompt in prompts for arg in ("--prompt", prompt)]
     cmd += ["--out-dir", str(out), "--steps", "3", "--seed", "7", "--lam", "0.6"]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=cwd), out
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=cwd), out
 
 
 @pytest.fixture(scope="module")
