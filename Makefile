@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser run test lint docs bench serve mlflow-ui demo figures check-reference clean-venv
+.PHONY: setup browser run test lint docs bench serve mlflow-ui demo figures check-reference plots compare metrics-diff clean-venv
 
 setup: $(STAMP)
 
@@ -30,6 +30,20 @@ run: $(STAMP)
 # After `make run`: does metrics/dreambench.json agree with the committed reference within its 95% intervals?
 check-reference: $(STAMP)
 	$(BIN)/elite check-reference
+
+# Experiments for people (docs/dvc.md): REVS="exp-a exp-b" compares revisions (default: the workspace).
+# plots: DVC's plots as static SVG files in dvc_plots/static/ (rendered offline by vl-convert; FORMAT=png).
+# compare: `dvc exp show --only-changed --md` cut to the changed params and the key metrics (ARGS: more options).
+# metrics-diff: `dvc metrics diff A B` (default HEAD vs the workspace) refused across profiles.
+REVS ?=
+FORMAT ?= svg
+ARGS ?=
+plots: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/elite plots $(REVS) --format $(FORMAT)
+compare: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/elite compare $(ARGS)
+metrics-diff: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/elite metrics-diff $(REVS)
 
 # The toy-world figures of README.md and docs/toy.md (docs/toy/: held-out concepts grid, lambda sweep) from the last evaluation.
 figures: $(STAMP)
@@ -73,12 +87,13 @@ MLFLOW_PORT ?= 5000
 mlflow-ui: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/elite mlflow-ui --port $(MLFLOW_PORT)
 
-# The web demo (docs/demo.md): a Gradio page on 127.0.0.1:DEMO_PORT serving models:/elite@champion (made by
-# `make run`); DEMO_ARGS adds options (--alias, --version, --weights DIR, --host, --examples DIR; `elite demo --help`).
+# The web demo (docs/demo.md): a Gradio page on 127.0.0.1:DEMO_PORT serving models:/elite-toy@champion (made
+# by `make run`; PROFILE=smoke serves models:/elite-smoke@champion, one registered model per profile); DEMO_ARGS adds
+# options (--alias, --version, --weights DIR, --host, --examples DIR; `elite demo --help`).
 DEMO_PORT ?= 7860
 DEMO_ARGS ?=
 demo: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/elite demo --port $(DEMO_PORT) $(DEMO_ARGS)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/elite $(if $(PROFILE),--profile $(PROFILE)) demo --port $(DEMO_PORT) $(DEMO_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

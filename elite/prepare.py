@@ -3,7 +3,8 @@
 toy: trains every stand-in on the toy world (elite/toy/prepare.py). smoke: builds the tiny models.
 paper: fetches the pinned pretrained models once (hub id), or copies a
 local folder in the same layout (a pre-downloaded mirror). Either way later stages only ever read
-`models.dir`, through the same `from_pretrained` calls.
+`models.dir`, through the same `from_pretrained` calls. Every folder gets a `prepared.json` stamp
+(profile + params hash) that the train, evaluate and register commands check.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from elite.config import Params
+from elite.config.prepared import STAMP, stamp
 from elite.data.sam import prepare_sam
 from elite.errors import EliteError
 from elite.io import atomic_dir, write_json
@@ -59,14 +61,27 @@ def fetch(source: str, dest: Path, patterns: list[str]) -> None:
             ) from None
 
 
+FOLDERS = ("base", "image_encoder", "elite", "sam", "clip_eval", "dino_eval", "probes")  # the stage's outs
+
+
 def prepare_models(params: Params, out: Path | None = None) -> Path:
+    """Every model of the profile into `out` (default models.dir), each folder stamped with the profile and
+    the hash of the params that built it (elite.config.prepared: later stages check it)."""
+    out = Path(out or params.models.dir)
+    build_models(params, out)
+    for name in FOLDERS:
+        if (out / name).is_dir():
+            write_json(out / name / STAMP, stamp(params))
+    return out
+
+
+def build_models(params: Params, out: Path) -> None:
     cfg = params.models
-    out = Path(out or cfg.dir)
     if cfg.base == TOY:
         from elite.toy.prepare import prepare_toy
 
         prepare_toy(params, out)
-        return out
+        return
     if cfg.base == BUILTIN:
         with atomic_dir(out / "base") as tmp:
             build_base(tmp, cfg.seed)
@@ -84,7 +99,6 @@ def prepare_models(params: Params, out: Path | None = None) -> Path:
     with atomic_dir(out / "probes") as tmp:  # the toy world's evaluation probes; none for real images
         write_json(tmp / "probes.json", {})
     prepare_sam(cfg.sam, cfg.sam_type, out / "sam", cfg.seed + 5)  # the mask stage's SAM
-    return out
 
 
 def prepare_eval_models(cfg, out: Path) -> None:

@@ -56,6 +56,20 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
 
 
+def require_store(what: str) -> str:
+    """The tracking URI for reading a model that must already exist: a one-line error when MLFLOW_TRACKING_URI
+    is unset and there is no mlflow.db where the default store would be (outside the repository), instead of
+    letting MLflow create an empty store there and fail later."""
+    uri = tracking_uri()
+    if not os.environ.get("MLFLOW_TRACKING_URI") and not (repo_root() / "mlflow.db").is_file():
+        raise EliteError(
+            f"{what}: no MLflow store here ({repo_root() / 'mlflow.db'} does not exist) and MLFLOW_TRACKING_URI is "
+            "not set; run from the repository that registered it or set MLFLOW_TRACKING_URI (e.g. "
+            "sqlite:////path/to/elite-pipeline/mlflow.db or http://mlflow-server:5000)"
+        )
+    return uri
+
+
 def redact(uri: str) -> str:
     """`uri` without credentials (http://user:secret@host -> http://***@host), for messages and logs."""
     parts = urllib.parse.urlsplit(uri)

@@ -6,15 +6,17 @@ that holds the `champion` alias once, with `mlflow.pyfunc.load_model`, and write
     python examples/downstream_app.py --image dog.jpg --mask dog_mask.png \
         --prompt "a S* on the beach" --prompt "a S* wearing sunglasses" --out-dir out/
 
-The tracking store comes from MLFLOW_TRACKING_URI (a team server, e.g. http://mlflow.internal:5000),
-else MLflow's default `sqlite:///mlflow.db` in the working directory (run it from the repository root
-to use the pipeline's local store), or --tracking-uri.
+The model is `models:/elite-<profile>@champion` (one registered model per profile: elite-toy, elite-smoke,
+elite-paper). The tracking store comes from --tracking-uri, else MLFLOW_TRACKING_URI (a team server, e.g.
+http://mlflow.internal:5000), else the pipeline's `mlflow.db` in the working directory (run it from the
+repository root); with none of these it stops with a one-line error rather than create an empty store.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import os
 import sys
 from pathlib import Path
 
@@ -25,7 +27,7 @@ def b64_file(path: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-uri", default="models:/elite@champion", help="default: %(default)s")
+    parser.add_argument("--model-uri", default="models:/elite-toy@champion", help="default: %(default)s")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
     parser.add_argument("--image", required=True, help="concept image (JPEG/PNG)")
     parser.add_argument("--mask", help="object mask, white = object (optional)")
@@ -42,6 +44,15 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(path).is_file():
             print(f"error: {path}: file not found", file=sys.stderr)
             return 2
+
+    if not (args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or Path("mlflow.db").is_file()):
+        print(
+            f"error: {args.model_uri}: no MLflow store here (no ./mlflow.db) and MLFLOW_TRACKING_URI is not set; "
+            "set MLFLOW_TRACKING_URI (e.g. sqlite:////path/to/elite-pipeline/mlflow.db or "
+            "http://mlflow-server:5000), pass --tracking-uri, or run from the repository root",
+            file=sys.stderr,
+        )
+        return 2
 
     import mlflow
     import pandas as pd

@@ -23,6 +23,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from elite.errors import EliteError
+from elite.ports import require_free_port
+
 REPO = Path(__file__).resolve().parents[1]
 DEPLOYMENTS = {"full": "paper", "smoke": "smoke"}  # deployment name -> profile
 
@@ -132,6 +135,10 @@ def main(argv: list[str] | None = None) -> None:
         api = os.environ["PREFECT_API_URL"].rstrip("/")
         wait_healthy(api, None, 30)
     else:
+        try:  # a server already on this port (another checkout's) must not get this checkout's deployments
+            require_free_port(args.host, args.port, "Prefect server", f"make serve PREFECT_PORT={args.port + 1}")
+        except EliteError as exc:
+            sys.exit(f"error: {exc}")
         server, log = start_server(args.host, args.port, home)
         api = f"http://{args.host}:{args.port}/api"
         print(f"Prefect server starting on {api} (PREFECT_HOME={home}, log {log})", flush=True)

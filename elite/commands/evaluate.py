@@ -67,9 +67,14 @@ def dreambench_cmd(args) -> None:
 
 
 def evaluate_cmd(args) -> None:
+    from elite.config.prepared import check_prepared
+
+    params = load_params(args.params, args.profile)
+    cfg = params.evaluate
+    check_prepared(params, cfg.base, cfg.clip_model, cfg.dino_model, cfg.probes)
     from elite.evaluate.stage import run_evaluate
 
-    run_evaluate(load_params(args.params, args.profile), args.shard)
+    run_evaluate(params, args.shard)
 
 
 def _override(params, section: str, **values):

@@ -32,9 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def register_cmd(args) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our tqdm bar shows the progress
+    from elite.config.prepared import check_prepared
     from elite.registry.register import register_model
 
-    record = register_model(load_params(args.params, args.profile))
+    params = load_params(args.params, args.profile)
+    check_prepared(params, params.register.base)
+    record = register_model(params)
     aliases = ", ".join(record["aliases"])
     print(f"{record['model_name']} version {record['version']} ({aliases}): {record['decision']}: {record['reason']}")
 
@@ -88,6 +91,9 @@ def mlflow_ui_cmd(args) -> int:
             "UI is already running)"
         )
         return 0
+    from elite.ports import require_free_port
+
+    require_free_port("127.0.0.1", args.port, "MLflow UI", f"make mlflow-ui MLFLOW_PORT={args.port + 1}")
     cmd = ui_command(args.port)
     print(f"MLflow UI on http://127.0.0.1:{args.port} (store {cmd[3]}); Ctrl-C stops it", flush=True)
     print(f"training runs: {runs_page(f'http://127.0.0.1:{args.port}', cmd[3])}", flush=True)

@@ -14,7 +14,7 @@ from elite.config.evaluate import DreambenchConfig, EvaluateConfig
 from elite.config.models import GenerateConfig, ModelsConfig
 from elite.config.register import RegisterConfig
 from elite.config.toy import ToyConfig
-from elite.config.train import TrainGlobalConfig, TrainLocalConfig
+from elite.config.train import LaunchConfig, TrainGlobalConfig, TrainLocalConfig
 from elite.errors import EliteError
 
 # section name -> typed model. Stages add their own section here.
@@ -26,6 +26,7 @@ SECTIONS: dict[str, type[Section]] = {
     "mask": MaskConfig,
     "train_global": TrainGlobalConfig,
     "train_local": TrainLocalConfig,
+    "launch": LaunchConfig,
     "dreambench": DreambenchConfig,
     "evaluate": EvaluateConfig,
     "register": RegisterConfig,

@@ -48,7 +48,7 @@ def build_section(cls: type[Section], raw: Any, where: str, profile: str, source
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
-        key = f"{where}.{loc}"
+        key = f"{where}.{loc}" if loc else where
         if err["type"] == "extra_forbidden":
             raise EliteError(f"{source}: unknown key {key}{closest(str(err['loc'][0]), cls.model_fields)}") from None
         if err["type"] == "missing":

@@ -145,3 +145,14 @@ def check_inputs(cfg: TrainCommon, section: str) -> None:
         raise EliteError(f"{cfg.init}: no ELITE weights to start from ({section}.init); {hint}")
     if getattr(cfg, "cache_latents", False) and cfg.crop_pad[0] != cfg.crop_pad[1]:
         raise EliteError(f"{section}.cache_latents needs a fixed crop_pad [n, n] (cached targets are not augmented)")
+
+
+class LaunchConfig(Section):
+    """Section `launch`: how many processes the training stages run as (both stages, every profile's hardware).
+    With processes > 1 `elite train-global` / `train-local` (the dvc.yaml commands) start themselves through
+    `accelerate launch` (GPUs; gloo processes on a CPU machine); the effective batch and, with scale_lr, the
+    learning rate follow the real number of processes (logged in the stages' metrics)."""
+
+    processes: int = Field(ge=1)  # in all, over every machine (accelerate --num_processes)
+    machines: int = Field(ge=1)  # > 1: run the stage on each machine with ELITE_MACHINE_RANK and ELITE_MAIN_PROCESS_IP
+    main_process_port: int = Field(ge=0, le=65535)  # rendezvous port of process 0 (0 = a free one; one machine only)

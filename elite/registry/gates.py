@@ -1,9 +1,12 @@
 """Promotion gates: compare a new version's metrics with the current champion's, as params.yaml says.
 
 A gate names a metric by its dotted path in the metrics JSON (`overall.clip_t`; list items by index).
-It passes when the value is not worse than the champion's by more than `tolerance` and reaches the
-absolute `limit` when one is set. Without a champion (the first registration) only the limit applies.
-All gates must pass for the champion alias to move.
+It passes when the value is not worse than the champion's by more than `tolerance`, reaches the
+absolute `limit` when one is set, and reaches the profile's fixed `floor` (the committed reference value,
+within `floor_tolerance`) when params register.floor names the metric: the champion is only ever the
+same profile's (one registered model per profile), and the floor keeps a drift of small regressions,
+each within tolerance of the last champion, from walking it down. Without a champion (the first
+registration) only the limit and the floor apply. All gates must pass for the champion alias to move.
 """
 
 from __future__ import annotations
@@ -65,15 +68,29 @@ class GateResult:
     champion: float | None
     tolerance: float
     limit: float | None
+    floor: float | None
     passed: bool
     reason: str
 
 
-def check_gate(gate: Gate, value: float, champion: float | None, champion_label: str) -> GateResult:
+def check_gate(
+    gate: Gate,
+    value: float,
+    champion: float | None,
+    champion_label: str,
+    floor: float | None = None,
+    floor_tolerance: float = 0.0,
+) -> GateResult:
     sign = 1.0 if gate.higher_is_better else -1.0
     better = ">=" if gate.higher_is_better else "<="
     worse = "<" if gate.higher_is_better else ">"
     problems, notes = [], []
+    if floor is not None:
+        pm = "-" if gate.higher_is_better else "+"
+        if sign * (value - (floor - sign * floor_tolerance)) < -1e-12:
+            problems.append(f"{gate.metric} {value:.4f} {worse} floor {floor:.4f} {pm} tolerance {floor_tolerance:g}")
+        else:
+            notes.append(f"{better} floor {floor:.4f} {pm} {floor_tolerance:g}")
     if gate.limit is not None:
         if sign * (value - gate.limit) < 0:
             problems.append(f"{gate.metric} {value:.4f} {worse} limit {gate.limit:.4f}")
@@ -94,7 +111,7 @@ def check_gate(gate: Gate, value: float, champion: float | None, champion_label:
             )
     passed = not problems
     reason = "; ".join(problems) if problems else f"{gate.metric} {value:.4f} " + ", ".join(notes)
-    return GateResult(gate.metric, value, champion, gate.tolerance, gate.limit, passed, reason)
+    return GateResult(gate.metric, value, champion, gate.tolerance, gate.limit, floor, passed, reason)
 
 
 @dataclass
@@ -108,15 +125,22 @@ class Decision:
 
 
 def decide(
-    gates: list[Gate], metrics: dict, champion_metrics: dict[str, float] | None, champion_label: str, source: str
+    gates: list[Gate],
+    metrics: dict,
+    champion_metrics: dict[str, float] | None,
+    champion_label: str,
+    source: str,
+    floor: dict[str, float] | None = None,
+    floor_tolerance: float = 0.0,
 ) -> Decision:
     """Apply every gate. `champion_metrics` maps MLflow metric keys (see `metric_key`) to values;
-    None when there is no champion yet."""
+    None when there is no champion yet. `floor`: gate metric -> the profile's fixed reference value."""
     results = []
+    floor = floor or {}
     for gate in gates:
         value = lookup(metrics, gate.metric, source)
         champ = None if champion_metrics is None else champion_metrics.get(metric_key(gate.metric))
-        results.append(check_gate(gate, value, champ, champion_label))
+        results.append(check_gate(gate, value, champ, champion_label, floor.get(gate.metric), floor_tolerance))
     failed = [r for r in results if not r.passed]
     if failed:
         return Decision(False, "gates failed: " + "; ".join(r.reason for r in failed), results)

@@ -6,8 +6,10 @@
    DreamBench metrics (numbers as `dreambench.<dotted path>`, the file as an artifact) and the pyfunc
    model (weights + image encoder + base copy or reference, signature, input example, the `elite`
    package as code, pinned pip requirements); optionally load it back and run the input example.
-3. Register it as a new version of `register.model_name`, give it the candidate alias, and move the
-   champion alias to it only when every gate passes against the current champion's metrics.
+3. Register it as a new version of `register.model_name` (one registered model per profile: elite-toy,
+   elite-smoke, elite-paper; the version is tagged with its profile), give it the candidate alias, and move
+   the champion alias to it only when every gate passes against the current champion's metrics and the
+   profile's fixed floor (`register.floor`). A champion of another profile under the same name is an error.
 4. Write the decision to `register.report` (and to the run, and as tags on the version).
 """
 
@@ -108,8 +110,15 @@ def model_inputs(cfg: RegisterConfig) -> tuple[dict[str, str], dict]:
     return artifacts, config
 
 
-def champion_metrics(client, name: str, alias: str) -> tuple[object | None, dict[str, float] | None]:
-    """The version holding `alias` and the metrics of the run that registered it (None, None if none)."""
+PROFILE_TAG = "profile"  # on every registered version: the params profile its weights were trained on
+
+
+def champion_metrics(
+    client, name: str, alias: str, profile: str | None = None
+) -> tuple[object | None, dict[str, float] | None]:
+    """The version holding `alias` and the metrics of the run that registered it (None, None if none).
+    With `profile`: a one-line error when that version was trained on another profile (gates compare like
+    with like; one registered model per profile, params register.model_name)."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -122,11 +131,20 @@ def champion_metrics(client, name: str, alias: str) -> tuple[object | None, dict
             f"cannot read {name}@{alias} from the model registry: {exc.message.splitlines()[0]}"
         ) from None
     metrics: dict[str, float] = {}
+    their_profile = champion.tags.get(PROFILE_TAG)
     if champion.run_id:
         try:
-            metrics = dict(client.get_run(champion.run_id).data.metrics)
+            data = client.get_run(champion.run_id).data
+            metrics = dict(data.metrics)
+            their_profile = their_profile or data.params.get("profile")
         except MlflowException:
             metrics = {}
+    if profile is not None and their_profile is not None and their_profile != profile:
+        raise EliteError(
+            f"register.model_name {name!r}: its {alias} (version {champion.version}) was trained on the "
+            f"{their_profile} profile, this model on {profile}; gates compare like with like: give each profile "
+            f"its own name (params.yaml register.{profile}.model_name, e.g. elite-{profile})"
+        )
     return champion, metrics
 
 
@@ -253,14 +271,17 @@ def register_model(params: Params, cfg: RegisterConfig | None = None) -> dict:
 
     from mlflow import MlflowClient
 
-    from elite.tracking import stage_run
+    from elite.tracking import setup_mlflow, stage_run
+
+    setup_mlflow()  # ... and on a champion of another profile, before any run is opened
+    champion_metrics(MlflowClient(), cfg.model_name, cfg.champion_alias, params.profile)
 
     bar = tqdm(total=5, desc="register", unit="step")
     with stage_run("register", params.flat()) as run, tempfile.TemporaryDirectory(prefix="elite-code-") as tmp:
         import mlflow
 
         client = MlflowClient()
-        champion, champ_metrics = champion_metrics(client, cfg.model_name, cfg.champion_alias)
+        champion, champ_metrics = champion_metrics(client, cfg.model_name, cfg.champion_alias, params.profile)
         bar.set_postfix_str("logging the pyfunc model")
         spec = pyfunc_spec(cfg, Path(tmp), params.profile)
         info = mlflow.pyfunc.log_model(name=MODEL_ARTIFACT, **spec)
@@ -277,10 +298,19 @@ def register_model(params: Params, cfg: RegisterConfig | None = None) -> dict:
 
         bar.set_postfix_str("registering")
         mv = mlflow.register_model(info.model_uri, cfg.model_name)
+        client.set_model_version_tag(cfg.model_name, mv.version, PROFILE_TAG, params.profile)
         client.set_registered_model_alias(cfg.model_name, cfg.candidate_alias, mv.version)
         bar.update()
         label = f"champion v{champion.version}" if champion is not None else "champion"
-        decision = decide(cfg.gates, metrics, champ_metrics if champion is not None else None, label, cfg.metrics)
+        decision = decide(
+            cfg.gates,
+            metrics,
+            champ_metrics if champion is not None else None,
+            label,
+            cfg.metrics,
+            cfg.floor,
+            cfg.floor_tolerance,
+        )
         if decision.promote:
             client.set_registered_model_alias(cfg.model_name, cfg.champion_alias, mv.version)
         verdict = "promoted" if decision.promote else "rejected"
@@ -289,6 +319,7 @@ def register_model(params: Params, cfg: RegisterConfig | None = None) -> dict:
         previous = int(champion.version) if champion is not None else None
         record = {
             "model_name": cfg.model_name,
+            "profile": params.profile,
             "version": int(mv.version),
             "model_uri": f"models:/{cfg.model_name}/{mv.version}",
             "logged_model_uri": info.model_uri,

@@ -46,6 +46,8 @@ def experiments(pipeline_copy, session_tmp):
     env.pop("MLFLOW_TRACKING_URI")  # the default store: <repository>/mlflow.db
     start = time.monotonic()
     dvc(repo, env, "repro", timeout=1500)
+    # the committed .gitignore files already name every DVC output: the run leaves nothing untracked
+    (session_tmp / "exp-baseline-status.txt").write_text(git_status(repo))
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "baseline")
     baseline = time.monotonic()
@@ -67,6 +69,12 @@ def experiments(pipeline_copy, session_tmp):
         run([str(BIN / "dvc"), "queue", "stop", "--kill"], repo, env)
     print(f"baseline dvc repro {baseline - start:.0f} s, two experiments {time.monotonic() - baseline:.0f} s")
     return repo, env
+
+
+def git_status(repo: Path) -> str:
+    return subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout
 
 
 def _client(repo):
@@ -95,7 +103,7 @@ def test_experiments_log_and_register_into_the_repository_store(experiments):
         assert float(stages["train_local"].data.params["train_local.learning_rate"]) == float(lr)
         # the experiment's own FiftyOne dataset (the workspace's keeps its name and its samples)
         assert stages["evaluate"].data.tags["fiftyone_dataset"] == f"{EVAL_DATASET}-{name}"
-    assert sorted(int(v.version) for v in client.search_model_versions("name='elite'")) == [1, 2, 3]
+    assert sorted(int(v.version) for v in client.search_model_versions("name='elite-smoke'")) == [1, 2, 3]
     # each experiment's register gate compared against the champion of this store: v1 from the baseline run,
     # or v2 when the first experiment was promoted
     shown = json.loads(dvc(repo, env, "exp", "show", "--json"))
@@ -231,10 +239,10 @@ def test_training_sample_grids_show_the_dreambench_concepts(experiments, tmp_pat
 def test_registered_versions_link_their_evaluation_and_describe_themselves(experiments):
     repo, _ = experiments
     client = _client(repo)
-    assert client.get_registered_model("elite").description.startswith("ELITE (Wei et al. 2023)")
+    assert client.get_registered_model("elite-smoke").description.startswith("ELITE (Wei et al. 2023)")
     for name, (_, stages) in _pipeline_runs(repo).items():
         evaluation = stages["evaluate"]
-        version = client.get_model_version("elite", stages["register"].data.tags["register.version"])
+        version = client.get_model_version("elite-smoke", stages["register"].data.tags["register.version"])
         assert version.tags["evaluation_run_id"] == evaluation.info.run_id, name
         assert f"runs/{evaluation.info.run_id})" in version.description
         assert "smoke profile" in version.description and "Gate: " in version.description
@@ -327,3 +335,68 @@ def test_mlflow_ui_shows_the_sample_grids(experiments, mlflow_ui):
         )
         WebDriverWait(driver, 60).until(lambda d: [2 * 64, len(subjects) * 64] in sizes(d))
         screenshot(driver, "mlflow-sample-grid")
+
+
+# --- experiments for people: a readable table, offline plots, like-with-like metrics, a clean round trip -------
+def _elite(repo: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return run([str(BIN / "elite"), *args], repo, env)
+
+
+def test_compare_prints_a_readable_table(experiments):
+    repo, env = experiments
+    proc = _elite(repo, env, "compare")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    header, rule, *rows = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    print(f"make compare: {len(columns)} columns: {columns}")
+    assert columns[0] == "Experiment" and len(columns) <= 25, columns
+    assert {"overall.clip_t", "overall.dino_i", "train_local.smoke.learning_rate"} <= set(columns), columns
+    assert not [c for c in columns if c.startswith(("subjects.", "data/", "models/", "elite/"))], columns
+    for name, lr in EXPERIMENTS.items():
+        row = [c.strip() for c in next(r for r in rows if name in r).strip("|").split("|")]
+        assert float(row[columns.index("train_local.smoke.learning_rate")]) == float(lr)
+
+
+def test_static_plots_render_offline(experiments, tmp_path):
+    repo, env = experiments
+    proc = _elite(repo, env, "plots", *EXPERIMENTS, "--out", str(tmp_path / "svg"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    files = {p.name: p.read_text() for p in (tmp_path / "svg").glob("*.svg")}
+    assert {"lambda_sweep.svg", "plots_train_local.csv.svg"} <= set(files), sorted(files)
+    for name, svg in files.items():
+        assert svg.lstrip().startswith("<svg") and "<script" not in svg and "http" not in svg.split(">", 1)[1], name
+        assert all(exp in svg for exp in EXPERIMENTS), name  # both experiments in the legend
+    proc = _elite(repo, env, "plots", "--format", "png", "--out", str(tmp_path / "png"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for png in (tmp_path / "png").glob("*.png"):
+        assert Image.open(png).size[0] > 300
+
+
+def test_metrics_diff_compares_like_with_like(experiments):
+    repo, env = experiments
+    proc = _elite(repo, env, "metrics-diff", *EXPERIMENTS)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("profile smoke: lr-temp -> lr-queued") and "final_loss" in proc.stdout
+    # the first commit of the copy holds the toy reference run: not compared with a smoke run
+    proc = _elite(repo, env, "metrics-diff", "HEAD~1", "HEAD")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: HEAD~1 ran the toy profile, HEAD the smoke profile: compare like with like; name two revisions of one "
+        "profile (`elite metrics-diff A B`, e.g. two experiments from `dvc exp show`), or pass them to "
+        "`dvc metrics diff` yourself"
+    ]
+
+
+def test_experiments_round_trip_to_a_clean_tree(experiments, session_tmp):
+    """Last in this module: it changes the workspace. `dvc exp apply` and `dvc exp branch` leave no untracked
+    files and no changed .gitignore (the repository commits the ones DVC writes)."""
+    repo, env = experiments
+    baseline = (session_tmp / "exp-baseline-status.txt").read_text().splitlines()
+    assert not [line for line in baseline if line.startswith("??")], baseline  # after the baseline `dvc repro`
+    dvc(repo, env, "exp", "apply", "lr-temp")
+    status = git_status(repo).splitlines()
+    assert not [line for line in status if line.startswith("??") or line.endswith(".gitignore")], status
+    assert any(line.endswith("params.yaml") for line in status), status  # the experiment's params came in
+    dvc(repo, env, "exp", "branch", "lr-queued", "lr-queued-branch")
+    changed = git(repo, "diff", "--name-only", "HEAD", "lr-queued-branch").split()
+    assert "params.yaml" in changed and not [f for f in changed if f.endswith(".gitignore")], changed

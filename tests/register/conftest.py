@@ -130,22 +130,40 @@ def mlflow_server(tmp_path_factory):
         yield uri
 
 
-@pytest.fixture(scope="module")
-def register_cfg(params, smoke_models, tmp_path_factory):
-    """params.register pointed at the smoke models; `make(metrics_dict, name)` writes the metrics file."""
-    root = tmp_path_factory.mktemp("register")
+def config_maker(register, models: Path, root: Path):
+    """`make(metrics_dict, name, **update)`: `register` (a RegisterConfig) pointed at `models` (base/, elite/),
+    with the metrics written to a file of its own under `root`."""
 
     def make(metrics: dict, name: str, **update):
         path = root / f"{name}.json"
         path.write_text(json.dumps(metrics))
-        return params.register.model_copy(
+        return register.model_copy(
             update={
-                "weights": str(smoke_models / "elite"),
-                "base": str(smoke_models / "base"),
+                "weights": str(models / "elite"),
+                "base": str(models / "base"),
                 "metrics": str(path),
                 "report": str(root / f"{name}-register.json"),
                 **update,
             }
         )
+
+    return make
+
+
+def downstream_app(cwd: Path, env: dict, model_uri: str, concept_image: Path, prompts: list[str]):
+    """examples/downstream_app.py in a fresh process (3 steps, seed 7, lambda 0.6): (process, output folder)."""
+    out = cwd / "out"
+    cmd = [sys.executable, str(Path(__file__).resolve().parents[2] / "examples" / "downstream_app.py")]
+    cmd += ["--model-uri", model_uri, "--image", str(concept_image)]
+    cmd += ["--mask", str(concept_image.with_name("concept_mask.png"))]
+    cmd += [arg for prompt in prompts for arg in ("--prompt", prompt)]
+    cmd += ["--out-dir", str(out), "--steps", "3", "--seed", "7", "--lam", "0.6"]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=cwd), out
+
+
+@pytest.fixture(scope="module")
+def register_cfg(params, smoke_models, tmp_path_factory):
+    """params.register pointed at the smoke models; `make(metrics_dict, name)` writes the metrics file."""
+    make = config_maker(params.register, smoke_models, tmp_path_factory.mktemp("register"))
 
     return make

@@ -74,6 +74,40 @@ def test_decide_promotes_only_when_every_gate_passes():
     assert partial.promote and "overall.dino_i 0.7000 no champion v1 value to compare" in partial.reason
 
 
+def test_the_floor_holds_whatever_the_champion():
+    gates = [gate("overall.clip_t", tolerance=0.005), gate("overall.fid", higher=False, tolerance=1.0)]
+    floor = {"overall.clip_t": 0.30, "overall.fid": 20.0}
+    champion = {metric_key("overall.clip_t"): 0.285, metric_key("overall.fid"): 21.5}  # a champion that drifted
+    drifted = {"overall": {"clip_t": 0.281, "fid": 22.4}}  # within tolerance of that champion ...
+    bad = decide(gates, drifted, champion, "champion v9", "m.json", floor, 0.01)
+    assert not bad.promote  # ... but beyond the fixed floor (0.30 - 0.01, 20.0 + 0.01)
+    assert bad.reason == (
+        "gates failed: overall.clip_t 0.2810 < floor 0.3000 - tolerance 0.01; "
+        "overall.fid 22.4000 > floor 20.0000 + tolerance 0.01"
+    )
+    assert [g.floor for g in bad.gates] == [0.30, 20.0]
+    ok = decide(gates, {"overall": {"clip_t": 0.295, "fid": 20.005}}, None, "champion", "m.json", floor, 0.01)
+    assert ok.promote and "overall.clip_t 0.2950 >= floor 0.3000 - 0.01" in ok.reason
+    # without a floor for a metric only the champion counts
+    assert decide(gates, drifted, champion, "champion v9", "m.json", {}, 0.01).promote
+
+
+def test_register_names_and_floors_per_profile(repo_root):
+    raw = _raw_params(repo_root)
+    names = {p: parse_params(raw, profile=p).register.model_name for p in ("smoke", "toy", "paper")}
+    assert names == {"smoke": "elite-smoke", "toy": "elite-toy", "paper": "elite-paper"}
+    toy = parse_params(raw, profile="toy").register
+    assert (
+        set(toy.floor) == {"overall.clip_t", "overall.dino_i"}
+        and parse_params(raw, profile="smoke").register.floor == {}
+    )
+    raw["register"]["toy"]["floor"] = {"overall.clip_i": 0.5}
+    with pytest.raises(
+        EliteError, match=r"^params\.yaml: register: .*floor names 'overall\.clip_i', which no gate checks"
+    ):
+        parse_params(raw, profile="toy")
+
+
 def test_lookup_names_the_missing_path_and_what_exists():
     with pytest.raises(EliteError, match=r"m\.json: no number at 'overall\.clipt' .*overall\.clip_t"):
         lookup({"overall": {"clip_t": 0.2}}, "overall.clipt", "m.json")

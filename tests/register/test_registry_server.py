@@ -1,5 +1,5 @@
 """End to end against a real MLflow tracking server: register three times (gates pass, pass against the
-champion, fail), load `models:/elite@champion` in a fresh process, and score through `mlflow models serve`."""
+champion, fail), load `models:/elite-smoke@champion` in a fresh process, and score through `mlflow models serve`."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import base64
 import io
 import json
 import os
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import downstream_app
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -54,15 +53,15 @@ def test_gates_move_the_champion_only_when_they_pass(registered, register_cfg, m
     assert json.loads(Path(register_cfg({}, "v3").report).read_text()) == worse
 
     client = MlflowClient(mlflow_server)
-    assert client.get_model_version_by_alias("elite", "champion").version == "2"
-    assert client.get_model_version_by_alias("elite", "candidate").version == "3"
-    v3 = client.get_model_version("elite", "3")
+    assert client.get_model_version_by_alias("elite-smoke", "champion").version == "2"
+    assert client.get_model_version_by_alias("elite-smoke", "candidate").version == "3"
+    v3 = client.get_model_version("elite-smoke", "3")
     assert v3.tags["gate.decision"] == "rejected" and v3.tags["gate.reason"] == worse["reason"]
     run = client.get_run(worse["run_id"])
     assert run.data.tags["stage"] == "register" and run.data.tags["register.decision"] == "rejected"
     assert run.data.metrics["dreambench.overall.clip_t"] == pytest.approx(0.2)
     assert run.data.metrics["dreambench.sweep.lam_0.8.dino_i"] == pytest.approx(0.64)
-    assert run.data.params["register.model_name"] == "elite" and run.data.params["profile"] == "smoke"
+    assert run.data.params["register.model_name"] == "elite-smoke" and run.data.params["profile"] == "smoke"
     artifacts = {a.path for a in client.list_artifacts(worse["run_id"])}
     assert {"metrics", "register.json"} <= artifacts
 
@@ -70,7 +69,7 @@ def test_gates_move_the_champion_only_when_they_pass(registered, register_cfg, m
 def test_logged_model_has_signature_example_and_artifacts(registered, mlflow_server):
     import mlflow
 
-    info = mlflow.models.get_model_info("models:/elite@champion")
+    info = mlflow.models.get_model_info("models:/elite-smoke@champion")
     inputs = {c["name"]: (c["type"], c["required"]) for c in info.signature.inputs.to_dict()}
     assert inputs["image"] == ("string", False) and inputs["prompt"] == ("string", True)  # image: version 1 only
     assert not inputs["version"][1] and not inputs["concepts"][1] and inputs["multi_concept"] == ("string", False)
@@ -106,7 +105,7 @@ def _direct(smoke_pipeline, concept_image, prompt: str, seed: int, steps: int, l
 
 @pytest.fixture(scope="module")
 def scoring_server(registered, mlflow_server, servers, tmp_path_factory):
-    """`mlflow models serve -m models:/elite@champion --env-manager local`, started without waiting (its
+    """`mlflow models serve -m models:/elite-smoke@champion --env-manager local`, started without waiting (its
     start overlaps the downstream-app test); yields (url, ready)."""
     free_port, server, mlflow_bin = servers
     port = free_port()
@@ -115,7 +114,7 @@ def scoring_server(registered, mlflow_server, servers, tmp_path_factory):
         "models",
         "serve",
         "-m",
-        "models:/elite@champion",
+        "models:/elite-smoke@champion",
         "--env-manager",
         "local",
         "--host",
@@ -140,29 +139,9 @@ def scoring_server(registered, mlflow_server, servers, tmp_path_factory):
 def test_downstream_app_loads_champion_in_a_fresh_process(
     registered, scoring_server, mlflow_server, concept_image, smoke_pipeline, tmp_path
 ):
-    out = tmp_path / "out"
-    cmd = [
-        sys.executable,
-        str(REPO / "examples" / "downstream_app.py"),
-        "--image",
-        str(concept_image),
-        "--mask",
-        str(concept_image.with_name("concept_mask.png")),
-        "--prompt",
-        "a S* on the beach",
-        "--prompt",
-        "a photo of a S*",
-        "--out-dir",
-        str(out),
-        "--steps",
-        "3",
-        "--seed",
-        "7",
-        "--lam",
-        "0.6",
-    ]
     env = dict(os.environ, MLFLOW_TRACKING_URI=mlflow_server, PYTHONPATH="", OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    prompts = ["a S* on the beach", "a photo of a S*"]
+    proc, out = downstream_app(tmp_path, env, "models:/elite-smoke@champion", concept_image, prompts)
     assert proc.returncode == 0, proc.stderr[-3000:]
     first, second = _png((out / "image_0.png").read_bytes()), _png((out / "image_1.png").read_bytes())
     assert first.shape == (64, 64, 3) and second.shape == (64, 64, 3)

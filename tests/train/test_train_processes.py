@@ -170,3 +170,25 @@ def test_two_processes_write_one_checkpoint(smoke_models, scenes, session_tmp):
         search_all_experiments=True, filter_string=f"params.`train_global.checkpoint_dir` = '{ckpts}'"
     )
     assert len(runs) == 1 and float(runs["params.effective_learning_rate"][0]) == pytest.approx(authors_lr)
+
+
+def test_launch_params_start_the_stage_command_on_two_processes(smoke_models, scenes, session_tmp):
+    """`elite train-global` as dvc.yaml runs it, with params `launch.processes: 2`: the command starts itself
+    through `accelerate launch` as two gloo processes; batch and learning rate follow the world size."""
+    import yaml
+
+    folder = session_tmp / "train-launch"
+    overrides = {"max_steps": 2, "checkpoint_every": 2, "sample_every": 0, "scale_lr": True, "learning_rate": 1.0e-3}
+    params = write_params(folder, smoke_models, scenes, {"train_global": overrides})
+    raw = yaml.safe_load(params.read_text())
+    raw["launch"]["smoke"] = {"processes": 2}
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = {"HF_HOME": str(session_tmp / "hf-home")}  # no user accelerate config
+    done = run_cli(["--params", str(params), "train-global"], cwd=folder, env=env)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "train_global: 2 processes on 1 machine(s): launch --multi_gpu --num_processes 2" in output
+    metrics = json.loads((folder / "train_global" / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2 and metrics["effective_batch_size"] == 2 * 1 * 2
+    assert metrics["learning_rate"] == pytest.approx(1.0e-3 * 4)
+    assert output.count("effective batch 4") == 1  # printed by the main process only
