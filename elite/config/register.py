@@ -49,7 +49,7 @@ class RegisterConfig(Section):
     example_steps: int = Field(ge=1)
 
     @model_validator(mode="after")
-    def _floor_names_gates(self) -> "RegisterConfig":
+    def _floor_names_gates(self) -> RegisterConfig:
         gated = {g.metric for g in self.gates}
         for metric in self.floor:
             if metric not in gated:

@@ -319,7 +319,7 @@ def _members(archive: Path):
             out.append((info.filename, kind, info.file_size, lambda i=info: zf.open(i)))
         return out, zf
     if tarfile.is_tarfile(archive):
-        tf = tarfile.open(archive)
+        tf = tarfile.open(archive)  # noqa: SIM115 (returned open: the caller reads members, then closes it)
         out = []
         for info in tf.getmembers():
             kind = "dir" if info.isdir() else ("file" if info.isfile() else "other")

@@ -26,17 +26,16 @@ def sweep_rows(sweep: dict[str, dict]) -> list[dict]:
 def write_sweep_csv(path: Path, rows: list[dict]) -> None:
     """The DVC plot: one row per lambda (x = lam; y = clip_i, clip_t, dino_i; and the accuracies when scored)."""
     columns = COLUMNS + tuple(k for k, _ in ACCURACY) if has_accuracy(rows) else COLUMNS
-    with atomic_file(Path(path), suffix=".csv") as tmp:
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow(
-                    {
-                        k: ("" if row.get(k) is None else round(row[k], 6) if isinstance(row[k], float) else row[k])
-                        for k in columns
-                    }
-                )
+    with atomic_file(Path(path), suffix=".csv") as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {
+                    k: ("" if row.get(k) is None else round(row[k], 6) if isinstance(row[k], float) else row[k])
+                    for k in columns
+                }
+            )
 
 
 def sweep_figure(rows: list[dict]):

@@ -129,7 +129,7 @@ def _background(scene: str, size: int, rng: np.random.Generator) -> np.ndarray:
     elif scene == "brick wall":
         img[:] = (160, 70, 45)
         row = np.floor(yy * 6)
-        mortar = (np.abs((yy * 6) % 1 - 0.0) < 0.12) | (np.abs(((xx * 4 + 0.5 * (row % 2)) % 1)) < 0.08)
+        mortar = (np.abs((yy * 6) % 1 - 0.0) < 0.12) | (np.abs((xx * 4 + 0.5 * (row % 2)) % 1) < 0.08)
         img[mortar] = (200, 195, 185)
         img += (noise * 3)[..., None]
     else:

@@ -98,7 +98,7 @@ def test_max_prompts_spreads_over_the_list():
 def test_shards_partition_the_jobs(repo_root, tmp_path, concepts):
     jobs = plan(cfg_with(repo_root, tmp_path), SUBJECTS, concepts, "w")
     shards = [shard_jobs(jobs, (i, 3)) for i in range(3)]
-    assert sorted((str(j.folder) for s in shards for j in s)) == sorted(str(j.folder) for j in jobs)
+    assert sorted(str(j.folder) for s in shards for j in s) == sorted(str(j.folder) for j in jobs)
     assert all(abs(len(s) - len(jobs) / 3) < 1 for s in shards)
     assert parse_shard("1/3") == (1, 3) and parse_shard(None) is None
     for bad in ("3/3", "1", "a/b", "0/0", "-1/2"):

@@ -78,7 +78,8 @@ def test_release_leaves_out_held_out_identities(tmp_path):
 
     held = frozenset({("red", "plain"), ("blue", "striped")})
     root = write_toy_release(tmp_path / "release", "test", 40, 32, 0, held, 1.0)
-    rows = list(csv.DictReader(open(root / "test-annotations-bbox.csv")))
+    with open(root / "test-annotations-bbox.csv") as f:
+        rows = list(csv.DictReader(f))
     assert len({r["ImageID"] for r in rows}) == 40
     assert {r["LabelName"] for r in rows} <= {c[0] for c in TOY_CLASSES}
     bank = make_bank(200, 32, 0, exclude=held)
