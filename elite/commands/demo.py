@@ -113,8 +113,6 @@ def demo_cmd(args) -> None:
     except EliteError as exc:  # the page still opens and says how to fix it
         error = str(exc)
         print(f"warning: {error}", file=sys.stderr)
-    if model is not None:
-        model.pipe.set_progress_bar_config(disable=False, leave=False, desc="sampling")  # the page follows this bar
     reg = params.register
     defaults = (
         model.defaults

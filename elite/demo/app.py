@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import secrets
 import tempfile
@@ -77,16 +78,25 @@ def warn(event: str, exc: Exception) -> None:
     gr.Warning(logged(event, exc))
 
 
-class ConceptImage(gr.Image):
-    """gr.Image (upload, drag and drop, paste from the clipboard; thumbnails in the examples) that hands the
-    uploaded file over as it is, so that the project's decoder reads it in each event with the page's
-    messages (gradio's own preprocessing would open it with PIL first and answer a non-image with a generic
-    error and a stack trace). A template of gr.Image: the browser draws it with gr.Image's frontend."""
+def file_path(value) -> str | None:
+    """The file of an unprocessed input (`preprocess=False`: gradio has checked and cached the upload, and
+    hands over its FileData) or of a processed one (a path)."""
+    if isinstance(value, dict):
+        return value.get("path")
+    return value or None
 
-    is_template = True
 
-    def preprocess(self, payload) -> str | None:
-        return None if payload is None else str(payload.path)
+def number(value, name: str, low: float | None = None, high: float | None = None, whole: bool = False) -> float:
+    """An unprocessed number input, checked with a one-line message."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise EliteError(f"{name}: a number, got {value!r}")
+    if whole and float(value) != int(value):
+        raise EliteError(f"{name}: a whole number, got {value!r}")
+    if low is not None and value < low:
+        raise EliteError(f"{name}: {value:g} is below the page's minimum {low:g}")
+    if high is not None and value > high:
+        raise EliteError(f"{name}: {value:g} is above the page's maximum {high:g}")
+    return int(value) if whole else float(value)
 
 
 @functools.lru_cache(maxsize=4)  # decoded images of up to 100 MP (300 MB) each
@@ -147,8 +157,10 @@ class Demo:
         return self.segmenter
 
     # --- events --------------------------------------------------------------------------------------
-    def on_concept(self, path):
-        """A new concept image: decoded (bad files are refused here, with a message), clicks and mask reset."""
+    def on_concept(self, upload):
+        """A new concept image (unprocessed): decoded (bad files are refused here, with a message and cleared
+        from the box), clicks and mask reset."""
+        path = file_path(upload)
         if not path:
             return gr.skip(), None, None, Prompts(), describe(None, "")
         try:
@@ -252,20 +264,35 @@ class Demo:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         return overlay(image, mask), self.save_mask(mask), Prompts(), describe(mask, "painted")
 
-    def check_request(self, image, mask, prompt, image2, mask2, numbers: dict) -> list[str]:
-        """The checks an API call needs too (it skips the page's upload checks), with the page's messages;
-        returns the notes for the result (masks of another size, resized)."""
-        find_placeholders(prompt or "", 2 if image2 else 1, self.defaults.allow_bare_s)
+    def check_request(
+        self, image, mask, prompt, negative_prompt, image2, mask2, numbers: dict
+    ) -> tuple[dict, list[str]]:
+        """The unprocessed inputs of a generation (page or API), checked with the page's one-line messages:
+        concept images and masks decoded, the prompt's placeholders, numbers in the page's ranges. Returns the
+        numbers and the notes for the captions (masks of another size, resized)."""
+        d = self.defaults
+        low, high = d.size_range()
+        ranges = {
+            "lambda": (0.0, None, False),
+            "seed": (0, None, True),
+            "guidance": (None, None, False),
+            "steps": (1, None, True),
+            "number of images": (1, MAX_IMAGES, True),
+            "width": (low, high, True),
+            "height": (low, high, True),
+        }
+        checked = {name: number(numbers[name], name, *ranges[name]) for name in ranges}
+        for name, text in (("prompt", prompt), ("negative prompt", negative_prompt)):
+            if text is not None and not isinstance(text, str):
+                raise EliteError(f"{name}: text, got {text!r}")
+        find_placeholders(prompt or "", 2 if image2 else 1, d.allow_bare_s)
         notes = []
         for i, (path, mask_path) in enumerate(((image, mask), (image2, mask2)) if image2 else ((image, mask),)):
             picture = self.concept(path)
             if mask_path:
                 load_mask(mask_path, picture)
                 notes.append(resize_note(mask_path, picture, f"mask {i + 1}" if image2 else "mask"))
-        for name, value in numbers.items():
-            if value is None or float(value) != int(value):
-                raise EliteError(f"{name}: a whole number, got {value!r}")
-        return [n for n in notes if n]
+        return checked, [n for n in notes if n]
 
     def generate(
         self,
@@ -288,43 +315,44 @@ class Demo:
     ):
         """Generate `num_images` images of the concept in `prompt` (S* marks it); image i uses seed + i, a seed
         drawn at random when `randomize_seed`. With a second concept image the prompt names the two concepts
-        S1* and S2*. Yields the gallery after each image; each caption says the image's seed (and a resized
-        mask)."""
+        S1* and S2*. The inputs come unprocessed (files as gradio's FileData). Yields the gallery after each
+        image; each caption says the image's seed (and a resized mask)."""
         if self.model is None:
             raise refused("generate", EliteError(self.load_error or "no model loaded"))
         d = self.defaults
-        width, height = width or d.size, height or d.size
+        image, mask, image2, mask2 = map(file_path, (image, mask, image2, mask2))
         try:
-            if randomize_seed:
+            if randomize_seed is True:
                 seed = secrets.randbelow(SEED_RANGE)
-            numbers = {"seed": seed, "steps": steps, "number of images": num_images, "width": width, "height": height}
-            notes = self.check_request(image, mask, prompt, image2, mask2, numbers)
+            values = {"lambda": lam, "seed": seed, "guidance": guidance, "steps": steps}
+            values.update({"number of images": num_images, "width": width or d.size, "height": height or d.size})
+            n, notes = self.check_request(image, mask, prompt, negative_prompt, image2, mask2, values)
             images = []
             for i, picture in enumerate(
                 self.model.each_image(
                     image,
-                    mask or None,
+                    mask,
                     prompt,
-                    lam,
-                    int(steps),
-                    guidance,
-                    int(seed),
+                    n["lambda"],
+                    n["steps"],
+                    n["guidance"],
+                    n["seed"],
                     scheduler,
-                    int(num_images),
+                    n["number of images"],
                     progress,
-                    image2 or None,
-                    mask2 or None,
+                    image2,
+                    mask2,
                     negative_prompt=negative_prompt or None,
-                    width=None if int(width) == d.size else int(width),  # the model's own size: a plain request
-                    height=None if int(height) == d.size else int(height),
+                    width=None if n["width"] == d.size else n["width"],  # the model's own size: a plain request
+                    height=None if n["height"] == d.size else n["height"],
                 )
             ):
-                images.append((picture, "; ".join([f"seed {int(seed) + i}", *notes])))
+                images.append((picture, "; ".join([f"seed {n['seed'] + i}", *notes])))
                 yield images
         except EliteError as exc:
             raise refused("generate", exc) from None
         except Exception as exc:  # noqa: BLE001 - our bug: the page gets one line, the log the trace
-            log.exception("generation failed (prompt %s)", shown(prompt or ""))
+            log.exception("generation failed (prompt %s)", shown(prompt if isinstance(prompt, str) else ""))
             raise gr.Error(
                 one_line(f"generation failed ({type(exc).__name__}: {exc})"), print_exception=False
             ) from None
@@ -343,9 +371,10 @@ class Demo:
             prompts = gr.State(Prompts())
             with gr.Row():
                 with gr.Column(scale=1):
-                    concept = ConceptImage(
+                    concept = gr.Image(  # image_mode None: the events get the uploaded file itself
                         label="1. Concept image: upload, drop or paste (JPEG, PNG, ...)",
                         type="filepath",
+                        image_mode=None,
                         sources=["upload", "clipboard"],
                         height=240,
                         elem_id="concept",
@@ -445,15 +474,18 @@ class Demo:
                     fn=self.on_example,
                     outputs=[view, prompts, status],
                     run_on_click=True,
-                    label="Examples",
+                    label="Examples (click one: image, mask, prompt and lambda)",
+                    elem_id="examples",
                     cache_examples=False,
                     examples_per_page=12,
                     **hidden,
                 )
 
             sam = {"concurrency_id": "sam", "concurrency_limit": 1, **hidden}
-            concept.upload(self.on_concept, concept, [concept, view, mask, prompts, status], **hidden)  # + drop, paste
-            concept.clear(self.on_concept, concept, [concept, view, mask, prompts, status], **hidden)
+            # upload, drop and paste: the file goes to our decoder unprocessed (gradio's preprocessing opens it with
+            # PIL and answers a non-image with a generic error); a refused file is cleared from the box
+            for event in (concept.upload, concept.clear):
+                event(self.on_concept, concept, [concept, view, mask, prompts, status], preprocess=False, **hidden)
             view.select(self.on_click, [concept, prompts, mode], [view, mask, prompts, status], **sam)
             auto.click(self.on_auto, concept, [view, mask, prompts, status], **sam)
             whole.click(self.on_whole, concept, [view, mask, prompts, status], **hidden)
@@ -471,6 +503,7 @@ class Demo:
                 concurrency_id="generate",
                 concurrency_limit=1,
                 show_progress="full",
+                preprocess=False,  # every input checked here (`check_request`), with one-line messages
             )
             stop.click(None, None, None, cancels=[run], **hidden)
         return app

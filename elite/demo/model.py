@@ -167,7 +167,10 @@ class DemoModel:
         row.update({k: v for k, v in optional.items() if v is not None})
         for i in range(num_images):
             if progress is not None:
-                progress((i, num_images), desc=f"image {i + 1} of {num_images}")
+                desc = f"image {i + 1} of {num_images}"
+                progress((i, num_images), desc=desc)
+                if self.pipe is not None:  # the sampler's bar, which the page follows, names the image too
+                    self.pipe.set_progress_bar_config(disable=False, leave=False, desc=f"{desc}: sampling")
             try:
                 out = self._predict(pd.DataFrame([{**row, "seed": int(seed) + i}]), {"scheduler": scheduler})
             except MlflowException as exc:
