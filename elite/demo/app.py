@@ -307,7 +307,7 @@ class Demo:
         num_images,
         image2=None,
         mask2=None,
-        negative_prompt="",
+        negative_prompt=None,
         randomize_seed=False,
         width=None,
         height=None,

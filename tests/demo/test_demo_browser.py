@@ -118,6 +118,12 @@ def test_upload_click_mask_generate(demo_url, concept_image, smoke_models, bad_f
         screenshot(driver, "demo-result")
 
 
+PASTE = """
+const [b64, done] = arguments;
+const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+const item = new ClipboardItem({"image/png": new Blob([bytes], {type: "image/png"})});
+navigator.clipboard.write([item]).then(() => done("copied"), (err) => done(String(err)));
+"""
 DROP = """
 const [b64, name, target] = arguments;
 const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
@@ -151,6 +157,7 @@ def test_drop_examples_settings_progress_queue_and_cancel(demo_url, concept_imag
     import base64
 
     from gradio_client import Client, handle_file
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -179,6 +186,15 @@ def test_drop_examples_settings_progress_queue_and_cancel(demo_url, concept_imag
         wait.until(lambda d: "click on the object to mask it" in text("mask-status"))
         assert "dropped" in css("#concept img").get_attribute("src")
 
+        # an image on the clipboard, pasted with the box's "Paste from clipboard" button
+        driver.execute_cdp_cmd("Browser.grantPermissions", {"origin": demo_url, "permissions": ["clipboardReadWrite"]})
+        assert driver.execute_async_script(PASTE, base64.b64encode(png.read_bytes()).decode()) == "copied"
+        css("#concept button[aria-label='Paste from clipboard']").click()
+        wait.until(lambda d: "clipboard" in (css("#concept img").get_attribute("src") or ""))
+        wait.until(lambda d: "click on the object to mask it" in text("mask-status"))
+        ActionChains(driver).move_to_element_with_offset(css("#view img"), 0, 0).click().perform()
+        wait.until(lambda d: "SAM from 1 click" in text("mask-status"))
+
         # settings: negative prompt, randomized seed, 48x80, 30 steps, two images
         css("#negative textarea").send_keys("blurry, low quality")
         driver.find_element(By.XPATH, "//button[contains(., 'Sampler')]").click()
@@ -195,14 +211,14 @@ def test_drop_examples_settings_progress_queue_and_cancel(demo_url, concept_imag
         assert seeds[1] == seeds[0] + 1 and seeds[0] != 42  # drawn at random, not the seed box's value
         shown = driver.find_elements(By.CSS_SELECTOR, "#gallery img[src*='gradio_api/file']")
         assert {fetch_image(e.get_attribute("src")).size for e in shown} == {(48, 80)}
-        screenshot(driver, "demo-page")
+        screenshot(driver, "demo-page", full_page=True)  # docs/demo.png
 
         # queue position: while another client's long generation runs, this page waits and says where it is
         other = Client(demo_url, verbose=False)
         job = other.submit(
             handle_file(str(concept_image)), None, "a S*", 0.8, 0, 5.0, 150, "lms", 8, api_name="/generate"
         )
-        fast.until(lambda d: job.status().code.name in ("PROCESSING", "ITERATING"))
+        fast.until(lambda d: job.status().code.name in ("PROCESSING", "PROGRESS", "ITERATING"))
         set_number(driver, "num", 1)
         css("#generate").click()
         fast.until(lambda d: "queue" in text("gallery").lower())
