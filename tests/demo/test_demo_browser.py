@@ -187,7 +187,10 @@ def test_drop_examples_settings_progress_queue_and_cancel(demo_url, concept_imag
         assert "dropped" in css("#concept img").get_attribute("src")
 
         # an image on the clipboard, pasted with the box's "Paste from clipboard" button
-        driver.execute_cdp_cmd("Browser.grantPermissions", {"origin": demo_url, "permissions": ["clipboardReadWrite"]})
+        driver.execute_cdp_cmd(
+            "Browser.grantPermissions",
+            {"origin": demo_url, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]},
+        )
         assert driver.execute_async_script(PASTE, base64.b64encode(png.read_bytes()).decode()) == "copied"
         css("#concept button[aria-label='Paste from clipboard']").click()
         wait.until(lambda d: "clipboard" in (css("#concept img").get_attribute("src") or ""))
