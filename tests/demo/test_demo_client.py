@@ -214,7 +214,7 @@ def test_two_clients_at_once_get_their_own_results(demo_url, concept_image):
         ("no_image", "upload a concept image first"),
         ("too_many", "number of images: 9 is above the page's maximum 8"),
         ("long_prompt", "prompt of 10,000 characters has no placeholder"),  # named by its length, not echoed
-        ("long_prompt_s", "prompt of 10,006 characters is"),  # over the text encoder's 77 tokens
+        ("long_prompt_s", "prompt of 10,005 characters is"),  # over the text encoder's 77 tokens
         ("odd_width", "height and width must be positive multiples of 8, got 64x60"),
     ],
 )
