@@ -296,7 +296,6 @@ def test_a_mask_of_another_size_is_resized_and_said(demo_url, concept_image, tmp
 
 
 def test_page_lists_the_examples_and_one_endpoint(demo_url):
-
     with urllib.request.urlopen(f"{demo_url}/config", timeout=30) as resp:
         config = json.loads(resp.read())
     assert "disc.png" in json.dumps(config) and "a S* in the snow" in json.dumps(config)
