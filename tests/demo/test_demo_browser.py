@@ -104,7 +104,7 @@ def test_upload_click_mask_generate(demo_url, concept_image, smoke_models, bad_f
         steps = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "#steps input[type=number]")))
         steps.send_keys(Keys.CONTROL, "a")
         steps.send_keys("30", Keys.TAB)
-        css("#generate").click()
+        driver.execute_script("arguments[0].click()", css("#generate"))  # the error toast may lie over the button
         WebDriverWait(driver, 120, poll_frequency=0.1).until(
             lambda d: "sampling" in d.find_element(By.ID, "gallery").text
         )
