@@ -227,11 +227,11 @@ def test_drop_examples_settings_progress_queue_and_cancel(demo_url, concept_imag
         fast.until(lambda d: "queue" in text("gallery").lower())
         screenshot(driver, "demo-queue")
         job.cancel()
+        wait.until(lambda d: len(captions(d)) == 1)  # this page's turn came: its one image
 
         # Cancel: a long generation stops (after the image in progress); the page then generates again
         for elem_id, value in (("steps", 150), ("num", 8)):
             set_number(driver, elem_id, value)
-        wait.until(lambda d: "queue" not in text("gallery").lower())
         css("#generate").click()
         fast.until(lambda d: "of 8" in text("gallery"))
         css("#cancel").click()
