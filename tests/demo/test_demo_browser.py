@@ -105,10 +105,9 @@ def test_upload_click_mask_generate(demo_url, concept_image, smoke_models, bad_f
         steps.send_keys(Keys.CONTROL, "a")
         steps.send_keys("30", Keys.TAB)
         driver.execute_script("arguments[0].click()", css("#generate"))  # the error toast may lie over the button
-        WebDriverWait(driver, 120, poll_frequency=0.1).until(
-            lambda d: "sampling" in d.find_element(By.ID, "gallery").text
+        WebDriverWait(driver, 120, poll_frequency=0.1).until(  # the sampler's progress bar, e.g. "7/30 steps"
+            lambda d: all(w in d.find_element(By.ID, "gallery").text for w in ("image 1 of 1", "sampling", "steps"))
         )
-        assert "steps" in css("#gallery").text  # the sampler's progress bar, e.g. "7/30 steps"
         driver.execute_script("arguments[0].scrollIntoView()", css("#gallery"))
         screenshot(driver, "demo-progress")
         result = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#gallery img[src*='gradio_api/file']"))
