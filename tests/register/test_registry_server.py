@@ -7,6 +7,8 @@ import base64
 import io
 import json
 import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -149,6 +151,24 @@ def test_downstream_app_loads_champion_in_a_fresh_process(
     reference = _direct(smoke_pipeline, concept_image, "a S* on the beach", seed=7, steps=3, lam=0.6)
     assert np.abs(first - reference).max() <= 2  # the registered model is the trained pipeline
     assert np.abs(first - second).max() > 2  # and the prompt matters
+
+
+def test_minimal_app_pulls_the_champion_from_the_server(
+    registered, mlflow_server, concept_image, smoke_pipeline, tmp_path
+):
+    """examples/minimal_app.py (30 lines) in a fresh process, outside the repository, against the real server:
+    the champion's image with the model's stored defaults (smoke: 10 LMS steps, guidance 5, seed 42, lambda 0.8)."""
+    env = dict(os.environ, MLFLOW_TRACKING_URI=mlflow_server, PYTHONPATH="", OMP_NUM_THREADS="1")
+    app = Path(__file__).resolve().parents[2] / "examples" / "minimal_app.py"
+    out = tmp_path / "beach.png"
+    mask = concept_image.with_name("concept_mask.png")
+    cmd = [sys.executable, str(app), str(concept_image), str(mask), "a S* on the beach", str(out)]
+    proc = subprocess.run(
+        [*cmd, "models:/elite-smoke@champion"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reference = _direct(smoke_pipeline, concept_image, "a S* on the beach", seed=42, steps=10, lam=0.8)
+    assert np.abs(_png(out.read_bytes()) - reference).max() <= 2
 
 
 def test_rest_invocations_of_mlflow_models_serve(scoring_server, concept_image, smoke_pipeline):
