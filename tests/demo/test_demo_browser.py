@@ -97,16 +97,17 @@ def test_upload_click_mask_generate(demo_url, concept_image, smoke_models, bad_f
         wait.until(lambda d: "has no placeholder" in d.find_element(By.TAG_NAME, "body").text)
         screenshot(driver, "demo-bad-prompt")
 
-        # generate (30 steps, to watch the progress): one image of the model's output size in the gallery
+        # generate (150 steps, the most the page allows, so that the progress stays on screen long enough to be read
+        # on an idle machine too): one image of the model's output size in the gallery
         prompt.clear()
         prompt.send_keys("a S* on the beach")
         driver.find_element(By.XPATH, "//button[contains(., 'Sampler')]").click()
         steps = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "#steps input[type=number]")))
         steps.send_keys(Keys.CONTROL, "a")
-        steps.send_keys("30", Keys.TAB)
+        steps.send_keys("150", Keys.TAB)
         driver.execute_script("arguments[0].click()", css("#generate"))  # the error toast may lie over the button
         WebDriverWait(driver, 120, poll_frequency=0.1).until(  # the sampler's progress bar, e.g. "7/30 steps"
-            lambda d: all(w in d.find_element(By.ID, "gallery").text for w in ("image 1 of 1", "sampling", "steps"))
+            lambda d: all(w in d.find_element(By.ID, "gallery").text for w in ("image 1 of 1", "sampling", "/150"))
         )
         driver.execute_script("arguments[0].scrollIntoView()", css("#gallery"))
         screenshot(driver, "demo-progress")
