@@ -29,10 +29,10 @@ COMPARE_KEEP = [
     r"decision$",
 ]
 # ... and the detail dropped (the other changed params and metrics stay): deps hashes, per-subject / per-family /
-# sweep / timing metrics, the registry's ids
+# sweep / timing metrics, the 95% intervals and the toy probe checks, the registry's ids
 COMPARE_DROP = [
     r"(data|models|elite)/",
-    r"(metrics/dreambench\.json:)?(subjects|families|sweep|table2|pairs|timing|context|images)\b",
+    r"(metrics/dreambench\.json:)?(subjects|families|sweep|table2|pairs|timing|context|images|spread|probes|oracles)\b",
     r"(metrics/register\.json:)?(gates|reason|run_id|logged_model_uri|model_uri|evaluation_run_id|aliases)\b",
     r"(metrics/train_(global|local)\.json:)?(first_loss|images_per_second|wall_seconds|resumed_from_step|stage)$",
 ]

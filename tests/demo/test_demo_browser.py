@@ -97,18 +97,19 @@ def test_upload_click_mask_generate(demo_url, concept_image, smoke_models, bad_f
         wait.until(lambda d: "has no placeholder" in d.find_element(By.TAG_NAME, "body").text)
         screenshot(driver, "demo-bad-prompt")
 
-        # generate (30 steps, to watch the progress): one image of the model's output size in the gallery
+        # generate (150 steps, the page's most, so that the progress stays on screen for a while even on a fast
+        # machine: 30 smoke-model steps can end before the page first shows it): one image in the gallery
         prompt.clear()
         prompt.send_keys("a S* on the beach")
         driver.find_element(By.XPATH, "//button[contains(., 'Sampler')]").click()
         steps = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "#steps input[type=number]")))
         steps.send_keys(Keys.CONTROL, "a")
-        steps.send_keys("30", Keys.TAB)
-        css("#generate").click()
+        steps.send_keys("150", Keys.TAB)
+        driver.execute_script("arguments[0].click()", css("#generate"))  # the error toast may lie over the button
         WebDriverWait(driver, 120, poll_frequency=0.1).until(
             lambda d: "sampling" in d.find_element(By.ID, "gallery").text
         )
-        assert "steps" in css("#gallery").text  # the sampler's progress bar, e.g. "7/30 steps"
+        assert "steps" in css("#gallery").text  # the sampler's progress bar, e.g. "7/150 steps"
         driver.execute_script("arguments[0].scrollIntoView()", css("#gallery"))
         screenshot(driver, "demo-progress")
         result = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#gallery img[src*='gradio_api/file']"))
