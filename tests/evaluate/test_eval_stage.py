@@ -245,7 +245,7 @@ def test_two_concept_rows_outside_the_toy_world_are_a_clear_error(project, monke
     try:
         assert main(["--params", "params.yaml", "evaluate"]) == 2
         err = capsys.readouterr().err
-        assert "params evaluate.pairs: the two-concept rows are scored in the toy world only" in err
+        assert "params evaluate.pairs: the two-concept rows need a world scorer" in err
         assert "Traceback" not in err
     finally:
         params["evaluate"]["smoke"].pop("pairs")
