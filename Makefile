@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser run test lint docs bench serve mlflow-ui demo figures check-reference plots compare metrics-diff clean-venv
+.PHONY: setup browser run test lint docs bench serve mlflow-ui worker demo figures check-reference plots compare metrics-diff clean-venv
 
 setup: $(STAMP)
 
@@ -54,6 +54,13 @@ figures: $(STAMP)
 PREFECT_PORT ?= 4200
 serve: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m flows.serve --port $(PREFECT_PORT)
+
+# A GPU node's worker for prefect.yaml's deployments (elite/full-gpu, elite/smoke-gpu) on the server at
+# PREFECT_API_URL: POOL (created if missing), GPUS = CUDA_VISIBLE_DEVICES of its flow runs. SIGTERM stops it.
+POOL ?= gpu
+GPUS ?=
+worker: $(STAMP)
+	$(BIN)/python -m flows.worker --pool $(POOL) $(if $(GPUS),--gpus $(GPUS))
 
 # The browser tests drive Debian's chromium + chromium-driver (selenium, headless); installed here when missing
 # (root + apt, as on CI). Without them and without root those tests skip with the command to run.

@@ -16,6 +16,7 @@ Run it without a server: `python -m flows.elite_flow --profile smoke`; deploymen
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Literal
@@ -26,6 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows import experiment as X
 from flows import stages as S
 
 REPO = Path(__file__).resolve().parents[1]
@@ -163,72 +165,108 @@ def elite(
     dask_address: str | None = None,
     dask_workers: int = 0,
     repo: str | None = None,
+    processes: int | None = None,
+    experiment: bool = False,
 ) -> list[dict]:
     """Run the DVC pipeline of `repo` (default: the checkout holding this file).
 
     profile: set params.yaml's profile first (None: keep it). stages: a subset of dvc.yaml's stages
     (None: all). shards > 1: run mask/evaluate (or those of them in shard_stages) as that many mapped
     shard tasks, on a local Dask cluster of dask_workers processes or on the cluster at dask_address
-    (else threads).
+    (else threads). processes: training processes (GPUs) of this profile, `launch.<profile>.processes` in
+    params.yaml. experiment: save the run as the DVC experiment `prefect-<flow run name>` and give the workspace
+    back as it was (params.yaml, dvc.lock, outputs): see flows/experiment.py.
     """
-    from elite.tracking import PARENT_ENV, redact
-
     log = _log()
     root = Path(repo).resolve() if repo else REPO
     with S.checkout_lock(root, log):
         selected = S.select(S.load_stages(root), stages)  # bad parameters fail before anything changes
         sharded = S.shardable(shard_stages)
-        profile = S.apply_profile(root, profile, log)
-        uri, client, experiment_id = _mlflow_client(root)
-        parent = client.create_run(
-            experiment_id,
-            run_name=f"pipeline-{profile}",
-            tags={
-                "stage": "pipeline",
-                "profile": profile,
-                "prefect.flow_run_id": str(flow_run.id),
-                "prefect.flow_run_name": str(flow_run.name),
-            },
-        ).info.run_id
-        client.log_param(parent, "profile", profile)
-        client.log_param(parent, "stages", ",".join(s.name for s in selected))
-        client.log_param(parent, "shards", shards)
-        client.log_param(parent, "shard_stages", ",".join(sharded))
-        log(f"MLflow parent run {parent} in {redact(uri)} ({PARENT_ENV} for the stages)")
-        env = {PARENT_ENV: parent, "MLFLOW_TRACKING_URI": uri}
-        retries, delays = RETRIES[profile]
-        results: list[dict] = []
+        snapshot = X.Snapshot.take(root) if experiment else None
+        name = X.experiment_name(str(flow_run.name)) if experiment else None
         try:
-            for spec in selected:
-                plan = plan_shards.with_options(task_run_name=f"{spec.name}:plan")
-                if spec.name in sharded and shards > 1 and plan(str(root), spec.name, env):
-                    shard_flow.with_options(
-                        name=f"elite-shards-{spec.name}",
-                        task_runner=shard_runner(shards, dask_address, dask_workers),
-                    )(str(root), spec.name, shards, env)
-                    results.append(
-                        finish_shards.with_options(name=spec.name, task_run_name=spec.name)(
-                            str(root), spec.name, shards, env
-                        )
-                    )
-                    continue
-                stage_task = run_stage.with_options(name=spec.name, task_run_name=spec.name)
-                if spec.name in FETCHING and retries:
-                    stage_task = stage_task.with_options(retries=retries, retry_delay_seconds=delays)
-                results.append(stage_task(str(root), spec.name, env))
-            metrics = S.read_metrics(root, selected)
-            markdown = S.metrics_markdown(f"ELITE pipeline ({profile} profile)", results, metrics)
-            create_markdown_artifact(
-                markdown=markdown, key=ARTIFACT_KEY, description=f"metrics of the DVC pipeline, {profile} profile"
+            results = _run(
+                root, log, profile, processes, selected, sharded, (shards, dask_address, dask_workers), name
             )
-            values = [_metric(k, v) for k, v in S.numeric_metrics(metrics).items()]
-            for i in range(0, len(values), 1000):  # MLflow takes at most 1000 metrics per batch
-                client.log_batch(parent, metrics=values[i : i + 1000])
-            client.log_text(parent, markdown, "pipeline_metrics.md")
-        except BaseException:
-            client.set_terminated(parent, "FAILED")
-            raise
-        client.set_terminated(parent, "FINISHED")
+            if name is not None:
+                X.save(root, name, S.tool_env(), log)
+        finally:
+            if snapshot is not None:
+                snapshot.restore(S.tool_env(), log)
+    return results
+
+
+def _run(
+    root: Path,
+    log,
+    profile: str | None,
+    processes: int | None,
+    selected: list,
+    sharded: tuple[str, ...],
+    sharding: tuple[int, str | None, int],
+    dvc_experiment: str | None,
+) -> list[dict]:
+    """The stages, in an MLflow parent run, then the metrics artifact."""
+    from elite.tracking import PARENT_ENV, redact
+
+    shards, dask_address, dask_workers = sharding
+
+    profile = S.apply_profile(root, profile, log)
+    if processes is not None:
+        X.set_processes(root, profile, processes, log)
+    gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
+    log(f"devices: CUDA_VISIBLE_DEVICES={gpus}" if gpus is not None else "devices: CUDA_VISIBLE_DEVICES not set")
+    uri, client, experiment_id = _mlflow_client(root)
+    parent = client.create_run(
+        experiment_id,
+        run_name=f"pipeline-{profile}",
+        tags={
+            "stage": "pipeline",
+            "profile": profile,
+            "prefect.flow_run_id": str(flow_run.id),
+            "prefect.flow_run_name": str(flow_run.name),
+            **({"dvc.experiment": dvc_experiment} if dvc_experiment else {}),
+        },
+    ).info.run_id
+    client.log_param(parent, "profile", profile)
+    client.log_param(parent, "stages", ",".join(s.name for s in selected))
+    client.log_param(parent, "shards", shards)
+    client.log_param(parent, "shard_stages", ",".join(sharded))
+    log(f"MLflow parent run {parent} in {redact(uri)} ({PARENT_ENV} for the stages)")
+    env = {PARENT_ENV: parent, "MLFLOW_TRACKING_URI": uri}
+    retries, delays = RETRIES[profile]
+    results: list[dict] = []
+    try:
+        for spec in selected:
+            plan = plan_shards.with_options(task_run_name=f"{spec.name}:plan")
+            if spec.name in sharded and shards > 1 and plan(str(root), spec.name, env):
+                shard_flow.with_options(
+                    name=f"elite-shards-{spec.name}",
+                    task_runner=shard_runner(shards, dask_address, dask_workers),
+                )(str(root), spec.name, shards, env)
+                results.append(
+                    finish_shards.with_options(name=spec.name, task_run_name=spec.name)(
+                        str(root), spec.name, shards, env
+                    )
+                )
+                continue
+            stage_task = run_stage.with_options(name=spec.name, task_run_name=spec.name)
+            if spec.name in FETCHING and retries:
+                stage_task = stage_task.with_options(retries=retries, retry_delay_seconds=delays)
+            results.append(stage_task(str(root), spec.name, env))
+        metrics = S.read_metrics(root, selected)
+        markdown = S.metrics_markdown(f"ELITE pipeline ({profile} profile)", results, metrics)
+        create_markdown_artifact(
+            markdown=markdown, key=ARTIFACT_KEY, description=f"metrics of the DVC pipeline, {profile} profile"
+        )
+        values = [_metric(k, v) for k, v in S.numeric_metrics(metrics).items()]
+        for i in range(0, len(values), 1000):  # MLflow takes at most 1000 metrics per batch
+            client.log_batch(parent, metrics=values[i : i + 1000])
+        client.log_text(parent, markdown, "pipeline_metrics.md")
+    except BaseException:
+        client.set_terminated(parent, "FAILED")
+        raise
+    client.set_terminated(parent, "FINISHED")
     return results
 
 
@@ -246,6 +284,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shard-stages", nargs="+", choices=S.SHARDABLE, help="default: all of them")
     parser.add_argument("--dask-address")
     parser.add_argument("--dask-workers", type=int, default=0)
+    parser.add_argument("--processes", type=int, help="training processes (GPUs): launch.<profile>.processes")
+    parser.add_argument(
+        "--experiment", action="store_true", help="save the run as a DVC experiment, restore the workspace"
+    )
     args = parser.parse_args(argv)
     elite(
         profile=args.profile,
@@ -254,6 +296,8 @@ def main(argv: list[str] | None = None) -> None:
         shard_stages=args.shard_stages,
         dask_address=args.dask_address,
         dask_workers=args.dask_workers,
+        processes=args.processes,
+        experiment=args.experiment,
     )
 
 

@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import ast
 import json
+import os
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from pipeline_helpers import BIN, SHARDED, SHARDS, api, dvc, flow_run_id, free_port, run, stop_process
+from pipeline_helpers import BIN, SHARDED, SHARDS, api, dvc, flow_run_id, run, stop_process, wait_for
+
+from flows.experiment import experiment_name
 
 pytestmark = pytest.mark.slow
 
@@ -170,69 +175,81 @@ def stale_register(repo: Path, env: dict) -> dict:
     return json.loads((repo / "metrics/register.json").read_text())
 
 
-def test_prefect_yaml_deploys_to_a_process_work_pool(smoke_run, session_tmp):
-    """prefect.yaml as GPU nodes use it, on a second server: a process pool, `prefect deploy --all`, a worker
-    started elsewhere that finds the checkout through $ELITE_CHECKOUT; elite/smoke through it runs a stage
-    that is stale (register, after a change of its params) in that checkout, and publishes its metrics."""
-    from flows.serve import start_server, stop, wait_healthy
-
-    port = free_port()
-    server, server_log = start_server("127.0.0.1", port, session_tmp / "prefect-team")
-    base = f"http://127.0.0.1:{port}/api"
+def test_gpu_node_worker_runs_a_deployment_as_a_dvc_experiment(smoke_run, served, session_tmp):
+    """prefect.yaml as GPU nodes use it, on the server `make serve` already serves: `prefect deploy --all` adds
+    elite/full-gpu and elite/smoke-gpu and leaves the served elite/full and elite/smoke as they were; a worker
+    (`python -m flows.worker`, which creates the pool) takes elite/smoke-gpu with its GPU list, runs the stale
+    stage (register, after a change of its params) in the checkout, saves the run as a DVC experiment and gives
+    the workspace back as it was; SIGTERM stops the worker."""
     repo = smoke_run.repo
-    env = dict(
-        smoke_run.env, PREFECT_API_URL=base, PREFECT_HOME=str(session_tmp / "prefect-team"), ELITE_CHECKOUT=str(repo)
-    )
+    env, base = served[0], served[1]
+    env = dict(env, PREFECT_API_URL=base)
     prefect = str(BIN / "prefect")
-    worker = None
+    served_before = {name: api(base, f"/deployments/name/elite/{name}") for name in ("full", "smoke")}
+    before = stale_register(repo, env)
+    lock, params, report = (repo / "dvc.lock").read_bytes(), (repo / "params.yaml").read_bytes(), before
+    log = session_tmp / "worker.log"
+    with open(log, "wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "flows.worker", "--pool", "gpu", "--gpus", "0"],
+            cwd="/",
+            env={k: v for k, v in env.items() if k != "ELITE_CHECKOUT"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # as a background job of a script
+        )
     try:
-        wait_healthy(base, server, 180, server_log)
-        for cmd in (["work-pool", "create", "gpu", "--type", "process"], ["--no-prompt", "deploy", "--all"]):
-            proc = run([prefect, *cmd], repo, env)
-            assert proc.returncode == 0, proc.stdout + proc.stderr
-        for name, profile in (("full", "paper"), ("smoke", "smoke")):
+        wait_for(lambda: api(base, "/work_pools/gpu"), 120, "the worker's pool `gpu`", worker, log)
+        deployed = run([prefect, "--no-prompt", "deploy", "--all"], repo, env)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        for name, profile in (("full-gpu", "paper"), ("smoke-gpu", "smoke")):
             deployment = api(base, f"/deployments/name/elite/{name}")
             assert deployment["work_pool_name"] == "gpu" and deployment["parameters"]["profile"] == profile
-        before = stale_register(repo, env)
-        log = session_tmp / "worker.log"
-        with open(log, "wb") as out:
-            worker = subprocess.Popen(
-                [prefect, "worker", "start", "--pool", "gpu"],
-                cwd="/",
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            assert deployment["parameters"]["experiment"] is True
+        for name, old in served_before.items():  # make serve's deployments untouched
+            new = api(base, f"/deployments/name/elite/{name}")
+            assert (new["id"], new["path"], new["pull_steps"], new["updated"]) == (
+                old["id"], old["path"], old["pull_steps"], old["updated"]
+            )  # fmt: skip
         proc = run(
-            [
-                prefect,
-                "deployment",
-                "run",
-                "elite/smoke",
-                "--watch",
-                "--watch-interval",
-                "2",
-                "-p",
-                'stages=["register"]',
-            ],
+            [prefect, "deployment", "run", "elite/smoke-gpu", "--watch", "--watch-interval", "2",
+             "-p", 'stages=["register"]'],
             repo,
             env,
             timeout=400,
-        )
+        )  # fmt: skip
         assert proc.returncode == 0 and "Completed" in proc.stdout, proc.stdout[-3000:] + log.read_text()[-5000:]
         run_id = flow_run_id(proc.stdout)
-        assert api(base, f"/flow_runs/{run_id}")["work_pool_name"] == "gpu"
+        flow_run = api(base, f"/flow_runs/{run_id}")
+        assert flow_run["work_pool_name"] == "gpu"
         markdown = metrics_artifact(base, run_id)
+        messages = [e["message"] for e in api(base, "/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}})]
     finally:
-        if worker is not None:
+        os.killpg(worker.pid, signal.SIGTERM) if worker.poll() is None else None
+        try:
+            code = worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
             stop_process(worker)
-        stop(server)
-    # the stage ran in the checkout: a new model version, recorded by DVC (nothing stale left) ...
-    after = json.loads((repo / "metrics/register.json").read_text())
-    assert after["version"] == before["version"] + 1 and after["run_id"] != before["run_id"], (before, after)
-    assert json.loads(dvc(repo, env, "status", "--json")) == {}
-    # ... and the run's metrics artifact says so
+            code = None
+    assert code == 0, f"the worker did not stop on SIGTERM within 60 s: {log.read_text()[-2000:]}"
+    assert "devices: CUDA_VISIBLE_DEVICES=0" in messages, messages
+    # the register stage ran (a new model version) ...
     assert "| register | ran |" in markdown, markdown
-    section = markdown.split("## metrics/register.json\n")[1].split("\n## ")[0]
-    assert f"| version | {after['version']} |" in section and f"| run_id | {after['run_id']} |" in section, section
+    name = experiment_name(flow_run["name"])
+    shown = json.loads(dvc(repo, env, "exp", "show", "--json"))
+    exps = {
+        exp["name"]: exp
+        for rev in shown
+        for experiment in rev.get("experiments") or []
+        for exp in experiment.get("revs") or []
+    }
+    assert name in exps, sorted(exps)
+    saved = exps[name]["data"]["metrics"]["metrics/register.json"]["data"]
+    assert saved["version"] == report["version"] + 1 and saved["run_id"] != report["run_id"], (report, saved)
+    # ... saved as the experiment, and the workspace is as it was: register stale again, nothing else changed
+    assert (repo / "dvc.lock").read_bytes() == lock and (repo / "params.yaml").read_bytes() == params
+    assert json.loads((repo / "metrics/register.json").read_text()) == report
+    assert list(json.loads(dvc(repo, env, "status", "--json"))) == ["register"]
+    applied = dvc(repo, env, "exp", "apply", name)  # and it can be applied: then nothing is stale
+    assert json.loads(dvc(repo, env, "status", "--json")) == {}, applied
