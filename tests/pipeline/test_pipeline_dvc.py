@@ -5,6 +5,7 @@ DVC remote and come back into a fresh clone."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from pipeline_helpers import BIN, REPO, copy_checkout, dvc, git, run, stage_env
+from servers import MLFLOW_SERVER_ENV, free_port, mlflow_server_cmd, server
 
 SECTION = {"prepare_models": "models"}  # stage -> its params.yaml section, where the names differ
 STAGES = [
@@ -178,27 +180,48 @@ def test_train_local_params_make_only_train_local_stale(smoke_run):
 
 
 @pytest.mark.slow
-def test_remote_push_then_pull_into_a_fresh_clone(smoke_run, session_tmp):
-    repo, env = smoke_run.repo, stage_env(smoke_run.repo)
-    remote = session_tmp / "dvc-remote"
-    dvc(repo, env, "remote", "add", "--default", "storage", str(remote))
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "pipeline results")
-    dvc(repo, env, "push")
-    assert any(p.is_file() for p in remote.rglob("*"))
+def test_a_second_machine_pulls_the_run_from_the_team_storage_pair(smoke_run, session_tmp):
+    """The team's pair: a DVC remote for the pipeline's outputs and an MLflow server whose artifact store is
+    the same bucket (a local folder stands in for s3://...). The register stage registers into the server, the
+    checkout pushes; a fresh clone pulls every output, and the model it pulls from the registry holds the
+    same weights as the ones DVC gave it."""
+    import mlflow
 
-    clone = session_tmp / "fresh-clone"
-    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
-    assert not (clone / "models").exists()
-    clone_env = stage_env(clone)
-    dvc(clone, clone_env, "pull")
-    assert status(clone, clone_env) == set()
-    for out in ("models/elite/elite.safetensors", "data/curated/global.jsonl", "metrics/dreambench.json"):
-        assert (clone / out).read_bytes() == (repo / out).read_bytes(), out
-    # metrics travel in git (cache: false), so `dvc metrics show/diff` work in any clone
-    shown = json.loads(dvc(clone, clone_env, "metrics", "show", "--json"))
-    files = {path for rev in shown.values() for path in rev.get("data", {})}
-    assert {"metrics/dreambench.json", "metrics/train_local.json", "metrics/register.json"} <= files
+    bucket = session_tmp / "team-bucket"
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    cmd = mlflow_server_cmd(port, session_tmp / "team-mlflow.db", bucket / "mlflow")
+    with server(cmd, f"{uri}/health", session_tmp / "team-mlflow.log", env=dict(os.environ, **MLFLOW_SERVER_ENV)):
+        repo, env = smoke_run.repo, stage_env(smoke_run.repo, MLFLOW_TRACKING_URI=uri)
+        dvc(repo, env, "remote", "add", "--default", "storage", str(bucket / "dvc"))
+        dvc(repo, env, "repro", "--force", "--single-item", "register")  # registers into the team server
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", "pipeline results")
+        dvc(repo, env, "push")
+        assert any(p.is_file() for p in (bucket / "dvc").rglob("*"))
+
+        clone = session_tmp / "fresh-clone"
+        subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+        assert not (clone / "models").exists()
+        clone_env = stage_env(clone, MLFLOW_TRACKING_URI=uri)
+        dvc(clone, clone_env, "pull")
+        assert status(clone, clone_env) == set()
+        for out in ("models/elite/elite.safetensors", "data/curated/global.jsonl", "metrics/dreambench.json"):
+            assert (clone / out).read_bytes() == (repo / out).read_bytes(), out
+        # metrics travel in git (cache: false), so `dvc metrics show/diff` work in any clone
+        shown = json.loads(dvc(clone, clone_env, "metrics", "show", "--json"))
+        files = {path for rev in shown.values() for path in rev.get("data", {})}
+        assert {"metrics/dreambench.json", "metrics/train_local.json", "metrics/register.json"} <= files
+
+        report = json.loads((clone / "metrics/register.json").read_text())
+        model_uri = f"models:/{report['model_name']}@champion"
+        pulled = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(session_tmp / "champion"),
+                                                          tracking_uri=uri))  # fmt: skip
+    registered = [p for p in pulled.rglob("elite.safetensors")]
+    assert len(registered) == 1, sorted(str(p) for p in pulled.rglob("*"))
+    assert registered[0].read_bytes() == (clone / "models/elite/elite.safetensors").read_bytes()
+    # the server proxied the model's files into the bucket (the clone needed no access but the server's)
+    assert any(p.name == "elite.safetensors" for p in (bucket / "mlflow").rglob("*"))
 
 
 def test_a_fresh_clone_has_the_reference_run_to_compare_with(session_tmp):

@@ -5,67 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from servers import MLFLOW_SERVER_ENV, free_port, mlflow_server_cmd, server
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url}: no answer after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-
-
-@contextmanager
-def server(
-    cmd: list[str], ready_url: str, log: Path, env: dict | None = None, timeout: float = 120, wait: bool = True
-):
-    """Start `cmd` in its own process group and yield `ready()`, which waits until `ready_url` answers
-    (called at once unless wait=False, so that slow starts can overlap); stop the group afterwards."""
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    start = time.monotonic()
-
-    def ready() -> None:
-        wait_http(ready_url, proc, log, timeout - (time.monotonic() - start))
-
-    try:
-        if wait:
-            ready()
-        yield ready
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
 
 
 def dreambench_metrics(clip_t: float, dino_i: float, clip_i: float = 0.7) -> dict:
@@ -109,21 +56,8 @@ def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    cmd = [
-        str(BIN / "mlflow"),
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(root / "artifacts"),
-    ]
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")  # no background job workers (8 processes)
+    cmd = mlflow_server_cmd(port, root / "mlflow.db", root / "artifacts")
+    env = dict(os.environ, **MLFLOW_SERVER_ENV)
     with server(cmd, f"{uri}/health", root / "server.log", env=env, timeout=180), pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
