@@ -357,6 +357,33 @@ def test_compare_prints_a_readable_table(experiments):
         assert float(row[columns.index("train_local.smoke.learning_rate")]) == float(lr)
 
 
+def test_seeds_summary_and_queue(experiments, tmp_path):
+    """`elite seeds summary` over two real experiments gives each metric's mean and spread as computed here from
+    `dvc exp show`; `elite seeds queue` queues one experiment per seed with both training seeds set."""
+    repo, env = experiments
+    out = tmp_path / "seeds.json"
+    proc = _elite(repo, env, "seeds", "summary", *EXPERIMENTS, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(out.read_text())
+    shown = json.loads(dvc(repo, env, "exp", "show", "--json"))
+    values = [
+        _exp_metrics(shown, name)["metrics/dreambench.json"]["data"]["overall"]["clip_t"] for name in EXPERIMENTS
+    ]
+    clip_t = summary["metrics"]["overall.clip_t"]
+    assert summary["experiments"] == list(EXPERIMENTS) and clip_t["n"] == 2
+    assert clip_t["mean"] == pytest.approx(np.mean(values)) and clip_t["sd"] == pytest.approx(np.std(values, ddof=1))
+    assert "| overall.clip_t |" in proc.stdout
+    missing = _elite(repo, env, "seeds", "summary", "no-such-exp")
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no-such-exp" in missing.stderr
+    queued = _elite(repo, env, "seeds", "queue", "--seeds", "3", "4")
+    try:
+        assert queued.returncode == 0, queued.stderr[-2000:]
+        status = dvc(repo, env, "queue", "status")
+        assert re.search(r"seed-3\s.*Queued", status) and re.search(r"seed-4\s.*Queued", status), status
+    finally:
+        dvc(repo, env, "queue", "remove", "--queued")
+
+
 def test_static_plots_render_offline(experiments, tmp_path):
     repo, env = experiments
     proc = _elite(repo, env, "plots", *EXPERIMENTS, "--out", str(tmp_path / "svg"))
