@@ -7,9 +7,10 @@ with what prefect.yaml's deployments need on the node: ELITE_CHECKOUT (flow runs
 this checkout's virtual environment first on PATH, and CUDA_VISIBLE_DEVICES (the GPUs this worker's flow
 runs may use; a run can still override it with `--job-variable env='{"CUDA_VISIBLE_DEVICES": "2"}'`).
 
-SIGTERM (systemd, Kubernetes, `kill`) stops the worker like Ctrl-C. A plain `prefect worker start &` from a
-script ignores SIGTERM: a background job inherits an ignored SIGINT, and Prefect's SIGTERM handler stops the
-worker by sending it SIGINT. Here the worker starts with SIGINT at its default, and SIGTERM is passed on.
+SIGTERM (systemd, Kubernetes, `kill`) stops the worker like Ctrl-C, with exit code 0. A plain
+`prefect worker start &` from a script ignores SIGTERM: a background job inherits an ignored SIGINT, and
+Prefect's SIGTERM handler stops the worker by sending it SIGINT. Here the worker starts with SIGINT at its
+default, in a process group of its own, and SIGTERM or SIGINT to this wrapper is passed on once.
 """
 
 from __future__ import annotations
@@ -51,8 +52,11 @@ def ensure_pool(prefect: str, pool: str, env: dict[str, str]) -> None:
         raise EliteError(f"prefect work-pool create {pool}: {lines[-1] if lines else made.returncode}")
 
 
-def _default_sigint() -> None:
+def _child_setup() -> None:
+    """In the worker process before exec: SIGINT at its default, and a process group of its own, so that a
+    signal to this wrapper's group (a terminal's Ctrl-C, `kill -- -PGID`) reaches it once, through `forward`."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.setpgrp()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,15 +82,20 @@ def main(argv: list[str] | None = None) -> int:
         f"worker {name} on pool {args.pool}: checkout {REPO}, GPUs {env.get('CUDA_VISIBLE_DEVICES', 'all')}",
         flush=True,
     )
-    worker = subprocess.Popen(cmd, cwd=REPO, env=env, preexec_fn=_default_sigint)
+    worker = subprocess.Popen(cmd, cwd=REPO, env=env, preexec_fn=_child_setup)
+
+    stopping = False
 
     def forward(signum, frame) -> None:
+        nonlocal stopping
+        stopping = True
         if worker.poll() is None:
             worker.send_signal(signal.SIGINT)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    return worker.wait()
+    code = worker.wait()
+    return 0 if stopping and code in (0, 130) else code  # 130: stopped by SIGINT, as asked
 
 
 if __name__ == "__main__":
