@@ -1,6 +1,7 @@
 """The prepare_models stage: put every model the pipeline needs into `models.dir`, loadable offline.
 
-toy: trains every stand-in on the toy world (elite/toy/prepare.py). smoke: builds the tiny models.
+A world plug-in named by `models.base` (entry-point group `elite.models`, elite/plugins.py) builds every model
+itself: `toy` trains every stand-in on the toy world (elite/toy/prepare.py). smoke: builds the tiny models.
 paper: fetches the pinned pretrained models once (hub id), or copies a
 local folder in the same layout (a pre-downloaded mirror). Either way later stages only ever read
 `models.dir`, through the same `from_pretrained` calls. Every folder gets a `prepared.json` stamp
@@ -17,10 +18,10 @@ from elite.config.prepared import STAMP, stamp
 from elite.data.sam import prepare_sam
 from elite.errors import EliteError
 from elite.io import atomic_dir, write_json
+from elite.plugins import MODELS, plugin
 from elite.smoke_models import build_base, build_image_encoder, init_elite_weights
 
 BUILTIN = "builtin"
-TOY = "toy"
 BASE_FILES = [
     "model_index.json",
     "scheduler/*",
@@ -77,10 +78,9 @@ def prepare_models(params: Params, out: Path | None = None) -> Path:
 
 def build_models(params: Params, out: Path) -> None:
     cfg = params.models
-    if cfg.base == TOY:
-        from elite.toy.prepare import prepare_toy
-
-        prepare_toy(params, out)
+    world = plugin(MODELS, cfg.base, "models.base") if cfg.base != BUILTIN else None
+    if world is not None:  # a world plug-in builds every model of its profile (the toy world: elite/toy/prepare.py)
+        world(params, out)
         return
     if cfg.base == BUILTIN:
         with atomic_dir(out / "base") as tmp:

@@ -74,7 +74,7 @@ def download_cmd(args) -> None:
     from elite.data.download import run_download
 
     params = load_params(args.params, args.profile)
-    m = _tracked("download", params, lambda section: run_download(section, params.toy))
+    m = _tracked("download", params, lambda section: run_download(section, params))
     print(
         f"download: {m['images']} images, {m['boxes']} boxes, {m['masks']} masks, {m['classes']} classes "
         f"({m['rejected_total']} rows rejected) -> data/openimages, FiftyOne dataset {m['dataset']}"

@@ -3,8 +3,8 @@
 `download.source` picks where the split comes from; all three go through the same parser and
 writer (`elite.data.openimages`) and the same FiftyOne import:
 
-* `toy` (toy): the toy world's scenes without the held-out identities (elite/toy/release.py), written in
-  the release layout and imported the same way;
+* a world plug-in's name (entry-point group `elite.releases`, elite/plugins.py), e.g. `toy`: the toy world's
+  scenes without the held-out identities, written in the release layout and imported the same way;
 * `synthetic` (smoke): the stage first writes a generated split in the official release layout to
   `data/openimages/release/`, then imports it exactly like a pre-downloaded copy;
 * `zoo` (paper): FiftyOne's zoo downloads `open-images-v7` (boxes + segmentations) into
@@ -29,6 +29,7 @@ from elite.data.openimages import find_release, import_release
 from elite.data.synth import write_synthetic_release
 from elite.errors import EliteError
 from elite.io import atomic_dir, write_json
+from elite.plugins import RELEASES, plugin
 from elite.tracking import scoped_dataset
 
 
@@ -43,10 +44,14 @@ def split_digest(split_dir: Path) -> str:
     return digest.hexdigest()[:32]
 
 
-def run_download(cfg, toy=None) -> dict:
-    """`toy`: the params' `toy` section, read when download.source is toy."""
+BUILTIN = ("synthetic", "zoo")
+
+
+def run_download(cfg, params=None) -> dict:
+    """`params`: the whole params, handed to a world plug-in's release (download.source names one)."""
     out = paths.OPENIMAGES
-    if cfg.source not in ("synthetic", "zoo", "toy"):
+    release_plugin = plugin(RELEASES, cfg.source, "download.source") if cfg.source not in BUILTIN else None
+    if cfg.source not in BUILTIN and release_plugin is None:
         src = Path(cfg.source).expanduser().absolute()
         if src == out.absolute() or out.absolute() in src.parents:
             raise EliteError(
@@ -63,15 +68,8 @@ def run_download(cfg, toy=None) -> dict:
                 cfg.synthetic_mask_fraction,
                 cfg.seed,
             )
-        elif cfg.source == "toy":
-            from elite.toy.release import write_toy_release
-
-            from elite.toy.heldout import held_out_identities
-
-            held = held_out_identities(toy.held_out)
-            src = write_toy_release(
-                tmp / "release", cfg.split, cfg.toy_images, toy.size, cfg.seed, held, cfg.synthetic_mask_fraction
-            )
+        elif release_plugin is not None:
+            src = release_plugin(params, tmp / "release")
         elif cfg.source == "zoo":
             src = zoo_download(cfg.split, cfg.zoo_dir, cfg.max_samples, cfg.workers, cfg.retries, cfg.retry_wait)
         release = find_release(src, cfg.split)

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from elite.errors import EliteError
 from elite.io import atomic_dir, fetch_url, inside, write_json
+from elite.plugins import DREAMBENCH, plugin
 
 log = logging.getLogger(__name__)
 
@@ -438,12 +439,8 @@ def build_dreambench(params, out: str | Path | None = None) -> list[Subject]:
         work = Path(work)
         if cfg.source == "builtin":
             src = write_builtin(work / "dataset", cfg.seed, cfg.builtin_size)
-        elif cfg.source == "toy":
-            from elite.toy.dreambench import write_toy_dreambench
-
-            src = write_toy_dreambench(
-                work / "dataset", params.toy.held_out, params.toy.size, cfg.seed, cfg.toy_images
-            )
+        elif (world := plugin(DREAMBENCH, cfg.source, "dreambench.source")) is not None:
+            src = world(params, work / "dataset")
         elif cfg.source == "download":
             archive = download(cfg.url, work / "archive", cfg.sha256, cfg.retries, cfg.retry_wait)
             src = extract_dataset(archive, cfg.archive_dir, work / "dataset")

@@ -43,3 +43,9 @@ def write_toy_dreambench(out: Path, held_out: list[list[str]], size: int, seed: 
     )
     (out / CONCEPTS_FILE).write_text(json.dumps(concepts, indent=2) + "\n")
     return out
+
+
+def toy_dreambench(params, out: Path) -> Path:
+    """Plug-in `toy` of `elite.dreambench` (dreambench.source: toy): the held-out concepts in DreamBench's layout."""
+    cfg, toy = params.dreambench, params.toy
+    return write_toy_dreambench(out, toy.held_out, toy.size, cfg.seed, cfg.toy_images)

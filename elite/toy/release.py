@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from elite.data.synth import annotate, new_image_id, write_release_tables
+from elite.toy.heldout import held_out_identities
 from elite.toy.world import CLASSES, render, sample_spec
 
 # LabelName (Open Images style id, unique to the toy world) and DisplayName of each class
@@ -46,3 +47,11 @@ def write_toy_release(
         written += 1
     write_release_tables(root, split, TOY_CLASSES, boxes, segs, masks)
     return root
+
+
+def toy_release(params, out: Path) -> Path:
+    """Plug-in `toy` of `elite.releases` (download.source: toy): the toy world's scenes, none of a held-out
+    identity, in the Open Images release layout."""
+    cfg, toy = params.download, params.toy
+    held = held_out_identities(toy.held_out)
+    return write_toy_release(out, cfg.split, cfg.toy_images, toy.size, cfg.seed, held, cfg.synthetic_mask_fraction)
