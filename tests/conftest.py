@@ -28,6 +28,24 @@ os.environ.update(
 )
 
 
+# `make test` runs two pytest-xdist workers. Each has its own session folder (above), so its own MLflow store,
+# Prefect home, FiftyOne database folder and free ports; what cannot be split runs on one worker: FiftyOne
+# attaches to a database service already running on the machine, and the pipeline tests share session-scoped
+# smoke runs (built once per worker).
+XDIST_GROUPS = {
+    "fiftyone-and-pipeline": ("data/", "evaluate/test_eval_stage.py", "pipeline/", "reliability/test_faults.py"),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    tests = Path(__file__).parent
+    for item in items:
+        rel = Path(item.fspath).relative_to(tests).as_posix()
+        for group, prefixes in XDIST_GROUPS.items():
+            if rel.startswith(prefixes):
+                item.add_marker(pytest.mark.xdist_group(group))
+
+
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_SESSION_TMP, ignore_errors=True)
 
