@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -54,17 +55,91 @@ def train(stage: GlobalStage | LocalStage, profile: str) -> dict:
         torch.set_num_threads(threads)
 
 
+@dataclass
+class Run:
+    """What one stage's training holds: the accelerator, the models, the optimiser and the data."""
+
+    accelerator: Accelerator
+    frozen: object
+    elite: torch.nn.Module
+    module: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    trainable: list[torch.nn.Parameter]
+    dataset: object
+    encoder_src: str
+    init_dir: Path
+    effective_batch: int
+    lr: float
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def write_weights(self, directory: Path) -> None:
+        save_weights(self.accelerator.unwrap_model(self.module).elite, directory, self.encoder_src)
+
+
+@dataclass
+class Progress:
+    """Where the stage stands: the step to start after, the history, the last checkpoint, the MLflow run."""
+
+    start: int = 0
+    history: list[dict] = field(default_factory=list)
+    last_good: Path | None = None
+    run_id: str | None = None
+    images: int = 0
+    seconds: float = 0.0
+
+
 def _train(stage: GlobalStage | LocalStage, profile: str) -> dict:
     cfg = stage.cfg
     started = time.perf_counter()
+    run = _setup(stage)
+    ckpt_dir, fp = Path(cfg.checkpoint_dir), fingerprint(stage.name, cfg, run.init_dir)
+    progress = _resume(stage, run, ckpt_dir, fp)
+    params = {
+        "profile": profile,
+        **{f"{stage.name}.{k}": v for k, v in cfg.model_dump().items()},
+        "num_processes": run.accelerator.num_processes,
+        "effective_batch_size": run.effective_batch,
+        "effective_learning_rate": run.lr,
+    }
+    from elite.tracking import stage_run
+
+    logged = stage_run(stage.name, params, resume_run_id=progress.run_id, datasets=[(cfg.manifest, "training")])
+    with logged if run.main else nullcontext() as mlflow_run:
+        mlflow = _mlflow() if run.main else None
+        run_id = mlflow_run.info.run_id if run.main else None
+        _steps(stage, run, progress, {"stage": stage.name, "fingerprint": fp, "mlflow_run_id": run_id}, mlflow)
+        metrics = {
+            "stage": stage.name,
+            "steps": cfg.max_steps,
+            "resumed_from_step": progress.start,
+            "num_processes": run.accelerator.num_processes,
+            "effective_batch_size": run.effective_batch,
+            "learning_rate": run.lr,
+            "first_loss": _mean_loss(progress.history[:10]),
+            "final_loss": _mean_loss(progress.history[-10:]),
+            "images_per_second": progress.images / progress.seconds if progress.seconds else None,
+            "wall_seconds": time.perf_counter() - started,
+        }
+        if run.main:
+            _write_outputs(stage, run, progress.history, metrics, mlflow)
+    run.accelerator.wait_for_everyone()
+    run.accelerator.end_training()
+    return metrics
+
+
+def _setup(stage: GlobalStage | LocalStage) -> Run:
+    """The accelerator, the frozen models and ELITE's trainable weights on it, the dataset, the optimiser."""
+    cfg = stage.cfg
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         cpu=not has_accelerator(),
     )
-    main = accelerator.is_main_process
     set_seed(cfg.seed + accelerator.process_index)
-
     rows = read_manifest(cfg.manifest, stage.need_mask)
     init_dir = Path(cfg.init)
     init = EliteModel.from_pretrained(init_dir)
@@ -72,19 +147,7 @@ def _train(stage: GlobalStage | LocalStage, profile: str) -> dict:
     frozen = load_frozen(cfg.base, encoder_src, accelerator.device, DTYPES[cfg.mixed_precision])
     elite = stage.build(init, frozen).to(accelerator.device)
     elite.attach(frozen.unet, use_local=stage.need_mask)
-
-    cache = None
-    if getattr(cfg, "cache_latents", False):
-        if cfg.crop_pad[0] != cfg.crop_pad[1]:
-            raise EliteError(
-                f"{stage.name}.cache_latents needs a fixed crop_pad [n, n] (cached targets are not augmented)"
-            )
-        cache = LatentCache(cfg.cache_dir, rows, Path(cfg.base) / "vae", cfg.resolution, cfg.crop_pad[0])
-    clip = ClipSpec(frozen.image_processor)
-    dataset = stage.dataset(rows, frozen, clip, cache)
-    if cache is not None:
-        encoded = cache.build(stage.dataset(rows, frozen, clip), frozen.vae, accelerator, cfg.batch_size)
-        log.info("latent cache %s: %d new of %d", cache.dir, encoded, len(rows))
+    dataset = _dataset(stage, rows, frozen, accelerator)
 
     procs, accum = accelerator.num_processes, cfg.gradient_accumulation_steps
     effective_batch, lr = cfg.effective_batch(procs), cfg.effective_learning_rate(procs)
@@ -104,130 +167,114 @@ def _train(stage: GlobalStage | LocalStage, profile: str) -> dict:
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # constant LR (the paper's)
     module, optimizer = accelerator.prepare(stage.module_class(elite, frozen, cfg), optimizer)
+    return Run(
+        accelerator, frozen, elite, module, optimizer, scheduler, trainable, dataset, encoder_src, init_dir,
+        effective_batch, lr,
+    )  # fmt: skip
 
-    ckpt_dir = Path(cfg.checkpoint_dir)
-    fp = fingerprint(stage.name, cfg, init_dir)
-    if main:
+
+def _dataset(stage: GlobalStage | LocalStage, rows: list, frozen, accelerator: Accelerator):
+    """The stage's dataset, reading VAE latents from a cache (built first) when `cache_latents` is on."""
+    cfg = stage.cfg
+    clip = ClipSpec(frozen.image_processor)
+    if not getattr(cfg, "cache_latents", False):
+        return stage.dataset(rows, frozen, clip, None)
+    if cfg.crop_pad[0] != cfg.crop_pad[1]:
+        raise EliteError(
+            f"{stage.name}.cache_latents needs a fixed crop_pad [n, n] (cached targets are not augmented)"
+        )
+    cache = LatentCache(cfg.cache_dir, rows, Path(cfg.base) / "vae", cfg.resolution, cfg.crop_pad[0])
+    dataset = stage.dataset(rows, frozen, clip, cache)
+    encoded = cache.build(stage.dataset(rows, frozen, clip), frozen.vae, accelerator, cfg.batch_size)
+    log.info("latent cache %s: %d new of %d", cache.dir, encoded, len(rows))
+    return dataset
+
+
+def _resume(stage: GlobalStage | LocalStage, run: Run, ckpt_dir: Path, fp: str) -> Progress:
+    """The newest checkpoint of this fingerprint, loaded into the run (else a fresh start)."""
+    if run.main:
         clean_partial(ckpt_dir)
-    accelerator.wait_for_everyone()
-    ckpt = find_resumable(ckpt_dir, fp, cfg.max_steps)
-    history: list[dict] = []
-    start, last_good, run_id = 0, None, None
-    if ckpt is not None:
-        history = load_checkpoint(ckpt, elite, optimizer, scheduler, accelerator)
-        start, last_good, run_id = ckpt.step, ckpt.path, ckpt.state.get("mlflow_run_id")
-        accelerator.print(f"{stage.name}: resuming from {ckpt.path} (step {start} of {cfg.max_steps})")
+    run.accelerator.wait_for_everyone()
+    ckpt = find_resumable(ckpt_dir, fp, stage.cfg.max_steps)
+    if ckpt is None:
+        return Progress()
+    history = load_checkpoint(ckpt, run.elite, run.optimizer, run.scheduler, run.accelerator)
+    run.accelerator.print(f"{stage.name}: resuming from {ckpt.path} (step {ckpt.step} of {stage.cfg.max_steps})")
+    return Progress(ckpt.step, history, ckpt.path, ckpt.state.get("mlflow_run_id"))
 
-    def write_weights(directory: Path) -> None:
-        save_weights(accelerator.unwrap_model(module).elite, directory, encoder_src)
 
-    params = {
-        "profile": profile,
-        **{f"{stage.name}.{k}": v for k, v in cfg.model_dump().items()},
-        "num_processes": procs,
-        "effective_batch_size": effective_batch,
-        "effective_learning_rate": lr,
-    }
-    from elite.tracking import stage_run
+def _steps(stage: GlobalStage | LocalStage, run: Run, progress: Progress, state: dict, mlflow) -> None:
+    """From progress.start to max_steps: optimiser steps, MLflow metrics, checkpoints and sample grids."""
+    cfg, accelerator = stage.cfg, run.accelerator
+    accum, procs = cfg.gradient_accumulation_steps, accelerator.num_processes
+    concepts = sample_concepts(cfg, run.dataset, stage.need_mask) if run.main and cfg.sample_every else []
+    if concepts:
+        mlflow.log_dict({"rows": [c.name for c in concepts]}, "sample_concepts.json")  # the grids' rows, in order
+    loader = DataLoader(
+        run.dataset,
+        batch_size=cfg.batch_size,
+        collate_fn=collate,
+        num_workers=cfg.num_workers,
+        sampler=DrawSampler(
+            progress.start * accum, cfg.max_steps * accum, cfg.batch_size, accelerator.process_index, procs
+        ),
+    )
+    batches = iter(loader)
+    bar_total = tqdm(
+        total=cfg.max_steps, initial=progress.start, desc=stage.name, disable=not accelerator.is_local_main_process
+    )
+    with bar_total as bar:
+        for step in range(progress.start + 1, cfg.max_steps + 1):
+            tick = time.perf_counter()
+            try:
+                mean, grad_norm = _optimizer_step(accelerator, run.module, run.optimizer, batches, run.trainable, cfg)
+            except FloatingPointError as exc:
+                good = str(progress.last_good) if progress.last_good else "none (no checkpoint written yet)"
+                raise EliteError(
+                    f"{stage.name}: loss is {exc} at step {step}; last good checkpoint: {good}; "
+                    f"lower {stage.name}.learning_rate or fix the data, then run again to resume"
+                ) from None
+            run.scheduler.step()
+            seconds = time.perf_counter() - tick
+            progress.images, progress.seconds = progress.images + run.effective_batch, progress.seconds + seconds
+            row = {
+                "step": step,
+                "loss": mean[0],
+                "loss_ldm": mean[1],
+                "loss_reg": mean[2],
+                "lr": run.scheduler.get_last_lr()[0],
+                "grad_norm": float(grad_norm),
+                "images_per_second": run.effective_batch / seconds,
+            }
+            progress.history.append(row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+            if run.main:
+                mlflow.log_metrics({k: v for k, v in row.items() if k != "step" and math.isfinite(v)}, step=step)
+            if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+                progress.last_good = save_checkpoint(
+                    accelerator, Path(cfg.checkpoint_dir), step, run.write_weights, run.optimizer, run.scheduler,
+                    progress.history, state, cfg.keep_checkpoints,
+                )  # fmt: skip
+                accelerator.print(f"{stage.name}: checkpoint {progress.last_good} written")
+            if run.main and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.max_steps):
+                _log_sample(accelerator, run.module, run.frozen, concepts, stage, step, mlflow)
 
-    logged = stage_run(stage.name, params, resume_run_id=run_id, datasets=[(cfg.manifest, "training")])
-    with logged if main else nullcontext() as run:
-        mlflow = _mlflow() if main else None
-        concepts = sample_concepts(cfg, dataset, stage.need_mask) if main and cfg.sample_every else []
-        if concepts:
-            mlflow.log_dict({"rows": [c.name for c in concepts]}, "sample_concepts.json")  # the grids' rows, in order
-        loader = DataLoader(
-            dataset,
-            batch_size=cfg.batch_size,
-            collate_fn=collate,
-            num_workers=cfg.num_workers,
-            sampler=DrawSampler(
-                start * accum, cfg.max_steps * accum, cfg.batch_size, accelerator.process_index, procs
-            ),
-        )
-        batches = iter(loader)
-        progress = tqdm(
-            total=cfg.max_steps, initial=start, desc=stage.name, disable=not accelerator.is_local_main_process
-        )
-        with progress as bar:
-            run_images, run_seconds = 0, 0.0
-            for step in range(start + 1, cfg.max_steps + 1):
-                tick = time.perf_counter()
-                try:
-                    mean, grad_norm = _optimizer_step(accelerator, module, optimizer, batches, trainable, cfg)
-                except FloatingPointError as exc:
-                    good = str(last_good) if last_good else "none (no checkpoint written yet)"
-                    raise EliteError(
-                        f"{stage.name}: loss is {exc} at step {step}; last good checkpoint: {good}; "
-                        f"lower {stage.name}.learning_rate or fix the data, then run again to resume"
-                    ) from None
-                scheduler.step()
-                seconds = time.perf_counter() - tick
-                run_images, run_seconds = run_images + effective_batch, run_seconds + seconds
-                row = {
-                    "step": step,
-                    "loss": mean[0],
-                    "loss_ldm": mean[1],
-                    "loss_reg": mean[2],
-                    "lr": scheduler.get_last_lr()[0],
-                    "grad_norm": float(grad_norm),
-                    "images_per_second": effective_batch / seconds,
-                }
-                history.append(row)
-                bar.update(1)
-                bar.set_postfix(loss=f"{row['loss']:.4f}")
-                if main:
-                    mlflow.log_metrics({k: v for k, v in row.items() if k != "step" and math.isfinite(v)}, step=step)
-                if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-                    state = {
-                        "stage": stage.name,
-                        "fingerprint": fp,
-                        "mlflow_run_id": run.info.run_id if main else None,
-                    }
-                    last_good = save_checkpoint(
-                        accelerator,
-                        ckpt_dir,
-                        step,
-                        write_weights,
-                        optimizer,
-                        scheduler,
-                        history,
-                        state,
-                        cfg.keep_checkpoints,
-                    )
-                    accelerator.print(f"{stage.name}: checkpoint {last_good} written")
-                if main and cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.max_steps):
-                    _log_sample(accelerator, module, frozen, concepts, stage, step, mlflow)
 
-        metrics = {
-            "stage": stage.name,
-            "steps": cfg.max_steps,
-            "resumed_from_step": start,
-            "num_processes": procs,
-            "effective_batch_size": effective_batch,
-            "learning_rate": lr,
-            "first_loss": _mean_loss(history[:10]),
-            "final_loss": _mean_loss(history[-10:]),
-            "images_per_second": run_images / run_seconds if run_seconds else None,
-            "wall_seconds": time.perf_counter() - started,
-        }
-        if main:
-            write_weights(Path(cfg.out))
-            write_json(Path(cfg.metrics), metrics)
-            with atomic_file(Path(cfg.plot)) as tmp:
-                write_history(history, tmp)
-            mlflow.log_metrics(
-                {f"final_{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
-            )
-            mlflow.log_artifacts(cfg.out, artifact_path="weights")
-            mlflow.log_artifact(cfg.metrics)
-            accelerator.print(
-                f"{stage.name}: weights written to {cfg.out} (loss {metrics['first_loss']:.4f} -> "
-                f"{metrics['final_loss']:.4f} over {len(history)} steps)"
-            )
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return metrics
+def _write_outputs(stage: GlobalStage | LocalStage, run: Run, history: list[dict], metrics: dict, mlflow) -> None:
+    """The main process's outputs: weights, metrics, the loss history (plot), and their MLflow records."""
+    cfg = stage.cfg
+    run.write_weights(Path(cfg.out))
+    write_json(Path(cfg.metrics), metrics)
+    with atomic_file(Path(cfg.plot)) as tmp:
+        write_history(history, tmp)
+    mlflow.log_metrics({f"final_{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None})
+    mlflow.log_artifacts(cfg.out, artifact_path="weights")
+    mlflow.log_artifact(cfg.metrics)
+    run.accelerator.print(
+        f"{stage.name}: weights written to {cfg.out} (loss {metrics['first_loss']:.4f} -> "
+        f"{metrics['final_loss']:.4f} over {len(history)} steps)"
+    )
 
 
 def _optimizer_step(accelerator, module, optimizer, batches, trainable, cfg) -> tuple[list[float], torch.Tensor]:
