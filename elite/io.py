@@ -167,7 +167,7 @@ def load_state(path: Path) -> object:
     try:
         with safe_open(str(path), framework="pt") as f:
             tree = json.loads((f.metadata() or {})["elite_state"])
-            tensors = {k: f.get_tensor(k) for k in f}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     except (SafetensorError, KeyError) as exc:
         raise ValueError(f"{path}: not a state file ({exc})") from None
 
