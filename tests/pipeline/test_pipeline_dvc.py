@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -185,8 +186,6 @@ def test_a_second_machine_pulls_the_run_from_the_team_storage_pair(smoke_run, se
     the same bucket (a local folder stands in for s3://...). The register stage registers into the server, the
     checkout pushes; a fresh clone pulls every output, and the model it pulls from the registry holds the
     same weights as the ones DVC gave it."""
-    import mlflow
-
     bucket = session_tmp / "team-bucket"
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
@@ -215,8 +214,10 @@ def test_a_second_machine_pulls_the_run_from_the_team_storage_pair(smoke_run, se
 
         report = json.loads((clone / "metrics/register.json").read_text())
         model_uri = f"models:/{report['model_name']}@champion"
-        pulled = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(session_tmp / "champion"),
-                                                          tracking_uri=uri))  # fmt: skip
+        fetch = "import mlflow, sys; print(mlflow.artifacts.download_artifacts(sys.argv[1], dst_path=sys.argv[2]))"
+        got = run([sys.executable, "-c", fetch, model_uri, str(session_tmp / "champion")], clone, clone_env)
+        assert got.returncode == 0, got.stderr[-2000:]  # the second machine, MLFLOW_TRACKING_URI = the server
+        pulled = Path(got.stdout.strip().splitlines()[-1])
     registered = [p for p in pulled.rglob("elite.safetensors")]
     assert len(registered) == 1, sorted(str(p) for p in pulled.rglob("*"))
     assert registered[0].read_bytes() == (clone / "models/elite/elite.safetensors").read_bytes()
