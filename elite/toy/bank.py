@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from elite.images import signed_pixels
 from elite.toy.world import CLASSES, COLOURS, PATTERNS, SCENES, SceneSpec, render, sample_spec
 from elite.train.templates import TEMPLATES
 
@@ -55,7 +56,7 @@ def make_bank(
         specs.append(spec)
         images.append(torch.from_numpy(r.image))
         masks.append(torch.from_numpy(r.masks[0]))
-    img = torch.stack(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    img = signed_pixels(torch.stack(images).numpy())
     return Bank(img, torch.stack(masks), specs)
 
 

@@ -23,15 +23,9 @@ import torch
 from albumentations.augmentations.geometric import functional as AF
 from PIL import Image
 
+from elite.images import signed_pixels
+
 REFLECT_101 = cv2.BORDER_REFLECT_101  # albumentations 1.3.0's border for Rotate and ElasticTransform ("dcb|abcd")
-
-
-def to_tensor01(img: Image.Image) -> torch.Tensor:
-    """PIL RGB or L -> (C, H, W) float in [0, 1]."""
-    arr = np.asarray(img, dtype=np.float32) / 255.0
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
 def padded_box(box, size: tuple[int, int], pad: int) -> tuple[int, int, int, int]:
@@ -62,7 +56,7 @@ def mask_box(mask: Image.Image) -> tuple[int, int, int, int]:
 
 def target_tensor(img: Image.Image, resolution: int) -> torch.Tensor:
     """The diffusion target: resized to resolution x resolution (bicubic), values in [-1, 1]."""
-    return to_tensor01(img.convert("RGB").resize((resolution, resolution), Image.BICUBIC)) * 2 - 1
+    return signed_pixels(img.convert("RGB").resize((resolution, resolution), Image.BICUBIC))
 
 
 def affine_control_points(height: int, width: int) -> np.ndarray:
