@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from browser import chrome, screenshot
 from PIL import Image
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -73,10 +73,23 @@ def gallery_images(driver) -> list[str] | None:
         return None
 
 
-def progress(driver, *patterns: str) -> str | bool:
-    """The gallery's text when all `patterns` are in it at once (one look), else False."""
-    text = text_of(driver, "gallery")
-    return text if text is not None and all(re.search(p, text) for p in patterns) else False
+def until_progress(driver, *patterns: str, timeout: float = 120) -> str:
+    """Wait (polling every 0.1 s) until one look at the gallery's text finds all `patterns` at once; returns that
+    text. On a timeout the test fails with the last text seen, so that a slow machine can be told from a page
+    that shows something else."""
+    seen: list[str] = []
+
+    def look(d) -> str | bool:
+        text = text_of(d, "gallery")
+        if text is None:
+            return False
+        seen[:] = [text]
+        return text if all(re.search(p, text) for p in patterns) else False
+
+    try:
+        return waiter(driver, timeout).until(look)
+    except TimeoutException:
+        pytest.fail(f"gallery without {patterns} after {timeout} s; last seen: {seen[0] if seen else None!r}")
 
 
 def fill(driver, values: dict[str, object], timeout: float = 120) -> None:
@@ -176,7 +189,7 @@ def test_upload_click_mask_generate(demo_url, concept_image, smoke_models, bad_f
         wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "#steps input[type=number]")))
         fill(driver, {"#prompt textarea": "a S* on the beach", **numbers(steps=150)})
         click(driver, "#generate")
-        waiter(driver).until(lambda d: progress(d, r"image 1 of 1: sampling\s*-\s*[\d.]+%", r"\b\d+/150\s+steps"))
+        until_progress(driver, r"image 1 of 1: sampling\s*-\s*[\d.]+%", r"\b\d+/150\s+steps")
         driver.execute_script("arguments[0].scrollIntoView()", css("#gallery"))
         screenshot(driver, "demo-progress")
         (result,) = wait.until(lambda d: gallery_images(d))
@@ -256,7 +269,7 @@ def test_drop_examples_settings_progress_queue_and_cancel(demo_url, concept_imag
         wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#randomize input").is_selected())
         fill(driver, {"#negative textarea": "blurry, low quality", **numbers(width=48, height=80, steps=30, num=2)})
         click(driver, "#generate")
-        fast.until(lambda d: progress(d, r"image [12] of 2: sampling\s*-\s*[\d.]+%", r"\b\d+/30\s+steps"))
+        until_progress(driver, r"image [12] of 2: sampling\s*-\s*[\d.]+%", r"\b\d+/30\s+steps")
         driver.execute_script("arguments[0].scrollIntoView()", css("#gallery"))
         screenshot(driver, "demo-progress-2")
         both = wait.until(lambda d: (c := captions(d)) is not None and len(c) == 2 and c)
@@ -274,7 +287,7 @@ def test_drop_examples_settings_progress_queue_and_cancel(demo_url, concept_imag
         fast.until(lambda d: job.status().code.name in ("PROCESSING", "PROGRESS", "ITERATING"))
         fill(driver, numbers(num=1))
         click(driver, "#generate")
-        fast.until(lambda d: progress(d, r"queue: \d+/\d+"))
+        until_progress(driver, r"queue: \d+/\d+")
         screenshot(driver, "demo-queue")
         job.cancel()
         wait.until(lambda d: (c := captions(d)) is not None and len(c) == 1)  # this page's turn came: its one image
@@ -282,7 +295,7 @@ def test_drop_examples_settings_progress_queue_and_cancel(demo_url, concept_imag
         # Cancel: a long generation stops (after the image in progress); the page then generates again
         fill(driver, numbers(steps=150, num=8))
         click(driver, "#generate")
-        fast.until(lambda d: progress(d, r"image \d of 8"))
+        until_progress(driver, r"image \d of 8")
         click(driver, "#cancel")
 
         def stopped(d):  # the progress gone from the gallery: the captions of the images it holds (maybe none)
