@@ -205,13 +205,15 @@ class ElitePipeline(DiffusionPipeline):
         allow_bare_s: bool = False,
         return_dict: bool = True,
         multi_concept: str = "per_concept",
+        negative_prompt: str | None = None,
     ) -> ImagePipelineOutput | tuple:
         """Generate images for `prompt` (which contains S*) with the encoded concept.
 
         Two (or more) concepts: `concept=[c1, c2]` and a prompt with S1* and S2*, once each.
         `multi_concept="per_concept"` weights each concept's local branch by its own w0's attention map
         (Eq. 8 per concept); "naive" (the baseline) puts all local tokens in one branch weighted by the sum
-        of the w0 maps (elite.concepts).
+        of the w0 maps (elite.concepts). `negative_prompt` (plain text, no S*) replaces the empty prompt of
+        classifier-free guidance's unconditional half.
         Defaults are the paper's: LMS, 100 steps, guidance 5, lambda 0.8 (0.6 suits editing prompts).
         Classifier-free guidance runs both halves in one batched UNet call per step. A list of generators,
         one per image, makes each image the same as when it is generated alone with its generator.
@@ -222,8 +224,10 @@ class ElitePipeline(DiffusionPipeline):
         concepts = as_concepts(concept)
         size = self.unet.config.sample_size * self.vae_scale_factor
         height, width = height or size, width or size
-        if height % self.vae_scale_factor or width % self.vae_scale_factor:
-            raise EliteError(f"height and width must be multiples of {self.vae_scale_factor}, got {height}x{width}")
+        if min(height, width) < 1 or height % self.vae_scale_factor or width % self.vae_scale_factor:
+            raise EliteError(
+                f"height and width must be positive multiples of {self.vae_scale_factor}, got {height}x{width}"
+            )
         sched = make_scheduler(scheduler or self.scheduler, self.scheduler.config)
         device, dtype = self._execution_device, self.unet.dtype
 
@@ -235,7 +239,7 @@ class ElitePipeline(DiffusionPipeline):
             raise EliteError(f"got {len(generator)} generators for {n} images; pass one per image or a single one")
         cfg = guidance_scale > 1.0
         if cfg:
-            uncond = unconditional_states(self.tokenizer, self.text_encoder, device)
+            uncond = unconditional_states(self.tokenizer, self.text_encoder, device, negative_prompt or "")
             text = _each(text, lambda t: torch.cat([uncond.expand(n, -1, -1), t]))
         cond = local_conditioning(concepts, multi_concept, lam, slots, cfg, dtype)._replace(
             text=_each(text, lambda t: t.to(dtype))
@@ -347,9 +351,12 @@ def encode_prompts(
     return {key: encode(word) for key, word in one.layer_words.items()}, slots
 
 
-def unconditional_states(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, device) -> torch.Tensor:
-    """(1, 77, D) text states of the empty prompt: the unconditional half of classifier-free guidance."""
-    return text_encoder(tokenize_plain(tokenizer, [""]).to(device)).last_hidden_state
+def unconditional_states(
+    tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, device, negative_prompt: str = ""
+) -> torch.Tensor:
+    """(1, 77, D) text states of the negative prompt (default: the empty prompt): the unconditional half of
+    classifier-free guidance."""
+    return text_encoder(tokenize_plain(tokenizer, [negative_prompt]).to(device)).last_hidden_state
 
 
 def local_conditioning(

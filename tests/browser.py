@@ -41,8 +41,19 @@ def chrome(width: int = 1400, height: int = 1000):
         driver.quit()
 
 
-def screenshot(driver, name: str) -> Path:
+def screenshot(driver, name: str, full_page: bool = False) -> Path:
+    """The window (or, with full_page, the whole page at the window's width) as tests/artifacts/<name>.png."""
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    driver.save_screenshot(str(path))
+    if full_page:
+        width, height = driver.execute_script(
+            "return [window.innerWidth, document.documentElement.scrollHeight, window.scrollTo(0, 0)]"
+        )[:2]
+        metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    try:
+        driver.save_screenshot(str(path))
+    finally:
+        if full_page:
+            driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -21,7 +22,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument(
         "--host",
         default="127.0.0.1",
-        help="address to listen on (default: %(default)s; all interfaces only if you mean it)",
+        help="address to listen on (default: %(default)s); any other than loopback needs --auth (or --insecure)",
+    )
+    d.add_argument(
+        "--auth",
+        action="append",
+        metavar="USER:PASSWORD",
+        help="a login for the page and its API (repeatable); ELITE_DEMO_AUTH=USER:PASSWORD[,...] or --auth-file "
+        "keep the password out of `ps`",
+    )
+    d.add_argument("--auth-file", metavar="FILE", help="logins, one USER:PASSWORD per line (# comments)")
+    d.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve a non-loopback --host without a login (anyone who reaches the port can use the model)",
     )
     d.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
     which = d.add_mutually_exclusive_group()
@@ -52,10 +66,24 @@ def model_source(args, params) -> str:
     )
 
 
+def log_to_stderr(logger: logging.Logger) -> None:
+    """The demo's log (one line per refused input, a stack trace only for our own bugs) on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def demo_cmd(args) -> None:
     params = load_params(args.params, args.profile)
     if not 0 < args.port < 65536:
         raise EliteError(f"--port {args.port}: choose a port between 1 and 65535")
+    from elite.demo.auth import check_exposure, credentials
+
+    logins = credentials(args.auth, args.auth_file)
+    check_exposure(args.host, logins, args.insecure)  # before any model is loaded
+    log_to_stderr(logging.getLogger("elite.demo"))
     from elite.demo.app import Demo, launch
     from elite.demo.examples import find_examples
     from elite.demo.model import Defaults, DemoModel
@@ -85,17 +113,16 @@ def demo_cmd(args) -> None:
     except EliteError as exc:  # the page still opens and says how to fix it
         error = str(exc)
         print(f"warning: {error}", file=sys.stderr)
-    if model is not None:
-        model.pipe.set_progress_bar_config(disable=False, leave=False, desc="sampling")  # the page follows this bar
     reg = params.register
     defaults = (
         model.defaults
         if model
         else Defaults(reg.lam, reg.steps, reg.guidance, reg.seed, reg.scheduler, reg.allow_bare_s)
     )
+    login = f", {len(logins)} login{'s' * (len(logins) != 1)}" if logins else ""
     print(
-        f"ELITE demo on http://{args.host}:{args.port} ({len(examples)} examples); Ctrl-C stops it",
+        f"ELITE demo on http://{args.host}:{args.port} ({len(examples)} examples{login}); Ctrl-C stops it",
         file=sys.stderr,
         flush=True,
     )
-    launch(Demo(model, defaults, segmenter, examples, error), args.host, args.port)
+    launch(Demo(model, defaults, segmenter, examples, error), args.host, args.port, auth=logins or None)

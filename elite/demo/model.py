@@ -26,6 +26,14 @@ class Defaults:
     seed: int
     scheduler: str
     allow_bare_s: bool
+    size: int = 512  # the model's output side (pixels), the page's default width and height
+    size_step: int = 8  # width and height are multiples of this (the VAE's scale factor)
+
+    def size_range(self) -> tuple[int, int]:
+        """The page's width/height limits: half to one and a half times the model's size, in whole steps."""
+        return max(self.size_step, self.size // 2 // self.size_step * self.size_step), (
+            self.size * 3 // 2 // self.size_step * self.size_step
+        )
 
 
 def registry_uri(name: str, alias: str | None, version: int | None) -> str:
@@ -58,7 +66,14 @@ class DemoModel:
             scheduler=str(config["scheduler"]),
             allow_bare_s=bool(config.get("allow_bare_s", False)),
         )
-        self.pipe = None  # the loaded ElitePipeline, for progress bars
+        self.pipe = None  # the loaded ElitePipeline, for progress bars and its output size
+
+    def attach(self, pipe) -> DemoModel:
+        """The loaded pipeline: its output size becomes the page's default width and height."""
+        self.pipe = pipe
+        self.defaults.size_step = int(pipe.vae_scale_factor)
+        self.defaults.size = int(pipe.unet.config.sample_size) * self.defaults.size_step
+        return self
 
     @classmethod
     def from_registry(cls, uri: str) -> DemoModel:
@@ -79,9 +94,7 @@ class DemoModel:
             raise EliteError(
                 f"{uri}: cannot load it from the registry ({exc.message.splitlines()[0][:300]})"
             ) from None
-        model = cls(loaded.predict, loaded.model_config, uri)
-        model.pipe = loaded.unwrap_python_model().pipe
-        return model
+        return cls(loaded.predict, loaded.model_config, uri).attach(loaded.unwrap_python_model().pipe)
 
     @classmethod
     def from_weights(cls, weights: str | Path, base: str | Path, params) -> DemoModel:
@@ -108,11 +121,13 @@ class DemoModel:
         }
         pyfunc = ElitePyfunc()
         pyfunc.load_context(PythonModelContext(artifacts={WEIGHTS: str(weights)}, model_config=config))
-        model = cls(lambda frame, p: pyfunc.predict(None, frame, p), config, str(weights))
-        model.pipe = pyfunc.pipe
-        return model
+        return cls(lambda frame, p: pyfunc.predict(None, frame, p), config, str(weights)).attach(pyfunc.pipe)
 
-    def generate(
+    def generate(self, *args, **kwargs) -> list[Image.Image]:
+        """All the images of `each_image` (same arguments) at once."""
+        return list(self.each_image(*args, **kwargs))
+
+    def each_image(
         self,
         image: str | Path,
         mask: str | Path | None,
@@ -126,9 +141,14 @@ class DemoModel:
         progress=None,
         image2: str | Path | None = None,
         mask2: str | Path | None = None,
-    ) -> list[Image.Image]:
-        """`num_images` images; image i uses seed + i (so `elite generate --seed S+i` reproduces each one).
-        With `image2` a second concept (the prompt names them S1* and S2*; a version-2 request row).
+        negative_prompt: str | None = None,
+        width: int | None = None,
+        height: int | None = None,
+    ):
+        """Yield `num_images` images, one at a time; image i uses seed + i (so `elite generate --seed S+i`
+        reproduces each one). With `image2` a second concept (the prompt names them S1* and S2*; a version-2
+        request row). `negative_prompt`, `width` and `height` go into the row only when given (a model
+        registered before these columns existed answers requests without them).
         Bad input raises EliteError (the pyfunc's message, without its row number)."""
         from mlflow.exceptions import MlflowException
 
@@ -144,15 +164,18 @@ class DemoModel:
         if image2 is not None:
             row = {k: v for k, v in row.items() if k not in ("image", "mask")}
             row.update(version=2, concepts=encode_concepts([[(image, mask)], [(image2, mask2)]]))
-        images = []
+        optional = {"negative_prompt": negative_prompt or None, "width": width, "height": height}
+        row.update({k: v for k, v in optional.items() if v is not None})
         for i in range(num_images):
             if progress is not None:
-                progress((i, num_images), desc=f"image {i + 1} of {num_images}")
+                desc = f"image {i + 1} of {num_images}"
+                progress((i, num_images), desc=desc)
+                if self.pipe is not None:  # the sampler's bar, which the page follows, names the image too
+                    self.pipe.set_progress_bar_config(disable=False, leave=False, desc=f"{desc}: sampling")
             try:
                 out = self._predict(pd.DataFrame([{**row, "seed": int(seed) + i}]), {"scheduler": scheduler})
             except MlflowException as exc:
                 raise EliteError(
                     exc.message.split(": ", 1)[-1] if exc.message.startswith("row ") else exc.message
                 ) from None
-            images.append(decode_png(out["image"][0]))
-        return images
+            yield decode_png(out["image"][0])

@@ -36,6 +36,14 @@ class TokenizedPrompt:
         return self.slots[0]
 
 
+SHOWN_CHARS = 80  # a longer prompt is named by its length in messages, not echoed
+
+
+def shown(prompt: str) -> str:
+    """The prompt as error messages quote it: repr() when short, else its length (one readable line)."""
+    return repr(prompt) if len(prompt) <= SHOWN_CHARS else f"of {len(prompt):,} characters"
+
+
 def placeholder_names(num_concepts: int) -> list[str]:
     """How the prompt names the concepts: S* for one, S1* S2* ... for several."""
     return [PLACEHOLDER] if num_concepts == 1 else [f"S{i}*" for i in range(1, num_concepts + 1)]
@@ -54,35 +62,41 @@ def find_placeholders(prompt: str, num_concepts: int = 1, allow_bare_s: bool = F
     numbered = list(_NUMBERED.finditer(prompt))
     if num_concepts == 1:
         if numbered:
-            raise EliteError(f"prompt {prompt!r} uses {numbered[0].group(0)} (numbered placeholders are for several "
-                             f"concepts) but one concept was given: write S* or give a second concept "
-                             f"(--image2; concept=[c1, c2])")
+            raise EliteError(
+                f"prompt {shown(prompt)} uses {numbered[0].group(0)} (numbered placeholders are for several "
+                f"concepts) but one concept was given: write S* or give a second concept "
+                f"(--image2; concept=[c1, c2])"
+            )
         pattern = _STAR_OR_S if allow_bare_s else _STAR
         found = list(pattern.finditer(prompt))
         accepted = "'S*' or 'S'" if allow_bare_s else "'S*'"
         if not found:
-            raise EliteError(f"prompt {prompt!r} has no placeholder: write {accepted} where the concept goes")
+            raise EliteError(f"prompt {shown(prompt)} has no placeholder: write {accepted} where the concept goes")
         if len(found) > 1:
-            raise EliteError(f"prompt {prompt!r} has {len(found)} placeholders; use exactly one {accepted}")
+            raise EliteError(f"prompt {shown(prompt)} has {len(found)} placeholders; use exactly one {accepted}")
         return found
     names = placeholder_names(num_concepts)
     wanted = f"write {', '.join(names[:-1])} and {names[-1]}, once each"
     plain = list(_STAR.finditer(prompt))
     if plain:
-        raise EliteError(f"prompt {prompt!r} has S* but {num_concepts} concepts were given: {wanted}")
+        raise EliteError(f"prompt {shown(prompt)} has S* but {num_concepts} concepts were given: {wanted}")
     if len(numbered) > num_concepts:
-        raise EliteError(f"prompt {prompt!r} has {len(numbered)} placeholders for {num_concepts} concepts: {wanted}")
+        raise EliteError(
+            f"prompt {shown(prompt)} has {len(numbered)} placeholders for {num_concepts} concepts: {wanted}"
+        )
     by_name: dict[str, re.Match] = {}
     for match in numbered:
         name = match.group(0)
         if name not in names:
-            raise EliteError(f"prompt {prompt!r} uses {name} but {num_concepts} concepts were given: {wanted}")
+            raise EliteError(f"prompt {shown(prompt)} uses {name} but {num_concepts} concepts were given: {wanted}")
         if name in by_name:
-            raise EliteError(f"prompt {prompt!r} has {name} more than once: {wanted}")
+            raise EliteError(f"prompt {shown(prompt)} has {name} more than once: {wanted}")
         by_name[name] = match
     missing = [n for n in names if n not in by_name]
     if missing:
-        raise EliteError(f"prompt {prompt!r} has no {missing[0]} for concept {names.index(missing[0]) + 1}: {wanted}")
+        raise EliteError(
+            f"prompt {shown(prompt)} has no {missing[0]} for concept {names.index(missing[0]) + 1}: {wanted}"
+        )
     return [by_name[n] for n in names]
 
 
@@ -104,11 +118,12 @@ def tokenize_with_placeholder(
     limit = tokenizer.model_max_length
     if len(ids) > limit:
         raise EliteError(
-            f"prompt {prompt!r} is {len(ids)} tokens with the concept word(s); the text encoder takes {limit}: shorten it"
+            f"prompt {shown(prompt)} is {len(ids)} tokens with the concept word(s); the text encoder takes {limit}: shorten it"
         )
     ids += [tokenizer.pad_token_id] * (limit - len(ids))
-    return TokenizedPrompt(torch.tensor(ids, dtype=torch.long), slots=tuple(starts[m.start()] for m in matches),
-                           num_slots=num_slots)
+    return TokenizedPrompt(
+        torch.tensor(ids, dtype=torch.long), slots=tuple(starts[m.start()] for m in matches), num_slots=num_slots
+    )
 
 
 def tokenize_plain(tokenizer: CLIPTokenizer, prompts: list[str]) -> torch.Tensor:

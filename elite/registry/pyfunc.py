@@ -19,6 +19,8 @@ versioned by the row's `version` (absent = 1, so requests written before version
 | steps         | number | no      | sampling steps (a whole number)                                  |
 | guidance      | number | no      | classifier-free guidance scale                                   |
 | seed          | number | no      | random seed (a whole number)                                     |
+| negative_prompt | string | no    | plain text that guidance steers away from (default: none)        |
+| height, width | number | no      | output size in pixels, multiples of 8 (default: the model's)     |
 
 The output is one column `image`: the generated PNG, base64. Python callers may also pass the image
 and mask files' bytes (a `string` column lets bytes through; `binary` would make MLflow's REST
@@ -65,6 +67,9 @@ def signature(scheduler: str) -> ModelSignature:
             ColSpec(AnyType(), "steps", required=False),
             ColSpec(AnyType(), "guidance", required=False),
             ColSpec(AnyType(), "seed", required=False),
+            ColSpec("string", "negative_prompt", required=False),
+            ColSpec(AnyType(), "height", required=False),
+            ColSpec(AnyType(), "width", required=False),
         ]
     )
     return ModelSignature(
@@ -178,6 +183,8 @@ class ElitePyfunc(PythonModel):
             "steps": _integer(pick("steps"), "steps"),
             "guidance": _number(pick("guidance"), "guidance"),
             "seed": _integer(pick("seed"), "seed"),
+            "negative_prompt": None if _missing(row.get("negative_prompt")) else str(row["negative_prompt"]),
+            **{side: None if _missing(row.get(side)) else _integer(row[side], side) for side in ("height", "width")},
         }
 
     @staticmethod
@@ -226,6 +233,9 @@ class ElitePyfunc(PythonModel):
                     scheduler=scheduler,
                     allow_bare_s=allow_bare_s,
                     multi_concept=args["multi_concept"],
+                    negative_prompt=args["negative_prompt"],
+                    height=args["height"],
+                    width=args["width"],
                     generator=torch.Generator().manual_seed(args["seed"]),
                 )
             except EliteError as exc:

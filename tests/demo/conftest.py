@@ -93,6 +93,18 @@ def demo_url(repo_root, champion, smoke_models, demo_dir):
 
 
 @pytest.fixture(scope="session")
+def servers():
+    """(free_port, server): tests/register's helpers, for a test that starts its own demo."""
+    return free_port, server
+
+
+@pytest.fixture(scope="session")
+def demo_log(demo_url, demo_dir) -> Path:
+    """The running demo's log (stdout and stderr)."""
+    return demo_dir / "demo.log"
+
+
+@pytest.fixture(scope="session")
 def bad_files(session_tmp) -> dict[str, Path]:
     """Inputs the demo must refuse with a message: not an image, over the pixel limit (from its header), an
     all-black mask."""

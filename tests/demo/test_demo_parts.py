@@ -205,3 +205,66 @@ def test_brush_strokes_add_and_remove(demo, concept_image):
     assert not changed.any() and "painted" in status
     with pytest.warns(UserWarning, match="nothing painted"):
         assert demo.on_painted(str(concept_image), mask_path, value) == (gr.skip(),) * 4
+
+
+def test_logins_from_flags_file_and_environment(tmp_path):
+    from elite.demo.auth import AUTH_ENV, check_exposure, credentials, is_loopback
+
+    logins = tmp_path / "logins"
+    logins.write_text("# operators\nann:pass:with:colons\n\nbob:secret\n")
+    env = {AUTH_ENV: "cy:pw1, dee:pw2"}
+    assert credentials(["al:x"], logins, env) == [
+        ("al", "x"),
+        ("ann", "pass:with:colons"),
+        ("bob", "secret"),
+        ("cy", "pw1"),
+        ("dee", "pw2"),
+    ]
+    assert credentials(None, None, {}) == []
+    for pairs, file, environ, message in (
+        (["nopassword"], None, {}, "--auth: expected USER:PASSWORD"),
+        ([":pw"], None, {}, "--auth: expected USER:PASSWORD"),
+        (None, tmp_path / "missing", {}, "auth file not found"),
+        (None, None, {AUTH_ENV: "user:"}, f"{AUTH_ENV}: expected USER:PASSWORD"),
+    ):
+        with pytest.raises(EliteError, match=message):
+            credentials(pairs, file, environ)
+    (tmp_path / "bad").write_text("ok:fine\nbroken\n")
+    with pytest.raises(EliteError, match="bad, line 2: expected USER:PASSWORD"):
+        credentials(None, tmp_path / "bad", {})
+
+    assert all(map(is_loopback, ("127.0.0.1", "127.0.0.2", "::1", "localhost")))
+    assert not any(map(is_loopback, ("0.0.0.0", "::", "192.168.1.5", "demo.example.org")))
+    check_exposure("127.0.0.1", [], insecure=False)
+    check_exposure("0.0.0.0", [("a", "b")], insecure=False)
+    check_exposure("0.0.0.0", [], insecure=True)
+    with pytest.raises(EliteError, match=r"--host 0.0.0.0 opens the demo to the network: give logins with --auth"):
+        check_exposure("0.0.0.0", [], insecure=False)
+
+
+def test_demo_on_all_interfaces_without_a_login_does_not_start(repo_root, capsys, monkeypatch):
+    """`elite demo --host 0.0.0.0` without --auth: one line and exit 2, before any model is loaded."""
+    from elite.demo.auth import AUTH_ENV
+
+    monkeypatch.delenv(AUTH_ENV, raising=False)
+    args = ["--params", str(repo_root / "params.yaml"), "--profile", "smoke", "demo", "--port", "7999"]
+    assert elite_main([*args, "--host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error: --host 0.0.0.0 opens the demo to the network" in err
+    assert "loading" not in err
+    assert elite_main([*args, "--host", "0.0.0.0", "--auth", "no-colon"]) == 2
+    assert capsys.readouterr().err == "error: --auth: expected USER:PASSWORD (both non-empty)\n"
+
+
+def test_short_messages():
+    from elite.demo.app import MESSAGE_CHARS, one_line
+    from elite.models.text import find_placeholders
+
+    long = "a dog " * 2000
+    with pytest.raises(EliteError) as err:
+        find_placeholders(long)
+    assert str(err.value) == "prompt of 12,000 characters has no placeholder: write 'S*' where the concept goes"
+    with pytest.raises(EliteError, match=r"prompt 'a dog' has no placeholder"):
+        find_placeholders("a dog")
+    cut = one_line("first line " + "x" * 1000 + "\nsecond line")
+    assert len(cut) == MESSAGE_CHARS and cut.startswith("first line") and cut.endswith("\u2026")

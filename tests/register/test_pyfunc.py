@@ -101,6 +101,8 @@ def test_a_batch_mixes_bytes_base64_and_missing_options(saved_model, files, smok
         ({"steps": 2.5}, "row 1: steps: expected an integer, got 2.5"),
         ({"lam": "high"}, "row 1: lam: expected a number"),
         ({"steps": 0}, "row 1: num_inference_steps must be an integer >= 1"),
+        ({"height": 60}, "row 1: height and width must be positive multiples of 8, got 60x64"),
+        ({"width": "wide"}, "row 1: width: expected an integer"),
     ],
 )
 def test_bad_rows_are_invalid_parameter_errors_naming_row_and_field(saved_model, files, bad, message):
@@ -110,6 +112,27 @@ def test_bad_rows_are_invalid_parameter_errors_naming_row_and_field(saved_model,
     with pytest.raises(MlflowException) as info:
         model.predict(pd.DataFrame([good, {**good, **bad}]))
     assert info.value.error_code == "INVALID_PARAMETER_VALUE" and message in info.value.message
+
+
+def test_negative_prompt_and_output_size(saved_model, files, smoke_pipeline, concept_image):
+    """The optional columns negative_prompt, height and width: the pipeline's image for them."""
+    model, _, _ = saved_model
+    image, mask = files
+    row = {"image": image, "mask": mask, "prompt": "a S*", "steps": 2, "seed": 4}
+    out = model.predict(pd.DataFrame([{**row, "negative_prompt": "blurry", "height": 48, "width": 80}, row]))
+    concept = smoke_pipeline.encode_concept(concept_image, concept_image.with_name("concept_mask.png"))
+    direct = smoke_pipeline(
+        "a S*",
+        concept=concept,
+        num_inference_steps=2,
+        negative_prompt="blurry",
+        height=48,
+        width=80,
+        generator=torch.Generator().manual_seed(4),
+    ).images[0]
+    assert _img(out["image"][0]).shape == (48, 80, 3)
+    assert np.abs(_img(out["image"][0]) - np.asarray(direct).astype(np.int16)).max() <= 2
+    assert _img(out["image"][1]).shape == (64, 64, 3)  # without them: the model's size, no negative prompt
 
 
 def test_loaders_override_the_stored_defaults(saved_model, files, smoke_pipeline, concept_image):

@@ -76,6 +76,7 @@ def test_logged_model_has_signature_example_and_artifacts(registered, mlflow_ser
     assert inputs["image"] == ("string", False) and inputs["prompt"] == ("string", True)  # image: version 1 only
     assert not inputs["version"][1] and not inputs["concepts"][1] and inputs["multi_concept"] == ("string", False)
     assert inputs["mask"] == ("string", False) and not inputs["steps"][1] and not inputs["seed"][1]
+    assert inputs["negative_prompt"] == ("string", False) and not inputs["height"][1] and not inputs["width"][1]
     assert [c["name"] for c in info.signature.outputs.to_dict()] == ["image"]
     flavor = info.flavors["python_function"]
     assert set(flavor["artifacts"]) == {"elite_weights", "image_encoder", "base"}
