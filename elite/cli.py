@@ -12,7 +12,7 @@ import warnings
 from elite.errors import EliteError
 
 # modules under elite.commands, each with register(subparsers) adding parsers whose `func` runs them
-COMMAND_MODULES = ["core", "register", "evaluate", "baselines", "train", "data", "demo", "experiments"]
+COMMAND_MODULES = ["core", "concept", "register", "evaluate", "baselines", "train", "data", "demo", "experiments"]
 
 
 class OneLineParser(argparse.ArgumentParser):

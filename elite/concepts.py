@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -32,6 +33,10 @@ class Concept:
     # optional: a different word per UNet cross-attention layer (P+ space, Extended Textual Inversion),
     # keyed like KVProjections; when set it replaces w0 layer by layer
     layer_words: dict[str, torch.Tensor] | None = None
+    # where it came from (saved with it, elite.concept_file): "images" / "masks", the SHA-256 of each image's
+    # and mask's pixels (encode_concept); a loaded concept adds "weights_sha256" (of the ELITE weights that
+    # encoded it) and "file"
+    provenance: dict[str, Any] | None = None
 
     @property
     def w0(self) -> torch.Tensor:
@@ -44,7 +49,11 @@ def fuse_images(encoded: Sequence[Concept]) -> Concept:
         return encoded[0]
     words = torch.stack([c.words for c in encoded]).mean(dim=0)
     local = None if encoded[0].local_tokens is None else torch.cat([c.local_tokens for c in encoded], dim=1)
-    return Concept(words=words, local_tokens=local)
+    sources = [c.provenance for c in encoded]
+    provenance = None
+    if all(sources):
+        provenance = {key: [h for s in sources for h in s[key]] for key in ("images", "masks")}  # type: ignore[index]
+    return Concept(words=words, local_tokens=local, provenance=provenance)
 
 
 def as_concepts(concept: Concept | Sequence[Concept]) -> list[Concept]:

@@ -27,6 +27,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 from transformers import CLIPImageProcessor, CLIPVisionModel
 
+from elite.concept_file import check_weights
 from elite.concepts import Concept, as_concepts, check_multi_concept
 from elite.errors import EliteError
 from elite.models.attention import EliteCrossAttnProcessor, KeepProcessor
@@ -129,6 +130,7 @@ class EliteLoaderMixin:
         branch, `cross_attention_kwargs={"elite": ...}`."""
         check_multi_concept(multi_concept)
         concepts = as_concepts(concept)
+        check_weights(concepts, self.elite_loaded.model if self.elite_loaded is not None else None)
         if any(c.layer_words is not None for c in concepts):
             raise EliteError("per-layer concepts (XTI) need ElitePipeline; load_elite takes one word per concept")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)

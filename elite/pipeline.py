@@ -17,6 +17,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModel
 
+from elite.concept_file import check_weights, pixels_sha256
 from elite.concepts import Concept, as_concepts, check_multi_concept, fuse_images, local_inputs
 from elite.errors import EliteError
 from elite.images import clip_inputs, full_mask, open_image, open_mask
@@ -220,6 +221,7 @@ class ElitePipeline(DiffusionPipeline):
         check_sampling(lam, num_inference_steps, guidance_scale, num_images_per_prompt, scheduler)
         check_multi_concept(multi_concept)
         concepts = as_concepts(concept)
+        check_weights(concepts, self.elite)
         size = self.unet.config.sample_size * self.vae_scale_factor
         height, width = height or size, width or size
         if height % self.vae_scale_factor or width % self.vae_scale_factor:
@@ -313,7 +315,8 @@ class ConceptEncoder:
         if self.elite.local_mapper is not None:
             feats = clip_layer_features(self.image_encoder, masked.to(device, dtype), layers)
             local = self.elite.local_mapper(feats, m.to(device, dtype))
-        return Concept(words=words, local_tokens=local)
+        provenance = {"images": [pixels_sha256(image)], "masks": [pixels_sha256(mask)]}
+        return Concept(words=words, local_tokens=local, provenance=provenance)
 
 
 def encode_prompts(

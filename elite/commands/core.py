@@ -28,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         help="concept image (JPEG/PNG), object roughly centred; repeat it for several images of the same concept",
     )
+    src.add_argument("--concept", help="instead of an image: a concept file written by `elite encode`")
     src.add_argument(
         "--embeddings",
         help="instead of an image: words learned by `elite baseline ti|xti` (sampled on the base model)",
@@ -112,8 +113,8 @@ def generate_cmd(args) -> None:
 
     allow_s = pick(args.allow_bare_s, cfg.allow_bare_s)
     groups = [args.image] + ([args.image2] if args.image2 else [])
-    if args.image2 and args.embeddings:
-        raise EliteError("--image2 is a second ELITE concept; it does not combine with --embeddings")
+    if (args.image2 or args.mask or args.mask2) and not args.image:
+        raise EliteError("--mask, --image2 and --mask2 go with --image (not with --embeddings or --concept)")
     find_placeholders(args.prompt, len(groups) if args.image else 1, allow_s)
     if args.image:
         mask_groups = [
@@ -131,6 +132,11 @@ def generate_cmd(args) -> None:
         pipe = ElitePipeline.from_pretrained(base)
         levels = len(pipe.unet.config.block_out_channels)
         concept = mix_styles(learned, Inversion.load(args.mix_fine), levels) if args.mix_fine else learned.concept()
+    elif args.concept:
+        from elite.concept_file import load_concept
+
+        concept = load_concept(args.concept)
+        pipe = ElitePipeline.from_pretrained(base, pick(args.weights, cfg.weights))
     else:
         inputs = []
         for paths, masks in zip(groups, mask_groups):

@@ -14,6 +14,8 @@ versioned by the row's `version` (absent = 1, so requests written before version
 |               |        |         | concept (masks optional): several images of a concept are fused;  |
 |               |        |         | two concepts are S1*, S2*                                        |
 | multi_concept | string | 2       | per_concept (default; Eq. 8 per concept) or naive (the baseline)  |
+| concept       | string | 1, 2    | instead of image/mask/concepts: a concept file (`elite encode`),  |
+|               |        |         | base64; made with the model's own ELITE weights                  |
 | prompt        | string | req.    | prompt with S* (one concept) or S1*, S2* (two concepts)          |
 | lam           | number | no      | local-branch weight lambda                                       |
 | steps         | number | no      | sampling steps (a whole number)                                  |
@@ -43,8 +45,9 @@ from mlflow.pyfunc import PythonModel
 from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 from PIL import Image
 
+from elite.concepts import Concept
 from elite.errors import EliteError
-from elite.registry.codec import decode_concepts, decode_image, decode_mask, encode_png
+from elite.registry.codec import decode_concept, decode_concepts, decode_image, decode_mask, encode_png
 
 WEIGHTS = "elite_weights"  # artifact keys
 IMAGE_ENCODER = "image_encoder"
@@ -60,6 +63,7 @@ def signature(scheduler: str) -> ModelSignature:
             ColSpec("string", "mask", required=False),
             ColSpec(AnyType(), "concepts", required=False),
             ColSpec("string", "multi_concept", required=False),
+            ColSpec("string", "concept", required=False),
             ColSpec("string", "prompt"),
             ColSpec(AnyType(), "lam", required=False),
             ColSpec(AnyType(), "steps", required=False),
@@ -168,7 +172,10 @@ class ElitePyfunc(PythonModel):
             raise EliteError(
                 f"version: this model reads request versions {' and '.join(map(str, REQUEST_VERSIONS))}, got {version}"
             )
-        concepts, mode = self._v2_concepts(row) if version == 2 else (self._v1_concept(row), "per_concept")
+        if not _missing(row.get("concept")):
+            concepts, mode = [self._file_concept(row)], "per_concept"
+        else:
+            concepts, mode = self._v2_concepts(row) if version == 2 else (self._v1_concept(row), "per_concept")
         find_placeholders(prompt, len(concepts), bool(self.config.get("allow_bare_s", False)))
         return {
             "prompt": prompt,
@@ -191,6 +198,14 @@ class ElitePyfunc(PythonModel):
         image = decode_image(row["image"], "image")
         mask = None if _missing(row.get("mask")) else decode_mask(row["mask"], image.size, "mask")
         return [([image], [mask])]
+
+    @staticmethod
+    def _file_concept(row: dict):
+        """`concept`: a concept file's bytes, in place of the images (either version)."""
+        for field in ("image", "mask", "concepts"):
+            if not _missing(row.get(field)):
+                raise EliteError(f"{field}: a row with a concept file (concept) has no images; send one or the other")
+        return decode_concept(row["concept"], "concept")
 
     @staticmethod
     def _v2_concepts(row: dict) -> tuple[list, str]:
@@ -216,7 +231,10 @@ class ElitePyfunc(PythonModel):
         for i, row in enumerate(frame.to_dict("records")):
             try:
                 args = self._row_inputs(row)
-                concepts = [self.pipe.encode_concept(images, masks=masks) for images, masks in args["concepts"]]
+                concepts = [
+                    c if isinstance(c, Concept) else self.pipe.encode_concept(c[0], masks=c[1])
+                    for c in args["concepts"]
+                ]
                 result = self.pipe(
                     args["prompt"],
                     concept=concepts[0] if len(concepts) == 1 else concepts,
