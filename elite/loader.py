@@ -30,8 +30,9 @@ from transformers import CLIPImageProcessor, CLIPVisionModel
 from elite.concept_file import check_weights
 from elite.concepts import Concept, as_concepts, check_multi_concept
 from elite.errors import EliteError
-from elite.models.attention import EliteCrossAttnProcessor, KeepProcessor
+from elite.models.attention import EliteCrossAttnProcessor, KeepProcessor, KVProjections, cross_attention_layers
 from elite.models.elite_model import EliteModel
+from elite.models.local_control import Lam, check_lam, check_lam_blocks
 from elite.pipeline import (
     ConceptEncoder,
     ImageInput,
@@ -119,7 +120,7 @@ class EliteLoaderMixin:
         self,
         prompt: str | list[str],
         concept: Concept | Sequence[Concept],
-        lam: float = 0.8,
+        lam: Lam = 0.8,
         guidance_scale: float = 5.0,
         num_images_per_prompt: int = 1,
         multi_concept: str = "per_concept",
@@ -127,8 +128,10 @@ class EliteLoaderMixin:
     ) -> dict[str, Any]:
         """The keyword arguments that make the pipeline's own `__call__` generate with `concept`:
         `prompt_embeds` (w0 at S*), `negative_prompt_embeds` (the empty prompt) and, with ELITE's local
-        branch, `cross_attention_kwargs={"elite": ...}`."""
+        branch, `cross_attention_kwargs={"elite": ...}`. `lam` may be a dict per block (elite.models.local_control)."""
         check_multi_concept(multi_concept)
+        check_lam(lam)
+        check_lam_blocks(lam, map(KVProjections.key, cross_attention_layers(self.unet)))  # type: ignore[attr-defined]
         concepts = as_concepts(concept)
         check_weights(concepts, self.elite_loaded.model if self.elite_loaded is not None else None)
         if any(c.layer_words is not None for c in concepts):
@@ -152,7 +155,7 @@ class EliteLoaderMixin:
         prompt: str | list[str] | None = None,
         *args: Any,
         concept: Concept | Sequence[Concept] | None = None,
-        lam: float = 0.8,
+        lam: Lam = 0.8,
         multi_concept: str = "per_concept",
         allow_bare_s: bool = False,
         **kwargs: Any,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,10 @@ from elite.concepts import Concept, as_concepts, check_multi_concept, fuse_image
 from elite.errors import EliteError
 from elite.images import clip_inputs, full_mask, open_image, open_mask
 from elite.io import atomic_dir
-from elite.models.attention import EliteConditioning, attach_base_processors
+from elite.models.attention import EliteConditioning, KVProjections, attach_base_processors, cross_attention_layers
 from elite.models.elite_model import EliteModel
 from elite.models.features import clip_layer_features
+from elite.models.local_control import Lam, active_steps, check_lam, check_lam_blocks, check_local_steps, lam_is_zero
 from elite.models.text import encode_with_words, tokenize_plain, tokenize_with_placeholder
 from elite.schedulers import SCHEDULERS, make_scheduler
 
@@ -194,7 +195,7 @@ class ElitePipeline(DiffusionPipeline):
         self,
         prompt: str | list[str],
         concept: Concept | Sequence[Concept],
-        lam: float = 0.8,
+        lam: Lam = 0.8,
         num_inference_steps: int = 100,
         guidance_scale: float = 5.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -206,6 +207,7 @@ class ElitePipeline(DiffusionPipeline):
         allow_bare_s: bool = False,
         return_dict: bool = True,
         multi_concept: str = "per_concept",
+        local_steps: tuple[float, float] = (0.0, 1.0),
     ) -> ImagePipelineOutput | tuple:
         """Generate images for `prompt` (which contains S*) with the encoded concept.
 
@@ -214,11 +216,14 @@ class ElitePipeline(DiffusionPipeline):
         (Eq. 8 per concept); "naive" (the baseline) puts all local tokens in one branch weighted by the sum
         of the w0 maps (elite.concepts).
         Defaults are the paper's: LMS, 100 steps, guidance 5, lambda 0.8 (0.6 suits editing prompts).
+        `lam` may be a dict per cross-attention block ({"down": ..., "mid": ..., "up": ...}) and `local_steps`
+        the (start, end) fractions of the denoising with the local branch (elite.models.local_control).
         Classifier-free guidance runs both halves in one batched UNet call per step. A list of generators,
         one per image, makes each image the same as when it is generated alone with its generator.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        check_sampling(lam, num_inference_steps, guidance_scale, num_images_per_prompt, scheduler)
+        check_sampling(lam, num_inference_steps, guidance_scale, num_images_per_prompt, scheduler, local_steps)
+        check_lam_blocks(lam, map(KVProjections.key, cross_attention_layers(self.unet)))
         check_multi_concept(multi_concept)
         concepts = as_concepts(concept)
         check_weights(concepts, self.elite)
@@ -246,10 +251,12 @@ class ElitePipeline(DiffusionPipeline):
         sched.set_timesteps(num_inference_steps, device=device)
         shape = (n, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
         latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype) * sched.init_noise_sigma
-        for t in self.progress_bar(sched.timesteps):
+        active = active_steps(len(sched.timesteps), local_steps)
+        off = cond._replace(local_tokens=None, local_scale=None, word_index=None, layer_scale=None)
+        for i, t in enumerate(self.progress_bar(sched.timesteps)):
             model_in = torch.cat([latents] * 2) if cfg else latents
             model_in = sched.scale_model_input(model_in, t)
-            noise = self.unet(model_in, t, encoder_hidden_states=cond).sample
+            noise = self.unet(model_in, t, encoder_hidden_states=cond if active[i] else off).sample
             if cfg:
                 uncond_noise, text_noise = noise.chunk(2)
                 noise = uncond_noise + guidance_scale * (text_noise - uncond_noise)
@@ -356,16 +363,18 @@ def unconditional_states(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, 
 
 
 def local_conditioning(
-    concepts: Sequence[Concept], multi_concept: str, lam: float, slots: torch.Tensor, cfg: bool, dtype: torch.dtype
+    concepts: Sequence[Concept], multi_concept: str, lam: Lam, slots: torch.Tensor, cfg: bool, dtype: torch.dtype
 ) -> EliteConditioning:
     """The local-branch inputs for every row of a UNet batch (`text` left empty): the concepts' local tokens,
     lambda per row and w0's position. With classifier-free guidance the batch is [unconditional, conditional]
-    and the unconditional half gets lambda 0. No local term for global-only concepts or lambda 0."""
+    and the unconditional half gets lambda 0. No local term for global-only concepts or lambda 0. A per-block
+    lambda (a dict) gives the rows scale 1 and travels as `layer_scale` to each layer."""
     local = local_inputs(as_concepts(concepts), multi_concept)
-    if local is None or lam <= 0:
+    if local is None or lam_is_zero(lam):
         return EliteConditioning(text=None)
     n = len(slots)
-    scales = torch.full((n,), float(lam), device=slots.device)
+    per_block, scale = (lam, 1.0) if isinstance(lam, Mapping) else (None, float(lam))
+    scales = torch.full((n,), scale, device=slots.device)
     if cfg:
         slots = torch.cat([torch.zeros_like(slots), slots])
         scales = torch.cat([torch.zeros_like(scales), scales])
@@ -374,6 +383,7 @@ def local_conditioning(
         local_tokens=_each_local(local, lambda t: t.to(slots.device, dtype).expand(len(slots), -1, -1)),
         local_scale=scales,
         word_index=slots,
+        layer_scale=per_block,
     )
 
 
@@ -400,13 +410,18 @@ def _each(text, fn):
 
 
 def check_sampling(
-    lam: float, steps: int, guidance: float, num_images: int, scheduler: str | SchedulerMixin | None = None
+    lam: Lam,
+    steps: int,
+    guidance: float,
+    num_images: int,
+    scheduler: str | SchedulerMixin | None = None,
+    local_steps: Sequence[float] = (0.0, 1.0),
 ) -> None:
     """One-line errors for sampling settings, cheap enough to run before any model is loaded."""
     if isinstance(scheduler, str) and scheduler not in SCHEDULERS:
         raise EliteError(f"unknown scheduler {scheduler!r}; choose one of: {', '.join(SCHEDULERS)}")
-    if not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
-        raise EliteError(f"lam must be a finite number >= 0 (paper: 0.8 generation, 0.6 editing), got {lam}")
+    check_lam(lam)
+    check_local_steps(local_steps)
     if not isinstance(steps, int) or steps < 1:
         raise EliteError(f"num_inference_steps must be an integer >= 1, got {steps}")
     if not math.isfinite(guidance):

@@ -67,7 +67,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--out", required=True, help="output PNG (with --num-images N: OUT_0.png ... OUT_{N-1}.png)")
     g.add_argument("--weights", help="ELITE weights folder (default: params generate.weights)")
     g.add_argument("--base", help="Stable Diffusion folder or hub id (default: <models.dir>/base)")
-    g.add_argument("--lam", type=float, help="local branch weight lambda (params: generate.lam)")
+    g.add_argument(
+        "--lam",
+        type=lam_arg,
+        help="local branch weight lambda (params: generate.lam), or per cross-attention block a JSON object as "
+        'diffusers\' set_ip_adapter_scale, e.g. \'{"down": 0.8, "mid": 0, "up": {"block_1": 0.8}}\' (blocks left '
+        "out: 0)",
+    )
+    g.add_argument(
+        "--local-steps",
+        type=float,
+        nargs=2,
+        metavar=("START", "END"),
+        default=(0.0, 1.0),
+        help="fractions of the denoising with the local branch (default: 0 1, every step)",
+    )
     g.add_argument("--steps", type=int, help="sampling steps (params: generate.steps)")
     g.add_argument("--guidance", type=float, help="classifier-free guidance scale (params: generate.guidance)")
     g.add_argument("--seed", type=int, help="random seed (params: generate.seed)")
@@ -123,7 +137,7 @@ def generate_cmd(args) -> None:
         ]
     lam, steps, guidance = pick(args.lam, cfg.lam), pick(args.steps, cfg.steps), pick(args.guidance, cfg.guidance)
     scheduler = pick(args.scheduler, cfg.scheduler)
-    check_sampling(lam, steps, guidance, args.num_images, scheduler)
+    check_sampling(lam, steps, guidance, args.num_images, scheduler, args.local_steps)
     base = pick(args.base, str(Path(params.models.dir) / "base"))
     if args.embeddings:
         from elite.baselines.inversion import Inversion, mix_styles
@@ -156,6 +170,7 @@ def generate_cmd(args) -> None:
         num_images_per_prompt=args.num_images,
         allow_bare_s=allow_s,
         multi_concept=pick(args.multi_concept, cfg.multi_concept),
+        local_steps=tuple(args.local_steps),
     )
     out = Path(args.out)
     paths = (
@@ -167,6 +182,23 @@ def generate_cmd(args) -> None:
         with atomic_file(path, suffix=".png") as tmp:
             img.save(tmp, format="PNG")
         print(f"wrote {path}")
+
+
+def lam_arg(text: str):
+    """--lam: a number, or a JSON object of lambda per block (checked by check_sampling)."""
+    import json
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a number or a JSON object per block, got {text!r}")
+    return value
 
 
 def concept_masks(masks: list[str] | None, images: list[str] | None, flag: str) -> list[str | None]:

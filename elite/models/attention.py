@@ -27,7 +27,7 @@ the w0 maps (the naive baseline: M = sum_c M_c).
 from __future__ import annotations
 
 import math
-from typing import Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,7 @@ from diffusers.models.attention_processor import Attention
 from torch import nn
 
 from elite.errors import EliteError
+from elite.models.local_control import layer_lambda
 
 
 class EliteConditioning(NamedTuple):
@@ -48,6 +49,8 @@ class EliteConditioning(NamedTuple):
     local_scale: torch.Tensor | None = None  # (B,) lambda per row; 0 = no local term
     # (B,) position of w0 in the text sequence; (B, C) the positions of C concepts' w0
     word_index: torch.Tensor | None = None
+    # lambda per cross-attention block (elite.models.local_control), multiplying local_scale layer by layer
+    layer_scale: Mapping[str, Any] | None = None
 
 
 class KVProjections(nn.Module):
@@ -184,6 +187,8 @@ class EliteCrossAttnProcessor:
             if cond is None:
                 raise ValueError("ELITE cross-attention needs encoder_hidden_states (text states)")
             cond = elite._replace(text=cond) if elite is not None else EliteConditioning(text=cond)
+        if cond.layer_scale is not None and cond.local_scale is not None:  # this layer's lambda
+            cond = cond._replace(local_scale=cond.local_scale * layer_lambda(cond.layer_scale, self.layer))
         if cond.text is None:
             raise ValueError("ELITE cross-attention needs text states in EliteConditioning.text")
         residual = hidden_states

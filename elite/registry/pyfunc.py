@@ -17,7 +17,9 @@ versioned by the row's `version` (absent = 1, so requests written before version
 | concept       | string | 1, 2    | instead of image/mask/concepts: a concept file (`elite encode`),  |
 |               |        |         | base64; made with the model's own ELITE weights                  |
 | prompt        | string | req.    | prompt with S* (one concept) or S1*, S2* (two concepts)          |
-| lam           | number | no      | local-branch weight lambda                                       |
+| lam           | number | no      | local-branch weight lambda, or per block an object               |
+|               | object |         | {"down": .., "mid": .., "up": ..} (elite.models.local_control)    |
+| local_steps   | list   | no      | [start, end] fractions of the denoising with the local branch    |
 | steps         | number | no      | sampling steps (a whole number)                                  |
 | guidance      | number | no      | classifier-free guidance scale                                   |
 | seed          | number | no      | random seed (a whole number)                                     |
@@ -66,6 +68,7 @@ def signature(scheduler: str) -> ModelSignature:
             ColSpec("string", "concept", required=False),
             ColSpec("string", "prompt"),
             ColSpec(AnyType(), "lam", required=False),
+            ColSpec(AnyType(), "local_steps", required=False),
             ColSpec(AnyType(), "steps", required=False),
             ColSpec(AnyType(), "guidance", required=False),
             ColSpec(AnyType(), "seed", required=False),
@@ -130,6 +133,23 @@ def _number(value: Any, field: str) -> float:
     return float(value)
 
 
+def _lam(value: Any):
+    """lam: a number, or an object of lambda per cross-attention block."""
+    from elite.models.local_control import check_lam
+
+    if not isinstance(value, dict):
+        return _number(value, "lam")
+    check_lam(value)
+    return value
+
+
+def _steps(value: Any) -> tuple[float, float]:
+    from elite.models.local_control import check_local_steps
+
+    value = value.tolist() if isinstance(value, np.ndarray) else value
+    return check_local_steps(list(value) if isinstance(value, (list, tuple)) else value)
+
+
 class ElitePyfunc(PythonModel):
     """Loads ElitePipeline once per process; one generated image per input row."""
 
@@ -181,7 +201,8 @@ class ElitePyfunc(PythonModel):
             "prompt": prompt,
             "concepts": concepts,
             "multi_concept": mode,
-            "lam": _number(pick("lam"), "lam"),
+            "lam": _lam(pick("lam")),
+            "local_steps": (0.0, 1.0) if _missing(row.get("local_steps")) else _steps(row["local_steps"]),
             "steps": _integer(pick("steps"), "steps"),
             "guidance": _number(pick("guidance"), "guidance"),
             "seed": _integer(pick("seed"), "seed"),
@@ -244,6 +265,7 @@ class ElitePyfunc(PythonModel):
                     scheduler=scheduler,
                     allow_bare_s=allow_bare_s,
                     multi_concept=args["multi_concept"],
+                    local_steps=args["local_steps"],
                     generator=torch.Generator().manual_seed(args["seed"]),
                 )
             except EliteError as exc:
