@@ -1,8 +1,9 @@
 """Saved concepts: encode an image once, generate from the file many times (`elite encode`, `load_concept`).
 
 A concept file is a safetensors file: the tensors of the Concept (`words`, `local_tokens`, per-layer words
-`layer_words.<layer>`), and in its metadata the format, the SHA-256 of the ELITE weights that encoded it and
-the SHA-256 of the pixels of each image and mask. Loading gives back the very tensors (generation from the
+`layer_words.<layer>`, `local_bias` of a weighted several-image concept), and in its metadata the format, the
+SHA-256 of the ELITE weights that encoded it, the SHA-256 of the pixels of each image and mask, and the
+images' weights. Loading gives back the very tensors (generation from the
 file equals generation from the concept encoded in place); a file from other ELITE weights is refused when it
 is used (`check_weights`).
 """
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 FORMAT = "elite-concept"
 FORMAT_VERSION = "1"
-TENSORS = ("words", "local_tokens")
+TENSORS = ("words", "local_tokens", "local_bias")
 LAYER_PREFIX = "layer_words."
 MAKE = "make one with `elite encode IMAGE -o FILE.safetensors` (or save_concept)"
 
@@ -55,6 +56,7 @@ def save_concept(concept: Concept, path: str | os.PathLike, elite: EliteModel) -
         "weights_sha256": elite.fingerprint(),
         "images_sha256": json.dumps(source.get("images", [])),
         "masks_sha256": json.dumps(source.get("masks", [])),
+        "image_weights": json.dumps(source.get("image_weights")),
     }
     with atomic_file(path, suffix=".safetensors") as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
@@ -87,13 +89,16 @@ def load_concept(path: str | os.PathLike, label: str | None = None) -> Concept:
     layers = {key[len(LAYER_PREFIX) :]: t for key, t in tensors.items() if key.startswith(LAYER_PREFIX)}
     try:
         images, masks = json.loads(meta.get("images_sha256", "[]")), json.loads(meta.get("masks_sha256", "[]"))
+        shares = json.loads(meta.get("image_weights", "null"))
     except json.JSONDecodeError:
         raise EliteError(f"{name}: damaged concept metadata (image hashes); {MAKE}") from None
     return Concept(
         words=tensors["words"],
         local_tokens=tensors.get("local_tokens"),
         layer_words=layers or None,
-        provenance={"images": images, "masks": masks, "weights_sha256": meta["weights_sha256"], "file": name},
+        local_bias=tensors.get("local_bias"),
+        provenance={"images": images, "masks": masks, "image_weights": shares}
+        | {"weights_sha256": meta["weights_sha256"], "file": name},
     )
 
 

@@ -110,11 +110,14 @@ class EliteLoaderMixin:
         image: ImageInput | Sequence[ImageInput],
         mask: ImageInput | Sequence | None = None,
         masks: Sequence[ImageInput | None] | None = None,
+        weights: Sequence[float] | None = None,
     ) -> Concept:
-        """As `ElitePipeline.encode_concept`: one image (or several of one concept), an optional mask each."""
+        """As `ElitePipeline.encode_concept`: one image (or several of one concept, optionally weighted), an
+        optional mask each."""
         loaded = self._loaded()
         device = self._execution_device  # type: ignore[attr-defined]
-        return ConceptEncoder(loaded.model, loaded.image_encoder, loaded.image_processor, device)(image, mask, masks)
+        encoder = ConceptEncoder(loaded.model, loaded.image_encoder, loaded.image_processor, device)
+        return encoder(image, mask, masks, weights)
 
     def elite_inputs(
         self,

@@ -18,7 +18,7 @@ from PIL import Image
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModel
 
 from elite.concept_file import check_weights, pixels_sha256
-from elite.concepts import Concept, as_concepts, check_multi_concept, fuse_images, local_inputs
+from elite.concepts import Concept, as_concepts, check_multi_concept, fuse_images, image_weights, local_inputs
 from elite.errors import EliteError
 from elite.images import clip_inputs, full_mask, open_image, open_mask
 from elite.io import atomic_dir
@@ -171,17 +171,19 @@ class ElitePipeline(DiffusionPipeline):
         image: ImageInput | Sequence[ImageInput],
         mask: ImageInput | Sequence | None = None,
         masks: Sequence[ImageInput | None] | None = None,
+        weights: Sequence[float] | None = None,
     ) -> Concept:
         """One forward pass: the global words from the whole image, the local tokens from the masked object.
 
         `mask="auto"`: SAM makes the mask (the most salient object; see elite.automask). Several images of
         one concept, `encode_concept([a, b], masks=[ma, None])` (None or "auto" per image; one `mask` applies
         to all): each is encoded alone, then the words are averaged and the local tokens concatenated
-        (elite.concepts.fuse_images). A list of one image gives exactly that image's concept."""
+        (elite.concepts.fuse_images). A list of one image gives exactly that image's concept. `weights` (one per
+        image, normalised) weight the images: words by weighted mean, local tokens by attention share."""
         if self.elite is None or self.image_encoder is None:
             raise EliteError("this pipeline was loaded without ELITE weights; pass elite_weights to encode images")
         encoder = ConceptEncoder(self.elite, self.image_encoder, self.image_processor, self._execution_device)
-        return encoder(image, mask, masks)
+        return encoder(image, mask, masks, weights)
 
     # --- generation ----------------------------------------------------------------------------------
     def encode_prompts(self, prompts: list[str], concept: Concept | Sequence[Concept], allow_bare_s: bool = False):
@@ -282,6 +284,7 @@ class ConceptEncoder:
         image: ImageInput | Sequence[ImageInput],
         mask: ImageInput | Sequence | None = None,
         masks: Sequence[ImageInput | None] | None = None,
+        weights: Sequence[float] | None = None,
     ) -> Concept:
         images: list[Any] = list(image) if isinstance(image, (list, tuple)) else [image]
         if masks is not None and mask is not None:
@@ -296,7 +299,8 @@ class ConceptEncoder:
                 f"encode_concept: got {len(images)} image(s) and {len(each)} mask(s); give at least one "
                 f"image and one mask per image (None: the whole image)"
             )
-        return fuse_images([self.encode_one(i, m) for i, m in zip(images, each, strict=True)])
+        image_weights(weights, len(images))  # bad weights fail before any image is encoded
+        return fuse_images([self.encode_one(i, m) for i, m in zip(images, each, strict=True)], weights)
 
     def clip_inputs(self, image: Image.Image, mask: Image.Image | None):
         proc = self.processor
@@ -369,7 +373,7 @@ def local_conditioning(
     lambda per row and w0's position. With classifier-free guidance the batch is [unconditional, conditional]
     and the unconditional half gets lambda 0. No local term for global-only concepts or lambda 0. A per-block
     lambda (a dict) gives the rows scale 1 and travels as `layer_scale` to each layer."""
-    local = local_inputs(as_concepts(concepts), multi_concept)
+    local, bias = local_inputs(as_concepts(concepts), multi_concept)
     if local is None or lam_is_zero(lam):
         return EliteConditioning(text=None)
     n = len(slots)
@@ -381,6 +385,7 @@ def local_conditioning(
     return EliteConditioning(
         text=None,
         local_tokens=_each_local(local, lambda t: t.to(slots.device, dtype).expand(len(slots), -1, -1)),
+        local_bias=_each_local(bias, lambda t: t.to(slots.device, dtype).expand(len(slots), -1)),
         local_scale=scales,
         word_index=slots,
         layer_scale=per_block,
@@ -400,8 +405,10 @@ def _saved_with_elite(folder: str) -> bool:
 
 
 def _each_local(tokens, fn):
-    """Apply fn to the local tokens, or to each concept's tokens (one local branch per concept)."""
-    return tuple(fn(t) for t in tokens) if isinstance(tokens, tuple) else fn(tokens)
+    """Apply fn to the local tokens (or bias), or to each concept's (one local branch per concept); None stays."""
+    if isinstance(tokens, tuple):
+        return tuple(None if t is None else fn(t) for t in tokens)
+    return None if tokens is None else fn(tokens)
 
 
 def _each(text, fn):

@@ -23,6 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="object mask (white = object), or `auto` (SAM, params mask.concept_*); one per IMAGE, in order, "
         "or one `auto` for all; without it the whole image is the object",
     )
+    e.add_argument(
+        "--image-weights",
+        type=float,
+        nargs="+",
+        metavar="W",
+        help="one weight per IMAGE (normalised; 0 leaves an image out): the words are their weighted mean and the "
+        "local branch attends to each image's tokens in proportion (default: equal)",
+    )
     e.add_argument("-o", "--out", required=True, help="output concept file (.safetensors)")
     e.add_argument("--weights", help="ELITE weights folder (default: params generate.weights)")
     e.add_argument("--image-encoder", help="CLIP vision tower (default: the one the weights' config names)")
@@ -35,12 +43,14 @@ def encode_cmd(args) -> None:
 
     from elite.commands.core import concept_mask, concept_masks
     from elite.concept_file import save_concept
+    from elite.concepts import image_weights
     from elite.images import open_image
     from elite.models.elite_model import EliteModel
     from elite.pipeline import ConceptEncoder, _load, resolve_image_encoder
 
     params = load_params(args.params, args.profile)
     masks = concept_masks(args.mask, args.image, "--mask")
+    image_weights(args.image_weights, len(args.image), "--image-weights")  # checked before loading models
     images = [open_image(path) for path in args.image]
     weights = Path(args.weights or params.generate.weights)
     elite = EliteModel.from_pretrained(weights)
@@ -49,5 +59,6 @@ def encode_cmd(args) -> None:
     processor = _load("the image processor", source, CLIPImageProcessor.from_pretrained)
     encoder = ConceptEncoder(elite, tower, processor, torch.device("cpu"))
     with torch.no_grad():
-        concept = encoder(images, masks=[concept_mask(m, i, params) if m else None for m, i in zip(masks, images)])
+        each = [concept_mask(m, i, params) if m else None for m, i in zip(masks, images)]
+        concept = encoder(images, masks=each, weights=args.image_weights)
     print(f"wrote {save_concept(concept, args.out, elite)}")
