@@ -3,25 +3,18 @@ concept encoded in place (ElitePipeline, the loader mixin, the CLI); wrong files
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
-from diffusers import LMSDiscreteScheduler, StableDiffusionPipeline
+from core_helpers import gen as _gen
+from core_helpers import loaded_sd_pipeline
+from core_helpers import run_elite as _elite
 from PIL import Image
 from safetensors.torch import save_file
 
 from elite.concept_file import load_concept, pixels_sha256, save_concept
 from elite.errors import EliteError
-from elite.loader import EliteStableDiffusionPipeline
 from elite.models.elite_model import EliteModel
-
-
-def _gen(pipe, concept, prompt="a photo of a S*", **kw):
-    kw = {"lam": 0.8, "num_inference_steps": 3, "generator": torch.Generator().manual_seed(0), **kw}
-    return pipe(prompt, concept=concept, output_type="pt", **kw).images
 
 
 def _mask(image):
@@ -98,13 +91,7 @@ def test_wrong_files_are_one_line_errors(smoke_pipeline, smoke_models, concept_i
 
 
 def test_the_loader_mixin_takes_concept_files(smoke_pipeline, smoke_models, other_weights, tmp_path):
-    sd = StableDiffusionPipeline.from_pretrained(
-        smoke_models / "base", safety_checker=None, requires_safety_checker=False
-    )
-    sd.scheduler = LMSDiscreteScheduler.from_config(sd.scheduler.config)
-    pipe = EliteStableDiffusionPipeline.from_pipe(sd)
-    pipe.set_progress_bar_config(disable=True)
-    pipe.load_elite(smoke_models / "elite")
+    pipe = loaded_sd_pipeline(smoke_models)
     image = Image.fromarray((np.random.default_rng(5).random((64, 64, 3)) * 255).astype("uint8"))
     concept = pipe.encode_concept(image)
     loaded = load_concept(save_concept(concept, tmp_path / "c.safetensors", pipe.elite_loaded.model))
@@ -117,12 +104,6 @@ def test_the_loader_mixin_takes_concept_files(smoke_pipeline, smoke_models, othe
     foreign = load_concept(save_concept(concept, tmp_path / "f.safetensors", other_weights))
     with pytest.raises(EliteError, match="f.safetensors: encoded with other ELITE weights"):
         run(foreign)
-
-
-def _elite(*args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "elite.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd
-    )
 
 
 def test_cli_encode_then_generate_equals_generate_from_the_image(smoke_models, concept_image, tmp_path, repo_root):

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from core_helpers import gen as _gen
+from core_helpers import run_elite as _elite
 from PIL import Image
 
 from elite.concept_file import load_concept, save_concept
 from elite.errors import EliteError
-
-
-def _gen(pipe, concept, prompt="a photo of a S*", **kw):
-    kw = {"lam": 0.8, "num_inference_steps": 3, "generator": torch.Generator().manual_seed(0), **kw}
-    return pipe(prompt, concept=concept, output_type="pt", **kw).images
 
 
 @pytest.fixture(scope="module")
@@ -97,12 +92,6 @@ def test_bad_weights_are_one_line_errors(smoke_pipeline, images, weights, messag
     with pytest.raises(EliteError) as err:
         smoke_pipeline.encode_concept(images, weights=weights)
     assert message in str(err.value) and "\n" not in str(err.value)
-
-
-def _elite(*args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "elite.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd
-    )
 
 
 def test_cli_encode_with_image_weights(smoke_pipeline, smoke_models, concept_image, tmp_path, repo_root):

@@ -3,12 +3,10 @@ ElitePipeline, the loader mixin and the CLI, on the smoke models (SD v1's block 
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
+from core_helpers import gen, loaded_sd_pipeline, run_elite
 from PIL import Image
 
 from elite.concepts import Concept
@@ -19,8 +17,7 @@ EVERY = {"down": 0.8, "mid": 0.8, "up": 0.8}
 
 
 def _gen(pipe, concept, **kw):
-    kw = {"lam": 0.8, "num_inference_steps": 4, "generator": torch.Generator().manual_seed(0), **kw}
-    return pipe("a photo of a S*", concept=concept, output_type="pt", **kw).images
+    return gen(pipe, concept, **{"num_inference_steps": 4, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -90,17 +87,7 @@ def test_bad_blocks_and_ranges_are_one_line_errors(smoke_pipeline, concept, kw, 
 
 
 def test_the_loader_mixin_takes_lambda_per_block(smoke_pipeline, smoke_models):
-    from diffusers import LMSDiscreteScheduler, StableDiffusionPipeline
-
-    from elite.loader import EliteStableDiffusionPipeline
-
-    sd = StableDiffusionPipeline.from_pretrained(
-        smoke_models / "base", safety_checker=None, requires_safety_checker=False
-    )
-    sd.scheduler = LMSDiscreteScheduler.from_config(sd.scheduler.config)
-    pipe = EliteStableDiffusionPipeline.from_pipe(sd)
-    pipe.set_progress_bar_config(disable=True)
-    pipe.load_elite(smoke_models / "elite")
+    pipe = loaded_sd_pipeline(smoke_models)
     image = Image.fromarray((np.random.default_rng(4).random((64, 64, 3)) * 255).astype("uint8"))
     concept = pipe.encode_concept(image)
 
@@ -114,12 +101,6 @@ def test_the_loader_mixin_takes_lambda_per_block(smoke_pipeline, smoke_models):
         run({"up": {"block_0": 1.0}})
 
 
-def _elite(*args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "elite.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd
-    )
-
-
 def test_cli_lambda_per_block_and_step_range(smoke_models, concept_image, tmp_path, repo_root):
     common = ["generate", "--base", smoke_models / "base", "--weights", smoke_models / "elite", "--steps", 2]
     common += ["--image", concept_image, "--prompt", "a S*", "--seed", 2]
@@ -128,7 +109,7 @@ def test_cli_lambda_per_block_and_step_range(smoke_models, concept_image, tmp_pa
         "dict": ["--lam", '{"down": 0.8, "mid": 0.8, "up": 0.8}', "--local-steps", 0, 1],
     }
     for name, extra in runs.items():
-        run = _elite(*common, *extra, "--out", tmp_path / f"{name}.png", cwd=repo_root)
+        run = run_elite(*common, *extra, "--out", tmp_path / f"{name}.png", cwd=repo_root)
         assert run.returncode == 0, run.stderr
     with Image.open(tmp_path / "float.png") as a, Image.open(tmp_path / "dict.png") as b:
         assert np.array_equal(np.asarray(a), np.asarray(b))
@@ -137,6 +118,6 @@ def test_cli_lambda_per_block_and_step_range(smoke_models, concept_image, tmp_pa
         (["--lam", '{"middle": 1}'], "lam: unknown block 'middle'"),
         (["--local-steps", 0.9, 0.1], "local_steps: expected 0 <= start <= end <= 1"),
     ]:
-        run = _elite(*common, *extra, "--out", tmp_path / "x.png", cwd=repo_root)
+        run = run_elite(*common, *extra, "--out", tmp_path / "x.png", cwd=repo_root)
         assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
         assert message in run.stderr
