@@ -169,6 +169,8 @@ class EliteLoaderMixin:
             return super().__call__(prompt, *args, **kwargs)  # type: ignore[misc]
         if prompt is None or args or "prompt_embeds" in kwargs:
             raise EliteError("with concept=, pass the prompt (with S*) and keyword options only, not prompt_embeds")
+        if "local_steps" in kwargs:
+            raise EliteError("local_steps: the step range needs ElitePipeline; load_elite pipelines take lam only")
         kwargs.setdefault("guidance_scale", 5.0)
         inputs = self.elite_inputs(
             prompt,

@@ -99,6 +99,8 @@ def test_the_loader_mixin_takes_lambda_per_block(smoke_pipeline, smoke_models):
     assert not np.array_equal(run({"up": 0.8}), run(0.8))
     with pytest.raises(EliteError, match="lam.up.block_0: this UNet has no cross-attention there"):
         run({"up": {"block_0": 1.0}})
+    with pytest.raises(EliteError, match="local_steps: the step range needs ElitePipeline"):
+        pipe("a S*", concept=concept, local_steps=(0.0, 0.5), num_inference_steps=1)
 
 
 def test_cli_lambda_per_block_and_step_range(smoke_models, concept_image, tmp_path, repo_root):
