@@ -12,7 +12,9 @@ import warnings
 from elite.errors import EliteError
 
 # modules under elite.commands, each with register(subparsers) adding parsers whose `func` runs them
-COMMAND_MODULES = ["core", "register", "evaluate", "baselines", "train", "data", "demo", "experiments", "seeds"]
+COMMAND_MODULES = [
+    "core", "concept", "register", "evaluate", "baselines", "train", "data", "demo", "experiments", "seeds",
+]  # fmt: skip
 
 
 class OneLineParser(argparse.ArgumentParser):

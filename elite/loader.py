@@ -27,10 +27,12 @@ import torch
 from diffusers import StableDiffusionPipeline
 from transformers import CLIPImageProcessor, CLIPVisionModel
 
+from elite.concept_file import check_weights
 from elite.concepts import Concept, as_concepts, check_multi_concept
 from elite.errors import EliteError
-from elite.models.attention import EliteCrossAttnProcessor, KeepProcessor
+from elite.models.attention import EliteCrossAttnProcessor, KeepProcessor, KVProjections, cross_attention_layers
 from elite.models.elite_model import EliteModel
+from elite.models.local_control import Lam, check_lam, check_lam_blocks
 from elite.pipeline import (
     ConceptEncoder,
     ImageInput,
@@ -108,17 +110,20 @@ class EliteLoaderMixin:
         image: ImageInput | Sequence[ImageInput],
         mask: ImageInput | Sequence | None = None,
         masks: Sequence[ImageInput | None] | None = None,
+        weights: Sequence[float] | None = None,
     ) -> Concept:
-        """As `ElitePipeline.encode_concept`: one image (or several of one concept), an optional mask each."""
+        """As `ElitePipeline.encode_concept`: one image (or several of one concept, optionally weighted), an
+        optional mask each."""
         loaded = self._loaded()
         device = self._execution_device  # type: ignore[attr-defined]
-        return ConceptEncoder(loaded.model, loaded.image_encoder, loaded.image_processor, device)(image, mask, masks)
+        encoder = ConceptEncoder(loaded.model, loaded.image_encoder, loaded.image_processor, device)
+        return encoder(image, mask, masks, weights)
 
     def elite_inputs(
         self,
         prompt: str | list[str],
         concept: Concept | Sequence[Concept],
-        lam: float = 0.8,
+        lam: Lam = 0.8,
         guidance_scale: float = 5.0,
         num_images_per_prompt: int = 1,
         multi_concept: str = "per_concept",
@@ -126,9 +131,12 @@ class EliteLoaderMixin:
     ) -> dict[str, Any]:
         """The keyword arguments that make the pipeline's own `__call__` generate with `concept`:
         `prompt_embeds` (w0 at S*), `negative_prompt_embeds` (the empty prompt) and, with ELITE's local
-        branch, `cross_attention_kwargs={"elite": ...}`."""
+        branch, `cross_attention_kwargs={"elite": ...}`. `lam` may be a dict per block (elite.models.local_control)."""
         check_multi_concept(multi_concept)
+        check_lam(lam)
+        check_lam_blocks(lam, map(KVProjections.key, cross_attention_layers(self.unet)))  # type: ignore[attr-defined]
         concepts = as_concepts(concept)
+        check_weights(concepts, self.elite_loaded.model if self.elite_loaded is not None else None)
         if any(c.layer_words is not None for c in concepts):
             raise EliteError("per-layer concepts (XTI) need ElitePipeline; load_elite takes one word per concept")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -150,7 +158,7 @@ class EliteLoaderMixin:
         prompt: str | list[str] | None = None,
         *args: Any,
         concept: Concept | Sequence[Concept] | None = None,
-        lam: float = 0.8,
+        lam: Lam = 0.8,
         multi_concept: str = "per_concept",
         allow_bare_s: bool = False,
         **kwargs: Any,
@@ -161,6 +169,8 @@ class EliteLoaderMixin:
             return super().__call__(prompt, *args, **kwargs)  # type: ignore[misc]
         if prompt is None or args or "prompt_embeds" in kwargs:
             raise EliteError("with concept=, pass the prompt (with S*) and keyword options only, not prompt_embeds")
+        if "local_steps" in kwargs:
+            raise EliteError("local_steps: the step range needs ElitePipeline; load_elite pipelines take lam only")
         kwargs.setdefault("guidance_scale", 5.0)
         inputs = self.elite_inputs(
             prompt,

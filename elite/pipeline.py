@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +17,15 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModel
 
-from elite.concepts import Concept, as_concepts, check_multi_concept, fuse_images, local_inputs
+from elite.concept_file import check_weights, pixels_sha256
+from elite.concepts import Concept, as_concepts, check_multi_concept, fuse_images, image_weights, local_inputs
 from elite.errors import EliteError
 from elite.images import clip_inputs, full_mask, open_image, open_mask
 from elite.io import atomic_dir
-from elite.models.attention import EliteConditioning, attach_base_processors
+from elite.models.attention import EliteConditioning, KVProjections, attach_base_processors, cross_attention_layers
 from elite.models.elite_model import EliteModel
 from elite.models.features import clip_layer_features
+from elite.models.local_control import Lam, active_steps, check_lam, check_lam_blocks, check_local_steps, lam_is_zero
 from elite.models.text import encode_with_words, tokenize_plain, tokenize_with_placeholder
 from elite.schedulers import SCHEDULERS, make_scheduler
 
@@ -169,17 +171,19 @@ class ElitePipeline(DiffusionPipeline):
         image: ImageInput | Sequence[ImageInput],
         mask: ImageInput | Sequence | None = None,
         masks: Sequence[ImageInput | None] | None = None,
+        weights: Sequence[float] | None = None,
     ) -> Concept:
         """One forward pass: the global words from the whole image, the local tokens from the masked object.
 
         `mask="auto"`: SAM makes the mask (the most salient object; see elite.automask). Several images of
         one concept, `encode_concept([a, b], masks=[ma, None])` (None or "auto" per image; one `mask` applies
         to all): each is encoded alone, then the words are averaged and the local tokens concatenated
-        (elite.concepts.fuse_images). A list of one image gives exactly that image's concept."""
+        (elite.concepts.fuse_images). A list of one image gives exactly that image's concept. `weights` (one per
+        image, normalised) weight the images: words by weighted mean, local tokens by attention share."""
         if self.elite is None or self.image_encoder is None:
             raise EliteError("this pipeline was loaded without ELITE weights; pass elite_weights to encode images")
         encoder = ConceptEncoder(self.elite, self.image_encoder, self.image_processor, self._execution_device)
-        return encoder(image, mask, masks)
+        return encoder(image, mask, masks, weights)
 
     # --- generation ----------------------------------------------------------------------------------
     def encode_prompts(self, prompts: list[str], concept: Concept | Sequence[Concept], allow_bare_s: bool = False):
@@ -193,7 +197,7 @@ class ElitePipeline(DiffusionPipeline):
         self,
         prompt: str | list[str],
         concept: Concept | Sequence[Concept],
-        lam: float = 0.8,
+        lam: Lam = 0.8,
         num_inference_steps: int = 100,
         guidance_scale: float = 5.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -206,6 +210,7 @@ class ElitePipeline(DiffusionPipeline):
         return_dict: bool = True,
         multi_concept: str = "per_concept",
         negative_prompt: str | None = None,
+        local_steps: tuple[float, float] = (0.0, 1.0),
     ) -> ImagePipelineOutput | tuple:
         """Generate images for `prompt` (which contains S*) with the encoded concept.
 
@@ -215,13 +220,17 @@ class ElitePipeline(DiffusionPipeline):
         of the w0 maps (elite.concepts). `negative_prompt` (plain text, no S*) replaces the empty prompt of
         classifier-free guidance's unconditional half.
         Defaults are the paper's: LMS, 100 steps, guidance 5, lambda 0.8 (0.6 suits editing prompts).
+        `lam` may be a dict per cross-attention block ({"down": ..., "mid": ..., "up": ...}) and `local_steps`
+        the (start, end) fractions of the denoising with the local branch (elite.models.local_control).
         Classifier-free guidance runs both halves in one batched UNet call per step. A list of generators,
         one per image, makes each image the same as when it is generated alone with its generator.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        check_sampling(lam, num_inference_steps, guidance_scale, num_images_per_prompt, scheduler)
+        check_sampling(lam, num_inference_steps, guidance_scale, num_images_per_prompt, scheduler, local_steps)
+        check_lam_blocks(lam, map(KVProjections.key, cross_attention_layers(self.unet)))
         check_multi_concept(multi_concept)
         concepts = as_concepts(concept)
+        check_weights(concepts, self.elite)
         size = self.unet.config.sample_size * self.vae_scale_factor
         height, width = height or size, width or size
         if min(height, width) < 1 or height % self.vae_scale_factor or width % self.vae_scale_factor:
@@ -248,10 +257,12 @@ class ElitePipeline(DiffusionPipeline):
         sched.set_timesteps(num_inference_steps, device=device)
         shape = (n, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
         latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype) * sched.init_noise_sigma
-        for t in self.progress_bar(sched.timesteps):
+        active = active_steps(len(sched.timesteps), local_steps)
+        off = cond._replace(local_tokens=None, local_scale=None, word_index=None, layer_scale=None)
+        for i, t in enumerate(self.progress_bar(sched.timesteps)):
             model_in = torch.cat([latents] * 2) if cfg else latents
             model_in = sched.scale_model_input(model_in, t)
-            noise = self.unet(model_in, t, encoder_hidden_states=cond).sample
+            noise = self.unet(model_in, t, encoder_hidden_states=cond if active[i] else off).sample
             if cfg:
                 uncond_noise, text_noise = noise.chunk(2)
                 noise = uncond_noise + guidance_scale * (text_noise - uncond_noise)
@@ -277,6 +288,7 @@ class ConceptEncoder:
         image: ImageInput | Sequence[ImageInput],
         mask: ImageInput | Sequence | None = None,
         masks: Sequence[ImageInput | None] | None = None,
+        weights: Sequence[float] | None = None,
     ) -> Concept:
         images: list[Any] = list(image) if isinstance(image, (list, tuple)) else [image]
         if masks is not None and mask is not None:
@@ -291,7 +303,8 @@ class ConceptEncoder:
                 f"encode_concept: got {len(images)} image(s) and {len(each)} mask(s); give at least one "
                 f"image and one mask per image (None: the whole image)"
             )
-        return fuse_images([self.encode_one(i, m) for i, m in zip(images, each, strict=True)])
+        image_weights(weights, len(images))  # bad weights fail before any image is encoded
+        return fuse_images([self.encode_one(i, m) for i, m in zip(images, each, strict=True)], weights)
 
     def clip_inputs(self, image: Image.Image, mask: Image.Image | None):
         proc = self.processor
@@ -317,7 +330,8 @@ class ConceptEncoder:
         if self.elite.local_mapper is not None:
             feats = clip_layer_features(self.image_encoder, masked.to(device, dtype), layers)
             local = self.elite.local_mapper(feats, m.to(device, dtype))
-        return Concept(words=words, local_tokens=local)
+        provenance = {"images": [pixels_sha256(image)], "masks": [pixels_sha256(mask)]}
+        return Concept(words=words, local_tokens=local, provenance=provenance)
 
 
 def encode_prompts(
@@ -360,24 +374,28 @@ def unconditional_states(
 
 
 def local_conditioning(
-    concepts: Sequence[Concept], multi_concept: str, lam: float, slots: torch.Tensor, cfg: bool, dtype: torch.dtype
+    concepts: Sequence[Concept], multi_concept: str, lam: Lam, slots: torch.Tensor, cfg: bool, dtype: torch.dtype
 ) -> EliteConditioning:
     """The local-branch inputs for every row of a UNet batch (`text` left empty): the concepts' local tokens,
     lambda per row and w0's position. With classifier-free guidance the batch is [unconditional, conditional]
-    and the unconditional half gets lambda 0. No local term for global-only concepts or lambda 0."""
-    local = local_inputs(as_concepts(concepts), multi_concept)
-    if local is None or lam <= 0:
+    and the unconditional half gets lambda 0. No local term for global-only concepts or lambda 0. A per-block
+    lambda (a dict) gives the rows scale 1 and travels as `layer_scale` to each layer."""
+    local, bias = local_inputs(as_concepts(concepts), multi_concept)
+    if local is None or lam_is_zero(lam):
         return EliteConditioning(text=None)
     n = len(slots)
-    scales = torch.full((n,), float(lam), device=slots.device)
+    per_block, scale = (lam, 1.0) if isinstance(lam, Mapping) else (None, float(lam))
+    scales = torch.full((n,), scale, device=slots.device)
     if cfg:
         slots = torch.cat([torch.zeros_like(slots), slots])
         scales = torch.cat([torch.zeros_like(scales), scales])
     return EliteConditioning(
         text=None,
         local_tokens=_each_local(local, lambda t: t.to(slots.device, dtype).expand(len(slots), -1, -1)),
+        local_bias=_each_local(bias, lambda t: t.to(slots.device, dtype).expand(len(slots), -1)),
         local_scale=scales,
         word_index=slots,
+        layer_scale=per_block,
     )
 
 
@@ -394,8 +412,10 @@ def _saved_with_elite(folder: str) -> bool:
 
 
 def _each_local(tokens, fn):
-    """Apply fn to the local tokens, or to each concept's tokens (one local branch per concept)."""
-    return tuple(fn(t) for t in tokens) if isinstance(tokens, tuple) else fn(tokens)
+    """Apply fn to the local tokens (or bias), or to each concept's (one local branch per concept); None stays."""
+    if isinstance(tokens, tuple):
+        return tuple(None if t is None else fn(t) for t in tokens)
+    return None if tokens is None else fn(tokens)
 
 
 def _each(text, fn):
@@ -404,13 +424,18 @@ def _each(text, fn):
 
 
 def check_sampling(
-    lam: float, steps: int, guidance: float, num_images: int, scheduler: str | SchedulerMixin | None = None
+    lam: Lam,
+    steps: int,
+    guidance: float,
+    num_images: int,
+    scheduler: str | SchedulerMixin | None = None,
+    local_steps: Sequence[float] = (0.0, 1.0),
 ) -> None:
     """One-line errors for sampling settings, cheap enough to run before any model is loaded."""
     if isinstance(scheduler, str) and scheduler not in SCHEDULERS:
         raise EliteError(f"unknown scheduler {scheduler!r}; choose one of: {', '.join(SCHEDULERS)}")
-    if not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
-        raise EliteError(f"lam must be a finite number >= 0 (paper: 0.8 generation, 0.6 editing), got {lam}")
+    check_lam(lam)
+    check_local_steps(local_steps)
     if not isinstance(steps, int) or steps < 1:
         raise EliteError(f"num_inference_steps must be an integer >= 1, got {steps}")
     if not math.isfinite(guidance):

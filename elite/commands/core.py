@@ -28,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         help="concept image (JPEG/PNG), object roughly centred; repeat it for several images of the same concept",
     )
+    src.add_argument("--concept", help="instead of an image: a concept file written by `elite encode`")
     src.add_argument(
         "--embeddings",
         help="instead of an image: words learned by `elite baseline ti|xti` (sampled on the base model)",
@@ -66,7 +67,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--out", required=True, help="output PNG (with --num-images N: OUT_0.png ... OUT_{N-1}.png)")
     g.add_argument("--weights", help="ELITE weights folder (default: params generate.weights)")
     g.add_argument("--base", help="Stable Diffusion folder or hub id (default: <models.dir>/base)")
-    g.add_argument("--lam", type=float, help="local branch weight lambda (params: generate.lam)")
+    g.add_argument(
+        "--lam",
+        type=lam_arg,
+        help="local branch weight lambda (params: generate.lam), or per cross-attention block a JSON object as "
+        'diffusers\' set_ip_adapter_scale, e.g. \'{"down": 0.8, "mid": 0, "up": {"block_1": 0.8}}\' (blocks left '
+        "out: 0)",
+    )
+    g.add_argument(
+        "--local-steps",
+        type=float,
+        nargs=2,
+        metavar=("START", "END"),
+        default=(0.0, 1.0),
+        help="fractions of the denoising with the local branch (default: 0 1, every step)",
+    )
     g.add_argument("--steps", type=int, help="sampling steps (params: generate.steps)")
     g.add_argument("--guidance", type=float, help="classifier-free guidance scale (params: generate.guidance)")
     g.add_argument("--seed", type=int, help="random seed (params: generate.seed)")
@@ -112,8 +127,8 @@ def generate_cmd(args) -> None:
 
     allow_s = pick(args.allow_bare_s, cfg.allow_bare_s)
     groups = [args.image] + ([args.image2] if args.image2 else [])
-    if args.image2 and args.embeddings:
-        raise EliteError("--image2 is a second ELITE concept; it does not combine with --embeddings")
+    if (args.image2 or args.mask or args.mask2) and not args.image:
+        raise EliteError("--mask, --image2 and --mask2 go with --image (not with --embeddings or --concept)")
     find_placeholders(args.prompt, len(groups) if args.image else 1, allow_s)
     if args.image:
         mask_groups = [
@@ -122,7 +137,7 @@ def generate_cmd(args) -> None:
         ]
     lam, steps, guidance = pick(args.lam, cfg.lam), pick(args.steps, cfg.steps), pick(args.guidance, cfg.guidance)
     scheduler = pick(args.scheduler, cfg.scheduler)
-    check_sampling(lam, steps, guidance, args.num_images, scheduler)
+    check_sampling(lam, steps, guidance, args.num_images, scheduler, args.local_steps)
     base = pick(args.base, str(Path(params.models.dir) / "base"))
     if args.embeddings:
         from elite.baselines.inversion import Inversion, mix_styles
@@ -131,6 +146,11 @@ def generate_cmd(args) -> None:
         pipe = ElitePipeline.from_pretrained(base)
         levels = len(pipe.unet.config.block_out_channels)
         concept = mix_styles(learned, Inversion.load(args.mix_fine), levels) if args.mix_fine else learned.concept()
+    elif args.concept:
+        from elite.concept_file import load_concept
+
+        concept = load_concept(args.concept)
+        pipe = ElitePipeline.from_pretrained(base, pick(args.weights, cfg.weights))
     else:
         inputs = []
         for paths, masks in zip(groups, mask_groups):
@@ -150,6 +170,7 @@ def generate_cmd(args) -> None:
         num_images_per_prompt=args.num_images,
         allow_bare_s=allow_s,
         multi_concept=pick(args.multi_concept, cfg.multi_concept),
+        local_steps=tuple(args.local_steps),
     )
     out = Path(args.out)
     paths = (
@@ -161,6 +182,23 @@ def generate_cmd(args) -> None:
         with atomic_file(path, suffix=".png") as tmp:
             img.save(tmp, format="PNG")
         print(f"wrote {path}")
+
+
+def lam_arg(text: str):
+    """--lam: a number, or a JSON object of lambda per block (checked by check_sampling)."""
+    import json
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a number or a JSON object per block, got {text!r}")
+    return value
 
 
 def concept_masks(masks: list[str] | None, images: list[str] | None, flag: str) -> list[str | None]:

@@ -27,7 +27,7 @@ the w0 maps (the naive baseline: M = sum_c M_c).
 from __future__ import annotations
 
 import math
-from typing import Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,7 @@ from diffusers.models.attention_processor import Attention
 from torch import nn
 
 from elite.errors import EliteError
+from elite.models.local_control import layer_lambda
 
 
 class EliteConditioning(NamedTuple):
@@ -48,6 +49,11 @@ class EliteConditioning(NamedTuple):
     local_scale: torch.Tensor | None = None  # (B,) lambda per row; 0 = no local term
     # (B,) position of w0 in the text sequence; (B, C) the positions of C concepts' w0
     word_index: torch.Tensor | None = None
+    # (B, P) added to the local attention logits per token (weighted several-image concepts), as local_tokens
+    # one tensor, or a tuple per concept (None: no bias for that concept)
+    local_bias: torch.Tensor | tuple[torch.Tensor | None, ...] | None = None
+    # lambda per cross-attention block (elite.models.local_control), multiplying local_scale layer by layer
+    layer_scale: Mapping[str, Any] | None = None
 
 
 class KVProjections(nn.Module):
@@ -184,6 +190,8 @@ class EliteCrossAttnProcessor:
             if cond is None:
                 raise ValueError("ELITE cross-attention needs encoder_hidden_states (text states)")
             cond = elite._replace(text=cond) if elite is not None else EliteConditioning(text=cond)
+        if cond.layer_scale is not None and cond.local_scale is not None:  # this layer's lambda
+            cond = cond._replace(local_scale=cond.local_scale * layer_lambda(cond.layer_scale, self.layer))
         if cond.text is None:
             raise ValueError("ELITE cross-attention needs text states in EliteConditioning.text")
         residual = hidden_states
@@ -243,23 +251,28 @@ class EliteCrossAttnProcessor:
         assert cond.word_index is not None and cond.local_scale is not None and cond.local_tokens is not None
         idx = cond.word_index[rows].to(q.device)
         lam = cond.local_scale[rows].to(q.dtype)[:, None, None, None]
+        bias = cond.local_bias
         if isinstance(cond.local_tokens, torch.Tensor):  # one branch (one concept, or the naive baseline)
-            out_l = self._local(attn, q, cond.local_tokens[rows])
+            assert not isinstance(bias, tuple)
+            out_l = self._local(attn, q, cond.local_tokens[rows], None if bias is None else bias[rows])
             return out_g + lam * _w0_weight(probs_g, idx)[..., None] * out_l
         if idx.ndim != 2 or idx.shape[1] != len(cond.local_tokens):
             raise ValueError("EliteConditioning: per-concept local tokens need word_index of shape (B, concepts)")
+        biases = bias if isinstance(bias, tuple) else (None,) * len(cond.local_tokens)
         out = out_g
-        for c, tokens in enumerate(cond.local_tokens):  # Eq. 8 per concept
-            out = out + lam * _w0_weight(probs_g, idx[:, c])[..., None] * self._local(attn, q, tokens[rows])
+        for c, (tokens, b) in enumerate(zip(cond.local_tokens, biases, strict=True)):  # Eq. 8 per concept
+            out_l = self._local(attn, q, tokens[rows], None if b is None else b[rows])
+            out = out + lam * _w0_weight(probs_g, idx[:, c])[..., None] * out_l
         return out
 
-    def _local(self, attn, q, tokens) -> torch.Tensor:
-        """A_l V_l: the queries attend over the local tokens."""
+    def _local(self, attn, q, tokens, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """A_l V_l: the queries attend over the local tokens (bias (R, P): added to the logits per token)."""
         tokens = tokens.to(q.dtype)
         assert self.local_kv is not None
         k_l = _heads(self.local_kv["to_k"](tokens), attn.heads)
         v_l = _heads(self.local_kv["to_v"](tokens), attn.heads)
-        return F.scaled_dot_product_attention(q, k_l, v_l)
+        mask = None if bias is None else bias.to(q.dtype)[:, None, None, :]
+        return F.scaled_dot_product_attention(q, k_l, v_l, attn_mask=mask)
 
 
 def _w0_weight(probs_g: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

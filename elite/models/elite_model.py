@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -10,7 +11,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save, save_file
 from torch import nn
 
 from elite.errors import EliteError
@@ -51,6 +52,7 @@ class EliteModel(nn.Module):
         self.global_kv = KVProjections(shapes)
         self.local_mapper = LocalMapper(config.vision_dim, config.text_dim, n) if config.has_local else None
         self.local_kv = KVProjections(shapes) if config.has_local else None
+        self.weights_sha256: str | None = None  # of the weights file it was loaded from (from_pretrained)
 
     @property
     def device(self) -> torch.device:
@@ -92,6 +94,14 @@ class EliteModel(nn.Module):
         self.local_kv = KVProjections.from_unet(unet)
         self.to(next(self.global_mapper.parameters()).dtype)
 
+    def fingerprint(self) -> str:
+        """SHA-256 of these weights: of the file they were loaded from (whatever dtype they run in now), else of
+        the elite.safetensors that save_pretrained would write. Saved concepts record it (elite.concept_file)."""
+        if self.weights_sha256 is None:
+            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+            return hashlib.sha256(save(state)).hexdigest()
+        return self.weights_sha256
+
     def attach(self, unet: nn.Module, use_local: bool = True) -> None:
         """Install ELITE processors on the UNet's cross-attention layers (self-attention is untouched)."""
         attach_processors(unet, self.global_kv, self.local_kv if use_local else None)
@@ -118,7 +128,8 @@ class EliteModel(nn.Module):
             raise EliteError(f"{directory / CONFIG_NAME}: not a valid ELITE config ({exc})") from None
         model = cls(config)
         try:
-            problems = model.load_state_dict(load_file(directory / WEIGHTS_NAME), strict=False)
+            data = (directory / WEIGHTS_NAME).read_bytes()
+            problems = model.load_state_dict(load(data), strict=False)
         except (SafetensorError, RuntimeError, OSError) as exc:  # a damaged file, or tensors of other shapes
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise EliteError(f"{directory / WEIGHTS_NAME}: cannot load these weights ({first}); rebuild, retrain or "
@@ -126,4 +137,5 @@ class EliteModel(nn.Module):
         if problems.missing_keys or problems.unexpected_keys:
             bad = (problems.missing_keys or problems.unexpected_keys)[0]
             raise EliteError(f"{directory / WEIGHTS_NAME}: weights do not match {CONFIG_NAME} (first mismatch: {bad})")
+        model.weights_sha256 = hashlib.sha256(data).hexdigest()
         return model.to(dtype)

@@ -2,7 +2,8 @@
 
 The same helpers serve the pyfunc model (decode request rows), downstream apps (encode their files,
 decode the predictions) and the tests. `encode_concepts` / `decode_concepts` carry several concepts of
-several images each (a version-2 request row's `concepts`).
+several images each (a version-2 request row's `concepts`); `decode_concept` reads a concept file's bytes
+(the `concept` column).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from elite.concept_file import load_concept
+from elite.concepts import Concept
 from elite.errors import EliteError
 from elite.images import binary_mask, decode, to_rgb
 
@@ -67,6 +71,15 @@ def decode_mask(value: str | bytes, size: tuple[int, int], field: str = "mask") 
     if not np.asarray(mask).any():
         raise EliteError(f"{field}: mask is all black (no object); white marks the object")
     return mask
+
+
+def decode_concept(value: str | bytes, field: str = "concept") -> Concept:
+    """A concept from the bytes of a concept file (`elite encode`), or a one-line EliteError naming `field`."""
+    data = payload_bytes(value, field)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "concept.safetensors"
+        path.write_bytes(data)
+        return load_concept(path, label=field)
 
 
 def decode_png(value: str) -> Image.Image:

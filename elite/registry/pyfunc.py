@@ -14,8 +14,12 @@ versioned by the row's `version` (absent = 1, so requests written before version
 |               |        |         | concept (masks optional): several images of a concept are fused;  |
 |               |        |         | two concepts are S1*, S2*                                        |
 | multi_concept | string | 2       | per_concept (default; Eq. 8 per concept) or naive (the baseline)  |
+| concept       | string | 1, 2    | instead of image/mask/concepts: a concept file (`elite encode`),  |
+|               |        |         | base64; made with the model's own ELITE weights                  |
 | prompt        | string | req.    | prompt with S* (one concept) or S1*, S2* (two concepts)          |
-| lam           | number | no      | local-branch weight lambda                                       |
+| lam           | number | no      | local-branch weight lambda, or per block an object               |
+|               | object |         | {"down": .., "mid": .., "up": ..} (elite.models.local_control)    |
+| local_steps   | list   | no      | [start, end] fractions of the denoising with the local branch    |
 | steps         | number | no      | sampling steps (a whole number)                                  |
 | guidance      | number | no      | classifier-free guidance scale                                   |
 | seed          | number | no      | random seed (a whole number)                                     |
@@ -45,8 +49,9 @@ from mlflow.pyfunc import PythonModel
 from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 from PIL import Image
 
+from elite.concepts import Concept
 from elite.errors import EliteError
-from elite.registry.codec import decode_concepts, decode_image, decode_mask, encode_png
+from elite.registry.codec import decode_concept, decode_concepts, decode_image, decode_mask, encode_png
 
 WEIGHTS = "elite_weights"  # artifact keys
 IMAGE_ENCODER = "image_encoder"
@@ -62,8 +67,10 @@ def signature(scheduler: str) -> ModelSignature:
             ColSpec("string", "mask", required=False),
             ColSpec(AnyType(), "concepts", required=False),
             ColSpec("string", "multi_concept", required=False),
+            ColSpec("string", "concept", required=False),
             ColSpec("string", "prompt"),
             ColSpec(AnyType(), "lam", required=False),
+            ColSpec(AnyType(), "local_steps", required=False),
             ColSpec(AnyType(), "steps", required=False),
             ColSpec(AnyType(), "guidance", required=False),
             ColSpec(AnyType(), "seed", required=False),
@@ -131,6 +138,23 @@ def _number(value: Any, field: str) -> float:
     return float(value)
 
 
+def _lam(value: Any):
+    """lam: a number, or an object of lambda per cross-attention block."""
+    from elite.models.local_control import check_lam
+
+    if not isinstance(value, dict):
+        return _number(value, "lam")
+    check_lam(value)
+    return value
+
+
+def _steps(value: Any) -> tuple[float, float]:
+    from elite.models.local_control import check_local_steps
+
+    value = value.tolist() if isinstance(value, np.ndarray) else value
+    return check_local_steps(list(value) if isinstance(value, (list, tuple)) else value)
+
+
 class ElitePyfunc(PythonModel):
     """Loads ElitePipeline once per process; one generated image per input row."""
 
@@ -173,13 +197,17 @@ class ElitePyfunc(PythonModel):
             raise EliteError(
                 f"version: this model reads request versions {' and '.join(map(str, REQUEST_VERSIONS))}, got {version}"
             )
-        concepts, mode = self._v2_concepts(row) if version == 2 else (self._v1_concept(row), "per_concept")
+        if not _missing(row.get("concept")):
+            concepts, mode = [self._file_concept(row)], "per_concept"
+        else:
+            concepts, mode = self._v2_concepts(row) if version == 2 else (self._v1_concept(row), "per_concept")
         find_placeholders(prompt, len(concepts), bool(self.config.get("allow_bare_s", False)))
         return {
             "prompt": prompt,
             "concepts": concepts,
             "multi_concept": mode,
-            "lam": _number(pick("lam"), "lam"),
+            "lam": _lam(pick("lam")),
+            "local_steps": (0.0, 1.0) if _missing(row.get("local_steps")) else _steps(row["local_steps"]),
             "steps": _integer(pick("steps"), "steps"),
             "guidance": _number(pick("guidance"), "guidance"),
             "seed": _integer(pick("seed"), "seed"),
@@ -198,6 +226,14 @@ class ElitePyfunc(PythonModel):
         image = decode_image(row["image"], "image")
         mask = None if _missing(row.get("mask")) else decode_mask(row["mask"], image.size, "mask")
         return [([image], [mask])]
+
+    @staticmethod
+    def _file_concept(row: dict):
+        """`concept`: a concept file's bytes, in place of the images (either version)."""
+        for field in ("image", "mask", "concepts"):
+            if not _missing(row.get(field)):
+                raise EliteError(f"{field}: a row with a concept file (concept) has no images; send one or the other")
+        return decode_concept(row["concept"], "concept")
 
     @staticmethod
     def _v2_concepts(row: dict) -> tuple[list, str]:
@@ -223,7 +259,10 @@ class ElitePyfunc(PythonModel):
         for i, row in enumerate(frame.to_dict("records")):
             try:
                 args = self._row_inputs(row)
-                concepts = [self.pipe.encode_concept(images, masks=masks) for images, masks in args["concepts"]]
+                concepts = [
+                    c if isinstance(c, Concept) else self.pipe.encode_concept(c[0], masks=c[1])
+                    for c in args["concepts"]
+                ]
                 result = self.pipe(
                     args["prompt"],
                     concept=concepts[0] if len(concepts) == 1 else concepts,
@@ -236,6 +275,7 @@ class ElitePyfunc(PythonModel):
                     negative_prompt=args["negative_prompt"],
                     height=args["height"],
                     width=args["width"],
+                    local_steps=args["local_steps"],
                     generator=torch.Generator().manual_seed(args["seed"]),
                 )
             except EliteError as exc:

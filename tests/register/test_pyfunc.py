@@ -301,3 +301,72 @@ def test_bad_version_2_rows_name_row_and_field(saved_model, files, bad, message)
     with pytest.raises(MlflowException) as info:
         model.predict(pd.DataFrame([good, {**good, **bad}]))
     assert info.value.error_code == "INVALID_PARAMETER_VALUE" and message in info.value.message, info.value.message
+
+
+def test_a_concept_file_row_gives_the_images_row(
+    saved_model, files, smoke_pipeline, smoke_models, concept_image, tmp_path
+):
+    """`concept` (a concept file's bytes, base64 or raw) in place of the images: the same image as the image row;
+    a file of other weights, a non-concept file, or images beside it are errors naming row and field."""
+    from elite.concept_file import save_concept
+    from elite.models.elite_model import EliteModel
+
+    model, _, _ = saved_model
+    image, mask = files
+    concept = smoke_pipeline.encode_concept(concept_image, concept_image.with_name("concept_mask.png"))
+    path = save_concept(concept, tmp_path / "disc.safetensors", smoke_pipeline.elite)
+    common = {"prompt": "a S* on the beach", "steps": 2, "seed": 6}
+    rows = [
+        {"image": image, "mask": mask, **common},
+        {"concept": encode_file(path), **common},
+        {"version": 2, "concept": path.read_bytes(), **common},
+    ]
+    out = [_img(b64) for b64 in model.predict(pd.DataFrame(rows))["image"]]
+    assert np.array_equal(out[0], out[1]) and np.array_equal(out[0], out[2])
+
+    other = EliteModel.from_pretrained(smoke_models / "elite")
+    with torch.no_grad():
+        next(other.local_kv.parameters()).mul_(1.5)
+    other.weights_sha256 = None
+    foreign = save_concept(concept, tmp_path / "foreign.safetensors", other)
+    for bad, message in [
+        ({"concept": encode_file(foreign)}, "row 0: concept: encoded with other ELITE weights"),
+        ({"concept": encode_file(smoke_models / "elite" / "elite.safetensors")}, "row 0: concept: a safetensors"),
+        ({"concept": image}, "row 0: concept: not a safetensors file"),
+        ({"concept": encode_file(path), "image": image}, "row 0: image: a row with a concept file"),
+    ]:
+        with pytest.raises(MlflowException) as info:
+            model.predict(pd.DataFrame([{**common, "steps": 1, **bad}]))
+        assert info.value.error_code == "INVALID_PARAMETER_VALUE" and message in info.value.message, info.value.message
+
+
+def test_lambda_per_block_and_step_range_rows(saved_model, files, smoke_pipeline, concept_image):
+    """`lam` as an object per block and `local_steps` give what the pipeline gives; bad ones name row and field."""
+    model, _, _ = saved_model
+    image, mask = files
+    common = {"image": image, "mask": mask, "prompt": "a S*", "steps": 2, "seed": 1}
+    rows = [
+        {**common, "lam": 0.8},
+        {**common, "lam": {"down": 0.8, "mid": 0.8, "up": 0.8}, "local_steps": [0, 1]},
+        {**common, "lam": {"up": 0.8}, "local_steps": [0.5, 1.0]},
+    ]
+    out = [_img(b64) for b64 in model.predict(pd.DataFrame(rows))["image"]]
+    assert np.array_equal(out[0], out[1])
+    concept = smoke_pipeline.encode_concept(concept_image, concept_image.with_name("concept_mask.png"))
+    direct = smoke_pipeline(
+        "a S*",
+        concept=concept,
+        lam={"up": 0.8},
+        local_steps=(0.5, 1.0),
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(1),
+    ).images[0]
+    assert np.abs(out[2] - np.asarray(direct).astype(np.int16)).max() <= 2
+    for bad, message in [
+        ({"lam": {"middle": 1}}, "row 0: lam: unknown block 'middle'"),
+        ({"local_steps": [0.8, 0.2]}, "row 0: local_steps: expected 0 <= start <= end <= 1"),
+        ({"local_steps": "all"}, "row 0: local_steps: expected (start, end)"),
+    ]:
+        with pytest.raises(MlflowException) as info:
+            model.predict(pd.DataFrame([{**common, "steps": 1, **bad}]))
+        assert info.value.error_code == "INVALID_PARAMETER_VALUE" and message in info.value.message, info.value.message
