@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -98,18 +99,28 @@ def _train_images(root: Path, n: int, seed: int) -> Path:
     return manifest
 
 
-def training_step(name: str, m: Models | None, smoke_root: Path, work: Path, params, settings: Settings) -> dict:
-    """Stage-1 optimiser steps through the training code's own pieces (GlobalStage, its dataset and
-    loss module, LatentCache, collate), with and without the latent cache, interleaved step by step.
-    `name` "smoke": the smoke models loaded as the stage loads them (load_frozen); else the in-memory
+@dataclass
+class Stage1:
+    """Stage 1 as the training code builds it (GlobalStage, its dataset and loss module), outside accelerate."""
+
+    cfg: object
+    stage: object
+    frozen: object
+    rows: list
+    elite: torch.nn.Module
+    module: torch.nn.Module
+    trainable: list
+    vae_dir: Path
+
+
+def stage1(name: str, m: Models | None, smoke_root: Path, work: Path, params, settings: Settings) -> Stage1:
+    """`name` "smoke": the smoke models loaded as the stage loads them (load_frozen); else the in-memory
     models `m` (SD-v1-sized) at settings.sd_resolution, batch 1."""
-    from accelerate import Accelerator
     from diffusers import DDPMScheduler
 
     from elite.models.elite_model import EliteModel
     from elite.pipeline import resolve_image_encoder
-    from elite.train.data import ClipSpec, collate, read_manifest
-    from elite.train.latents import LatentCache
+    from elite.train.data import read_manifest
     from elite.train.stages import Frozen, GlobalStage, load_frozen
 
     base, init_dir = params.train_global, smoke_root / "elite"
@@ -149,6 +160,19 @@ def training_step(name: str, m: Models | None, smoke_root: Path, work: Path, par
     elite.attach(frozen.unet, use_local=False)
     module = stage.module_class(elite, frozen, cfg).train()
     trainable = [p for p in elite.parameters() if p.requires_grad]
+    return Stage1(cfg, stage, frozen, rows, elite, module, trainable, vae_dir)
+
+
+def training_step(name: str, m: Models | None, smoke_root: Path, work: Path, params, settings: Settings) -> dict:
+    """Stage-1 optimiser steps through the training code's own pieces (GlobalStage, its dataset and
+    loss module, LatentCache, collate), with and without the latent cache, interleaved step by step."""
+    from accelerate import Accelerator
+
+    from elite.train.data import ClipSpec, collate
+    from elite.train.latents import LatentCache
+
+    s1 = stage1(name, m, smoke_root, work, params, settings)
+    cfg, stage, frozen, rows, module, trainable = s1.cfg, s1.stage, s1.frozen, s1.rows, s1.module, s1.trainable
     optimizer = torch.optim.AdamW(
         trainable,
         lr=cfg.learning_rate,
@@ -156,6 +180,7 @@ def training_step(name: str, m: Models | None, smoke_root: Path, work: Path, par
         weight_decay=cfg.adam_weight_decay,
         eps=cfg.adam_epsilon,
     )
+    vae_dir = s1.vae_dir
     clip = ClipSpec(frozen.image_processor)
     cache = LatentCache(cfg.cache_dir, rows, vae_dir, cfg.resolution, cfg.crop_pad[0])
     plain = stage.dataset(rows, frozen, clip)
@@ -260,3 +285,68 @@ def sam_masking(name: str, smoke_root: Path, params, settings: Settings) -> dict
     )
     heads = [ratio_headline(name, "SAM: per-box calls / one call per image", speed, ">= 3", lambda v: v >= 3)]
     return figure("sam", how, sizes, heads)
+
+
+MEMORY_OPTIONS = {  # params of the training stages: optimizer, gradient_checkpointing, mixed_precision
+    "fp32, AdamW": ("adamw", False, "no"),
+    "gradient checkpointing": ("adamw", True, "no"),
+    "bf16 autocast": ("adamw", False, "bf16"),
+    "checkpointing + bf16": ("adamw", True, "bf16"),
+    "8-bit AdamW (bitsandbytes)": ("adamw8bit", False, "no"),
+}
+
+
+def training_memory(name: str, m: Models | None, smoke_root: Path, work: Path, params, settings: Settings) -> dict:
+    """The peak memory one stage-1 optimiser step adds on top of the resident models, per option of
+    elite/train/memory.py (and mixed precision), each option's steps interleaved with the others'."""
+    import importlib.util
+
+    from elite.train.data import ClipSpec, collate
+    from elite.train.memory import checkpoint_unet, make_optimizer
+
+    s1 = stage1(name, m, smoke_root, work, params, settings)
+    dataset = s1.stage.dataset(s1.rows, s1.frozen, ClipSpec(s1.frozen.image_processor))
+    batch = collate([dataset[d] for d in range(s1.cfg.batch_size)])
+    have_bnb = importlib.util.find_spec("bitsandbytes") is not None
+    options = {k: v for k, v in MEMORY_OPTIONS.items() if v[0] != "adamw8bit" or have_bnb}
+
+    def step(optimizer_name: str, checkpointing: bool, precision: str):
+        cfg = s1.cfg.model_copy(update={"optimizer": optimizer_name})
+        optimizer = make_optimizer(cfg, s1.trainable, cfg.learning_rate, "train_global")
+
+        def call():
+            checkpoint_unet(s1.frozen.unet, checkpointing)
+            dtype = torch.bfloat16 if precision == "bf16" else None
+            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+                out = s1.module(batch)
+            out["loss"].backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            return out["loss"].detach().float().item()
+
+        return call
+
+    samples = interleaved({k: step(*v) for k, v in options.items()}, settings.train_rounds[name], warmup=1)
+    checkpoint_unet(s1.frozen.unet, False)
+    summary = {k: v.summary() for k, v in samples.items()}
+    sizes = {
+        name: {
+            "resolution": s1.cfg.resolution,
+            "batch_size": s1.cfg.batch_size,
+            "bitsandbytes": have_bnb,
+            **{k: {"step_peak_mib": v["peak_growth_mib"], "median_s": v["median_s"]} for k, v in summary.items()},
+        }
+    }
+    heads = [
+        headline(name, f"stage-1 step, memory above the models: {k}", v["peak_growth_mib"], "MiB", wall=None)
+        for k, v in summary.items()
+    ]
+    how = (
+        "one stage-1 optimiser step on one fixed batch (GlobalStageModule forward, backward, optimiser step) per "
+        "option: optimizer adamw / adamw8bit, gradient_checkpointing of the frozen UNet, bf16 autocast (CPU); "
+        "value = peak RSS during the step minus RSS before it (VmHWM reset before each call), so the models' "
+        "resident memory is left out; CPU RSS here, not CUDA memory: the ratios carry over, the absolute "
+        "numbers of a paper-sized step on a GPU do not"
+        + ("" if have_bnb else "; 8-bit AdamW: not measured, bitsandbytes is not installed")
+    )
+    return figure("memory", how, sizes, heads)

@@ -170,6 +170,10 @@ CATALOG = {
         "report the ratio (paper: 50 min vs 0.05 s, i.e. 60000x)",
     ),
     "training": ("stage-1 training step, with vs without cached VAE latents", ">= 1.5x faster with the cache"),
+    "memory": (
+        "stage-1 step memory per option (checkpointing, bf16, 8-bit AdamW)",
+        "report (target: paper stage 1 < 24 GB)",
+    ),
     "sam": ("SAM masking, all boxes of an image in one call vs one call per box", ">= 3x"),
     "dvc": ("smoke pipeline: dvc repro from nothing, then with nothing changed", "<= 15 min and <= 10 s"),
 }

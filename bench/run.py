@@ -29,7 +29,7 @@ if str(REPO) not in sys.path:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-FIGURES = ("encode", "generation", "step", "textual_inversion", "training", "sam", "dvc")
+FIGURES = ("encode", "generation", "step", "textual_inversion", "training", "memory", "sam", "dvc")
 
 
 def _fmt(value, unit: str) -> str:
@@ -155,7 +155,7 @@ def run(args) -> int:
             models, concepts = {}, {}
             if size == "smoke":
                 models[size] = smoke
-            elif wanted & {"encode", "generation", "step", "training"}:
+            elif wanted & {"encode", "generation", "step", "training", "memory"}:
                 tqdm.write(f"[bench] building the {size} models (random weights) ...", file=sys.stderr)
                 models[size] = build_sd(smoke, smoke_root, settings.sd_resolution, params, work)
             if wanted & {"generation", "step"}:
@@ -176,6 +176,14 @@ def run(args) -> int:
                     lambda: (
                         _missing("training", ("elite.train.stages", "elite.train.latents"))
                         or figures_train.training_step(size, models[size], smoke_root, work, params, settings)
+                    ),
+                )
+                measure(
+                    "memory",
+                    size,
+                    lambda: (
+                        _missing("memory", ("elite.train.stages", "elite.train.memory"))
+                        or figures_train.training_memory(size, models[size], smoke_root, work, params, settings)
                     ),
                 )
             if size == "smoke":

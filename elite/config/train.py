@@ -41,6 +41,8 @@ class TrainCommon(Section):
     adam_epsilon: float = Field(gt=0)
     max_grad_norm: float = Field(gt=0)
     mixed_precision: Literal["no", "fp16", "bf16"]
+    optimizer: Literal["adamw", "adamw8bit"]  # adamw8bit: bitsandbytes' 8-bit AdamW (elite/train/memory.py)
+    gradient_checkpointing: bool  # recompute the frozen UNet's activations in backward (less memory)
     reg_weight: float = Field(ge=0)  # stage 1: * mean|v|; stage 2: * mean over layers of mean|V_l|
     crop_pad: list[int]  # [min, max] pixels of padding around the box (clipped at the image border)
     num_workers: int = Field(ge=0)

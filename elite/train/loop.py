@@ -37,6 +37,7 @@ from elite.train.checkpoint import (
 )
 from elite.train.data import ClipSpec, DrawSampler, collate, read_manifest, worker_error
 from elite.train.latents import LatentCache
+from elite.train.memory import checkpoint_unet, make_optimizer
 from elite.train.samples import sample_concepts
 from elite.train.stages import GlobalStage, LocalStage, load_frozen, sample_grid, save_weights
 
@@ -158,13 +159,8 @@ def _setup(stage: GlobalStage | LocalStage) -> Run:
     )
     accelerator.print(f"{stage.name}: learning rate {lr:g} = {rule}; effective batch {effective_batch}")
     trainable = [p for p in elite.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        trainable,
-        lr=lr,
-        betas=(cfg.adam_beta1, cfg.adam_beta2),
-        weight_decay=cfg.adam_weight_decay,
-        eps=cfg.adam_epsilon,
-    )
+    optimizer = make_optimizer(cfg, trainable, lr, stage.name)
+    checkpoint_unet(frozen.unet, cfg.gradient_checkpointing)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # constant LR (the paper's)
     module, optimizer = accelerator.prepare(stage.module_class(elite, frozen, cfg), optimizer)
     return Run(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-FIGURES = ("encode", "generation", "step", "textual_inversion", "training", "sam", "dvc")
+FIGURES = ("encode", "generation", "step", "textual_inversion", "training", "memory", "sam", "dvc")
 
 
 def test_quick_run_writes_every_figure(quick_run):
