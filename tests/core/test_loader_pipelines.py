@@ -228,3 +228,11 @@ def test_pipelines_sharing_a_unet_load_elite_one_at_a_time(pipes, elite_model, s
     assert all(second.unet.attn_processors[k] is before[k] for k in before)
     second.load_elite(elite_model, image_encoder=smoke_models / "image_encoder")  # now it may
     second.unload_elite()
+
+
+def test_the_package_exports_the_pipelines():
+    import elite
+    from elite import pipelines
+
+    for name in pipelines.__all__:
+        assert getattr(elite, name) is getattr(pipelines, name) and name in elite.__all__
