@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["ElitePipeline", "Concept", "EliteModel"]
+__all__ = [
+    "ElitePipeline",
+    "Concept",
+    "EliteModel",
+    "EliteStableDiffusionPipeline",
+    "EliteStableDiffusionImg2ImgPipeline",
+    "EliteStableDiffusionInpaintPipeline",
+    "EliteStableDiffusionControlNetPipeline",
+]
 
 
 def __getattr__(name: str):
@@ -15,4 +23,12 @@ def __getattr__(name: str):
         from elite.models.elite_model import EliteModel
 
         return EliteModel
+    if name == "EliteStableDiffusionPipeline":
+        from elite.loader import EliteStableDiffusionPipeline
+
+        return EliteStableDiffusionPipeline
+    if name in __all__[4:]:  # img2img, inpainting, ControlNet
+        from elite import pipelines
+
+        return getattr(pipelines, name)
     raise AttributeError(name)

@@ -73,6 +73,11 @@ class EliteLoaderMixin:
         if self.elite_loaded is not None:
             raise EliteError("ELITE is already loaded on this pipeline; call unload_elite() first")
         unet = self.unet  # type: ignore[attr-defined]
+        if any(isinstance(p, (EliteCrossAttnProcessor, KeepProcessor)) for p in unet.attn_processors.values()):
+            raise EliteError(
+                "ELITE is already loaded on this pipeline's UNet by a pipeline sharing it (from_pipe); "
+                "call unload_elite() on that one first"
+            )
         if isinstance(weights, EliteModel):
             if image_encoder is None:
                 raise EliteError("load_elite(EliteModel): pass image_encoder= (the CLIP vision tower's folder or id)")
