@@ -182,10 +182,14 @@ def test_metrics_markdown_and_numeric_metrics(tmp_path):
 
 
 def test_flow_entrypoint_is_importable_from_its_file():
-    """prefect.yaml and `serve` name flows/elite_flow.py:elite; the flow is called `elite`."""
+    """prefect.yaml and `serve` name flows/elite_flow.py:elite; the flow is called `elite`; prefect.yaml's
+    deployments (GPU nodes) have names of their own, not those `make serve` serves."""
     from prefect.flows import load_flow_from_entrypoint
 
     assert load_flow_from_entrypoint(str(REPO / "flows/elite_flow.py") + ":elite").name == "elite"
     entry = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
-    assert {d["name"]: d["parameters"]["profile"] for d in entry} == {"full": "paper", "smoke": "smoke"}
+    assert {d["name"]: d["parameters"]["profile"] for d in entry} == {"full-gpu": "paper", "smoke-gpu": "smoke"}
+    from flows.serve import DEPLOYMENTS
+
+    assert not set(DEPLOYMENTS) & {d["name"] for d in entry}
     assert all(d["entrypoint"] == "flows/elite_flow.py:elite" for d in entry)
