@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import statistics
 from pathlib import Path
 
 from elite.commands.experiments import dvc
@@ -24,7 +24,12 @@ from elite.io import write_json
 
 PREFIX = "seed-"
 METRICS_FILE = "metrics/dreambench.json"
-ROWS = ("overall", "context.global", "context.baseline", "context.named")  # ELITE, global only, class word, named
+ROWS = (
+    "elite",
+    "global",
+    "baseline",
+    "named",
+)  # elite.evaluate.reference.ROW_BLOCKS: ELITE, global only, class word, named
 KEYS = ("identity_acc", "class_acc", "colour_acc", "pattern_acc", "scene_acc", "clip_t", "clip_i", "dino_i")
 
 
@@ -70,25 +75,19 @@ def experiment_metrics(shown: list) -> dict[str, dict]:
     return found
 
 
-def _value(metrics: dict, row: str, key: str) -> float | None:
-    block = metrics
-    for part in row.split("."):
-        block = block.get(part) if isinstance(block, dict) else None
-    value = block.get(key) if isinstance(block, dict) else None
-    return float(value) if isinstance(value, (int, float)) else None
-
-
 def summarise(runs: dict[str, dict]) -> dict[str, dict[str, float]]:
     """`row.key` -> {mean, sd, min, max, n} over the runs that report it (sd: n-1; 0.0 for one run)."""
+    from elite.evaluate.reference import ROW_BLOCKS, row_block
+
     table = {}
     for row in ROWS:
+        blocks = [row_block(m, row) or {} for m in runs.values()]
         for key in KEYS:
-            values = [v for v in (_value(m, row, key) for m in runs.values()) if v is not None]
-            if not values:
-                continue
-            mean = sum(values) / len(values)
-            sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-            table[f"{row}.{key}"] = {"mean": mean, "sd": sd, "min": min(values), "max": max(values), "n": len(values)}
+            values = [float(b[key]) for b in blocks if isinstance(b.get(key), (int, float))]
+            if values:
+                sd = statistics.stdev(values) if len(values) > 1 else 0.0
+                spread = {"mean": statistics.mean(values), "sd": sd, "min": min(values), "max": max(values)}
+                table[".".join((*ROW_BLOCKS[row], key))] = {**spread, "n": len(values)}
     return table
 
 

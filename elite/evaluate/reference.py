@@ -34,7 +34,8 @@ def committed(path: str, rev: str) -> dict:
     return json.loads(text)
 
 
-def _row(metrics: dict, name: str) -> dict | None:
+def row_block(metrics: dict, name: str) -> dict | None:
+    """The block of metrics/dreambench.json that holds row `name` (ROW_BLOCKS; other names: context.<name>)."""
     block = metrics
     for key in ROW_BLOCKS.get(name, ("context", name)):
         block = block.get(key) if isinstance(block, dict) else None
@@ -50,7 +51,7 @@ def compare(workspace: dict, reference: dict) -> list[dict]:
         )
     out = []
     for name, bounds in sorted(reference["spread"].items()):
-        ref_row, ws_row = _row(reference, name), _row(workspace, name)
+        ref_row, ws_row = row_block(reference, name), row_block(workspace, name)
         ws_bounds = workspace.get("spread", {}).get(name, {})
         for key in sorted(k[:-3] for k in bounds if k.endswith("_lo")):
             if ref_row is None or ref_row.get(key) is None:
