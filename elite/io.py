@@ -51,6 +51,12 @@ def write_json(target: Path, data: object) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def write_text(target: Path, text: str) -> None:
+    """`text` into `target` through a temporary sibling and a rename (a reader never sees half a file)."""
+    with atomic_file(Path(target)) as tmp:
+        tmp.write_text(text)
+
+
 def read_json(path: str | Path, expect: type, what: str, fix: str) -> object:
     """A JSON file's content of type `expect`; otherwise one EliteError naming the file, ending with `fix`."""
     from elite.errors import EliteError

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from elite.errors import EliteError
+from elite.io import write_text
 
 Log = Callable[[str], None]
 EDITED = ("params.yaml", "dvc.lock")  # what the flow itself edits (profile, processes) or DVC rewrites
@@ -61,8 +62,7 @@ class Snapshot:
             if text is None:
                 path.unlink(missing_ok=True)
             elif _read(path) != text:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(text)
+                write_text(path, text)
         proc = _dvc(self.repo, ["checkout", "--force", "--quiet"], env)
         if proc.returncode != 0:  # an output of the old dvc.lock that is not in the cache: say which, go on
             log(f"dvc checkout after the experiment: {_last_line(proc)} (run `dvc checkout` or `dvc repro`)")
@@ -100,7 +100,7 @@ def set_processes(repo: Path, profile: str, processes: int, log: Log) -> None:
         text = text[:at] + f"    processes: {processes}\n" + text[at:]
     else:
         text = text[: block.start(1)] + f"  {profile}:\n    processes: {processes}\n" + text[block.start(1) :]
-    path.write_text(text)
+    write_text(path, text)
     log(f"params.yaml: launch.{profile}.processes = {processes}")
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from elite.errors import EliteError
+from elite.io import write_text
 
 Log = Callable[[str], None]
 
@@ -245,7 +246,7 @@ def apply_profile(repo: Path, profile: str | None, log: Log) -> str:
         return current
     if profile not in PROFILES:
         raise EliteError(f"flow parameter profile must be one of {', '.join(PROFILES)}, got {profile!r}")
-    path.write_text(text[: match.start(2)] + profile + text[match.end(2) :])
+    write_text(path, text[: match.start(2)] + profile + text[match.end(2) :])
     log(f"params.yaml: profile {current} -> {profile}")
     return profile
 
