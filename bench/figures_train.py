@@ -107,7 +107,6 @@ class Stage1:
     stage: object
     frozen: object
     rows: list
-    elite: torch.nn.Module
     module: torch.nn.Module
     trainable: list
     vae_dir: Path
@@ -160,7 +159,7 @@ def stage1(name: str, m: Models | None, smoke_root: Path, work: Path, params, se
     elite.attach(frozen.unet, use_local=False)
     module = stage.module_class(elite, frozen, cfg).train()
     trainable = [p for p in elite.parameters() if p.requires_grad]
-    return Stage1(cfg, stage, frozen, rows, elite, module, trainable, vae_dir)
+    return Stage1(cfg, stage, frozen, rows, module, trainable, vae_dir)
 
 
 def training_step(name: str, m: Models | None, smoke_root: Path, work: Path, params, settings: Settings) -> dict:
@@ -170,19 +169,13 @@ def training_step(name: str, m: Models | None, smoke_root: Path, work: Path, par
 
     from elite.train.data import ClipSpec, collate
     from elite.train.latents import LatentCache
+    from elite.train.memory import make_optimizer
 
     s1 = stage1(name, m, smoke_root, work, params, settings)
     cfg, stage, frozen, rows, module, trainable = s1.cfg, s1.stage, s1.frozen, s1.rows, s1.module, s1.trainable
-    optimizer = torch.optim.AdamW(
-        trainable,
-        lr=cfg.learning_rate,
-        betas=(cfg.adam_beta1, cfg.adam_beta2),
-        weight_decay=cfg.adam_weight_decay,
-        eps=cfg.adam_epsilon,
-    )
-    vae_dir = s1.vae_dir
+    optimizer = make_optimizer(cfg, trainable, cfg.learning_rate, "train_global")  # the stage's (adamw)
     clip = ClipSpec(frozen.image_processor)
-    cache = LatentCache(cfg.cache_dir, rows, vae_dir, cfg.resolution, cfg.crop_pad[0])
+    cache = LatentCache(cfg.cache_dir, rows, s1.vae_dir, cfg.resolution, cfg.crop_pad[0])
     plain = stage.dataset(rows, frozen, clip)
     start = time.perf_counter()
     cache.build(plain, frozen.vae, Accelerator(cpu=True), cfg.batch_size)
