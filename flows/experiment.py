@@ -15,10 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from elite.errors import EliteError
 from elite.io import write_text
+from flows.stages import load_stages
 
 Log = Callable[[str], None]
 EDITED = ("params.yaml", "dvc.lock")  # what the flow itself edits (profile, processes) or DVC rewrites
@@ -27,16 +26,7 @@ EDITED = ("params.yaml", "dvc.lock")  # what the flow itself edits (profile, pro
 def uncached_outputs(repo: Path) -> list[str]:
     """dvc.yaml's outputs kept in git (`cache: false`: the metrics and plots files), which `dvc checkout`
     does not restore."""
-    stages = (yaml.safe_load((repo / "dvc.yaml").read_text()) or {}).get("stages", {})
-    return [
-        str(path)
-        for spec in stages.values()
-        for kind in ("outs", "metrics", "plots")
-        for entry in spec.get(kind) or []
-        if isinstance(entry, dict)
-        for path, opts in entry.items()
-        if (opts or {}).get("cache") is False
-    ]
+    return [path for stage in load_stages(repo) for path in stage.uncached]
 
 
 def experiment_name(flow_run_name: str) -> str:

@@ -52,15 +52,16 @@ class Stage:
     outs: tuple[str, ...]  # every output path: outs, metrics and plots
     metrics: tuple[str, ...] = field(default=())
     persist: tuple[str, ...] = field(default=())  # outputs marked `persist: true` (the command keeps what is valid)
+    uncached: tuple[str, ...] = field(default=())  # outputs marked `cache: false` (kept in git: metrics, plots)
 
 
-def _paths(entries: list | None, option: str | None = None) -> list[str]:
+def _paths(entries: list | None, option: str | None = None, value: bool = True) -> list[str]:
     """dvc.yaml out lists hold plain paths or {path: {options}} maps; with `option`, only the paths
-    where that option is true."""
+    where that option is set to `value`."""
     paths = []
     for entry in entries or []:
         for path, opts in entry.items() if isinstance(entry, dict) else [(entry, None)]:
-            if option is None or (opts or {}).get(option):
+            if option is None or (opts or {}).get(option) is value:
                 paths.append(str(path))
     return paths
 
@@ -77,7 +78,9 @@ def load_stages(repo: Path) -> list[Stage]:
         metrics = _paths(spec.get("metrics"))
         outs = _paths(spec.get("outs")) + metrics + _paths(spec.get("plots"))
         params = [p for entry in spec.get("params", []) for p in ([entry] if isinstance(entry, str) else entry)]
-        persist = [p for kind in ("outs", "metrics", "plots") for p in _paths(spec.get(kind), "persist")]
+        kinds = ("outs", "metrics", "plots")
+        persist = [p for kind in kinds for p in _paths(spec.get(kind), "persist")]
+        uncached = [p for kind in kinds for p in _paths(spec.get(kind), "cache", False)]
         stages.append(
             Stage(
                 name,
@@ -87,6 +90,7 @@ def load_stages(repo: Path) -> list[Stage]:
                 tuple(outs),
                 tuple(metrics),
                 tuple(persist),
+                tuple(uncached),
             )
         )
     return stages
