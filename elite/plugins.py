@@ -40,9 +40,3 @@ def plugin(group: str, name: str, field: str) -> Callable[..., Any] | None:
         return found[0].load()
     except ImportError as exc:  # registered, but its package is broken or half installed
         raise EliteError(f"{field}: the plug-in {name!r} ({found[0].value}) does not import: {exc}") from exc
-
-
-def unknown(field: str, name: str, builtin: tuple[str, ...], group: str) -> EliteError:
-    """The one-line error for a source that is neither built in nor a plug-in."""
-    known = ", ".join([*builtin, *names(group)])
-    return EliteError(f"{field}: {name!r} is neither built in nor a plug-in of {group} (known: {known})")
