@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from bench.measure import figure, headline
+from elite.errors import last_line
 from flows.stages import apply_profile, load_stages
 
 HOW = (
@@ -70,11 +71,6 @@ def _env(copy: Path, work: Path) -> dict:
     return env
 
 
-def _tail(proc: subprocess.CompletedProcess) -> str:
-    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else f"exit code {proc.returncode}"
-
-
 def dvc_repro(repo: Path, work: Path, enabled: bool, timeout_s: float) -> dict:
     if not enabled:
         return _not_measured("opt-in (minutes of CPU): `make bench BENCH_ARGS=--dvc` or `python bench/run.py --dvc`")
@@ -82,7 +78,7 @@ def dvc_repro(repo: Path, work: Path, enabled: bool, timeout_s: float) -> dict:
     stages = [s.name for s in load_stages(repo)]  # dvc.yaml's stages, in the order they run
     listed = subprocess.run([dvc, "stage", "list", "--name-only"], cwd=repo, capture_output=True, text=True)
     if listed.returncode != 0 or listed.stdout.split() != stages:
-        return _not_measured(f"dvc cannot read dvc.yaml's stages: {_tail(listed)}")
+        return _not_measured(f"dvc cannot read dvc.yaml's stages: {last_line(listed)}")
     copy = work / "dvc-copy"
     copy.mkdir(parents=True)
     _copy_checkout(repo, copy)
@@ -93,7 +89,7 @@ def dvc_repro(repo: Path, work: Path, enabled: bool, timeout_s: float) -> dict:
         proc = subprocess.run([dvc, "repro"], cwd=copy, env=env, capture_output=True, text=True, timeout=timeout_s)
         runs.append((time.perf_counter() - start, proc))
         if proc.returncode != 0:
-            return _not_measured(f"dvc repro failed in the copy (run {len(runs)}): {_tail(proc)}", "failed")
+            return _not_measured(f"dvc repro failed in the copy (run {len(runs)}): {last_line(proc)}", "failed")
     (first, p1), (second, p2) = runs
     up_to_date = "up to date" in (p2.stdout + p2.stderr)
     sizes = {"smoke": {"first_s": first, "second_s": second, "second_up_to_date": up_to_date, "stages": stages}}

@@ -9,13 +9,12 @@ params.yaml and outputs are left as they were (outputs come back from DVC's cach
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from elite.errors import EliteError
+from elite.commands.experiments import run_dvc
+from elite.errors import EliteError, last_line
 from elite.io import write_text
 from flows.stages import load_stages
 
@@ -53,17 +52,17 @@ class Snapshot:
                 path.unlink(missing_ok=True)
             elif _read(path) != text:
                 write_text(path, text)
-        proc = _dvc(self.repo, ["checkout", "--force", "--quiet"], env)
+        proc = run_dvc(["checkout", "--force", "--quiet"], self.repo, env)
         if proc.returncode != 0:  # an output of the old dvc.lock that is not in the cache: say which, go on
-            log(f"dvc checkout after the experiment: {_last_line(proc)} (run `dvc checkout` or `dvc repro`)")
+            log(f"dvc checkout after the experiment: {last_line(proc)} (run `dvc checkout` or `dvc repro`)")
         log("workspace restored to its state before the run (params.yaml, dvc.lock, outputs)")
 
 
 def save(repo: Path, name: str, env: dict[str, str], log: Log) -> None:
     """`dvc exp save -n name -f`: the workspace as the experiment `name` (replaced if it exists)."""
-    proc = _dvc(repo, ["exp", "save", "--name", name, "--force"], env)
+    proc = run_dvc(["exp", "save", "--name", name, "--force"], repo, env)
     if proc.returncode != 0:
-        raise EliteError(f"dvc exp save --name {name}: {_last_line(proc)}")
+        raise EliteError(f"dvc exp save --name {name}: {last_line(proc)}")
     log(f"DVC experiment {name} saved (dvc exp show; dvc exp apply {name})")
 
 
@@ -96,14 +95,3 @@ def set_processes(repo: Path, profile: str, processes: int, log: Log) -> None:
 
 def _read(path: Path) -> str | None:
     return path.read_text() if path.is_file() else None
-
-
-def _dvc(repo: Path, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True, check=False
-    )
-
-
-def _last_line(proc: subprocess.CompletedProcess) -> str:
-    lines = (proc.stderr or proc.stdout).strip().splitlines()
-    return lines[-1] if lines else f"exit code {proc.returncode}"

@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from elite.errors import EliteError
+from elite.errors import EliteError, last_line
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,8 +48,7 @@ def ensure_pool(prefect: str, pool: str, env: dict[str, str]) -> None:
         [prefect, "work-pool", "create", pool, "--type", "process"], env=env, capture_output=True, text=True
     )
     if made.returncode != 0:
-        lines = (made.stderr or made.stdout).strip().splitlines()
-        raise EliteError(f"prefect work-pool create {pool}: {lines[-1] if lines else made.returncode}")
+        raise EliteError(f"prefect work-pool create {pool}: {last_line(made)}")
 
 
 def _child_setup() -> None:

@@ -113,11 +113,11 @@ def demo_cmd(args) -> None:
     except EliteError as exc:  # the page still opens and says how to fix it
         error = str(exc)
         print(f"warning: {error}", file=sys.stderr)
-    reg = params.register
+    gen = params.generate
     defaults = (
         model.defaults
         if model
-        else Defaults(reg.lam, reg.steps, reg.guidance, reg.seed, reg.scheduler, reg.allow_bare_s)
+        else Defaults(gen.lam, gen.steps, gen.guidance, gen.seed, gen.scheduler, gen.allow_bare_s)
     )
     login = f", {len(logins)} login{'s' * (len(logins) != 1)}" if logins else ""
     print(

@@ -9,15 +9,14 @@ the toy reference is refused, naming how to pick two of one profile).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from elite.errors import EliteError
+from elite.errors import EliteError, last_line
 
 # `make compare`: the columns always shown (regexes on DVC's column names) ...
 COMPARE_KEEP = [
@@ -71,15 +70,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(func=metrics_diff_cmd)
 
 
-def dvc(*args: str) -> str:
-    """`dvc ARGS` (this environment's), its stdout; a failure is one EliteError line."""
-    found = shutil.which("dvc", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    if found is None:
+def run_dvc(
+    args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`dvc ARGS` with this interpreter's DVC (`python -m dvc`, the environment's own), output captured."""
+    if importlib.util.find_spec("dvc") is None:
         raise EliteError("the `dvc` command is not installed in this environment; run `make setup`")
-    proc = subprocess.run([found, *args], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+
+
+def dvc(*args: str) -> str:
+    """`dvc ARGS` in the current folder, its stdout; a failure is one EliteError line."""
+    proc = run_dvc(list(args))
     if proc.returncode != 0:
-        lines = [line for line in (proc.stderr or proc.stdout).strip().splitlines() if line.strip()]
-        raise EliteError(f"dvc {' '.join(args)} failed: {lines[-1] if lines else f'exit {proc.returncode}'}")
+        raise EliteError(f"dvc {' '.join(args)} failed: {last_line(proc)}")
     return proc.stdout
 
 

@@ -36,13 +36,7 @@ class RegisterConfig(Section):
     floor: dict[str, float]
     floor_tolerance: float = Field(ge=0)
     verify: bool  # load the logged model back from the store and run the input example before registering
-    # serving defaults baked into the model (a request row may override lam/steps/guidance/seed)
-    lam: float = Field(ge=0)
-    steps: int = Field(ge=1)
-    guidance: float
-    seed: int
-    scheduler: Literal["lms", "dpm++", "ddim", "euler", "pndm"]
-    allow_bare_s: bool
+    # the serving defaults baked into the model (lam, steps, guidance, seed, scheduler) are params.yaml `generate`
     cuda_dtype: Literal["float16", "float32"]  # weights dtype when the model is loaded on a GPU (CPU: float32)
     # the input example stored with the model (and run by `verify`)
     example_prompt: str

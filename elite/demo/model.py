@@ -15,7 +15,7 @@ from PIL import Image
 
 from elite.errors import EliteError
 from elite.registry.codec import decode_png, encode_concepts, encode_file
-from elite.registry.pyfunc import WEIGHTS, ElitePyfunc
+from elite.registry.pyfunc import WEIGHTS, ElitePyfunc, serving_defaults
 
 
 @dataclass
@@ -98,8 +98,8 @@ class DemoModel:
 
     @classmethod
     def from_weights(cls, weights: str | Path, base: str | Path, params) -> DemoModel:
-        """A weights folder (+ base model) in the registered model's code; serving defaults from params.yaml
-        `register`, as the register stage would store them."""
+        """A weights folder (+ base model) in the registered model's code; serving defaults from params.yaml, as
+        the register stage would store them."""
         from mlflow.pyfunc import PythonModelContext
 
         weights = Path(weights)
@@ -107,18 +107,7 @@ class DemoModel:
             raise EliteError(
                 f"{weights}: weights folder not found (--weights); train one (`make run`) or use the registry"
             )
-        reg = params.register
-        config = {
-            "base": str(base),
-            "lam": reg.lam,
-            "steps": reg.steps,
-            "guidance": reg.guidance,
-            "seed": reg.seed,
-            "scheduler": reg.scheduler,
-            "allow_bare_s": reg.allow_bare_s,
-            "cuda_dtype": reg.cuda_dtype,
-            "device": "auto",
-        }
+        config = {"base": str(base), **serving_defaults(params.generate, params.register.cuda_dtype)}
         pyfunc = ElitePyfunc()
         pyfunc.load_context(PythonModelContext(artifacts={WEIGHTS: str(weights)}, model_config=config))
         return cls(lambda frame, p: pyfunc.predict(None, frame, p), config, str(weights)).attach(pyfunc.pipe)

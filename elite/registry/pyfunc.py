@@ -50,6 +50,7 @@ from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 from PIL import Image
 
 from elite.concepts import Concept
+from elite.config.models import GenerateConfig
 from elite.errors import EliteError
 from elite.registry.codec import decode_concept, decode_concepts, decode_image, decode_mask, encode_png
 
@@ -84,6 +85,22 @@ def signature(scheduler: str) -> ModelSignature:
         outputs=Schema([ColSpec("string", "image")]),
         params=ParamSchema([ParamSpec("scheduler", "string", scheduler)]),
     )
+
+
+def serving_defaults(generate: GenerateConfig, cuda_dtype: str) -> dict:
+    """The model_config a model is stored with: params.yaml `generate` (what `elite generate` uses) and the GPU
+    dtype; a loader may override any key (load_model(model_config=...) or MLFLOW_PYFUNC_INFERENCE_CONFIG), e.g.
+    device "cpu" / "cuda:1" instead of "auto", and a request row lam/steps/guidance/seed."""
+    return {
+        "lam": generate.lam,
+        "steps": generate.steps,
+        "guidance": generate.guidance,
+        "seed": generate.seed,
+        "scheduler": generate.scheduler,
+        "allow_bare_s": generate.allow_bare_s,
+        "cuda_dtype": cuda_dtype,
+        "device": "auto",
+    }
 
 
 def example_images(size: int = 64) -> tuple[Image.Image, Image.Image]:

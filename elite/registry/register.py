@@ -64,8 +64,9 @@ def package_code(tmp: Path) -> Path:
     return dst
 
 
-def model_inputs(cfg: RegisterConfig) -> tuple[dict[str, str], dict]:
-    """(pyfunc artifacts, model_config), checked: the weights, the image encoder they name, the base."""
+def model_inputs(cfg: RegisterConfig, serving: dict) -> tuple[dict[str, str], dict]:
+    """(pyfunc artifacts, model_config = `serving` + where the image encoder and base are), checked: the
+    weights, the image encoder they name, the base."""
     from elite.models.elite_model import CONFIG_NAME, WEIGHTS_NAME
     from elite.pipeline import resolve_image_encoder
 
@@ -80,18 +81,7 @@ def model_inputs(cfg: RegisterConfig) -> tuple[dict[str, str], dict]:
     except (json.JSONDecodeError, KeyError, TypeError):
         raise EliteError(f"{weights / CONFIG_NAME}: unreadable ELITE config (no image_encoder entry)") from None
     artifacts = {"elite_weights": str(weights.resolve())}
-    # model_config: the serving defaults; a loader may override any of these keys (load_model(model_config=...)
-    # or MLFLOW_PYFUNC_INFERENCE_CONFIG), e.g. device "cpu" / "cuda:1" instead of "auto"
-    config: dict = {
-        "lam": cfg.lam,
-        "steps": cfg.steps,
-        "guidance": cfg.guidance,
-        "seed": cfg.seed,
-        "scheduler": cfg.scheduler,
-        "allow_bare_s": cfg.allow_bare_s,
-        "cuda_dtype": cfg.cuda_dtype,
-        "device": "auto",
-    }
+    config = dict(serving)
     encoder = resolve_image_encoder(weights, encoder_name)
     if Path(encoder).is_dir():
         artifacts["image_encoder"] = encoder
@@ -169,19 +159,21 @@ def verify_model(model_uri: str, example) -> None:
             raise EliteError(f"{model_uri}: the logged model did not return PNG images")
 
 
-def pyfunc_spec(cfg: RegisterConfig, code_dir: Path, profile: str) -> dict:
+def pyfunc_spec(cfg: RegisterConfig, serving: dict, code_dir: Path, profile: str) -> dict:
     """Keyword arguments for `mlflow.pyfunc.log_model` / `save_model`: the model as models-from-code,
     its artifacts, config (serving defaults), signature, input example, code and requirements."""
     from elite.registry import model_code
     from elite.registry.pyfunc import input_example, signature
 
-    artifacts, model_config = model_inputs(cfg)
+    artifacts, model_config = model_inputs(cfg, serving)
     return {
         "python_model": str(Path(model_code.__file__)),
         "artifacts": artifacts,
         "model_config": model_config,
-        "signature": signature(cfg.scheduler),
-        "input_example": input_example(cfg.example_prompt, cfg.example_steps, cfg.lam, cfg.guidance, cfg.seed),
+        "signature": signature(serving["scheduler"]),
+        "input_example": input_example(
+            cfg.example_prompt, cfg.example_steps, serving["lam"], serving["guidance"], serving["seed"]
+        ),
         "pip_requirements": pip_requirements(),
         "code_paths": [str(package_code(code_dir))],
         "metadata": {"elite": {"weights": cfg.weights, "metrics": cfg.metrics, "profile": profile}},
@@ -263,8 +255,11 @@ def _git_commit() -> str | None:
 
 def register_model(params: Params, cfg: RegisterConfig | None = None) -> dict:
     """Run the register stage; returns (and writes to cfg.report) the decision record."""
+    from elite.registry.pyfunc import serving_defaults
+
     cfg = cfg or params.register
-    model_inputs(cfg)  # fail on missing models before anything is logged
+    serving = serving_defaults(params.generate, cfg.cuda_dtype)
+    model_inputs(cfg, serving)  # fail on missing models before anything is logged
     metrics = load_metrics(cfg.metrics)
     for gate in cfg.gates:  # ... and on a misnamed gate
         lookup(metrics, gate.metric, cfg.metrics)
@@ -283,7 +278,7 @@ def register_model(params: Params, cfg: RegisterConfig | None = None) -> dict:
         client = MlflowClient()
         champion, champ_metrics = champion_metrics(client, cfg.model_name, cfg.champion_alias, params.profile)
         bar.set_postfix_str("logging the pyfunc model")
-        spec = pyfunc_spec(cfg, Path(tmp), params.profile)
+        spec = pyfunc_spec(cfg, serving, Path(tmp), params.profile)
         info = mlflow.pyfunc.log_model(name=MODEL_ARTIFACT, **spec)
         bar.update()
         items = [(metric_key(k), v) for k, v in numeric_leaves(metrics).items()]

@@ -24,8 +24,8 @@ pytestmark = pytest.mark.timeout(600)
 
 @pytest.fixture(scope="module")
 def demo(params, smoke_models):
-    reg = params.register
-    defaults = Defaults(reg.lam, 2, reg.guidance, reg.seed, reg.scheduler, reg.allow_bare_s)
+    gen = params.generate
+    defaults = Defaults(gen.lam, 2, gen.guidance, gen.seed, gen.scheduler, gen.allow_bare_s)
     return Demo(None, defaults, Segmenter(smoke_models / "sam", params.mask), [], load_error="no model in this test")
 
 

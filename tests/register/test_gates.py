@@ -130,8 +130,10 @@ def _raw_params(repo_root) -> dict:
 
 def test_register_section_profiles_and_typos(repo_root):
     raw = _raw_params(repo_root)
-    smoke, paper = parse_params(raw, profile="smoke").register, parse_params(raw, profile="paper").register
-    assert smoke.copy_base and smoke.steps < paper.steps
+    smoke, paper = parse_params(raw, profile="smoke"), parse_params(raw, profile="paper")
+    assert smoke.generate.steps < paper.generate.steps  # the serving defaults: params `generate`
+    smoke, paper = smoke.register, paper.register
+    assert smoke.copy_base
     assert not paper.copy_base and paper.base_reference and paper.cuda_dtype == "float16"
     raw["register"]["gates"][0]["toleranse"] = 0.1
     with pytest.raises(EliteError, match=r"unknown key register\.gates\.0\.toleranse"):

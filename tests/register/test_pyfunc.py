@@ -21,15 +21,16 @@ def saved_model(params, smoke_models, tmp_path_factory):
     """The same pyfunc spec the register stage logs, saved with mlflow.pyfunc.save_model and loaded back."""
     import mlflow
 
+    from elite.registry.pyfunc import serving_defaults
     from elite.registry.register import pyfunc_spec
 
     root = tmp_path_factory.mktemp("pyfunc")
     cfg = params.register.model_copy(
         update={"weights": str(smoke_models / "elite"), "base": str(smoke_models / "base")}
     )
-    spec = pyfunc_spec(cfg, root / "code", "smoke")
+    spec = pyfunc_spec(cfg, serving_defaults(params.generate, cfg.cuda_dtype), root / "code", "smoke")
     mlflow.pyfunc.save_model(str(root / "model"), **spec)
-    return mlflow.pyfunc.load_model(str(root / "model")), cfg, root / "model"
+    return mlflow.pyfunc.load_model(str(root / "model")), params.generate, root / "model"
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +56,12 @@ def _direct(pipe, concept_image, prompt, seed, steps, lam, guidance=5.0, schedul
     return np.asarray(out).astype(np.int16)
 
 
-def test_defaults_come_from_the_register_params(saved_model, files, smoke_pipeline, concept_image):
-    model, cfg, _ = saved_model
+def test_defaults_come_from_the_generate_params(saved_model, files, smoke_pipeline, concept_image):
+    model, gen, _ = saved_model
     image, mask = files
     out = model.predict(pd.DataFrame([{"image": image, "mask": mask, "prompt": "a S* on the beach"}]))
     assert list(out.columns) == ["image"] and len(out) == 1
-    expected = _direct(smoke_pipeline, concept_image, "a S* on the beach", cfg.seed, cfg.steps, cfg.lam, cfg.guidance)
+    expected = _direct(smoke_pipeline, concept_image, "a S* on the beach", gen.seed, gen.steps, gen.lam, gen.guidance)
     assert np.abs(_img(out["image"][0]) - expected).max() <= 2
 
 
@@ -138,10 +139,10 @@ def test_negative_prompt_and_output_size(saved_model, files, smoke_pipeline, con
 def test_loaders_override_the_stored_defaults(saved_model, files, smoke_pipeline, concept_image):
     import mlflow
 
-    _, cfg, path = saved_model
+    _, gen, path = saved_model
     model = mlflow.pyfunc.load_model(str(path), model_config={"steps": 1, "seed": 5, "device": "cpu"})
     out = model.predict(pd.DataFrame([{"image": files[0], "mask": files[1], "prompt": "a S*"}]))
-    expected = _direct(smoke_pipeline, concept_image, "a S*", 5, 1, cfg.lam, cfg.guidance)
+    expected = _direct(smoke_pipeline, concept_image, "a S*", 5, 1, gen.lam, gen.guidance)
     assert np.abs(_img(out["image"][0]) - expected).max() <= 2
 
 
@@ -152,6 +153,7 @@ def test_unknown_scheduler_param(saved_model, files):
 
 
 def test_base_reference_instead_of_a_copy(params, smoke_models, tmp_path):
+    from elite.registry.pyfunc import serving_defaults
     from elite.registry.register import model_inputs
 
     cfg = params.register.model_copy(
@@ -162,13 +164,14 @@ def test_base_reference_instead_of_a_copy(params, smoke_models, tmp_path):
             "base_reference": None,
         }
     )
-    artifacts, config = model_inputs(cfg)
+    serving = serving_defaults(params.generate, cfg.cuda_dtype)
+    artifacts, config = model_inputs(cfg, serving)
     assert set(artifacts) == {"elite_weights", "image_encoder"} and config["base"] == str(
         (smoke_models / "base").resolve()
     )
     assert artifacts["image_encoder"] == str((smoke_models / "image_encoder").resolve())
-    hub = model_inputs(cfg.model_copy(update={"base_reference": "CompVis/stable-diffusion-v1-4"}))[1]
-    assert hub["base"] == "CompVis/stable-diffusion-v1-4" and hub["steps"] == cfg.steps
+    hub = model_inputs(cfg.model_copy(update={"base_reference": "CompVis/stable-diffusion-v1-4"}), serving)[1]
+    assert hub["base"] == "CompVis/stable-diffusion-v1-4" and hub["steps"] == params.generate.steps
 
 
 def test_codec_round_trip_and_errors(tmp_path):
