@@ -6,6 +6,7 @@
   v1's), a CLIP vision tower the size of ViT-L/14 (hidden 1024, 24 layers, 16 heads, patch 14, 224
   px), SD's VAE (for the training figure; generation decodes with the smoke VAE, see build_sd), and
   ELITE weights for them from `EliteModel.from_models(unet, tower, text_dim=768)`.
+  Their configurations are elite/model_configs.py's (SD_UNET, SD_VAE, SD_TEXT, VIT_L14).
   The tokenizer and the image processor are the smoke ones (CLIP's real BPE; CLIP's 224 px inputs).
 """
 
@@ -18,64 +19,11 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, LMSDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from PIL import Image
-from transformers import (
-    CLIPImageProcessor,
-    CLIPTextConfig,
-    CLIPTextModel,
-    CLIPTokenizer,
-    CLIPVisionConfig,
-    CLIPVisionModel,
-)
+from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModel
 
+from elite import model_configs as configs
 from elite.models.elite_model import EliteModel
 from elite.pipeline import ElitePipeline
-
-SD_UNET = dict(
-    in_channels=4,
-    out_channels=4,
-    layers_per_block=2,
-    block_out_channels=(320, 640, 1280, 1280),
-    cross_attention_dim=768,
-    attention_head_dim=8,
-    norm_num_groups=32,
-    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-)
-SD_VAE = dict(
-    in_channels=3,
-    out_channels=3,
-    latent_channels=4,
-    block_out_channels=(128, 256, 512, 512),
-    layers_per_block=2,
-    norm_num_groups=32,
-    scaling_factor=0.18215,
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-)
-SD_TEXT = dict(
-    vocab_size=49408,
-    hidden_size=768,
-    intermediate_size=3072,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    max_position_embeddings=77,
-    projection_dim=768,
-    hidden_act="quick_gelu",
-    bos_token_id=49406,
-    eos_token_id=49407,
-    pad_token_id=49407,
-)
-VIT_L14 = dict(
-    hidden_size=1024,
-    intermediate_size=4096,
-    num_hidden_layers=24,
-    num_attention_heads=16,
-    image_size=224,
-    patch_size=14,
-    projection_dim=768,
-    hidden_act="quick_gelu",
-)
-
 
 def build_smoke(root: Path, params) -> Path:
     """The smoke profile's models (base, image_encoder, elite, sam) in `root`, by the project's builders."""
@@ -158,6 +106,22 @@ def load_smoke(root: Path) -> Models:
     )
 
 
+def sd_modules(
+    resolution: int, seed: int
+) -> tuple[UNet2DConditionModel, AutoencoderKL, CLIPTextModel, CLIPVisionModel]:
+    """SD v1's UNet, VAE and text encoder and a ViT-L/14-sized CLIP tower (elite/model_configs.py), seeded, in
+    eval mode."""
+    torch.manual_seed(seed)
+    unet = configs.unet(configs.SD_UNET, sample_size=resolution // 8).eval()
+    torch.manual_seed(seed + 1)
+    vae = configs.vae(configs.SD_VAE, sample_size=resolution).eval()
+    torch.manual_seed(seed + 2)
+    text_encoder = configs.clip_text(configs.SD_TEXT).eval()
+    torch.manual_seed(seed + 3)
+    tower = configs.clip_vision(configs.VIT_L14).eval()
+    return unet, vae, text_encoder, tower
+
+
 def build_sd(smoke: Models, smoke_root: Path, resolution: int, params, work: Path) -> Models:
     """SD-v1-sized models with random weights (seeded), sharing the smoke tokenizer and image processor.
 
@@ -166,18 +130,11 @@ def build_sd(smoke: Models, smoke_root: Path, resolution: int, params, work: Pat
     decode does not hide the per-step difference between the pipelines (with SD's VAE it would add the
     same seconds to both and pull the ratio towards 1)."""
     seed = params.models.seed
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(sample_size=resolution // 8, **SD_UNET).eval()
-    torch.manual_seed(seed + 1)
-    vae = AutoencoderKL(sample_size=resolution, **SD_VAE).eval()
-    torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(CLIPTextConfig(**SD_TEXT)).eval()
-    torch.manual_seed(seed + 3)
-    tower = CLIPVisionModel(CLIPVisionConfig(**VIT_L14)).eval()
+    unet, vae, text_encoder, tower = sd_modules(resolution, seed)
     elite = EliteModel.from_models(
         unet,
         tower,
-        text_dim=768,
+        text_dim=configs.SD_TEXT["hidden_size"],
         image_encoder_name="random-vit-l14-sized",
         feature_layers=params.models.feature_layers,
         reference_depth=params.models.reference_depth,

@@ -2,8 +2,9 @@
 
 The base model has Stable Diffusion v1's structure (3 cross-attention down blocks + 1 plain, mid
 block, 1 plain + 3 cross-attention up blocks, 2 layers per block: 16 cross-attention layers, VAE with
-8x downsampling, 4 latent channels) at a tiny width, and the real CLIP BPE tokenizer (49,408 tokens,
-built from the merges file that open-clip-torch ships), so tokenization matches the paper models.
+8x downsampling, 4 latent channels) at a tiny width (the sizes: SMOKE_* of elite/model_configs.py),
+and the real CLIP BPE tokenizer (49,408 tokens, built from the merges file that open-clip-torch ships),
+so tokenization matches the paper models.
 Weights are random with a fixed seed. Every later stage loads these through the same
 `from_pretrained` calls that load SD v1-4 and CLIP ViT-L/14 in the paper profile.
 """
@@ -16,22 +17,11 @@ import os
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import (
-    CLIPImageProcessor,
-    CLIPTextConfig,
-    CLIPTextModel,
-    CLIPTokenizer,
-    CLIPVisionConfig,
-    CLIPVisionModel,
-)
+from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTokenizer, CLIPVisionModel
 
+from elite import model_configs as configs
 from elite.models.elite_model import EliteModel
-
-RESOLUTION = 64  # pixels; latents are 8x8
-TEXT_DIM = 32
-CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
 def _byte_unicode() -> list[str]:
@@ -72,53 +62,10 @@ def write_clip_tokenizer(out: Path) -> CLIPTokenizer:
 
 def build_base(out: Path, seed: int) -> None:
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=RESOLUTION // 8,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=2,
-        block_out_channels=(32, 32, 64, 64),
-        norm_num_groups=8,
-        cross_attention_dim=TEXT_DIM,
-        attention_head_dim=8,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        block_out_channels=(8, 16, 16, 16),
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=RESOLUTION,
-        scaling_factor=0.18215,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=TEXT_DIM,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=77,
-            projection_dim=TEXT_DIM,
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
-        )
-    )
-    scheduler = PNDMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        skip_prk_steps=True,
-        steps_offset=1,
-        set_alpha_to_one=False,
-    )
+    unet = configs.unet(configs.SMOKE_UNET)
+    vae = configs.vae(configs.SMOKE_VAE)
+    text_encoder = configs.clip_text(configs.SMOKE_TEXT)
+    scheduler = PNDMScheduler(**configs.SD_SCHEDULER)
     save_sd_folder(out, vae, text_encoder, write_clip_tokenizer(out / "tokenizer"), unet, scheduler)
 
 
@@ -139,21 +86,8 @@ def save_sd_folder(out: Path, vae, text_encoder, tokenizer, unet, scheduler) -> 
 def build_image_encoder(out: Path, seed: int) -> None:
     """A 6-layer CLIP vision tower with ViT-L/14's token layout (224 px, patch 14: CLS + 256 patches)."""
     torch.manual_seed(seed)
-    model = CLIPVisionModel(
-        CLIPVisionConfig(
-            hidden_size=48,
-            intermediate_size=96,
-            num_hidden_layers=6,
-            num_attention_heads=2,
-            image_size=224,
-            patch_size=14,
-            projection_dim=32,
-        )
-    )
-    model.save_pretrained(out)
-    CLIPImageProcessor(
-        size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}, image_mean=CLIP_MEAN, image_std=CLIP_STD
-    ).save_pretrained(out)
+    configs.clip_vision(configs.SMOKE_VISION).save_pretrained(out)
+    configs.clip_processor(configs.SMOKE_VISION["image_size"]).save_pretrained(out)
 
 
 def init_elite_weights(

@@ -10,14 +10,21 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import ViTConfig, ViTImageProcessor, ViTModel
+from transformers import ViTModel
 
-from elite.evaluate.eval_models import IMAGENET_MEAN, IMAGENET_STD
+from elite import model_configs as configs
 from elite.toy.bank import Bank
 from elite.toy.fit import fit
 
-MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+MEAN = torch.tensor(configs.IMAGENET_MEAN).view(1, 3, 1, 1)
+STD = torch.tensor(configs.IMAGENET_STD).view(1, 3, 1, 1)
+
+# dino-vits16's layout at the toy size: a 4-layer ViT, 4 px patches (64 tokens at 32 px)
+TOY_DINO = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, patch_size=4)
+
+
+def build_dino(size: int) -> ViTModel:
+    return configs.vit(configs.EVAL_DINO, **TOY_DINO, image_size=size)
 
 
 def _view(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -53,18 +60,7 @@ def train_dino(
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     size = bank.images.shape[-1]
-    model = ViTModel(
-        ViTConfig(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            image_size=size,
-            patch_size=4,
-            qkv_bias=True,
-        ),
-        add_pooling_layer=False,
-    )
+    model = build_dino(size)
     head = nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 64))
 
     def step_loss() -> torch.Tensor:
@@ -78,12 +74,5 @@ def train_dino(
     params = list(model.parameters()) + list(head.parameters())
     fit(params, steps, step_loss, lr, weight_decay=0.05, pct_start=0.1, progress=progress)
     model.eval().save_pretrained(out)
-    ViTImageProcessor(
-        do_resize=True,
-        size={"height": size, "width": size},
-        resample=2,
-        do_normalize=True,
-        image_mean=IMAGENET_MEAN,
-        image_std=IMAGENET_STD,
-    ).save_pretrained(out)
+    configs.vit_processor(size).save_pretrained(out)
     return model

@@ -19,11 +19,12 @@ from pathlib import Path
 import torch
 from diffusers import LMSDiscreteScheduler
 from tqdm import tqdm
-from transformers import CLIPImageProcessor, CLIPTextModel, CLIPVisionModel
+from transformers import CLIPTextModel, CLIPVisionModel
 
 from elite.config import Params
 from elite.io import atomic_dir, write_json
-from elite.smoke_models import CLIP_MEAN, CLIP_STD, init_elite_weights, save_sd_folder, write_clip_tokenizer
+from elite.model_configs import clip_processor
+from elite.smoke_models import init_elite_weights, save_sd_folder, write_clip_tokenizer
 from elite.toy import standins
 from elite.toy.bank import make_bank
 from elite.toy.dino import train_dino
@@ -52,15 +53,6 @@ def _tokenizer():
         tokenizer = write_clip_tokenizer(Path(tmp))
     tokenizer.model_max_length = MAX_TOKENS
     return tokenizer
-
-
-def _processor(size: int) -> CLIPImageProcessor:
-    return CLIPImageProcessor(
-        size={"shortest_edge": size},
-        crop_size={"height": size, "width": size},
-        image_mean=CLIP_MEAN,
-        image_std=CLIP_STD,
-    )
 
 
 def _bank(params: Params, offset: int = 0, two_object_share: float | None = None):
@@ -92,7 +84,7 @@ def prepare_clip(params: Params, out: Path) -> None:
     )
     with atomic_dir(out / "clip_eval") as tmp:
         clip.save_pretrained(tmp)
-        _processor(cfg.size).save_pretrained(tmp)
+        clip_processor(cfg.size).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     write_vision_tower(out, cfg.size)
 
@@ -106,7 +98,7 @@ def write_vision_tower(out: Path, size: int) -> None:
         vision = CLIPVisionModel(clip.config.vision_config)
         vision.load_state_dict(clip.vision_model.state_dict())
         vision.save_pretrained(tmp)
-        _processor(size).save_pretrained(tmp)
+        clip_processor(size).save_pretrained(tmp)
 
 
 def prepare_base(params: Params, out: Path) -> None:

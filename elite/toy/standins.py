@@ -21,8 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+from transformers import CLIPModel, CLIPTokenizer
 
+from elite import model_configs as configs
 from elite.toy.bank import Bank, caption, full_caption
 from elite.toy.fit import Progress, fit
 
@@ -82,31 +83,14 @@ def deterministic_posterior(vae: AutoencoderKL) -> None:
 
 
 def build_clip(size: int, max_tokens: int, width: int = 64) -> CLIPModel:
-    cfg = CLIPConfig(
-        text_config=dict(
-            vocab_size=49408,
-            hidden_size=width,
-            intermediate_size=2 * width,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            max_position_embeddings=max_tokens,
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
+    tower = dict(hidden_size=width, intermediate_size=2 * width, num_attention_heads=4, projection_dim=width)
+    return configs.clip(
+        dict(
+            text_config={**configs.CLIP_TOKENS, **tower, "num_hidden_layers": 3, "max_position_embeddings": max_tokens},
+            vision_config={**tower, "num_hidden_layers": 4, "image_size": size, "patch_size": 4},
             projection_dim=width,
-        ),
-        vision_config=dict(
-            hidden_size=width,
-            intermediate_size=2 * width,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            image_size=size,
-            patch_size=4,
-            projection_dim=width,
-        ),
-        projection_dim=width,
+        )
     )
-    return CLIPModel(cfg)
 
 
 def tokens(tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
@@ -115,8 +99,8 @@ def tokens(tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
     ).input_ids
 
 
-CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
-CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+CLIP_MEAN = torch.tensor(configs.CLIP_MEAN).view(1, 3, 1, 1)
+CLIP_STD = torch.tensor(configs.CLIP_STD).view(1, 3, 1, 1)
 
 
 def clip_pixels(images: torch.Tensor) -> torch.Tensor:
