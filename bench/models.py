@@ -25,6 +25,7 @@ from elite import model_configs as configs
 from elite.models.elite_model import EliteModel
 from elite.pipeline import ElitePipeline
 
+
 def build_smoke(root: Path, params) -> Path:
     """The smoke profile's models (base, image_encoder, elite, sam) in `root`, by the project's builders."""
     from elite.data.sam import prepare_sam

@@ -3,8 +3,9 @@
 `build_clip_eval` writes a CLIPModel with openai/clip-vit-base-patch32's layout (224 px, patch 32,
 projection head, CLIP's real BPE tokenizer) and `build_dino_eval` a ViTModel with
 facebook/dino-vits16's layout (224 px, patch 16, ImageNet normalisation), both with random weights
-from a fixed seed (the sizes: elite/model_configs.py, EVAL_*), saved with `save_pretrained` together with their processors. The evaluation loads
-them through the same `from_pretrained` calls as the real models.
+from a fixed seed (the sizes: EVAL_* of elite/model_configs.py), saved with `save_pretrained` together
+with their processors. The evaluation loads them through the same `from_pretrained` calls as the real
+models.
 """
 
 from __future__ import annotations

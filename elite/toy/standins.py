@@ -84,13 +84,9 @@ def deterministic_posterior(vae: AutoencoderKL) -> None:
 
 def build_clip(size: int, max_tokens: int, width: int = 64) -> CLIPModel:
     tower = dict(hidden_size=width, intermediate_size=2 * width, num_attention_heads=4, projection_dim=width)
-    return configs.clip(
-        dict(
-            text_config={**configs.CLIP_TOKENS, **tower, "num_hidden_layers": 3, "max_position_embeddings": max_tokens},
-            vision_config={**tower, "num_hidden_layers": 4, "image_size": size, "patch_size": 4},
-            projection_dim=width,
-        )
-    )
+    text = {**configs.CLIP_TOKENS, **tower, "num_hidden_layers": 3, "max_position_embeddings": max_tokens}
+    vision = {**tower, "num_hidden_layers": 4, "image_size": size, "patch_size": 4}
+    return configs.clip(dict(text_config=text, vision_config=vision, projection_dim=width))
 
 
 def tokens(tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
