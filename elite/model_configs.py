@@ -46,6 +46,11 @@ def _frozen(**kwargs: Any) -> Config:
     return MappingProxyType(kwargs)
 
 
+def _like(config: Config, **overrides: Any) -> Config:
+    """`config` with some settings replaced."""
+    return MappingProxyType({**config, **overrides})
+
+
 # CLIP's BPE vocabulary (49,408 tokens), its 77 positions and its special tokens (SD v1's tokenizer)
 CLIP_TOKENS = _frozen(
     vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407
@@ -107,95 +112,59 @@ SD_SCHEDULER = _frozen(
 # tiny width, 64 px images (8x8 latents)
 SMOKE_RESOLUTION = 64
 SMOKE_TEXT_DIM = 32
-SMOKE_UNET = _frozen(
-    **{
-        **SD_UNET,
-        "sample_size": SMOKE_RESOLUTION // 8,
-        "block_out_channels": (32, 32, 64, 64),
-        "norm_num_groups": 8,
-        "cross_attention_dim": SMOKE_TEXT_DIM,
-    }
+TINY_TOWER = _frozen(hidden_size=SMOKE_TEXT_DIM, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+SMOKE_UNET = _like(
+    SD_UNET,
+    sample_size=SMOKE_RESOLUTION // 8,
+    block_out_channels=(32, 32, 64, 64),
+    norm_num_groups=8,
+    cross_attention_dim=SMOKE_TEXT_DIM,
 )
-SMOKE_VAE = _frozen(
-    **{
-        **SD_VAE,
-        "block_out_channels": (8, 16, 16, 16),
-        "layers_per_block": 1,
-        "norm_num_groups": 8,
-        "sample_size": SMOKE_RESOLUTION,
-    }
+SMOKE_VAE = _like(
+    SD_VAE, block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=8, sample_size=SMOKE_RESOLUTION
 )
-SMOKE_TEXT = _frozen(
-    **CLIP_TOKENS,
-    hidden_size=SMOKE_TEXT_DIM,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    projection_dim=SMOKE_TEXT_DIM,
-)
+SMOKE_TEXT = _like(SD_TEXT, **TINY_TOWER, projection_dim=SMOKE_TEXT_DIM)
 # 6 layers with ViT-L/14's token layout (224 px, patch 14: CLS + 256 patches)
-SMOKE_VISION = _frozen(
-    hidden_size=48,
-    intermediate_size=96,
-    num_hidden_layers=6,
-    num_attention_heads=2,
-    image_size=224,
-    patch_size=14,
-    projection_dim=32,
+SMOKE_VISION = _like(
+    VIT_L14, hidden_size=48, intermediate_size=96, num_hidden_layers=6, num_attention_heads=2, projection_dim=32
 )
 # the smoke metric models: openai/clip-vit-base-patch32's layout (224 px, patch 32, projection head) and
 # facebook/dino-vits16's (224 px, patch 16)
 EVAL_CLIP = _frozen(
-    text_config=_frozen(
-        **CLIP_TOKENS, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2
-    ),
-    vision_config=_frozen(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=224, patch_size=32
-    ),
+    text_config=_frozen(**CLIP_TOKENS, **TINY_TOWER),
+    vision_config=_frozen(**TINY_TOWER, image_size=224, patch_size=32),
     projection_dim=32,
 )
-EVAL_DINO = _frozen(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    image_size=224,
-    patch_size=16,
-    qkv_bias=True,
-)
+EVAL_DINO = _frozen(**TINY_TOWER, image_size=224, patch_size=16, qkv_bias=True)
 EVAL_RESOLUTION = 224
 
 
-def _merged(config: Config, overrides: dict[str, Any]) -> dict[str, Any]:
-    return {**config, **overrides}
-
-
 def unet(config: Config, **overrides: Any) -> UNet2DConditionModel:
-    return UNet2DConditionModel(**_merged(config, overrides))
+    return UNet2DConditionModel(**{**config, **overrides})
 
 
 def vae(config: Config, **overrides: Any) -> AutoencoderKL:
-    return AutoencoderKL(**_merged(config, overrides))
+    return AutoencoderKL(**{**config, **overrides})
 
 
 def clip_text(config: Config, **overrides: Any) -> CLIPTextModel:
-    return CLIPTextModel(CLIPTextConfig(**_merged(config, overrides)))
+    return CLIPTextModel(CLIPTextConfig(**{**config, **overrides}))
 
 
 def clip_vision(config: Config, **overrides: Any) -> CLIPVisionModel:
-    return CLIPVisionModel(CLIPVisionConfig(**_merged(config, overrides)))
+    return CLIPVisionModel(CLIPVisionConfig(**{**config, **overrides}))
 
 
 def clip(config: Config, **overrides: Any) -> CLIPModel:
     """A CLIPModel (text + vision towers + projections) from `text_config`, `vision_config`, `projection_dim`."""
-    merged = _merged(config, overrides)
+    merged = {**config, **overrides}
     towers = {key: dict(merged.pop(key)) for key in ("text_config", "vision_config")}
     return CLIPModel(CLIPConfig(**towers, **merged))
 
 
 def vit(config: Config, **overrides: Any) -> ViTModel:
     """A ViTModel without the pooling layer (DINO's CLS features)."""
-    return ViTModel(ViTConfig(**_merged(config, overrides)), add_pooling_layer=False)
+    return ViTModel(ViTConfig(**{**config, **overrides}), add_pooling_layer=False)
 
 
 def clip_processor(size: int) -> CLIPImageProcessor:
