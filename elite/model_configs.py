@@ -46,6 +46,11 @@ def _frozen(**kwargs: Any) -> Config:
     return MappingProxyType(kwargs)
 
 
+def tower(width: int, mlp: int, layers: int, heads: int) -> Config:
+    """A transformer's size: hidden width, MLP width, layers, attention heads (transformers' config keys)."""
+    return _frozen(hidden_size=width, intermediate_size=mlp, num_hidden_layers=layers, num_attention_heads=heads)
+
+
 def _like(config: Config, **overrides: Any) -> Config:
     """`config` with some settings replaced."""
     return MappingProxyType({**config, **overrides})
@@ -79,24 +84,9 @@ SD_VAE = _frozen(
     down_block_types=("DownEncoderBlock2D",) * 4,
     up_block_types=("UpDecoderBlock2D",) * 4,
 )
-SD_TEXT = _frozen(
-    **CLIP_TOKENS,
-    hidden_size=768,
-    intermediate_size=3072,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    projection_dim=768,
-    hidden_act="quick_gelu",
-)
+SD_TEXT = _frozen(**CLIP_TOKENS, **tower(768, 3072, 12, 12), projection_dim=768, hidden_act="quick_gelu")
 VIT_L14 = _frozen(
-    hidden_size=1024,
-    intermediate_size=4096,
-    num_hidden_layers=24,
-    num_attention_heads=16,
-    image_size=224,
-    patch_size=14,
-    projection_dim=768,
-    hidden_act="quick_gelu",
+    **tower(1024, 4096, 24, 16), image_size=224, patch_size=14, projection_dim=768, hidden_act="quick_gelu"
 )
 SD_SCHEDULER = _frozen(
     beta_start=0.00085,
@@ -112,7 +102,7 @@ SD_SCHEDULER = _frozen(
 # tiny width, 64 px images (8x8 latents)
 SMOKE_RESOLUTION = 64
 SMOKE_TEXT_DIM = 32
-TINY_TOWER = _frozen(hidden_size=SMOKE_TEXT_DIM, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+TINY_TOWER = tower(SMOKE_TEXT_DIM, 64, 2, 2)
 SMOKE_UNET = _like(
     SD_UNET,
     sample_size=SMOKE_RESOLUTION // 8,
@@ -125,9 +115,7 @@ SMOKE_VAE = _like(
 )
 SMOKE_TEXT = _like(SD_TEXT, **TINY_TOWER, projection_dim=SMOKE_TEXT_DIM)
 # 6 layers with ViT-L/14's token layout (224 px, patch 14: CLS + 256 patches)
-SMOKE_VISION = _like(
-    VIT_L14, hidden_size=48, intermediate_size=96, num_hidden_layers=6, num_attention_heads=2, projection_dim=32
-)
+SMOKE_VISION = _like(VIT_L14, **tower(48, 96, 6, 2), projection_dim=32)
 # the smoke metric models: openai/clip-vit-base-patch32's layout (224 px, patch 32, projection head) and
 # facebook/dino-vits16's (224 px, patch 16)
 EVAL_CLIP = _frozen(

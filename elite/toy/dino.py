@@ -20,11 +20,11 @@ MEAN = torch.tensor(configs.IMAGENET_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(configs.IMAGENET_STD).view(1, 3, 1, 1)
 
 # dino-vits16's layout at the toy size: a 4-layer ViT, 4 px patches (64 tokens at 32 px)
-TOY_DINO = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, patch_size=4)
+TOY_DINO = configs.tower(64, 128, 4, 4)
 
 
 def build_dino(size: int) -> ViTModel:
-    return configs.vit(configs.EVAL_DINO, **TOY_DINO, image_size=size)
+    return configs.vit(configs.EVAL_DINO, **TOY_DINO, image_size=size, patch_size=4)
 
 
 def _view(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -83,9 +83,9 @@ def deterministic_posterior(vae: AutoencoderKL) -> None:
 
 
 def build_clip(size: int, max_tokens: int, width: int = 64) -> CLIPModel:
-    tower = dict(hidden_size=width, intermediate_size=2 * width, num_attention_heads=4, projection_dim=width)
-    text = {**configs.CLIP_TOKENS, **tower, "num_hidden_layers": 3, "max_position_embeddings": max_tokens}
-    vision = {**tower, "num_hidden_layers": 4, "image_size": size, "patch_size": 4}
+    text = {**configs.CLIP_TOKENS, **configs.tower(width, 2 * width, 3, 4), "max_position_embeddings": max_tokens}
+    vision = {**configs.tower(width, 2 * width, 4, 4), "image_size": size, "patch_size": 4}
+    text["projection_dim"] = vision["projection_dim"] = width
     return configs.clip(dict(text_config=text, vision_config=vision, projection_dim=width))
 
 
