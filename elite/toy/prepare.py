@@ -116,7 +116,11 @@ def prepare_base(params: Params, out: Path) -> None:
     latents = standins.encode_latents(vae, bank.images)
     tokenizer = _tokenizer()
     unet = standins.train_unet(
-        standins.build_unet(cfg.size // 2, clip.config.text_config.hidden_size),
+        standins.build_unet(
+            cfg.size // 2,
+            clip.config.text_config.hidden_size,
+            top_attention=cfg.unet_top_attention,
+        ),
         text_encoder.eval(),
         tokenizer,
         latents,

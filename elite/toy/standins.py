@@ -134,10 +134,15 @@ def train_clip(
 
 
 def build_unet(
-    latent_size: int, text_dim: int, widths: tuple[int, int, int] = (32, 64, 128), top_attention: bool = True
+    latent_size: int,
+    text_dim: int,
+    widths: tuple[int, int, int] = (32, 64, 128),
+    top_attention: bool = False,
 ) -> UNet2DConditionModel:
-    """Three levels (16x16, 8x8, 4x4) and the middle, one resnet each; cross-attention at every level
-    (`top_attention`: also at 16x16, where a 2x2-pixel stripe is one token) or below the top only."""
+    """Three levels (16x16, 8x8, 4x4) and the middle, one resnet each; cross-attention below the top level, and
+    at 16x16 too with `top_attention` (where a 2x2-pixel stripe is one token). Like SD v1, the prompt reaches the
+    UNet through cross-attention only (no pooled text embedding: ELITE's conditioning is read by the attention
+    processors, see docs/toy.md)."""
     top = "CrossAttnDownBlock2D" if top_attention else "DownBlock2D"
     return UNet2DConditionModel(
         sample_size=latent_size,

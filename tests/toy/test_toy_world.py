@@ -222,3 +222,5 @@ def test_every_stand_in_trains_and_loads_through_the_real_loaders(tmp_path, repo
     ViTModel.from_pretrained(out / "dino_eval")
     load_sam(out / "sam", "cpu")
     assert set(load_probes(out / "probes")) == {"identity", "scene"}
+    top = pipe.unet.config.down_block_types[0] == "CrossAttnDownBlock2D"
+    assert top == params.toy.unet_top_attention

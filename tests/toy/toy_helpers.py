@@ -23,9 +23,10 @@ def toy_params(**toy):
     return parse_params(raw, "params.yaml", "toy")
 
 
-def tiny_toy_params(repo_root: Path | None = None):
-    """The toy profile with a 64-render bank and 2 training steps per stand-in."""
+def tiny_toy_params(repo_root: Path | None = None, **toy):
+    """The toy profile with a 64-render bank and 2 training steps per stand-in (and `toy` keys overridden)."""
     return toy_params(
+        **toy,
         bank=64,
         vae_steps=2,
         clip_steps=2,
