@@ -169,7 +169,8 @@ def stale_register(repo: Path, env: dict) -> dict:
     """Make `register` (the last stage: nothing downstream) stale with a new value of one of its params;
     returns its report as it was."""
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["register"]["smoke"]["steps"] += 1  # a value never run: not in DVC's run cache
+    smoke = params["register"]["smoke"]
+    smoke["example_steps"] = params["register"]["example_steps"] + 1  # a value never run: not in DVC's run cache
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert list(json.loads(dvc(repo, env, "status", "--json"))) == ["register"]
     return json.loads((repo / "metrics/register.json").read_text())

@@ -54,6 +54,16 @@ def halve(folder: Path) -> None:
         save_file({k: v.contiguous() for k, v in tensors.items()}, path)
 
 
+def no_machine_paths(folder: Path) -> None:
+    """A config's `_name_or_path` that names where a model was loaded from (an absolute path) becomes the model's
+    folder name: no machine path in the repository."""
+    for path in folder.rglob("config.json"):
+        config = json.loads(path.read_text())
+        if str(config.get("_name_or_path", "")).startswith("/"):
+            config["_name_or_path"] = path.parent.name
+            path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def prompts_in_tests(folder: Path) -> list[str]:
     """Every string literal in the toy tests that reads as a prompt (starts with "a ")."""
     return [
@@ -225,6 +235,7 @@ def main(src: Path) -> None:
     for part in PARTS:
         shutil.copytree(src / part, tmp / part)
     halve(tmp)
+    no_machine_paths(tmp)
     trim = trim_vocabulary(tmp / "base", toy_corpus())
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True).stdout.strip()
     gate = src / "base" / "toy_gate.json"
