@@ -29,6 +29,7 @@ from pathlib import Path
 
 import yaml
 
+from elite.commands.experiments import run_dvc
 from elite.errors import EliteError
 from elite.io import write_text
 
@@ -205,9 +206,7 @@ def dvc(repo: Path, args: list[str], env: dict[str, str], log: Log) -> None:
 
 def dvc_status(repo: Path, stage: str, env: dict[str, str]) -> dict:
     """`dvc status <stage> --json`: {} when the stage is up to date, else what changed."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "dvc", "status", stage, "--json"], cwd=repo, env=env, capture_output=True, text=True
-    )
+    proc = run_dvc(["status", stage, "--json"], repo, env)
     if proc.returncode != 0:
         raise CommandFailed(f"dvc status {stage} exited with code {proc.returncode}: {proc.stderr.strip()[-2000:]}")
     return json.loads(proc.stdout or "{}")
