@@ -113,15 +113,13 @@ def family_of(template: str, families) -> tuple[str, float]:
     )
 
 
-def select_subjects(rows: list[dict], wanted: list[str] | None) -> list[dict]:
+def select_subjects(rows: list[dict], wanted: list[str] | None, field: str = "evaluate.subjects") -> list[dict]:
     if wanted is None:
         return rows
     by_name = {r["subject"]: r for r in rows}
     unknown = [w for w in wanted if w not in by_name]
     if unknown:
-        raise EliteError(
-            f"params evaluate.subjects: {', '.join(unknown)} not in subjects.json (have: {', '.join(by_name)})"
-        )
+        raise EliteError(f"params {field}: {', '.join(unknown)} not in subjects.json (have: {', '.join(by_name)})")
     return [by_name[w] for w in wanted]
 
 
@@ -226,7 +224,7 @@ def plan(
                     cfg.sweep_images,
                 )
     if baselines is not None:
-        chosen = [row for row in subjects if row["subject"] in baselines.subjects]
+        chosen = select_subjects(subjects, list(baselines.subjects), "baselines.subjects")
         for method in baselines.methods:
             for row in chosen:
                 for template in subject_templates(row, cfg):

@@ -128,6 +128,8 @@ def test_bad_selections_are_clear_errors(repo_root, tmp_path, concepts):
     with pytest.raises(EliteError, match="robot not in subjects.json"):
         select_subjects(SUBJECTS, ["teapot", "robot"])
     assert [s["subject"] for s in select_subjects(SUBJECTS, ["dog6"])] == ["dog6"]
+    with pytest.raises(EliteError, match="^params baselines.subjects: robot not in"):
+        select_subjects(SUBJECTS, ["robot"], "baselines.subjects")
     families = cfg_with(repo_root, tmp_path).families[:1]
     with pytest.raises(EliteError, match="matches no evaluate.families"):
         family_of("a {0} {1} in the jungle", families)
