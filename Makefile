@@ -69,11 +69,11 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
 	  || echo "browser tests will skip: apt-get install chromium chromium-driver"; }
 
-# JOBS pytest-xdist workers (0: one process). Tests that share FiftyOne's database or the pipeline's session
-# fixtures run on one worker (tests/conftest.py: xdist groups); every worker has its own homes and ports.
+# JOBS pytest-xdist workers (0: one process). A test module, or modules that share a costly session fixture, run
+# on one worker, longest first (tests/conftest.py: work_unit); every worker has its own homes and ports.
 JOBS ?= 2
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadscope --no-loadscope-reorder
 
 # ruff (settings in pyproject.toml): lint + format check; `ruff format .` and `ruff check --fix .` repair most.
 # mypy type-checks the core (elite/models, elite/pipeline.py, elite/config, elite/loader.py; [tool.mypy]).
