@@ -26,6 +26,7 @@ class ToyConfig(Section):
     unet_steps: int = Field(ge=1)
     unet_lr: float = Field(gt=0)
     unet_batch: int = Field(ge=1)
+    unet_snr_gamma: float = Field(ge=0)  # min-SNR-gamma loss weights for the UNet (0 = plain MSE)
     unet_top_attention: bool  # cross-attention at the 16x16 level too (elite/toy/standins.build_unet)
     probe_steps: int = Field(ge=1)
     sam_steps: int = Field(ge=1)

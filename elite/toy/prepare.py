@@ -133,6 +133,7 @@ def prepare_base(params: Params, out: Path) -> None:
         drop_p=cfg.caption_drop,
         template_p=cfg.template_p,
         scene_p=cfg.scene_p,
+        snr_gamma=cfg.unet_snr_gamma,
         progress=_bar("UNet", cfg.unet_steps),
     )
     scheduler = LMSDiscreteScheduler.from_config(standins.build_scheduler().config)

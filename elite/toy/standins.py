@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers.training_utils import compute_snr
 from transformers import CLIPModel, CLIPTokenizer
 
 from elite import model_configs as configs
@@ -170,6 +171,15 @@ def encode_latents(vae: AutoencoderKL, images: torch.Tensor, batch: int = 256) -
     return z * vae.config.scaling_factor
 
 
+def min_snr_weights(scheduler: DDPMScheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Per-sample weights of a v-prediction loss: min(SNR, gamma) / (SNR + 1), i.e. min-SNR-gamma's weighting of
+    the x0 error (Hang et al. 2023); gamma 0: every weight 1 (plain MSE on v)."""
+    if gamma == 0:
+        return torch.ones(t.shape)
+    snr = compute_snr(scheduler, t)
+    return snr.clamp(max=gamma) / (snr + 1)
+
+
 def train_unet(
     unet: UNet2DConditionModel,
     text_encoder,
@@ -185,9 +195,11 @@ def train_unet(
     template_p: float = 0.0,
     scene_p: float = 1.0,
     ema_decay: float = 0.999,
+    snr_gamma: float = 0.0,
     progress: Progress = None,
 ) -> UNet2DConditionModel:
-    """Text-to-image on the bank (which holds no held-out identity). Returns the EMA."""
+    """Text-to-image on the bank (which holds no held-out identity). Returns the EMA. `snr_gamma` > 0 weights each
+    sample's v-prediction loss by min(SNR, gamma) / (SNR + 1) (min-SNR-gamma, Hang et al. 2023), 0 = plain MSE."""
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     scheduler = build_scheduler()
@@ -211,7 +223,9 @@ def train_unet(
         xt = scheduler.add_noise(x0, noise, t)
         target = scheduler.get_velocity(x0, noise, t)
         pred = unet(xt, t, cond).sample
-        loss = F.mse_loss(pred, target)
+        loss = (
+            F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3)) * min_snr_weights(scheduler, t, snr_gamma)
+        ).mean()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)

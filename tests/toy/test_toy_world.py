@@ -158,6 +158,19 @@ def test_v_prediction_target_is_the_velocity():
     assert torch.allclose(diffusion_target(sched, x0, noise, t), a.sqrt() * noise - (1 - a).sqrt() * x0, atol=1e-6)
 
 
+def test_min_snr_weights_cap_the_low_noise_steps():
+    from elite.toy.standins import build_scheduler, min_snr_weights
+
+    sched = build_scheduler()
+    t = torch.tensor([0, 200, 500, 999])
+    a = sched.alphas_cumprod[t]
+    snr = a / (1 - a)
+    w = min_snr_weights(sched, t, 5.0)
+    assert torch.allclose(w, torch.minimum(snr, torch.tensor(5.0)) / (snr + 1), rtol=1e-5)
+    assert w[0] < 1e-3 and w[-1] < 1e-6 and w.max() <= 1.0  # x0 error weight: 5/(SNR+1) low noise, SNR/(SNR+1) high
+    assert torch.equal(min_snr_weights(sched, t, 0.0), torch.ones(4))
+
+
 @pytest.mark.slow
 def test_identity_probe_reaches_its_floor_on_fresh_renders():
     """A reduced probe (600 steps: the per-pixel colour head needs more than v1's CNN did) reads colour and scene on
