@@ -22,7 +22,8 @@ def test_no_single_attribute_solves_the_held_out_set():
 def test_the_toy_baselines_invert_held_out_concepts():
     params = toy_params()
     names = [c.name for c in held_out_concepts(params.toy.held_out)]
-    assert params.baselines.subjects and set(params.baselines.subjects) <= set(names), (params.baselines.subjects, names)
+    subjects = params.baselines.subjects
+    assert subjects and set(subjects) <= set(names), (subjects, names)
 
 
 def test_a_set_that_colour_alone_solves_is_refused_in_one_line():
