@@ -71,8 +71,11 @@ def toy(repo_root):
 
 @pytest.fixture(scope="module")
 def world(toy, tmp_path_factory) -> Path:
+    return make_world(toy, tmp_path_factory.mktemp("toy-learning"))
+
+
+def make_world(toy, out: Path) -> Path:
     """Renders of seen identities only, with exact boxes and masks, as curate + mask would list them."""
-    out = tmp_path_factory.mktemp("toy-learning")
     held, rng, rows = held_out_identities(toy.toy.held_out), np.random.default_rng(7), []
     while len(rows) < RENDERS:
         spec = sample_spec(rng)
@@ -96,7 +99,9 @@ def world(toy, tmp_path_factory) -> Path:
     return out
 
 
-def run(stage_class, section, toy, world: Path, init: Path, name: str) -> Path:
+def run(stage_class, section, toy, world: Path, init: Path, name: str, seed: int | None = None) -> Path:
+    """Train `section` for STEPS on the world's renders from `init`; `seed` (None: params') seeds the training
+    draws (order, noise, timesteps, augmentation), not the data."""
     out = world / name
     cfg = getattr(toy, section).model_copy(
         update={
@@ -112,6 +117,7 @@ def run(stage_class, section, toy, world: Path, init: Path, name: str) -> Path:
             "sample_every": 0,
             "checkpoint_every": STEPS,
             "cpu_threads": 1,
+            **({} if seed is None else {"seed": seed}),
         }
     )
     with contextlib.chdir(world):  # a fresh MLflow store's artifacts land here
@@ -119,10 +125,11 @@ def run(stage_class, section, toy, world: Path, init: Path, name: str) -> Path:
     return out
 
 
-def retrieval(toy, weights: Path, lam: float) -> float:
+def retrieval(toy, weights: Path, lam: float, keep: bool = True) -> float:
     pipe = ElitePipeline.from_pretrained(FIXTURE / "base", elite_weights=weights, torch_dtype=torch.float32)
     score = identity_retrieval(pipe, toy.toy.held_out, toy.toy.size, lam=lam, targets=TARGETS, draws=8)
-    record(f"{weights.name} lambda {lam}", score)
+    if keep:
+        record(f"{weights.name} lambda {lam}", score)
     return score
 
 
