@@ -125,6 +125,24 @@ def test_a_toy_edit_reruns_only_plugins_and_the_stages_whose_plugin_imports_it(s
         assert status(repo, env) == stale, profile
 
 
+def test_a_toy_plugin_stage_imports_no_toy_file_outside_its_plugin_code(session_tmp):
+    """The toy dreambench stage, run as the pipeline runs it (import tracer on): every elite/toy file it imported is
+    in the plug-in code `plugins` wrote for it (so its dep data/plugins/dreambench.json covers them; on smoke, where
+    no plug-in runs, test_pipeline_prefect checks the same through the end-to-end run)."""
+    repo = copy_checkout(session_tmp / "toy-trace-repo")
+    traces = session_tmp / "toy-traces"
+    traces.mkdir()
+    env = stage_env(repo, ELITE_IMPORT_TRACE=str(traces))
+    for args in (["plugins"], ["dreambench", "--out", str(session_tmp / "toy-dreambench")]):
+        proc = run([str(BIN / "elite"), "--profile", "toy", *args], repo, env)
+        assert proc.returncode == 0, proc.stderr
+    (trace,) = [t for p in traces.glob("*.json") if "dreambench" in (t := json.loads(p.read_text()))["argv"]]
+    imported = {Path(f).resolve().relative_to(repo.resolve()).as_posix() for f in trace["files"]}
+    toy = {f for f in imported if f.startswith("elite/toy/")}
+    code = json.loads((repo / "data/plugins/dreambench.json").read_text())["files"]
+    assert "elite/toy/dreambench.py" in toy and toy <= set(code), sorted(toy - set(code))
+
+
 def _outs(spec: dict) -> list[str]:
     return [
         next(iter(e)) if isinstance(e, dict) else e
