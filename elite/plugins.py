@@ -9,7 +9,7 @@ params.yaml then uses as the source; the toy world (elite/toy) registers under `
 | `elite.models`     | `(params, out: Path) -> None`       | `models.base`          | prepare_models |
 | `elite.releases`   | `(params, out: Path) -> Path`       | `download.source`      | download       |
 | `elite.dreambench` | `(params, out: Path) -> Path`       | `dreambench.source`    | dreambench     |
-| `elite.scorers`    | `(evaluate_cfg, params) -> scorer`  | (first that answers)   | evaluate       |
+| `elite.scorers`    | `(evaluate_cfg, params) -> scorer`  | `dreambench.source`    | evaluate       |
 
 `models` writes every model folder of the profile into `out`; `releases` writes an Open Images-layout release
 (`<split>/`, boxes and masks CSVs) under `out` and returns its root; `dreambench` writes a DreamBench-layout folder

@@ -5,9 +5,10 @@ The evaluate stage knows no world. A package registers a factory under the entry
 registers the evaluation set (`dreambench.source`). `find_scorer` calls the factory of the world that wrote the
 evaluation set, and no other, with the evaluate section and the whole params; the factory returns None when its
 world's files are not there (e.g. no probes). A profile whose evaluation set no world wrote (paper: `download`)
-runs no scorer code at all, so that the `plugins` stage can name the scorer code each profile runs. A scorer adds per-image scores whose keys end in `_acc` or
-`_rate` (averaged and given bootstrap intervals like CLIP-I), a `named` row (the concept written out in words), the
-two-concept rows' scores, and extra blocks for metrics/dreambench.json (e.g. what its probes can read).
+runs no scorer code at all, so that the `plugins` stage can name the scorer code each profile runs. A scorer
+adds per-image scores whose keys end in `_acc` or `_rate` (averaged and given bootstrap intervals like CLIP-I), a
+`named` row (the concept written out in words), the two-concept rows' scores, and extra blocks for
+metrics/dreambench.json (e.g. what its probes can read).
 """
 
 from __future__ import annotations
