@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from importlib.util import find_spec
@@ -33,6 +34,16 @@ from typing import Any
 from elite.errors import EliteError
 
 MODELS, RELEASES, DREAMBENCH, SCORERS = "elite.models", "elite.releases", "elite.dreambench", "elite.scorers"
+
+# stage -> (entry-point group, the param naming the plug-in). evaluate runs the scorer registered under the name of
+# the world that wrote its evaluation set (dreambench.source; elite/evaluate/scorers.py): on the paper profile
+# (dreambench.source: download) no scorer code runs at all, on the toy profile elite/toy/scoring.py and its imports.
+STAGES = {
+    "prepare_models": (MODELS, "models.base"),
+    "download": (RELEASES, "download.source"),
+    "dreambench": (DREAMBENCH, "dreambench.source"),
+    "evaluate": (SCORERS, "dreambench.source"),
+}
 
 
 def names(group: str) -> list[str]:
@@ -52,6 +63,17 @@ def plugin(group: str, name: str, field: str) -> Callable[..., Any] | None:
         return found.load()
     except ImportError as exc:  # registered, but its package is broken or half installed
         raise EliteError(f"{field}: the plug-in {name!r} ({found.value}) does not import: {exc}") from exc
+
+
+def stage_code(params) -> dict[str, str]:
+    """stage -> the text of its plug-in code file (the plugins stage's <stage>.json) for this profile: the same
+    bytes for the same code (no time, no absolute path)."""
+    out = {}
+    for stage, (group, field) in STAGES.items():
+        section, key = field.split(".")
+        selected = code(group, getattr(getattr(params, section), key), field)
+        out[stage] = json.dumps({"stage": stage, "selected_by": field, **selected}, indent=1, sort_keys=True) + "\n"
+    return out
 
 
 def code(group: str, name: str, field: str) -> dict[str, Any]:

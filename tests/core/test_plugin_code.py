@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from elite.commands.plugins import STAGES
+from elite.plugins import STAGES
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -91,7 +91,7 @@ def test_stages_follow_the_contract(dvc_yaml):
 def test_stages_that_run_plugins_depend_on_the_plugin_code_file(dvc_yaml):
     """`plugins` writes <plugins.out>/<stage>.json per stage that runs a plug-in (elite/commands/plugins.py): they
     are its outs, each is a dep of its stage and of no other, and no other stage lists a plug-in package's files."""
-    from elite.commands.plugins import STAGES as RUN_PLUGINS
+    from elite.plugins import STAGES as RUN_PLUGINS
 
     out = yaml.safe_load((REPO / "params.yaml").read_text())["plugins"]["out"]
     files = {stage: f"{out}/{stage}.json" for stage in RUN_PLUGINS}
