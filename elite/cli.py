@@ -14,6 +14,7 @@ from elite.errors import EliteError
 # modules under elite.commands, each with register(subparsers) adding parsers whose `func` runs them
 COMMAND_MODULES = [
     "core", "concept", "register", "evaluate", "baselines", "train", "data", "demo", "experiments", "seeds",
+    "plugins",
 ]  # fmt: skip
 
 

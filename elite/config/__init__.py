@@ -12,6 +12,7 @@ from elite.config.baselines import BaselinesConfig
 from elite.config.data import CurateConfig, DownloadConfig, MaskConfig
 from elite.config.evaluate import DreambenchConfig, EvaluateConfig
 from elite.config.models import GenerateConfig, ModelsConfig
+from elite.config.plugins import PluginsConfig
 from elite.config.register import RegisterConfig
 from elite.config.toy import ToyConfig
 from elite.config.train import LaunchConfig, TrainGlobalConfig, TrainLocalConfig
@@ -19,6 +20,7 @@ from elite.errors import EliteError
 
 # section name -> typed model. Stages add their own section here.
 SECTIONS: dict[str, type[Section]] = {
+    "plugins": PluginsConfig,
     "models": ModelsConfig,
     "generate": GenerateConfig,
     "download": DownloadConfig,

@@ -1,21 +1,23 @@
 """World scorers: how a world whose images can be read exactly (the toy world's probes) plugs into evaluation.
 
 The evaluate stage knows no world. A package registers a factory under the entry-point group `elite.scorers`
-(pyproject.toml: `[project.entry-points."elite.scorers"]`); `find_scorer` calls each factory with the evaluate
-section and the whole params, and uses the first that returns a scorer (a factory returns None when its world's
-files are not there, e.g. on the paper profile). A scorer adds per-image scores whose keys end in `_acc` or
-`_rate` (averaged and given bootstrap intervals like CLIP-I), a `named` row (the concept written out in words), the
-two-concept rows' scores, and extra blocks for metrics/dreambench.json (e.g. what its probes can read).
+(pyproject.toml: `[project.entry-points."elite.scorers"]`) with the name of its world, the name under which it
+registers the evaluation set (`dreambench.source`). `find_scorer` calls the factory of the world that wrote the
+evaluation set, and no other, with the evaluate section and the whole params; the factory returns None when its
+world's files are not there (e.g. no probes). A profile whose evaluation set no world wrote (paper: `download`)
+runs no scorer code at all, so that the `plugins` stage can name the scorer code each profile runs. A scorer
+adds per-image scores whose keys end in `_acc` or `_rate` (averaged and given bootstrap intervals like CLIP-I), a
+`named` row (the concept written out in words), the two-concept rows' scores, and extra blocks for
+metrics/dreambench.json (e.g. what its probes can read).
 """
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
 from typing import Protocol
 
 from PIL import Image
 
-GROUP = "elite.scorers"
+from elite.plugins import SCORERS, plugin
 
 
 class WorldScorer(Protocol):
@@ -38,8 +40,6 @@ def score_keys(rows: list[dict]) -> list[str]:
 
 
 def find_scorer(cfg, params) -> WorldScorer | None:
-    for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
-        scorer = ep.load()(cfg, params)
-        if scorer is not None:
-            return scorer
-    return None
+    """The scorer of the world named by dreambench.source, if that is a world with a scorer and its files are there."""
+    factory = plugin(SCORERS, params.dreambench.source, "dreambench.source")
+    return None if factory is None else factory(cfg, params)

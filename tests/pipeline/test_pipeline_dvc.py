@@ -18,6 +18,7 @@ from servers import MLFLOW_SERVER_ENV, free_port, mlflow_server_cmd, server
 
 SECTION = {"prepare_models": "models"}  # stage -> its params.yaml section, where the names differ
 STAGES = [
+    "plugins",
     "prepare_models",
     "download",
     "curate",
@@ -34,14 +35,14 @@ def stage_section(stage: str) -> str:
     return SECTION.get(stage, stage)
 
 
-def readers() -> dict[str, set[str]]:
-    """params.yaml section -> the stages of dvc.yaml that list it or keys of it (`toy.size`), readers or not."""
+def sections() -> list[str]:
+    return [k for k in yaml.safe_load((REPO / "params.yaml").read_text()) if k != "profile"]
+
+
+def readers(section: str, key: str) -> set[str]:
+    """The stages of dvc.yaml that list `section` or its key `key` (`toy.size`), readers or not."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    sections = [k for k in yaml.safe_load((REPO / "params.yaml").read_text()) if k != "profile"]
-    return {
-        sec: {name for name, spec in stages.items() if any(p.split(".")[0] == sec for p in spec.get("params", []))}
-        for sec in sections
-    }
+    return {name for name, spec in stages.items() if {section, f"{section}.{key}"} & set(spec.get("params", []))}
 
 
 def status(repo: Path, env: dict | None = None) -> set[str]:
@@ -52,8 +53,8 @@ def status(repo: Path, env: dict | None = None) -> set[str]:
         return {key.rsplit(":", 1)[-1] for key in dvc_repo.status()}  # "<path>/dvc.yaml:<stage>" away from cwd
 
 
-def bump_first_scalar(params_file: Path, section: str) -> None:
-    """Change the first top-level number, string or bool of `section` (DVC compares values, not text)."""
+def bump_first_scalar(params_file: Path, section: str) -> str:
+    """Change the first top-level number, string or bool of `section` (DVC compares values, not text); its key."""
     params = yaml.safe_load(params_file.read_text())
     values = params[section]
     key, value = next((k, v) for k, v in values.items() if isinstance(v, (int, float, str, bool)))
@@ -61,6 +62,7 @@ def bump_first_scalar(params_file: Path, section: str) -> None:
         (not value) if isinstance(value, bool) else value * 2 + 1 if isinstance(value, (int, float)) else f"{value}x"
     )
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    return key
 
 
 def test_stages_follow_the_contract(dvc_yaml):
@@ -72,8 +74,9 @@ def test_stages_follow_the_contract(dvc_yaml):
         # profile + its own section; a further section only if no other stage owns it (e.g. `baselines`,
         # read by evaluate), so editing a stage's section never reruns another stage directly
         assert spec["params"][:2] == ["profile", stage_section(name)], name
-        for extra in spec["params"][2:]:
-            assert extra not in {stage_section(other) for other in stages}, f"{name} lists {extra}"
+        for extra in spec["params"][2:]:  # but `plugins` reads the sections that choose the plug-ins (it is cheap,
+            # and writes the same bytes after an edit of a key that chooses none: the stages below stay up to date)
+            assert name == "plugins" or extra not in {stage_section(o) for o in stages}, f"{name} lists {extra}"
         assert stage_section(name) in params, f"params.yaml has no section {stage_section(name)} for stage {name}"
         for kind in ("metrics", "plots"):
             for entry in spec.get(kind, []):
@@ -83,6 +86,61 @@ def test_stages_follow_the_contract(dvc_yaml):
             assert (REPO / dep).exists() or any(
                 dep == o or dep.startswith(o + "/") for other in stages.values() for o in _outs(other)
             ), f"{name}: dep {dep} is neither code nor an output"
+
+
+def test_stages_that_run_plugins_depend_on_the_plugin_code_file(dvc_yaml):
+    """`plugins` writes <plugins.out>/<stage>.json per stage that runs a plug-in (elite/commands/plugins.py): they
+    are its outs, each is a dep of its stage and of no other, and no other stage lists a plug-in package's files."""
+    from elite.plugins import STAGES as RUN_PLUGINS
+
+    out = yaml.safe_load((REPO / "params.yaml").read_text())["plugins"]["out"]
+    files = {stage: f"{out}/{stage}.json" for stage in RUN_PLUGINS}
+    stages = dvc_yaml["stages"]
+    assert _outs(stages["plugins"]) == list(files.values())
+    for name, spec in stages.items():
+        deps = spec.get("deps", [])
+        assert [d for d in deps if d.startswith(out + "/")] == ([files[name]] if name in files else []), name
+        assert name == "plugins" or not [d for d in deps if d.startswith("elite/toy")], name
+
+
+def test_a_toy_edit_reruns_only_plugins_and_the_stages_whose_plugin_imports_it(session_tmp):
+    """Smoke profile (no plug-in runs, like paper): an edit of elite/toy/world.py makes only `plugins` stale, and
+    once it has run (writing the same bytes) no stage is. Toy profile: an edit of elite/toy/dreambench.py reruns
+    `plugins`, then only dreambench is stale (prepare_models, ~1 h there, is not)."""
+    from flows.stages import apply_profile
+
+    repo = copy_checkout(session_tmp / "plugins-repo")
+    env = stage_env(repo)
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    for profile, edited, stale in (("smoke", "world.py", set()), ("toy", "dreambench.py", {"dreambench"})):
+        apply_profile(repo, profile, print)
+        write_outputs(repo, stages, STAGES, profile)
+        dvc(repo, env, "repro", "--single-item", "plugins")  # the real plug-in code files of the profile
+        dvc(repo, env, "commit", "--force")
+        assert status(repo, env) == set(), profile
+        with open(repo / "elite" / "toy" / edited, "a") as file:
+            file.write("\n# an edit\n")
+        assert status(repo, env) == {"plugins"}, profile
+        dvc(repo, env, "repro", "--single-item", "plugins")
+        assert status(repo, env) == stale, profile
+
+
+def test_a_toy_plugin_stage_imports_no_toy_file_outside_its_plugin_code(session_tmp):
+    """The toy dreambench stage, run as the pipeline runs it (import tracer on): every elite/toy file it imported is
+    in the plug-in code `plugins` wrote for it (so its dep data/plugins/dreambench.json covers them; on smoke, where
+    no plug-in runs, test_pipeline_prefect checks the same through the end-to-end run)."""
+    repo = copy_checkout(session_tmp / "toy-trace-repo")
+    traces = session_tmp / "toy-traces"
+    traces.mkdir()
+    env = stage_env(repo, ELITE_IMPORT_TRACE=str(traces))
+    for args in (["plugins"], ["dreambench", "--out", str(session_tmp / "toy-dreambench")]):
+        proc = run([str(BIN / "elite"), "--profile", "toy", *args], repo, env)
+        assert proc.returncode == 0, proc.stderr
+    (trace,) = [t for p in traces.glob("*.json") if "dreambench" in (t := json.loads(p.read_text()))["argv"]]
+    imported = {Path(f).resolve().relative_to(repo.resolve()).as_posix() for f in trace["files"]}
+    toy = {f for f in imported if f.startswith("elite/toy/")}
+    code = json.loads((repo / "data/plugins/dreambench.json").read_text())["files"]
+    assert "elite/toy/dreambench.py" in toy and toy <= set(code), sorted(toy - set(code))
 
 
 def _outs(spec: dict) -> list[str]:
@@ -114,16 +172,18 @@ def write_outputs(repo: Path, stages: dict, names: list[str], tag: str) -> None:
             target.write_text(json.dumps({"stage": name, "version": tag}) + "\n")
 
 
-@pytest.mark.parametrize("section", sorted(readers()))
+@pytest.mark.parametrize("section", sorted(sections()))
 def test_a_params_section_invalidates_only_the_stages_reading_it(placeholder_repo, section):
-    """A stage's own section makes exactly that stage stale; `generate` (read by no stage) none."""
+    """A stage's own section makes exactly that stage stale (and `plugins`, the cheap first stage, when the key
+    chooses a plug-in: download.source); `generate` (read by no stage) none."""
     repo, env = placeholder_repo
-    expected = readers()[section]
-    if section in {stage_section(s) for s in STAGES}:
-        assert stage_section(next(iter(expected))) == section and len(expected) == 1, expected
     original = (repo / "params.yaml").read_text()
     try:
-        bump_first_scalar(repo / "params.yaml", section)
+        key = bump_first_scalar(repo / "params.yaml", section)
+        expected = readers(section, key)
+        owner = {s for s in STAGES if stage_section(s) == section}
+        if owner:  # no other stage reads a stage's own section; `plugins` reads the keys that choose a plug-in
+            assert owner <= expected and expected - owner <= {"plugins"}, expected
         assert status(repo, env) == expected
     finally:
         (repo / "params.yaml").write_text(original)

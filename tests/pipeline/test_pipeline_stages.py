@@ -72,7 +72,7 @@ def test_shardable_stages():
 
 def test_load_stages_reads_the_real_dvc_yaml():
     stages = {s.name: s for s in S.load_stages(REPO)}
-    assert list(stages)[0] == "prepare_models" and list(stages)[-1] == "register"
+    assert list(stages)[0] == "plugins" and list(stages)[-1] == "register"
     assert "metrics/dreambench.json" in stages["evaluate"].metrics and "data/eval" in stages["evaluate"].outs
     assert set(S.SHARDABLE) <= set(stages)
     with pytest.raises(EliteError, match="no stage nope"):
