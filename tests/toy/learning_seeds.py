@@ -1,5 +1,6 @@
 """The learning tests' four runs over several training seeds (the suite runs params' seed only):
-`python tests/toy/learning_seeds.py 0 1 2` writes tests/toy/learning_seeds.json, one block per seed with the
+`python tests/toy/learning_seeds.py 0 1 2` writes tests/toy/learning_seeds.json (`--out FILE`: another file, e.g.
+one per process when seeds run side by side), one block per seed with the
 six retrieval scores of test_toy_learning.py and the two differences its claims rest on (trained minus
 detached, for stage 1 and stage 2). About 13 CPU-minutes a seed on one thread."""
 
@@ -52,16 +53,18 @@ def measure(toy, seed: int) -> dict:
     }
 
 
-def main(seeds: list[int]) -> None:
+def main(seeds: list[int], out: Path = OUT) -> None:
     torch.set_num_threads(1)
     repo = Path(__file__).resolve().parents[2]
     toy = parse_params(yaml.safe_load((repo / "params.yaml").read_text()), "params.yaml", "toy")
-    found = json.loads(OUT.read_text()) if OUT.is_file() else {"margin": MARGIN, "seeds": {}}
+    found = json.loads(out.read_text()) if out.is_file() else {"margin": MARGIN, "seeds": {}}
     for seed in seeds:
         found["seeds"][str(seed)] = measure(toy, seed)
-        OUT.write_text(json.dumps(found, indent=2) + "\n")
+        out.write_text(json.dumps(found, indent=2) + "\n")
         print(seed, json.dumps(found["seeds"][str(seed)]), flush=True)
 
 
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [0, 1, 2])
+    args = sys.argv[1:]
+    out = Path(args.pop(args.index("--out") + 1)) if "--out" in args else OUT
+    main([int(a) for a in args if a != "--out"] or [0, 1, 2], out)
