@@ -1,8 +1,8 @@
 """The learning tests' four runs over several training seeds (the suite runs params' seed only):
 `python tests/toy/learning_seeds.py 0 1 2` writes tests/toy/learning_seeds.json (`--out FILE`: another file, e.g.
 one per process when seeds run side by side), one block per seed with the
-six retrieval scores of test_toy_learning.py and the two differences its claims rest on (trained minus
-detached, for stage 1 and stage 2). About 13 CPU-minutes a seed on one thread."""
+five retrieval scores of test_toy_learning.py's training runs and the two differences its claims rest on (trained minus
+detached, for stage 1 and stage 2). About 10 CPU-minutes a seed on one thread."""
 
 from __future__ import annotations
 
