@@ -70,7 +70,7 @@ browser:
 	  || echo "browser tests will skip: apt-get install chromium chromium-driver"; }
 
 # JOBS pytest-xdist workers (0: one process). A test module, or modules that share a costly session fixture, run
-# on one worker, longest first (tests/conftest.py: work_unit); every worker has its own homes and ports.
+# on one worker, longest first (tests/suite_units.py); every worker has its own homes and ports.
 JOBS ?= 2
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadscope --no-loadscope-reorder

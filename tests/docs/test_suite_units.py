@@ -1,12 +1,12 @@
-"""The suite's own scheduling (tests/conftest.py): the units it names are real modules, and modules that share a
-costly session fixture are one unit, so xdist never builds that fixture on both workers."""
+"""The suite's own scheduling (tests/suite_units.py, used by tests/conftest.py): the units it names are real
+modules, and modules that share a costly session fixture are one unit, so xdist never builds it on both workers."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from conftest import LONGEST_FIRST, SHARED_SESSION, work_unit
+from suite_units import LONGEST_FIRST, SHARED_SESSION, work_unit
 
 TESTS = Path(__file__).resolve().parents[1]
 
