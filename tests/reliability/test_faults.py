@@ -372,6 +372,7 @@ def test_two_dvc_repro_at_once_the_second_refuses_clearly_and_outputs_stay_whole
     repo.mkdir()
     shutil.copytree(REPO / "elite", repo / "elite", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", repo)
+    shutil.copy(REPO / "pyproject.toml", repo)  # a dep of the plugins stage, which runs first
     write_params(repo / "params.yaml")
     venv_bin = Path(sys.executable).parent
     env = {
@@ -403,7 +404,9 @@ def test_two_dvc_repro_at_once_the_second_refuses_clearly_and_outputs_stay_whole
         assert first.poll() is None, first.communicate()[0]
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    second = subprocess.run([*dvc, "--force"], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(  # the same stage again (not its upstream `plugins`, which the first already ran)
+        [*dvc, "--force", "--single-item"], cwd=repo, env=env, capture_output=True, text=True, timeout=300
+    )
     overlapped = first.poll() is None
     out, _ = first.communicate(timeout=300)
     assert first.returncode == 0, out
