@@ -404,7 +404,12 @@ class Sampler:
         return self._encoded[key]
 
     def run(self, job: Job, indices: list[int]) -> None:
+        """Write the images `indices` of `job`. The job's whole batch is sampled, whatever is missing: a batch of
+        another size gives other bits on the same seeds (matrix kernels block by batch), so an evaluation resumed
+        after a kill writes the images an uninterrupted run would have."""
         cfg = self.cfg
+        wanted = set(indices)
+        indices = list(range(len(job.seeds)))
         gens = [torch.Generator().manual_seed(job.seeds[i]) for i in indices]
         if job.variant in TEXT_ONLY:
             pipe, kwargs = self.sd(), {}
@@ -439,6 +444,8 @@ class Sampler:
         _sync(self.device)
         per_image = (time.perf_counter() - start) / len(indices)
         for i, img in zip(indices, images):
+            if i not in wanted:
+                continue
             with atomic_file(job.image(i), suffix=".png") as tmp:
                 img.save(tmp, format="PNG")
             write_json(
