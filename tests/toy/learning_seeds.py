@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-import yaml
 from test_toy_learning import (
     FIXTURE,
     MARGIN,
@@ -22,8 +21,8 @@ from test_toy_learning import (
     retrieval,
     run,
 )
+from toy_helpers import toy_params
 
-from elite.config import parse_params
 from elite.train.stages import GlobalStage, LocalStage
 
 OUT = Path(__file__).with_name("learning_seeds.json")
@@ -33,13 +32,9 @@ def measure(toy, seed: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="elite-learning-") as tmp:
         world = make_world(toy, Path(tmp))
         scores = {"elite lambda 0.0": retrieval(toy, FIXTURE / "elite", 0.0, keep=False)}
-        runs = {
-            "global": (GlobalStage, "train_global", FIXTURE / "elite", 0.0),
-            "global-detached": (GlobalDetached, "train_global", FIXTURE / "elite", 0.0),
-        }
-        for name, (cls, section, init, lam) in runs.items():
-            scores[f"{name} lambda {lam}"] = retrieval(
-                toy, run(cls, section, toy, world, init, name, seed), lam, False
+        for name, cls in (("global", GlobalStage), ("global-detached", GlobalDetached)):
+            scores[f"{name} lambda 0.0"] = retrieval(
+                toy, run(cls, "train_global", toy, world, FIXTURE / "elite", name, seed), 0.0, False
             )
         stage1 = world / "global"
         for name, cls in (("local", LocalStage), ("local-detached", LocalDetached)):
@@ -55,8 +50,7 @@ def measure(toy, seed: int) -> dict:
 
 def main(seeds: list[int], out: Path = OUT) -> None:
     torch.set_num_threads(1)
-    repo = Path(__file__).resolve().parents[2]
-    toy = parse_params(yaml.safe_load((repo / "params.yaml").read_text()), "params.yaml", "toy")
+    toy = toy_params()
     found = json.loads(out.read_text()) if out.is_file() else {"margin": MARGIN, "seeds": {}}
     for seed in seeds:
         found["seeds"][str(seed)] = measure(toy, seed)
