@@ -186,10 +186,16 @@ class ElitePipeline(DiffusionPipeline):
         return encoder(image, mask, masks, weights)
 
     # --- generation ----------------------------------------------------------------------------------
-    def encode_prompts(self, prompts: list[str], concept: Concept | Sequence[Concept], allow_bare_s: bool = False):
+    def encode_prompts(
+        self,
+        prompts: list[str],
+        concept: Concept | Sequence[Concept],
+        allow_bare_s: bool = False,
+        all_words: bool = False,
+    ):
         """Text states with w0 at each prompt's placeholder, and its positions (see `encode_prompts`)."""
         return encode_prompts(
-            self.tokenizer, self.text_encoder, self._execution_device, prompts, concept, allow_bare_s
+            self.tokenizer, self.text_encoder, self._execution_device, prompts, concept, allow_bare_s, all_words
         )
 
     @torch.no_grad()
@@ -211,6 +217,7 @@ class ElitePipeline(DiffusionPipeline):
         multi_concept: str = "per_concept",
         negative_prompt: str | None = None,
         local_steps: tuple[float, float] = (0.0, 1.0),
+        all_words: bool = False,
     ) -> ImagePipelineOutput | tuple:
         """Generate images for `prompt` (which contains S*) with the encoded concept.
 
@@ -222,6 +229,8 @@ class ElitePipeline(DiffusionPipeline):
         Defaults are the paper's: LMS, 100 steps, guidance 5, lambda 0.8 (0.6 suits editing prompts).
         `lam` may be a dict per cross-attention block ({"down": ..., "mid": ..., "up": ...}) and `local_steps`
         the (start, end) fractions of the denoising with the local branch (elite.models.local_control).
+        `all_words=True` injects every global word at S* (w0 first), as stage 1 trains, instead of w0 alone:
+        the paper's [v] rows (Table 1), a diagnostic of what the auxiliary words hold; one concept only.
         Classifier-free guidance runs both halves in one batched UNet call per step. A list of generators,
         one per image, makes each image the same as when it is generated alone with its generator.
         """
@@ -240,7 +249,7 @@ class ElitePipeline(DiffusionPipeline):
         sched = make_scheduler(scheduler or self.scheduler, self.scheduler.config)
         device, dtype = self._execution_device, self.unet.dtype
 
-        text, slots = self.encode_prompts(prompts, concepts, allow_bare_s)
+        text, slots = self.encode_prompts(prompts, concepts, allow_bare_s, all_words)
         text = _each(text, lambda t: t.repeat_interleave(num_images_per_prompt, 0))
         slots = slots.repeat_interleave(num_images_per_prompt, 0)
         n = len(slots)
@@ -341,13 +350,18 @@ def encode_prompts(
     prompts: list[str],
     concept: Concept | Sequence[Concept],
     allow_bare_s: bool = False,
+    all_words: bool = False,
 ):
     """Text states with w0 injected at each prompt's placeholder, and the placeholder positions: (B,) for
     one concept (S*), (B, C) for C concepts (w0 of concept c at S{c}*).
 
-    With `concept.layer_words` the states are a dict with one tensor per cross-attention layer."""
+    With `concept.layer_words` the states are a dict with one tensor per cross-attention layer. `all_words`:
+    every global word of the one concept at S* (w0 first, the later tokens shifted), as stage 1 trains."""
     concepts = as_concepts(concept)
-    tokenized = [tokenize_with_placeholder(tokenizer, p, 1, allow_bare_s, len(concepts)) for p in prompts]
+    if all_words and (len(concepts) > 1 or concepts[0].layer_words is not None):
+        raise EliteError("all_words injects one concept's global words: give one concept without per-layer words")
+    slots_per = concepts[0].words.shape[1] if all_words else 1
+    tokenized = [tokenize_with_placeholder(tokenizer, p, slots_per, allow_bare_s, len(concepts)) for p in prompts]
     ids = torch.stack([t.input_ids for t in tokenized]).to(device)
     if len(concepts) > 1:
         slots = torch.tensor([t.slots for t in tokenized], device=device)
@@ -357,9 +371,11 @@ def encode_prompts(
     slots = torch.tensor([t.slot for t in tokenized], device=device)
 
     def encode(word: torch.Tensor) -> torch.Tensor:
-        word = word.reshape(1, 1, -1).to(device, text_encoder.dtype).expand(len(prompts), -1, -1)
+        word = word.reshape(1, -1, word.shape[-1]).to(device, text_encoder.dtype).expand(len(prompts), -1, -1)
         return encode_with_words(text_encoder, ids, slots, word)
 
+    if all_words:
+        return encode(one.words), slots
     if one.layer_words is None:
         return encode(one.w0), slots
     return {key: encode(word) for key, word in one.layer_words.items()}, slots

@@ -64,6 +64,25 @@ def test_cfg_is_one_batched_unet_call_per_step_and_equals_two_calls(smoke_pipeli
     torch.testing.assert_close(batched, image, rtol=1e-4, atol=1e-4)
 
 
+def test_all_words_puts_every_global_word_at_the_placeholder(smoke_pipeline, concept_image):
+    """The paper's [v] (Table 1): the five global words at S*, in order, the prompt's later tokens shifted."""
+    from elite.models.text import encode_with_words, tokenize_with_placeholder
+
+    pipe = smoke_pipeline
+    concept = pipe.encode_concept(concept_image)
+    with torch.no_grad():
+        text, slots = pipe.encode_prompts(["a photo of a S* on the beach"], concept, all_words=True)
+        tok = tokenize_with_placeholder(pipe.tokenizer, "a photo of a S* on the beach", 5)
+        expected = encode_with_words(pipe.text_encoder, tok.input_ids[None], torch.tensor([tok.slot]), concept.words)
+        primary, _ = pipe.encode_prompts(["a photo of a S* on the beach"], concept)
+    torch.testing.assert_close(text, expected)
+    assert slots.tolist() == [tok.slot] and not torch.allclose(text, primary)
+    with_all = _gen(pipe, concept, lam=0.0, all_words=True)
+    assert with_all.shape == (1, 3, 64, 64) and not torch.equal(with_all, _gen(pipe, concept, lam=0.0))
+    with pytest.raises(EliteError, match="one concept"):
+        _gen(pipe, [concept, concept], prompt="a S1* and a S2*", all_words=True)
+
+
 @pytest.mark.parametrize(
     "kw, match",
     [

@@ -213,20 +213,29 @@ def test_scorer_reads_concepts_and_prompt_scenes(tmp_path):
     assert ToyScorer.find(probes, db / "subjects.json") is None
 
 
-def test_every_stand_in_trains_and_loads_through_the_real_loaders(tmp_path, repo_root):
-    """prepare_toy's parts at a tiny size (2 steps each) write folders that the paper profile's loaders read."""
-    from diffusers import StableDiffusionPipeline
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory, repo_root):
+    """prepare_toy's parts at a tiny size (2 steps each): a whole toy models folder (fresh ELITE weights and the
+    base gate included), and its params."""
     from toy_helpers import tiny_toy_params
+
+    from elite.toy.prepare import prepare_toy
+
+    params = tiny_toy_params(repo_root)
+    out = tmp_path_factory.mktemp("tiny-toy") / "pretrained"
+    prepare_toy(params, out, parts=["vae", "clip", "evaluators", "base"])
+    return params, out
+
+
+def test_every_stand_in_trains_and_loads_through_the_real_loaders(tiny_models):
+    """The tiny stand-ins' folders are read by the paper profile's loaders."""
+    from diffusers import StableDiffusionPipeline
     from transformers import CLIPModel, CLIPVisionModel, ViTModel
 
     from elite.data.sam import load_sam
-    from elite.toy.prepare import prepare_base, prepare_toy
     from elite.toy.probes import load_probes
 
-    params = tiny_toy_params(repo_root)
-    out = tmp_path / "pretrained"
-    prepare_toy(params, out, parts=["vae", "clip", "evaluators"])
-    prepare_base(params, out)
+    params, out = tiny_models
     pipe = StableDiffusionPipeline.from_pretrained(out / "base", safety_checker=None, requires_safety_checker=False)
     assert pipe.scheduler.config.prediction_type == "v_prediction" and pipe.tokenizer.model_max_length == 20
     assert pipe.vae.encode(torch.zeros(1, 3, 32, 32)).latent_dist.std.max() < 1e-6  # collapsed posterior
@@ -237,3 +246,22 @@ def test_every_stand_in_trains_and_loads_through_the_real_loaders(tmp_path, repo
     assert set(load_probes(out / "probes")) == {"identity", "scene"}
     top = pipe.unet.config.down_block_types[0] == "CrossAttnDownBlock2D"
     assert top == params.toy.unet_top_attention
+
+
+def test_word_gate_samples_seen_and_held_out_concepts_from_one_render_each(tiny_models, capsys):
+    """The mapper's gate (elite.toy.word_gate) on the tiny models: per set, every attribute, the joint and the
+    scene read from n images; all_words changes what is drawn; the command line prints the same report."""
+    from elite.toy.heldout import held_out_concepts
+    from elite.toy.word_gate import WordSampling, main, measure_words
+
+    params, out = tiny_models
+    concepts = held_out_concepts(params.toy.held_out)
+    w0 = measure_words(out, out / "elite", concepts, 4, WordSampling(steps=2))
+    every = measure_words(out, out / "elite", concepts, 4, WordSampling(steps=2, all_words=True))
+    for report in (w0, every):
+        for name in ("seen", "held_out"):
+            assert set(report[name]) == {"joint", "colour", "pattern", "class", "scene", "images"}
+            assert report[name]["images"] == 4 and all(0 <= v <= 1 for k, v in report[name].items() if k != "images")
+    assert (w0["all_words"], every["all_words"]) == (False, True)
+    assert main(["--models", str(out), "--weights", str(out / "elite"), "--images", "4", "--steps", "2"]) == 0
+    assert json.loads(capsys.readouterr().out) == w0
