@@ -408,9 +408,8 @@ class Sampler:
         another size gives other bits on the same seeds (matrix kernels block by batch), so an evaluation resumed
         after a kill writes the images an uninterrupted run would have."""
         cfg = self.cfg
-        wanted = set(indices)
-        indices = list(range(len(job.seeds)))
-        gens = [torch.Generator().manual_seed(job.seeds[i]) for i in indices]
+        wanted, batch = set(indices), range(len(job.seeds))
+        gens = [torch.Generator().manual_seed(job.seeds[i]) for i in batch]
         if job.variant in TEXT_ONLY:
             pipe, kwargs = self.sd(), {}
         elif job.variant in INVERSIONS:
@@ -438,12 +437,12 @@ class Sampler:
             num_inference_steps=cfg.steps,
             guidance_scale=cfg.guidance,
             generator=gens,
-            num_images_per_prompt=len(indices),
+            num_images_per_prompt=len(batch),
             **kwargs,
         ).images
         _sync(self.device)
-        per_image = (time.perf_counter() - start) / len(indices)
-        for i, img in zip(indices, images):
+        per_image = (time.perf_counter() - start) / len(batch)
+        for i, img in zip(batch, images):
             if i not in wanted:
                 continue
             with atomic_file(job.image(i), suffix=".png") as tmp:

@@ -250,7 +250,8 @@ def test_every_stand_in_trains_and_loads_through_the_real_loaders(tiny_models):
 
 def test_word_gate_samples_seen_and_held_out_concepts_from_one_render_each(tiny_models, capsys):
     """The mapper's gate (elite.toy.word_gate) on the tiny models: per set, every attribute, the joint and the
-    scene read from n images; all_words changes what is drawn; the command line prints the same report."""
+    scene read from n images, with w0 alone and with all the global words; the command line prints the same
+    report."""
     from elite.toy.heldout import held_out_concepts
     from elite.toy.word_gate import WordSampling, main, measure_words
 
