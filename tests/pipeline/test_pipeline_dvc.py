@@ -4,6 +4,8 @@ DVC remote and come back into a fresh clone."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import os
 import subprocess
@@ -287,15 +289,53 @@ def test_a_second_machine_pulls_the_run_from_the_team_storage_pair(smoke_run, se
 
 def test_a_fresh_clone_has_the_reference_run_to_compare_with(session_tmp):
     """The default (toy) profile's reference run is committed: dvc.lock, metrics and plots. In a fresh copy
-    `dvc metrics show` reads them, and they carry the toy world's claim: ELITE's held-out identity far above
-    the class word's (the README's table)."""
+    `dvc metrics show` reads them; every row carries its 95% interval (what `make check-reference` compares
+    against), and they carry the claim the toy v2 reference makes (the README's table): the base draws a
+    held-out identity named in the prompt far above the class word alone. (ELITE's own row is reported, not
+    claimed: on v2 it is not above the class word yet, issue 23.)"""
     repo = copy_checkout(session_tmp / "reference-repo")
     env = stage_env(repo)
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     assert lock["prepare_models"]["params"]["params.yaml"]["profile"] == "toy"
     shown = json.loads(dvc(repo, env, "metrics", "show", "--json"))
     metrics = shown[""]["data"]["metrics/dreambench.json"]["data"]
-    elite, class_word = metrics["overall"]["identity_acc"], metrics["context"]["baseline"]["identity_acc"]
-    assert elite >= 4 * class_word
+    named, class_word = metrics["context"]["named"]["identity_acc"], metrics["context"]["baseline"]["identity_acc"]
+    assert named >= 0.5 and named >= 4 * class_word, (named, class_word)
+    spread = metrics["spread"]
+    assert {"elite", "global", "named", "baseline", "ti", "xti"} <= set(spread)
+    assert all(spread[row]["identity_acc_lo"] <= spread[row]["identity_acc_hi"] for row in spread)
     plots = json.loads(dvc(repo, env, "plots", "show", "--json", "--split"))
     assert any("lambda_sweep" in name for name in plots["data"])
+
+
+def test_the_reference_ran_with_the_toy_values_params_yaml_gives_now():
+    """The committed reference is this commit's: every stage in dvc.lock recorded the toy values params.yaml
+    gives today (read both as DVC does, YAML 1.2, and validated into the typed config). A toy hyperparameter
+    changed without a new reference run (`make run` from a fresh clone, then commit dvc.lock, metrics/, plots/)
+    fails here; paper and smoke values may change freely."""
+    from ruamel.yaml import YAML
+
+    from elite.config import parse_params
+    from elite.errors import EliteError
+
+    read = YAML(typ="safe", pure=True).load
+    current = read((REPO / "params.yaml").read_text())
+    lock = read((REPO / "dvc.lock").read_text())["stages"]
+    now = parse_params(current, "params.yaml", "toy")
+    stale = []
+    for stage, entry in lock.items():
+        recorded = entry.get("params", {}).get("params.yaml", {})
+        assert recorded.get("profile") == "toy", f"dvc.lock: stage {stage} ran on profile {recorded.get('profile')}"
+        raw = copy.deepcopy(current)
+        for key, value in recorded.items():  # a stage that reads one key of a section records it dotted
+            *parents, leaf = key.split(".")
+            functools.reduce(lambda node, name: node[name], parents, raw)[leaf] = value
+        try:
+            then = parse_params(raw, f"dvc.lock stage {stage}", "toy")
+        except EliteError as err:  # recorded under an older schema
+            stale.append(f"{stage}: {err}")
+            continue
+        sections = {key.split(".")[0] for key in recorded} - {"profile"}
+        changed = [name for name in sorted(sections) if getattr(then, name) != getattr(now, name)]
+        stale += [f"{stage}: {name}" for name in changed]
+    assert not stale, f"dvc.lock ran with other toy params than params.yaml: {stale}; make a new reference run"
