@@ -8,6 +8,7 @@ in one line and leaves no empty store behind."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 from pathlib import Path
@@ -69,7 +70,7 @@ def registrations(mlflow_server, params, register_cfg, toy_params, toy_cfg, metr
     return smoke, toy
 
 
-def test_each_profile_has_its_own_registered_model_and_champion(registrations, mlflow_server):
+def test_each_profile_has_its_own_registered_model_and_champion(registrations, mlflow_server, toy_params):
     from mlflow import MlflowClient
 
     smoke, toy = registrations
@@ -78,22 +79,23 @@ def test_each_profile_has_its_own_registered_model_and_champion(registrations, m
     # the toy model is never compared with the smoke champion (dino_i 0.96): it is the first toy version
     assert (first["model_name"], first["version"], first["decision"]) == ("elite-toy", 1, "promoted")
     assert first["previous_champion"] is None and "no champion yet" in first["reason"]
-    assert "floor 0.4002" in first["reason"]
+    assert f"floor {toy_params.register.floor['overall.dino_i']:.4f}" in first["reason"]
     client = MlflowClient(mlflow_server)
     assert client.get_model_version_by_alias("elite-smoke", "champion").version == "1"
     assert client.get_model_version("elite-toy", "1").tags["profile"] == "toy"
     assert client.get_model_version("elite-smoke", "1").tags["profile"] == "smoke"
 
 
-def test_the_floor_stops_a_drift_of_small_regressions(registrations, mlflow_server):
+def test_the_floor_stops_a_drift_of_small_regressions(registrations, mlflow_server, toy_params):
     from mlflow import MlflowClient
 
     _, toy = registrations
+    floor = toy_params.register.floor["overall.dino_i"]
     assert [r["decision"] for r in toy] == ["promoted", "promoted", "promoted", "rejected"]
     last = toy[-1]
     # within tolerance of the champion before it (v3), under the profile's fixed floor
     assert last["previous_champion"] == 3 and last["champion"] == 3
-    assert "overall.dino_i 0.3732 < floor 0.4002 - tolerance 0.02" in last["reason"]
+    assert f"overall.dino_i {floor - 0.027:.4f} < floor {floor:.4f} - tolerance 0.02" in last["reason"]
     assert "champion v3" not in last["reason"]
     assert MlflowClient(mlflow_server).get_model_version_by_alias("elite-toy", "champion").version == "3"
 
@@ -174,3 +176,12 @@ def test_loading_outside_the_repository_without_a_tracking_uri_says_so(concept_i
     with pytest.raises(EliteError, match=r"^models:/elite-toy@champion: no MLflow store here .*MLFLOW_TRACKING_URI"):
         DemoModel.from_registry("models:/elite-toy@champion")
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_the_toy_floor_is_the_committed_reference(toy_params):
+    """The toy floor is the committed reference run's value of each gate metric (4 decimals): a new reference
+    run moves the floor with it (the v1 floor rejected v2's own reference)."""
+    reference = json.loads((REPO / "metrics" / "dreambench.json").read_text())
+    for metric, value in toy_params.register.floor.items():
+        block, name = metric.split(".")
+        assert value == round(reference[block][name], 4), (metric, value, reference[block][name])
