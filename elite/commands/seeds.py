@@ -1,6 +1,8 @@
 """`elite seeds`: the evaluation's numbers over ELITE's training seeds, as DVC experiments.
 
     elite seeds queue --seeds 1 2 3     # one queued experiment per seed: seed-<s>, train_global/train_local.seed=s
+                                        # (the stages the seeds do not reach are skipped, not rerun;
+                                        #  --replace first removes finished experiments of those names)
     dvc queue start -j 1                # runs them (each in a copy of the workspace; the cold run is not touched)
     elite seeds summary                 # every experiment named seed-* (or: elite seeds summary EXP EXP ...)
 
@@ -43,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = p.add_subparsers(dest="action", required=True)
     q = actions.add_parser("queue", help="queue one DVC experiment per training seed (dvc exp run --queue)")
     q.add_argument("--seeds", type=int, nargs="+", required=True, help="training seeds, e.g. 1 2 3")
+    q.add_argument("--replace", action="store_true", help="remove finished experiments of the same names first")
     q.set_defaults(func=queue_cmd)
     s = actions.add_parser("summary", help="mean and spread of the key metrics over experiments")
     s.add_argument("experiments", nargs="*", help=f"experiment names (default: every one named {PREFIX}*)")
@@ -53,10 +56,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 def queue_cmd(args) -> None:
     if len(set(args.seeds)) != len(args.seeds):
         raise EliteError(f"--seeds {' '.join(map(str, args.seeds))}: a seed is repeated; give each seed once")
-    for seed in args.seeds:
+    names = [f"{PREFIX}{seed}" for seed in args.seeds]
+    taken = sorted(set(names) & set(dvc("exp", "ls", "--all-commits", "--name-only").split()))
+    if taken and not args.replace:
+        raise EliteError(
+            f"experiment(s) {', '.join(taken)} already exist (dvc exp ls -A): "
+            "add --replace to run them again, or `dvc exp remove` them"
+        )
+    if taken:
+        dvc("exp", "remove", *taken)
+    for seed, name in zip(args.seeds, names):
         sets = [f"{stage}.seed={seed}" for stage in ("train_global", "train_local")]
-        dvc("exp", "run", "--queue", "--force", "--name", f"{PREFIX}{seed}", *(a for s in sets for a in ("-S", s)))
-        print(f"queued {PREFIX}{seed}: {', '.join(sets)}")
+        # no --force: it would rerun every stage (prepare_models too); unchanged stages are skipped
+        dvc("exp", "run", "--queue", "--name", name, *(a for s in sets for a in ("-S", s)))
+        print(f"queued {name}: {', '.join(sets)}")
     print("run them with `dvc queue start -j 1` (one at a time on one machine); then `elite seeds summary`")
 
 
