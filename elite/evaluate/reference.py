@@ -2,8 +2,9 @@
 
 `elite check-reference` (`make check-reference`) reads metrics/dreambench.json of the workspace and the same file
 at a git revision (default HEAD: the committed reference), and checks every row the reference has a 95% interval
-for (its `spread` block, elite/evaluate/spread.py): the workspace's mean must lie inside the reference's interval
-widened by the workspace's own half-width (two noisy estimates of one number agree when their intervals overlap).
+for (its `spread` block, elite/evaluate/spread.py, and each lambda of its sweep): the workspace's mean must lie
+inside the reference's interval widened by the workspace's own half-width (two noisy estimates of one number
+agree when their intervals overlap).
 """
 
 from __future__ import annotations
@@ -42,6 +43,17 @@ def row_block(metrics: dict, name: str) -> dict | None:
     return block
 
 
+def _rows(workspace: dict, reference: dict):
+    """(name, reference row, workspace row, reference bounds, workspace bounds) of every row with an interval:
+    the `spread` block's rows, then each lambda of the sweep (its bounds sit in the row itself)."""
+    for name, bounds in sorted(reference["spread"].items()):
+        ws_bounds = workspace.get("spread", {}).get(name, {})
+        yield name, row_block(reference, name), row_block(workspace, name), bounds, ws_bounds
+    for lam, ref_row in sorted(reference.get("sweep", {}).items()):
+        ws_row = workspace.get("sweep", {}).get(lam)
+        yield f"sweep.{lam}", ref_row, ws_row, ref_row, ws_row or {}
+
+
 def compare(workspace: dict, reference: dict) -> list[dict]:
     """One line per (row, metric) the reference has an interval for: both values, the interval, agreement."""
     if not reference.get("spread"):
@@ -50,9 +62,7 @@ def compare(workspace: dict, reference: dict) -> list[dict]:
             "rerun the evaluation and commit it as the reference"
         )
     out = []
-    for name, bounds in sorted(reference["spread"].items()):
-        ref_row, ws_row = row_block(reference, name), row_block(workspace, name)
-        ws_bounds = workspace.get("spread", {}).get(name, {})
+    for name, ref_row, ws_row, bounds, ws_bounds in _rows(workspace, reference):
         for key in sorted(k[:-3] for k in bounds if k.endswith("_lo")):
             if ref_row is None or ref_row.get(key) is None:
                 continue

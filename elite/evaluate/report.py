@@ -4,7 +4,7 @@ metrics/dreambench.json (DVC metrics; `dvc metrics diff` compares runs):
     overall  {clip_i, clip_t, dino_i, images}        ELITE over every generated image
     families {<family>: {...}}  subjects {<subject>: {...}}
     context  {real: {clip_i, dino_i, pairs}, baseline: {clip_i, clip_t, dino_i, images}}
-    sweep    {lam_<x>: {clip_i, clip_t, dino_i, images}}
+    sweep    {lam_<x>: {clip_i, clip_t, dino_i, images, <metric>_lo, <metric>_hi}}   with each lambda's 95% interval
     table2   {elite|ti|xti: {clip_t, clip_i, dino_i, images, time_s}}   paper Table 2 on the baselines' subjects
              (time_s: ELITE's encode vs a baseline's optimisation, mean seconds per concept)
     spread   {<row>: {<metric>_lo, <metric>_hi}}   95% bootstrap intervals over subjects, prompts and seeds
@@ -97,7 +97,13 @@ def build_metrics(
     for variant in ("baseline", "named", "global"):  # the class word, the identity in words (toy), lambda 0
         if by_variant[variant]:
             context[variant] = aggregate(by_variant[variant])
-    sweep = {f"lam_{lam:g}": agg for lam, agg in ((float(k), v) for k, v in group(by_variant["sweep"], "lam").items())}
+    by_lam: dict[float, list[dict]] = defaultdict(list)
+    for r in by_variant["sweep"]:
+        by_lam[float(r["lam"])].append(r)
+    sweep = {
+        f"lam_{lam:g}": {**aggregate(items), **spread(items, (*SCORES, *score_keys(items)))}
+        for lam, items in by_lam.items()
+    }
     times = list(encode_s.values())
     timing = {
         "encode_s_mean": _mean(times),

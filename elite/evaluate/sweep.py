@@ -1,5 +1,6 @@
 """The lambda sweep (paper Fig. 12): CLIP-I / CLIP-T / DINO-I per lambda as a DVC plot CSV and a figure; on the
-toy profile also the probes' identity and scene accuracy (the trade-off measured exactly)."""
+toy profile also the probes' identity and scene accuracy (the trade-off measured exactly). Each lambda's 95%
+interval (metrics["sweep"]'s `<metric>_lo/_hi`, elite/evaluate/spread.py) is a CSV column and an error bar."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from pathlib import Path
 
 from elite.io import atomic_file
 
-COLUMNS = ("lam", "clip_i", "clip_t", "dino_i", "images")
 ACCURACY = (("identity_acc", "identity (joint)"), ("colour_acc", "colour"), ("scene_acc", "scene"))
 
 
@@ -23,9 +23,18 @@ def sweep_rows(sweep: dict[str, dict]) -> list[dict]:
     )
 
 
+def columns_of(rows: list[dict]) -> tuple[str, ...]:
+    """lam, images, each score (and accuracy when scored) with its interval's bounds when the rows have them."""
+    keys = ("clip_i", "clip_t", "dino_i")
+    accuracy = tuple(k for k, _ in ACCURACY) if has_accuracy(rows) else ()
+    bounds = tuple(f"{k}_{end}" for k in keys + accuracy for end in ("lo", "hi") if rows and f"{k}_lo" in rows[0])
+    return ("lam", *keys, "images", *accuracy, *bounds)
+
+
 def write_sweep_csv(path: Path, rows: list[dict]) -> None:
-    """The DVC plot: one row per lambda (x = lam; y = clip_i, clip_t, dino_i; and the accuracies when scored)."""
-    columns = COLUMNS + tuple(k for k, _ in ACCURACY) if has_accuracy(rows) else COLUMNS
+    """The DVC plot: one row per lambda (x = lam; y = clip_i, clip_t, dino_i; the accuracies when scored; the
+    95% bounds of each)."""
+    columns = columns_of(rows)
     with atomic_file(Path(path), suffix=".csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -38,9 +47,19 @@ def write_sweep_csv(path: Path, rows: list[dict]) -> None:
             )
 
 
+def _bars(rows: list[dict], key: str) -> list[list[float]] | None:
+    """matplotlib's yerr/xerr for `key`: distances from each mean to its interval's bounds; None without them."""
+    if not all(row.get(f"{key}_lo") is not None for row in rows):
+        return None
+    # max(0, ...): a percentile bound can sit a rounding error (or, for the pair-weighted CLIP-I and DINO-I, a
+    # little more) on the mean's other side
+    return [[max(0.0, r[key] - r[f"{key}_lo"]) for r in rows], [max(0.0, r[f"{key}_hi"] - r[key]) for r in rows]]
+
+
 def sweep_figure(rows: list[dict]):
     """Left: each score against lambda. Middle: the CLIP-I / CLIP-T trade-off, points labelled by lambda.
-    Right (toy profile): the probes' identity, colour and scene accuracy against lambda."""
+    Right (toy profile): the probes' identity, colour and scene accuracy against lambda. Error bars: each
+    lambda's 95% interval over subjects, prompts and seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,12 +71,19 @@ def sweep_figure(rows: list[dict]):
     left, right = axes[0], axes[1]
     lams = [r["lam"] for r in rows]
     for key, label in (("clip_i", "CLIP-I"), ("clip_t", "CLIP-T"), ("dino_i", "DINO-I")):
-        left.plot(lams, [r[key] for r in rows], marker="o", label=label)
+        left.errorbar(lams, [r[key] for r in rows], yerr=_bars(rows, key), marker="o", capsize=3, label=label)
     left.set_xlabel("lambda (local branch weight)")
     left.set_ylabel("score")
     left.legend()
     left.grid(alpha=0.3)
-    right.plot([r["clip_i"] for r in rows], [r["clip_t"] for r in rows], marker="o")
+    right.errorbar(
+        [r["clip_i"] for r in rows],
+        [r["clip_t"] for r in rows],
+        xerr=_bars(rows, "clip_i"),
+        yerr=_bars(rows, "clip_t"),
+        marker="o",
+        capsize=3,
+    )
     for r in rows:
         right.annotate(f"{r['lam']:g}", (r["clip_i"], r["clip_t"]), textcoords="offset points", xytext=(4, 4))
     right.xaxis.set_major_locator(MaxNLocator(4))
@@ -67,7 +93,7 @@ def sweep_figure(rows: list[dict]):
     right.grid(alpha=0.3)
     if accuracy:
         for key, label in ACCURACY:
-            axes[2].plot(lams, [r[key] for r in rows], marker="o", label=label)
+            axes[2].errorbar(lams, [r[key] for r in rows], yerr=_bars(rows, key), marker="o", capsize=3, label=label)
         axes[2].set_xlabel("lambda (local branch weight)")
         axes[2].set_ylabel("probe accuracy on held-out concepts")
         axes[2].set_ylim(0, 1.05)

@@ -39,3 +39,20 @@ def test_a_run_inside_the_interval_agrees_and_a_moved_one_does_not():
 def test_a_reference_without_intervals_is_a_one_line_error():
     with pytest.raises(EliteError, match="no `spread` block"):
         compare(metrics(0.6, 0.5, 0.7), {"overall": {"identity_acc": 0.6}})
+
+
+def test_each_lambda_of_the_sweep_is_checked_against_its_own_interval():
+    reference = metrics(0.60, 0.52, 0.68)
+    reference["sweep"] = {
+        "lam_0": {"identity_acc": 0.10, "identity_acc_lo": 0.05, "identity_acc_hi": 0.15},
+        "lam_0.8": {"identity_acc": 0.60, "identity_acc_lo": 0.50, "identity_acc_hi": 0.70},
+    }
+    workspace = copy.deepcopy(reference)
+    workspace["sweep"]["lam_0.8"].update(identity_acc=0.20, identity_acc_lo=0.15, identity_acc_hi=0.25)
+    lines = {(r["row"], r["metric"]): r for r in compare(workspace, reference)}
+    assert lines[("sweep.lam_0", "identity_acc")]["agrees"]
+    assert not lines[("sweep.lam_0.8", "identity_acc")]["agrees"]  # 0.20 + 0.05 falls short of 0.50
+    del workspace["sweep"]["lam_0"]
+    assert not {(r["row"], r["metric"]): r for r in compare(workspace, reference)}[("sweep.lam_0", "identity_acc")][
+        "agrees"
+    ]  # a lambda the workspace did not run does not agree
