@@ -1,5 +1,6 @@
-"""Shared fixtures. Every test session gets its own MLflow store, Prefect home and FiftyOne database
-directory (set before anything imports those libraries), and builds the smoke models once."""
+"""Shared fixtures. Every test session gets its own MLflow store, Prefect home, FiftyOne database directory and
+temporary folder (set before anything imports those libraries; deleted at the end), and builds the smoke models
+once."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ from suite_units import LONGEST_FIRST, work_unit
 
 REPO = Path(__file__).resolve().parents[1]
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="elite-tests-"))
+# Temporary files of this process and of every command it starts (MLflow's model folders, the CLI's temp paths)
+# go under the session folder and are deleted with it; pytest's tmp_path keeps its usual root.
+os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
+(_SESSION_TMP / "tmp").mkdir()
+tempfile.tempdir = str(_SESSION_TMP / "tmp")
 
 os.environ.update(
     {
@@ -25,6 +31,7 @@ os.environ.update(
         "FIFTYONE_DO_NOT_TRACK": "true",
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        "TMPDIR": tempfile.tempdir,
     }
 )
 

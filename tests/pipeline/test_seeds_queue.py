@@ -30,11 +30,11 @@ STAGES = """stages:
 def project(tmp_path):
     repo, log = tmp_path / "project", tmp_path / "prepare-runs.log"
     repo.mkdir()
-    env = {**os.environ, "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")])}
+    env = {**os.environ, "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")]), "DVC_NO_ANALYTICS": "1"}
     git(repo, "init", "-q")
     (repo / "params.yaml").write_text(PARAMS)
     (repo / "dvc.yaml").write_text(STAGES.format(log=log))
-    for args in (["init", "-q"], ["config", "core.analytics", "false"], ["repro", "-q"]):
+    for args in (["init", "-q"], ["repro", "-q"]):
         assert run([str(BIN / "dvc"), *args], repo, env).returncode == 0
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "baseline")
