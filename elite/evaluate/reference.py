@@ -10,6 +10,7 @@ agree when their intervals overlap).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -36,9 +37,11 @@ def committed(path: str, rev: str) -> dict:
 
 
 def row_block(metrics: dict, name: str) -> dict | None:
-    """The block of metrics/dreambench.json that holds row `name` (ROW_BLOCKS; other names: context.<name>)."""
+    """The block of metrics/dreambench.json that holds row `name` (ROW_BLOCKS; images<k>, ELITE from k images:
+    images.<k>; other names: context.<name>)."""
+    several = re.fullmatch(r"images(\d+)", name)
     block = metrics
-    for key in ROW_BLOCKS.get(name, ("context", name)):
+    for key in ROW_BLOCKS.get(name) or (("images", several[1]) if several else ("context", name)):
         block = block.get(key) if isinstance(block, dict) else None
     return block
 

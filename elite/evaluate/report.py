@@ -318,6 +318,9 @@ def write_report(path: Path, metrics: dict, settings: dict, grids: dict[str, Pat
     ]
     if (path.parent / "lambda_sweep.png").is_file():
         lines[lines.index("## Timing") : lines.index("## Timing")] = ["![lambda sweep](lambda_sweep.png)", ""]
+    if (path.parent / "rows.png").is_file():
+        at = lines.index("## Timing")
+        lines[at:at] = ["## Every row with its 95% interval", "", "![rows with intervals](rows.png)", ""]
     for subject, grid in grids.items():
         lines += [f"### {subject}", "", f"![{subject}]({grid.relative_to(path.parent).as_posix()})", ""]
     with atomic_file(path, suffix=".md") as tmp:

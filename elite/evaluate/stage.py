@@ -222,6 +222,7 @@ def write_outputs(
     """scored: the single-concept images' rows; pair_rows: the two-concept images' rows; extra: the world
     scorer's blocks (what its probes read, oracle rows)."""
     from elite.evaluate.report import build_metrics, write_fiftyone, write_report
+    from elite.evaluate.rows_figure import rows_figure
     from elite.evaluate.several import pair_grids, several_metrics
     from elite.evaluate.sweep import sweep_figure, sweep_rows, write_sweep_csv
 
@@ -235,13 +236,8 @@ def write_outputs(
         tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in scored + pair_rows))
     sweep = sweep_rows(metrics["sweep"])
     write_sweep_csv(Path(cfg.sweep_csv), sweep)
-    if sweep:
-        fig = sweep_figure(sweep)
-        with atomic_file(out / "lambda_sweep.png", suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=100)
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
+    _write_figure(sweep_figure(sweep) if sweep else None, out / "lambda_sweep.png")
+    _write_figure(rows_figure(metrics), out / "rows.png")
     grid_paths = {**grids(cfg, jobs, concepts), **pair_grids(cfg, jobs, concepts)}
     settings = {
         "profile": profile,
@@ -260,16 +256,22 @@ def write_outputs(
     return metrics, grid_paths
 
 
+def _write_figure(fig, path: Path) -> None:
+    """Save a matplotlib figure atomically and close it; None (nothing to draw) writes nothing."""
+    if fig is None:
+        return
+    import matplotlib.pyplot as plt
+
+    with atomic_file(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
 def _log_artifacts(mlflow, cfg, metrics: dict, grid_paths: dict[str, Path]) -> None:
     out = Path(cfg.out)
-    if metrics["sweep"]:
-        import matplotlib.pyplot as plt
-
-        from elite.evaluate.sweep import sweep_figure, sweep_rows
-
-        fig = sweep_figure(sweep_rows(metrics["sweep"]))
-        mlflow.log_figure(fig, "lambda_sweep.png")
-        plt.close(fig)
+    for figure in ("lambda_sweep.png", "rows.png"):
+        if (out / figure).is_file():
+            mlflow.log_artifact(str(out / figure))
     for grid in grid_paths.values():
         mlflow.log_artifact(str(grid), "grids")
     mlflow.log_artifact(str(out / "report.md"))

@@ -4,10 +4,11 @@
 
 `held_out_grid.png`: one row per held-out concept: its concept image; every row of the evaluation
 (class word, identity named, TI, XTI, ELITE global only, ELITE) on the first prompt; then ELITE on each
-other prompt (first seed everywhere). `lambda_sweep.png`: copied from the evaluation. When the evaluation
-has them (issue 16): `several_images.png`, one row per concept: its first three images, then ELITE from 1, 2
-and 3 of them on the first prompt; `two_concepts.png`, one row per pair: both concept images, then the class
-words, the identities named, ELITE naive and ELITE per concept on the first pair prompt.
+other prompt (first seed everywhere). `lambda_sweep.png` and `rows.png` (every row with its 95% interval):
+copied from the evaluation. When the evaluation has them (issue 16): `several_images.png`, one row per concept:
+its first three images, then ELITE from 1, 2 and 3 of them on the first prompt; `two_concepts.png`, one row per
+pair: both concept images, then the class words, the identities named, ELITE naive and ELITE per concept on the
+first pair prompt.
 """
 
 from __future__ import annotations
@@ -131,9 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with atomic_file(out / "held_out_grid.png", suffix=".png") as tmp:
         held_out_grid(eval_dir, Path(args.root), args.tile).save(tmp, optimize=True)
-    with atomic_file(out / "lambda_sweep.png", suffix=".png") as tmp:
-        shutil.copyfile(sweep, tmp)
-    written = ["held_out_grid.png", "lambda_sweep.png"]
+    written = ["held_out_grid.png"]
+    for name in ("lambda_sweep.png", "rows.png"):  # the evaluation's own figures
+        if (eval_dir / name).is_file():
+            with atomic_file(out / name, suffix=".png") as tmp:
+                shutil.copyfile(eval_dir / name, tmp)
+            written.append(name)
     for name, make in (("several_images.png", several_images_grid), ("two_concepts.png", two_concepts_grid)):
         grid = make(eval_dir, Path(args.root), args.tile)
         if grid is not None:

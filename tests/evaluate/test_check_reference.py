@@ -56,3 +56,14 @@ def test_each_lambda_of_the_sweep_is_checked_against_its_own_interval():
     assert not {(r["row"], r["metric"]): r for r in compare(workspace, reference)}[("sweep.lam_0", "identity_acc")][
         "agrees"
     ]  # a lambda the workspace did not run does not agree
+
+
+def test_the_rows_of_elite_from_several_images_are_checked():
+    reference = metrics(0.60, 0.52, 0.68)
+    reference["images"] = {"2": {"identity_acc": 0.40}}
+    reference["spread"]["images2"] = {"identity_acc_lo": 0.30, "identity_acc_hi": 0.50}
+    workspace = copy.deepcopy(reference)
+    workspace["images"]["2"]["identity_acc"] = 0.10
+    lines = {(r["row"], r["metric"]): r for r in compare(workspace, reference)}
+    assert lines[("images2", "identity_acc")]["reference"] == 0.40
+    assert not lines[("images2", "identity_acc")]["agrees"]

@@ -186,6 +186,7 @@ def test_evaluate_stage_end_to_end(project, monkeypatch, capsys, smoke_pipeline)
     assert "| Extended Textual Inversion (P+) |" in report
     assert "## A concept from several images" in report and "## Two concepts" not in report
     assert "![lambda sweep](lambda_sweep.png)" in report and (project / "data" / "eval" / "lambda_sweep.png").is_file()
+    assert "![rows with intervals](rows.png)" in report and (project / "data" / "eval" / "rows.png").is_file()
 
     # the MLflow run of the stage
     import mlflow
@@ -198,7 +199,7 @@ def test_evaluate_stage_end_to_end(project, monkeypatch, capsys, smoke_pipeline)
     assert run.data.metrics["overall.dino_i"] == pytest.approx(m["overall"]["dino_i"])
     assert run.data.tags["fiftyone_dataset"] == DATASET
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
-    assert {"grids", "lambda_sweep.png", "report.md", "dreambench.json"} <= artifacts
+    assert {"grids", "lambda_sweep.png", "rows.png", "report.md", "dreambench.json"} <= artifacts
 
     # an image is reproducible from its seed alone
     job_dir = project / "data" / "eval" / "elite" / "dog" / "a_photo_of_a_dog"

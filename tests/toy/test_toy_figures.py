@@ -25,6 +25,7 @@ def fake_eval(root):
                 Image.new("RGB", (32, 32), colour).save(root / "eval" / variant / subject / prompt / "0.png")
         (root / "eval" / "elite" / subject / "concept.json").write_text(json.dumps({"image": f"{subject}.png"}))
     Image.new("RGB", (300, 200), "white").save(root / "eval" / "lambda_sweep.png")
+    Image.new("RGB", (310, 120), "white").save(root / "eval" / "rows.png")
 
 
 def test_grid_rows_are_concepts_columns_the_evaluation_rows_then_prompts(tmp_path):
@@ -36,6 +37,7 @@ def test_grid_rows_are_concepts_columns_the_evaluation_rows_then_prompts(tmp_pat
     row = [grid.getpixel((c * 20 + 10, 14 + 10)) for c in range(4)]
     assert row == [(0, 255, 0), (0, 0, 255), (255, 0, 0), (255, 0, 0)]
     assert Image.open(tmp_path / "docs" / "lambda_sweep.png").size == (300, 200)
+    assert Image.open(tmp_path / "docs" / "rows.png").size == (310, 120)
 
 
 def test_without_an_evaluation_the_error_says_what_to_run(tmp_path, capsys):

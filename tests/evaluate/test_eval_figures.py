@@ -1,5 +1,6 @@
-"""The lambda sweep carries each lambda's 95% interval: in metrics["sweep"], as CSV columns (the DVC plot) and as
-error bars in the figure; a lambda whose subjects disagree gets the wider bar."""
+"""The evaluation's figures carry their intervals: the lambda sweep has each lambda's 95% interval in
+metrics["sweep"], as CSV columns (the DVC plot) and as error bars (a lambda whose subjects disagree gets the wider
+bar); the rows figure draws every row's interval, and the oracles on the identity panel."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from matplotlib.container import ErrorbarContainer
 
 from elite.evaluate.report import build_metrics
+from elite.evaluate.rows_figure import rows_figure
 from elite.evaluate.sweep import sweep_figure, sweep_rows, write_sweep_csv
 
 
@@ -65,3 +67,25 @@ def test_the_csv_and_the_figure_carry_the_bounds(sweep, tmp_path):
     clip_i = fig.axes[0].containers[0]  # the left panel's first series: CLIP-I against lambda
     (low, high) = clip_i.lines[2][0].get_segments()[1]  # the bar of lambda 0.8: from its _lo to its _hi
     assert low[1] == pytest.approx(rows[1]["clip_i_lo"]) and high[1] == pytest.approx(rows[1]["clip_i_hi"])
+
+
+def test_the_rows_figure_draws_each_rows_interval_and_the_oracles():
+    row = {"identity_acc": 0.3, "colour_acc": 0.6, "pattern_acc": 0.4, "scene_acc": 0.5, "clip_t": 0.3}
+    bounds = {f"{k}_{end}": v + (-0.1 if end == "lo" else 0.1) for k, v in row.items() for end in ("lo", "hi")}
+    metrics = {
+        "overall": row,
+        "context": {"baseline": {**row, "identity_acc": 0.02}, "named": row},  # named: no interval, not drawn
+        "table2": {},
+        "spread": {"elite": bounds, "baseline": {**bounds, "identity_acc_lo": 0.0, "identity_acc_hi": 0.05}},
+        "oracles": {"colour_only": {"identity_acc": 0.49}, "pattern_only": {"identity_acc": 0.33}},
+    }
+    fig = rows_figure(metrics)
+    assert [ax.get_title() for ax in fig.axes] == ["identity", "colour", "pattern", "scene"]
+    identity = fig.axes[0]
+    assert [t.get_text() for t in identity.get_yticklabels()] == ["class word", "ELITE"]
+    spans = sorted(tuple(c.lines[2][0].get_segments()[0][:, 0]) for c in identity.containers)
+    assert spans == [pytest.approx((0.0, 0.05)), pytest.approx((0.2, 0.4))]
+    assert sorted(line.get_xdata()[0] for line in identity.get_lines() if line.get_linestyle() == "--") == [0.33, 0.49]
+    no_world = {"overall": {"clip_t": 0.3}, "context": {}, "table2": {}, "spread": {"elite": bounds}}
+    assert [ax.get_title() for ax in rows_figure(no_world).axes] == ["CLIP-T"]
+    assert rows_figure({**no_world, "spread": {}}) is None  # made before intervals were recorded
