@@ -47,7 +47,7 @@ metrics-diff: $(STAMP)
 
 # The toy-world figures of README.md and docs/toy.md (docs/toy/: held-out concepts grid, lambda sweep) from the last evaluation.
 figures: $(STAMP)
-	$(BIN)/python -m elite.toy.figures --eval data/eval --out docs/toy
+	$(BIN)/python -m elite.toy.figures --eval data/eval --out docs/toy --metrics metrics/dreambench.json --seeds metrics/seeds.json
 
 # Local Prefect server (SQLite in PREFECT_HOME, default .prefect/; 127.0.0.1:PREFECT_PORT) serving elite/full and
 # elite/smoke; with PREFECT_API_URL set, serves them to that server instead. See docs/prefect.md.

@@ -88,9 +88,10 @@ def experiment_metrics(shown: list) -> dict[str, dict]:
     return found
 
 
-def summarise(runs: dict[str, dict]) -> dict[str, dict[str, float]]:
-    """`row.key` -> {mean, sd, min, max, n} over the runs that report it (sd: n-1; 0.0 for one run)."""
-    from elite.evaluate.reference import ROW_BLOCKS, row_block
+def summarise(runs: dict[str, dict]) -> dict[str, dict]:
+    """`row.key` -> {mean, sd, min, max, n, values} over the runs that report it (sd: n-1; 0.0 for one run;
+    values in the runs' order)."""
+    from elite.evaluate.reference import row_block, row_path
 
     table = {}
     for row in ROWS:
@@ -100,7 +101,7 @@ def summarise(runs: dict[str, dict]) -> dict[str, dict[str, float]]:
             if values:
                 sd = statistics.stdev(values) if len(values) > 1 else 0.0
                 spread = {"mean": statistics.mean(values), "sd": sd, "min": min(values), "max": max(values)}
-                table[".".join((*ROW_BLOCKS[row], key))] = {**spread, "n": len(values)}
+                table[".".join((*row_path(row), key))] = {**spread, "n": len(values), "values": values}
     return table
 
 

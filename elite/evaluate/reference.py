@@ -36,12 +36,17 @@ def committed(path: str, rev: str) -> dict:
     return json.loads(text)
 
 
-def row_block(metrics: dict, name: str) -> dict | None:
-    """The block of metrics/dreambench.json that holds row `name` (ROW_BLOCKS; images<k>, ELITE from k images:
-    images.<k>; other names: context.<name>)."""
+def row_path(name: str) -> tuple[str, ...]:
+    """Where row `name` sits in metrics/dreambench.json: ROW_BLOCKS; images<k> (ELITE from k images):
+    images.<k>; any other name: context.<name>."""
     several = re.fullmatch(r"images(\d+)", name)
+    return ROW_BLOCKS.get(name) or (("images", several[1]) if several else ("context", name))
+
+
+def row_block(metrics: dict, name: str) -> dict | None:
+    """The block of metrics/dreambench.json that holds row `name` (row_path)."""
     block = metrics
-    for key in ROW_BLOCKS.get(name) or (("images", several[1]) if several else ("context", name)):
+    for key in row_path(name):
         block = block.get(key) if isinstance(block, dict) else None
     return block
 

@@ -1,10 +1,12 @@
 """Every evaluated row with its 95% interval, one panel per score: the picture of metrics/dreambench.json's
 `spread` block (elite/evaluate/spread.py). With a world scorer (toy world) the panels are its accuracies and the
-single-attribute oracles are dashed lines on the identity panel; otherwise CLIP-T, CLIP-I and DINO-I."""
+single-attribute oracles are dashed lines on the identity panel; otherwise CLIP-T, CLIP-I and DINO-I. Given
+`elite seeds summary`'s table (metrics/seeds.json), each row it has also shows one grey dot per training seed and
+their mean +- sd (a black diamond) just below the row."""
 
 from __future__ import annotations
 
-from elite.evaluate.reference import row_block
+from elite.evaluate.reference import row_block, row_path
 
 LABELS = {
     "baseline": "class word",
@@ -20,18 +22,19 @@ WORLD = (("identity_acc", "identity"), ("colour_acc", "colour"), ("pattern_acc",
 SCORES = (("clip_t", "CLIP-T"), ("clip_i", "CLIP-I"), ("dino_i", "DINO-I"))
 
 
-def interval_rows(metrics: dict, key: str) -> list[tuple[str, float, float, float]]:
-    """(label, value, lo, hi) of every row that has `key` and its interval, in LABELS' order."""
+def interval_rows(metrics: dict, key: str) -> list[tuple[str, str, float, float, float]]:
+    """(row, label, value, lo, hi) of every row that has `key` and its interval, in LABELS' order."""
     out = []
     for name, label in LABELS.items():
         block, bounds = row_block(metrics, name), metrics.get("spread", {}).get(name, {})
         if block and block.get(key) is not None and f"{key}_lo" in bounds:
-            out.append((label, float(block[key]), bounds[f"{key}_lo"], bounds[f"{key}_hi"]))
+            out.append((name, label, float(block[key]), bounds[f"{key}_lo"], bounds[f"{key}_hi"]))
     return out
 
 
-def rows_figure(metrics: dict):
-    """None when no row has an interval (an evaluation made before intervals were recorded)."""
+def rows_figure(metrics: dict, seeds: dict | None = None):
+    """seeds: metrics/seeds.json's "metrics" table (`row.key` -> {mean, sd, values}). None when no row has an
+    interval (an evaluation made before intervals were recorded)."""
     panels = WORLD if metrics["overall"].get("identity_acc") is not None else SCORES
     panels = tuple((key, title) for key, title in panels if interval_rows(metrics, key))
     if not panels:
@@ -43,14 +46,19 @@ def rows_figure(metrics: dict):
 
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 1.6, 3.6), sharey=True, squeeze=False)
     labels = [
-        label for label in LABELS.values() if any(r[0] == label for k, _ in panels for r in interval_rows(metrics, k))
+        label for label in LABELS.values() if any(r[1] == label for k, _ in panels for r in interval_rows(metrics, k))
     ]
     y_of = {label: len(labels) - 1 - i for i, label in enumerate(labels)}  # first row on top
     for ax, (key, title) in zip(axes[0], panels):
-        for label, value, lo, hi in interval_rows(metrics, key):
+        for name, label, value, lo, hi in interval_rows(metrics, key):
             colour = "tab:red" if label.startswith("ELITE") else "tab:blue"
             bar = [[max(0.0, value - lo)], [max(0.0, hi - value)]]
             ax.errorbar(value, y_of[label], xerr=bar, fmt="o", color=colour, capsize=3)
+            over_seeds = (seeds or {}).get(".".join((*row_path(name), key)))
+            if over_seeds:
+                y = y_of[label] - 0.3
+                ax.plot(over_seeds["values"], [y] * len(over_seeds["values"]), "o", ms=3, color="grey", alpha=0.8)
+                ax.errorbar(over_seeds["mean"], y, xerr=over_seeds["sd"], fmt="D", ms=4, color="black", capsize=2)
         if key == "identity_acc":
             for i, (name, oracle) in enumerate(sorted((metrics.get("oracles") or {}).items())):
                 ax.axvline(
@@ -67,6 +75,10 @@ def rows_figure(metrics: dict):
         ax.grid(axis="x", alpha=0.3)
         if key.endswith("_acc"):
             ax.set_xlim(-0.03, 1.03)
-    fig.suptitle("Every row with its 95% interval (subjects, prompts, seeds)", fontsize=10)
+    title = "Every row with its 95% interval (subjects, prompts, generation seeds)"
+    if seeds:
+        n = max(v["n"] for v in seeds.values())
+        title += f"; grey: each of {n} training seeds, black: their mean +- sd"
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

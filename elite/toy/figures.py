@@ -4,11 +4,12 @@
 
 `held_out_grid.png`: one row per held-out concept: its concept image; every row of the evaluation
 (class word, identity named, TI, XTI, ELITE global only, ELITE) on the first prompt; then ELITE on each
-other prompt (first seed everywhere). `lambda_sweep.png` and `rows.png` (every row with its 95% interval):
-copied from the evaluation. When the evaluation has them (issue 16): `several_images.png`, one row per concept:
-its first three images, then ELITE from 1, 2 and 3 of them on the first prompt; `two_concepts.png`, one row per
-pair: both concept images, then the class words, the identities named, ELITE naive and ELITE per concept on the
-first pair prompt.
+other prompt (first seed everywhere). `lambda_sweep.png`: copied from the evaluation. `rows.png` (every row
+with its 95% interval): drawn from --metrics, with each training seed of --seeds (`elite seeds summary`) when
+given, else copied from the evaluation. When the evaluation has them (issue 16): `several_images.png`, one row
+per concept: its first three images, then ELITE from 1, 2 and 3 of them on the first prompt; `two_concepts.png`,
+one row per pair: both concept images, then the class words, the identities named, ELITE naive and ELITE per
+concept on the first pair prompt.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from elite.evaluate.rows_figure import rows_figure
 from elite.io import atomic_file
 
 ROWS = {
@@ -122,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=".", help="the repository root (concept image paths are relative to it)")
     parser.add_argument("--out", default="docs/toy")
     parser.add_argument("--tile", type=int, default=64)
+    parser.add_argument("--metrics", help="metrics/dreambench.json: draw rows.png from it (else: the evaluation's)")
+    parser.add_argument(
+        "--seeds", help="metrics/seeds.json (`elite seeds summary`): add each training seed to rows.png"
+    )
     args = parser.parse_args(argv)
     eval_dir, sweep = Path(args.eval), Path(args.eval) / "lambda_sweep.png"
     if not (eval_dir / "elite").is_dir() or not sweep.is_file():
@@ -133,8 +139,16 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_file(out / "held_out_grid.png", suffix=".png") as tmp:
         held_out_grid(eval_dir, Path(args.root), args.tile).save(tmp, optimize=True)
     written = ["held_out_grid.png"]
+    if args.metrics:  # the rows with their intervals, and each training seed when `elite seeds summary` ran
+        seeds_file = Path(args.seeds) if args.seeds else None
+        seeds = json.loads(seeds_file.read_text())["metrics"] if seeds_file and seeds_file.is_file() else None
+        fig = rows_figure(json.loads(Path(args.metrics).read_text()), seeds)
+        if fig is not None:
+            with atomic_file(out / "rows.png", suffix=".png") as tmp:
+                fig.savefig(tmp, dpi=100)
+            written.append("rows.png")
     for name in ("lambda_sweep.png", "rows.png"):  # the evaluation's own figures
-        if (eval_dir / name).is_file():
+        if name not in written and (eval_dir / name).is_file():
             with atomic_file(out / name, suffix=".png") as tmp:
                 shutil.copyfile(eval_dir / name, tmp)
             written.append(name)

@@ -86,6 +86,12 @@ def test_the_rows_figure_draws_each_rows_interval_and_the_oracles():
     spans = sorted(tuple(c.lines[2][0].get_segments()[0][:, 0]) for c in identity.containers)
     assert spans == [pytest.approx((0.0, 0.05)), pytest.approx((0.2, 0.4))]
     assert sorted(line.get_xdata()[0] for line in identity.get_lines() if line.get_linestyle() == "--") == [0.33, 0.49]
+    seeds = {"overall.identity_acc": {"mean": 0.2, "sd": 0.1, "n": 3, "values": [0.1, 0.2, 0.3]}}
+    with_seeds = rows_figure(metrics, seeds).axes[0]
+    dots = [line for line in with_seeds.get_lines() if line.get_color() == "grey"]
+    assert len(dots) == 1 and list(dots[0].get_xdata()) == [0.1, 0.2, 0.3]  # ELITE's three training seeds
+    diamond = [c for c in with_seeds.containers if c.lines[0].get_marker() == "D"]
+    assert len(diamond) == 1 and tuple(diamond[0].lines[2][0].get_segments()[0][:, 0]) == pytest.approx((0.1, 0.3))
     no_world = {"overall": {"clip_t": 0.3}, "context": {}, "table2": {}, "spread": {"elite": bounds}}
     assert [ax.get_title() for ax in rows_figure(no_world).axes] == ["CLIP-T"]
     assert rows_figure({**no_world, "spread": {}}) is None  # made before intervals were recorded

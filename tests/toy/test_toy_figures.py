@@ -40,6 +40,19 @@ def test_grid_rows_are_concepts_columns_the_evaluation_rows_then_prompts(tmp_pat
     assert Image.open(tmp_path / "docs" / "rows.png").size == (310, 120)
 
 
+def test_rows_are_drawn_from_the_metrics_with_the_training_seeds(tmp_path):
+    fake_eval(tmp_path)
+    bounds = {"identity_acc_lo": 0.1, "identity_acc_hi": 0.5}
+    metrics = {"overall": {"identity_acc": 0.3}, "context": {}, "table2": {}, "spread": {"elite": bounds}}
+    (tmp_path / "m.json").write_text(json.dumps(metrics))
+    seeds = {"overall.identity_acc": {"mean": 0.25, "sd": 0.05, "n": 2, "values": [0.2, 0.3]}}
+    (tmp_path / "s.json").write_text(json.dumps({"experiments": ["seed-1", "seed-2"], "metrics": seeds}))
+    args = ["--eval", str(tmp_path / "eval"), "--root", str(tmp_path), "--out", str(tmp_path / "docs")]
+    assert main([*args, "--metrics", str(tmp_path / "m.json"), "--seeds", str(tmp_path / "s.json")]) == 0
+    drawn = Image.open(tmp_path / "docs" / "rows.png")
+    assert drawn.size != (310, 120)  # drawn, not the evaluation's copied
+
+
 def test_without_an_evaluation_the_error_says_what_to_run(tmp_path, capsys):
     assert main(["--eval", str(tmp_path / "nothing"), "--out", str(tmp_path / "docs")]) == 2
     assert "run the evaluation first (make run)" in capsys.readouterr().err
