@@ -189,3 +189,14 @@ def load_state(path: Path) -> object:
         return value
 
     return decode(tree)
+
+
+def save_figure(fig, path: Path) -> None:
+    """Save a matplotlib figure as PNG atomically and close it; None (nothing to draw) writes nothing."""
+    if fig is None:
+        return
+    import matplotlib.pyplot as plt
+
+    with atomic_file(Path(path), suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)

@@ -7,6 +7,7 @@ their mean +- sd (a black diamond) just below the row."""
 from __future__ import annotations
 
 from elite.evaluate.reference import row_block, row_path
+from elite.evaluate.spread import bar
 
 LABELS = {
     "baseline": "class word",
@@ -52,8 +53,8 @@ def rows_figure(metrics: dict, seeds: dict | None = None):
     for ax, (key, title) in zip(axes[0], panels):
         for name, label, value, lo, hi in interval_rows(metrics, key):
             colour = "tab:red" if label.startswith("ELITE") else "tab:blue"
-            bar = [[max(0.0, value - lo)], [max(0.0, hi - value)]]
-            ax.errorbar(value, y_of[label], xerr=bar, fmt="o", color=colour, capsize=3)
+            below, above = bar(value, lo, hi)
+            ax.errorbar(value, y_of[label], xerr=[[below], [above]], fmt="o", color=colour, capsize=3)
             over_seeds = (seeds or {}).get(".".join((*row_path(name), key)))
             if over_seeds:
                 y = y_of[label] - 0.3

@@ -47,3 +47,9 @@ def spread(rows: list[dict], keys: tuple[str, ...]) -> dict[str, float]:
 def differs(a: dict, b: dict, key: str) -> bool:
     """Do the 95% intervals of `key` in two metric rows (with `<key>_lo/_hi`) not overlap?"""
     return a[f"{key}_lo"] > b[f"{key}_hi"] or b[f"{key}_lo"] > a[f"{key}_hi"]
+
+
+def bar(value: float, lo: float, hi: float) -> tuple[float, float]:
+    """The error bar of a mean with its interval: distances to the bounds, never negative (a percentile bound
+    can sit a rounding error, or for the pair-weighted CLIP-I and DINO-I a little more, on the mean's other side)."""
+    return max(0.0, value - lo), max(0.0, hi - value)

@@ -30,7 +30,7 @@ from elite.evaluate.report import flatten
 from elite.evaluate.scorers import WorldScorer, find_scorer
 from elite.evaluate.several import multi_image_jobs, pair_jobs, score_pairs, several_inputs
 from elite.images import open_image, open_mask
-from elite.io import atomic_file, write_json
+from elite.io import atomic_file, save_figure, write_json
 from elite.shards import parse_shard
 from elite.tracking import METRICS_DIGEST_TAG, file_digest, scoped_dataset
 
@@ -236,8 +236,8 @@ def write_outputs(
         tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in scored + pair_rows))
     sweep = sweep_rows(metrics["sweep"])
     write_sweep_csv(Path(cfg.sweep_csv), sweep)
-    _write_figure(sweep_figure(sweep) if sweep else None, out / "lambda_sweep.png")
-    _write_figure(rows_figure(metrics), out / "rows.png")
+    save_figure(sweep_figure(sweep) if sweep else None, out / "lambda_sweep.png")
+    save_figure(rows_figure(metrics), out / "rows.png")
     grid_paths = {**grids(cfg, jobs, concepts), **pair_grids(cfg, jobs, concepts)}
     settings = {
         "profile": profile,
@@ -254,17 +254,6 @@ def write_outputs(
         n = write_fiftyone(name, scored)
         print(f"FiftyOne dataset {name!r}: {n} samples (sort by dino_i in the App: `fiftyone app launch`)")
     return metrics, grid_paths
-
-
-def _write_figure(fig, path: Path) -> None:
-    """Save a matplotlib figure atomically and close it; None (nothing to draw) writes nothing."""
-    if fig is None:
-        return
-    import matplotlib.pyplot as plt
-
-    with atomic_file(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
 
 
 def _log_artifacts(mlflow, cfg, metrics: dict, grid_paths: dict[str, Path]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from elite.evaluate.spread import bar
 from elite.io import atomic_file
 
 ACCURACY = (("identity_acc", "identity (joint)"), ("colour_acc", "colour"), ("scene_acc", "scene"))
@@ -51,9 +52,8 @@ def _bars(rows: list[dict], key: str) -> list[list[float]] | None:
     """matplotlib's yerr/xerr for `key`: distances from each mean to its interval's bounds; None without them."""
     if not all(row.get(f"{key}_lo") is not None for row in rows):
         return None
-    # max(0, ...): a percentile bound can sit a rounding error (or, for the pair-weighted CLIP-I and DINO-I, a
-    # little more) on the mean's other side
-    return [[max(0.0, r[key] - r[f"{key}_lo"]) for r in rows], [max(0.0, r[f"{key}_hi"] - r[key]) for r in rows]]
+    below, above = zip(*(bar(r[key], r[f"{key}_lo"], r[f"{key}_hi"]) for r in rows))
+    return [list(below), list(above)]
 
 
 def sweep_figure(rows: list[dict]):

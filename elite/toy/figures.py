@@ -23,7 +23,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from elite.evaluate.rows_figure import rows_figure
-from elite.io import atomic_file
+from elite.io import atomic_file, save_figure
 
 ROWS = {
     "baseline": "class word",
@@ -144,8 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds = json.loads(seeds_file.read_text())["metrics"] if seeds_file and seeds_file.is_file() else None
         fig = rows_figure(json.loads(Path(args.metrics).read_text()), seeds)
         if fig is not None:
-            with atomic_file(out / "rows.png", suffix=".png") as tmp:
-                fig.savefig(tmp, dpi=100)
+            save_figure(fig, out / "rows.png")
             written.append("rows.png")
     for name in ("lambda_sweep.png", "rows.png"):  # the evaluation's own figures
         if name not in written and (eval_dir / name).is_file():
