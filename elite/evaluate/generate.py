@@ -160,12 +160,66 @@ def plan(
     """Every job of the stage in a fixed order: elite, baseline, sweep, ti/xti, then global (ELITE at lambda 0,
     `evaluate.global_row`) and named (the base model with the subject's identity words of `named` in place of
     S*: what text alone can do; toy world); subjects and prompts as listed."""
+    _check_folder_names(subjects, cfg)
+    job = _job_maker(cfg, concepts, weights_id, baselines, named)
     out = Path(cfg.out)
+
+    def rows(variant, chosen, lam, count=cfg.images_per_prompt, folder=None, pick=lambda templates: templates):
+        """One job per (subject, prompt) of `chosen`; `lam` a value or a function of the template."""
+        return [
+            job(
+                variant,
+                row,
+                template,
+                lam(template) if callable(lam) else lam,
+                (folder or out / variant) / row["subject"] / slug(fill(template, "", row["class"])),
+                count,
+            )
+            for row in chosen
+            for template in pick(subject_templates(row, cfg))
+        ]
+
+    jobs = rows("elite", subjects, lambda template: family_of(template, cfg.families)[1])
+    if cfg.baseline:
+        jobs += rows("baseline", subjects, None)
+    for lam in cfg.sweep_lams:
+        jobs += rows(
+            "sweep",
+            subjects[: cfg.sweep_subjects],
+            float(lam),
+            cfg.sweep_images,
+            out / "sweep" / f"lam_{lam:g}",
+            lambda templates: spread(templates, cfg.sweep_prompts),
+        )
+    if baselines is not None:
+        chosen = select_subjects(subjects, list(baselines.subjects), "baselines.subjects")
+        for method in baselines.methods:
+            jobs += rows(method, chosen, None)
+    if cfg.global_row:
+        jobs += rows("global", subjects, 0.0)
+    if named:
+        jobs += rows("named", subjects, None)
+    return jobs
+
+
+def _check_folder_names(subjects: list[dict], cfg) -> None:
+    """Two prompts of a subject must not share an image folder."""
+    for row in subjects:
+        names = [slug(fill(template, "", row["class"])) for template in subject_templates(row, cfg)]
+        twice = next((name for i, name in enumerate(names) if name in names[:i]), None)
+        if twice is not None:
+            raise EliteError(
+                f"subject {row['subject']!r}: two prompts give the same folder name {twice!r}; make them differ"
+            )
+
+
+def _job_maker(cfg, concepts: dict[str, tuple[Path, Path]], weights_id: str, baselines, named: dict | None):
+    """`job(variant, row, template, lam, folder, n)`: the Job of one (variant, subject, prompt) and its n images:
+    its prompt (S*, the class word or the named identity), seeds and the settings its images are checked against."""
     sampler = {"steps": cfg.steps, "guidance": cfg.guidance, "scheduler": cfg.scheduler}
     concept_ids = {s: fingerprint(*paths) for s, paths in concepts.items()}
-    jobs: list[Job] = []
 
-    def add(variant: str, row: dict, template: str, lam: float | None, folder: Path, n: int) -> None:
+    def job(variant: str, row: dict, template: str, lam: float | None, folder: Path, n: int) -> Job:
         family, _ = family_of(template, cfg.families)
         text = fill(template, "", row["class"])
         if variant == "named":
@@ -180,76 +234,9 @@ def plan(
             settings.update(concept=concept_ids[row["subject"]], inversion=inversion_settings(baselines, variant))
         elif variant not in TEXT_ONLY:
             settings.update(weights=weights_id, concept=concept_ids[row["subject"]])
-        jobs.append(
-            Job(variant, row["subject"], row["class"], template, family, lam, prompt, text, folder, seeds, settings)
-        )
+        return Job(variant, row["subject"], row["class"], template, family, lam, prompt, text, folder, seeds, settings)
 
-    for row in subjects:
-        slugs = set()
-        for template in subject_templates(row, cfg):
-            name = slug(fill(template, "", row["class"]))
-            if name in slugs:
-                raise EliteError(
-                    f"subject {row['subject']!r}: two prompts give the same folder name {name!r}; make them differ"
-                )
-            slugs.add(name)
-            add(
-                "elite",
-                row,
-                template,
-                family_of(template, cfg.families)[1],
-                out / "elite" / row["subject"] / name,
-                cfg.images_per_prompt,
-            )
-    if cfg.baseline:
-        for row in subjects:
-            for template in subject_templates(row, cfg):
-                add(
-                    "baseline",
-                    row,
-                    template,
-                    None,
-                    out / "baseline" / row["subject"] / slug(fill(template, "", row["class"])),
-                    cfg.images_per_prompt,
-                )
-    for lam in cfg.sweep_lams:
-        for row in subjects[: cfg.sweep_subjects]:
-            for template in spread(subject_templates(row, cfg), cfg.sweep_prompts):
-                add(
-                    "sweep",
-                    row,
-                    template,
-                    float(lam),
-                    out / "sweep" / f"lam_{lam:g}" / row["subject"] / slug(fill(template, "", row["class"])),
-                    cfg.sweep_images,
-                )
-    if baselines is not None:
-        chosen = select_subjects(subjects, list(baselines.subjects), "baselines.subjects")
-        for method in baselines.methods:
-            for row in chosen:
-                for template in subject_templates(row, cfg):
-                    add(
-                        method,
-                        row,
-                        template,
-                        None,
-                        out / method / row["subject"] / slug(fill(template, "", row["class"])),
-                        cfg.images_per_prompt,
-                    )
-    extra = [("global", 0.0)] if cfg.global_row else []
-    extra += [("named", None)] if named else []
-    for variant, lam in extra:
-        for row in subjects:
-            for template in subject_templates(row, cfg):
-                add(
-                    variant,
-                    row,
-                    template,
-                    lam,
-                    out / variant / row["subject"] / slug(fill(template, "", row["class"])),
-                    cfg.images_per_prompt,
-                )
-    return jobs
+    return job
 
 
 def shard_jobs(jobs: list[Job], shard: tuple[int, int] | None) -> list[Job]:
