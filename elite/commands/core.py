@@ -14,7 +14,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare-models", help="build (smoke) or fetch (paper) all models into models.dir")
     p.add_argument("--out", help="output folder (default: params models.dir)")
     p.set_defaults(func=prepare_models_cmd)
+    _add_generate(sub)
+    _add_import_official(sub)
 
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser(
         "generate",
         help="generate images of a concept from one image (or several; or two concepts)",
@@ -92,6 +96,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.set_defaults(func=generate_cmd)
 
+
+def _add_import_official(sub: argparse._SubParsersAction) -> None:
     i = sub.add_parser("import-official", help="convert the authors' global_mapper.pt / local_mapper.pt")
     i.add_argument("--global", dest="global_path", required=True, help="the authors' global_mapper.pt")
     i.add_argument("--local", dest="local_path", help="the authors' local_mapper.pt (omit for a global-only model)")

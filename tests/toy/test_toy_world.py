@@ -173,12 +173,13 @@ def test_min_snr_weights_cap_the_low_noise_steps():
 
 @pytest.mark.slow
 def test_identity_probe_reaches_its_floor_on_fresh_renders():
-    """A reduced probe (600 steps: the per-pixel colour head needs more than v1's CNN did) reads colour and scene on
-    renders it never saw; an untrained one is at chance."""
+    """A reduced probe reads colour and scene on renders it never saw; an untrained one is at chance. 400 steps:
+    the per-pixel colour head turns late (measured on held-out renders: colour 0.61 at 200 steps, 0.99 at 300,
+    1.00 at 400 and 600; scene 1.00 from 200)."""
     from elite.toy.probes import Probe, accuracy, train_probe
 
     train, test = make_bank(3000, 32, 1), make_bank(400, 32, 2)
-    probe = train_probe(train, ["colour", "scene"], 600, 0, batch=64)
+    probe = train_probe(train, ["colour", "scene"], 400, 0, batch=64)
     acc = accuracy(probe, test)
     assert acc["colour"] >= 0.9 and acc["scene"] >= 0.9, acc
     torch.manual_seed(0)
