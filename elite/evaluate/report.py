@@ -239,7 +239,10 @@ def world_lines(metrics: dict) -> list[str]:
 
 
 def write_report(path: Path, metrics: dict, settings: dict, grids: dict[str, Path]) -> None:
-    ctx = metrics["context"]
+    """report.md: the settings, then one section per table (overall, Table 2, families, subjects, sweep, the toy
+    world's and the several-image rows), the figures written beside it, timing and the subjects' grids."""
+    from elite.evaluate.several import report_lines
+
     lines = [
         "# DreamBench evaluation",
         "",
@@ -247,84 +250,95 @@ def write_report(path: Path, metrics: dict, settings: dict, grids: dict[str, Pat
         "",
         "CLIP-I / DINO-I: mean cosine over all (generated, real) pairs of a subject; CLIP-T: generated image vs "
         "the prompt with the class word instead of S*.",
+        *_overall_lines(metrics),
+        *_table2_lines(metrics),
+        *_breakdown_lines(metrics),
+        *_sweep_lines(metrics),
+        *world_lines(metrics),
+        *report_lines(metrics),
         "",
-        "## Overall",
-        "",
-    ]
-    rows = [
-        [
-            "ELITE",
-            metrics["overall"]["clip_t"],
-            metrics["overall"]["clip_i"],
-            metrics["overall"]["dino_i"],
-            metrics["overall"]["images"],
-        ]
-    ]
-    if "baseline" in ctx:
-        b = ctx["baseline"]
-        rows.append(["base model, class word (no concept)", b["clip_t"], b["clip_i"], b["dino_i"], b["images"]])
-    rows.append(["real vs real (upper bound)", None, ctx["real"]["clip_i"], ctx["real"]["dino_i"], None])
-    lines += _table(["", "CLIP-T", "CLIP-I", "DINO-I", "images"], rows)
-    if metrics.get("table2"):
-        names = {
-            "elite": "ELITE (one forward pass)",
-            "ti": "Textual Inversion",
-            "xti": "Extended Textual Inversion (P+)",
-        }
-        lines += ["", "## ELITE vs optimisation baselines (paper Table 2, on the baselines' subjects)", ""]
-        lines += _table(
-            ["", "CLIP-T", "CLIP-I", "DINO-I", "time per concept (s)", "images"],
-            [
-                [names[k], v["clip_t"], v["clip_i"], v["dino_i"], v["time_s"], v["images"]]
-                for k, v in metrics["table2"].items()
-            ],
-        )
-    for title, key in (("Per prompt family", "families"), ("Per subject", "subjects")):
-        lines += ["", f"## {title}", ""]
-        lines += _table(
-            ["", "CLIP-T", "CLIP-I", "DINO-I", "images"],
-            [[name, v["clip_t"], v["clip_i"], v["dino_i"], v["images"]] for name, v in metrics[key].items()],
-        )
-    if metrics["sweep"]:
-        from elite.evaluate.sweep import sweep_rows
-
-        lines += ["", "## Lambda sweep", ""]
-        lines += _table(
-            ["lambda", "CLIP-T", "CLIP-I", "DINO-I", "images"],
-            [
-                [f"{r['lam']:g}", r["clip_t"], r["clip_i"], r["dino_i"], r["images"]]
-                for r in sweep_rows(metrics["sweep"])
-            ],
-        )
-    lines += world_lines(metrics)
-    from elite.evaluate.several import report_lines
-
-    lines += report_lines(metrics)
-    t = metrics["timing"]
-    lines += [
-        "",
-        "## Timing",
-        "",
-        f"- encode per concept: mean {_fmt(t['encode_s_mean'])} s, max {_fmt(t['encode_s_max'])} s",
-        f"- generation per image (ELITE): {_fmt(t['generate_s_per_image_mean'])} s",
-        *(
-            [f"- generation per image (base model): {_fmt(t['baseline_generate_s_per_image_mean'])} s"]
-            if t["baseline_generate_s_per_image_mean"] is not None
-            else []
-        ),
+        *_figure_lines(path.parent),
+        *_timing_lines(metrics["timing"]),
         "",
         "## Grids",
         "",
     ]
-    if (path.parent / "lambda_sweep.png").is_file():
-        lines[lines.index("## Timing") : lines.index("## Timing")] = ["![lambda sweep](lambda_sweep.png)", ""]
-    if (path.parent / "rows.png").is_file():
-        at = lines.index("## Timing")
-        lines[at:at] = ["## Every row with its 95% interval", "", "![rows with intervals](rows.png)", ""]
     for subject, grid in grids.items():
         lines += [f"### {subject}", "", f"![{subject}]({grid.relative_to(path.parent).as_posix()})", ""]
     with atomic_file(path, suffix=".md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
+
+
+def _overall_lines(metrics: dict) -> list[str]:
+    ctx, overall = metrics["context"], metrics["overall"]
+    rows = [["ELITE", overall["clip_t"], overall["clip_i"], overall["dino_i"], overall["images"]]]
+    if "baseline" in ctx:
+        b = ctx["baseline"]
+        rows.append(["base model, class word (no concept)", b["clip_t"], b["clip_i"], b["dino_i"], b["images"]])
+    rows.append(["real vs real (upper bound)", None, ctx["real"]["clip_i"], ctx["real"]["dino_i"], None])
+    return ["", "## Overall", "", *_table(["", "CLIP-T", "CLIP-I", "DINO-I", "images"], rows)]
+
+
+TABLE2_NAMES = {
+    "elite": "ELITE (one forward pass)",
+    "ti": "Textual Inversion",
+    "xti": "Extended Textual Inversion (P+)",
+}
+
+
+def _table2_lines(metrics: dict) -> list[str]:
+    if not metrics.get("table2"):
+        return []
+    rows = [
+        [TABLE2_NAMES[k], v["clip_t"], v["clip_i"], v["dino_i"], v["time_s"], v["images"]]
+        for k, v in metrics["table2"].items()
+    ]
+    return [
+        "",
+        "## ELITE vs optimisation baselines (paper Table 2, on the baselines' subjects)",
+        "",
+        *_table(["", "CLIP-T", "CLIP-I", "DINO-I", "time per concept (s)", "images"], rows),
+    ]
+
+
+def _breakdown_lines(metrics: dict) -> list[str]:
+    lines = []
+    for title, key in (("Per prompt family", "families"), ("Per subject", "subjects")):
+        rows = [[name, v["clip_t"], v["clip_i"], v["dino_i"], v["images"]] for name, v in metrics[key].items()]
+        lines += ["", f"## {title}", "", *_table(["", "CLIP-T", "CLIP-I", "DINO-I", "images"], rows)]
+    return lines
+
+
+def _sweep_lines(metrics: dict) -> list[str]:
+    if not metrics["sweep"]:
+        return []
+    from elite.evaluate.sweep import sweep_rows
+
+    rows = [
+        [f"{r['lam']:g}", r["clip_t"], r["clip_i"], r["dino_i"], r["images"]] for r in sweep_rows(metrics["sweep"])
+    ]
+    return ["", "## Lambda sweep", "", *_table(["lambda", "CLIP-T", "CLIP-I", "DINO-I", "images"], rows)]
+
+
+def _figure_lines(folder: Path) -> list[str]:
+    """The figures the stage wrote beside the report (the lambda sweep; every row with its interval)."""
+    lines = []
+    if (folder / "lambda_sweep.png").is_file():
+        lines += ["![lambda sweep](lambda_sweep.png)", ""]
+    if (folder / "rows.png").is_file():
+        lines += ["## Every row with its 95% interval", "", "![rows with intervals](rows.png)", ""]
+    return lines
+
+
+def _timing_lines(t: dict) -> list[str]:
+    base = t["baseline_generate_s_per_image_mean"]
+    return [
+        "## Timing",
+        "",
+        f"- encode per concept: mean {_fmt(t['encode_s_mean'])} s, max {_fmt(t['encode_s_max'])} s",
+        f"- generation per image (ELITE): {_fmt(t['generate_s_per_image_mean'])} s",
+        *([f"- generation per image (base model): {_fmt(base)} s"] if base is not None else []),
+    ]
 
 
 # --- FiftyOne ---------------------------------------------------------------------------------------------

@@ -277,40 +277,14 @@ def register_model(params: Params, cfg: RegisterConfig | None = None) -> dict:
 
         client = MlflowClient()
         champion, champ_metrics = champion_metrics(client, cfg.model_name, cfg.champion_alias, params.profile)
-        bar.set_postfix_str("logging the pyfunc model")
-        spec = pyfunc_spec(cfg, serving, Path(tmp), params.profile)
-        info = mlflow.pyfunc.log_model(name=MODEL_ARTIFACT, **spec)
-        bar.update()
-        items = [(metric_key(k), v) for k, v in numeric_leaves(metrics).items()]
-        for i in range(0, len(items), 500):
-            mlflow.log_metrics(dict(items[i : i + 500]), model_id=info.model_id)
-        mlflow.log_artifact(cfg.metrics, artifact_path="metrics")
-        bar.update()
-        if cfg.verify:
-            bar.set_postfix_str("loading it back to run the input example")
-            verify_model(info.model_uri, spec["input_example"])
-        bar.update()
+        info = _log_model(cfg, pyfunc_spec(cfg, serving, Path(tmp), params.profile), metrics, bar)
 
         bar.set_postfix_str("registering")
         mv = mlflow.register_model(info.model_uri, cfg.model_name)
         client.set_model_version_tag(cfg.model_name, mv.version, PROFILE_TAG, params.profile)
         client.set_registered_model_alias(cfg.model_name, cfg.candidate_alias, mv.version)
         bar.update()
-        label = f"champion v{champion.version}" if champion is not None else "champion"
-        decision = decide(
-            cfg.gates,
-            metrics,
-            champ_metrics if champion is not None else None,
-            label,
-            cfg.metrics,
-            cfg.floor,
-            cfg.floor_tolerance,
-        )
-        if decision.promote:
-            client.set_registered_model_alias(cfg.model_name, cfg.champion_alias, mv.version)
-        verdict = "promoted" if decision.promote else "rejected"
-        client.set_model_version_tag(cfg.model_name, mv.version, "gate.decision", verdict)
-        client.set_model_version_tag(cfg.model_name, mv.version, "gate.reason", decision.reason[:5000])
+        decision, verdict = _judge(client, cfg, mv.version, metrics, champion, champ_metrics)
         previous = int(champion.version) if champion is not None else None
         record = {
             "model_name": cfg.model_name,
@@ -326,18 +300,67 @@ def register_model(params: Params, cfg: RegisterConfig | None = None) -> dict:
             "champion": int(mv.version) if decision.promote else previous,
             "gates": decision.as_dict()["gates"],
         }
-        evaluation = evaluation_run(client, cfg.metrics)
-        if evaluation is not None:
-            mlflow.set_tag("evaluation_run_id", evaluation.info.run_id)
-            client.set_model_version_tag(cfg.model_name, mv.version, "evaluation_run_id", evaluation.info.run_id)
-            record["evaluation_run_id"] = evaluation.info.run_id
-        client.update_registered_model(cfg.model_name, description=MODEL_DESCRIPTION)
-        client.update_model_version(
-            cfg.model_name, mv.version, description=version_description(params, metrics, evaluation, record)
-        )
+        _describe(client, params, cfg, metrics, mv.version, record)
         mlflow.set_tags({"register.decision": verdict, "register.version": mv.version})
         mlflow.log_dict(record, "register.json")
         bar.update()
     bar.close()
     write_json(Path(cfg.report), record)
     return record
+
+
+def _log_model(cfg: RegisterConfig, spec: dict, metrics: dict, bar):
+    """The pyfunc model into the active run, with the evaluation's metrics on it; loaded back and run on its input
+    example when `cfg.verify`. Returns MLflow's ModelInfo."""
+    import mlflow
+
+    bar.set_postfix_str("logging the pyfunc model")
+    info = mlflow.pyfunc.log_model(name=MODEL_ARTIFACT, **spec)
+    bar.update()
+    items = [(metric_key(k), v) for k, v in numeric_leaves(metrics).items()]
+    for i in range(0, len(items), 500):
+        mlflow.log_metrics(dict(items[i : i + 500]), model_id=info.model_id)
+    mlflow.log_artifact(cfg.metrics, artifact_path="metrics")
+    bar.update()
+    if cfg.verify:
+        bar.set_postfix_str("loading it back to run the input example")
+        verify_model(info.model_uri, spec["input_example"])
+    bar.update()
+    return info
+
+
+def _judge(client, cfg: RegisterConfig, version: str, metrics: dict, champion, champ_metrics):
+    """The gates against the champion (or the floor): moves the champion alias when they pass, tags the version
+    with the decision. Returns (decision, "promoted" | "rejected")."""
+    label = f"champion v{champion.version}" if champion is not None else "champion"
+    decision = decide(
+        cfg.gates,
+        metrics,
+        champ_metrics if champion is not None else None,
+        label,
+        cfg.metrics,
+        cfg.floor,
+        cfg.floor_tolerance,
+    )
+    if decision.promote:
+        client.set_registered_model_alias(cfg.model_name, cfg.champion_alias, version)
+    verdict = "promoted" if decision.promote else "rejected"
+    client.set_model_version_tag(cfg.model_name, version, "gate.decision", verdict)
+    client.set_model_version_tag(cfg.model_name, version, "gate.reason", decision.reason[:5000])
+    return decision, verdict
+
+
+def _describe(client, params: Params, cfg: RegisterConfig, metrics: dict, version: str, record: dict) -> None:
+    """Links the version to its evaluation run (tag, and `record`) and writes the model's and the version's
+    descriptions."""
+    import mlflow
+
+    evaluation = evaluation_run(client, cfg.metrics)
+    if evaluation is not None:
+        mlflow.set_tag("evaluation_run_id", evaluation.info.run_id)
+        client.set_model_version_tag(cfg.model_name, version, "evaluation_run_id", evaluation.info.run_id)
+        record["evaluation_run_id"] = evaluation.info.run_id
+    client.update_registered_model(cfg.model_name, description=MODEL_DESCRIPTION)
+    client.update_model_version(
+        cfg.model_name, version, description=version_description(params, metrics, evaluation, record)
+    )
