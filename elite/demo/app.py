@@ -20,6 +20,7 @@ import secrets
 import tempfile
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no internet here, and no telemetry
 
@@ -359,8 +360,6 @@ class Demo:
 
     # --- the page ------------------------------------------------------------------------------------
     def blocks(self) -> gr.Blocks:
-        d = self.defaults
-        hidden = {"api_visibility": "undocumented"}
         with gr.Blocks(title="ELITE demo", analytics_enabled=False) as app:
             gr.Markdown(
                 "## ELITE: your concept in new scenes\nUpload, drop or paste one image of an object, click on the "
@@ -371,142 +370,204 @@ class Demo:
             prompts = gr.State(Prompts())
             with gr.Row():
                 with gr.Column(scale=1):
-                    concept = gr.Image(  # image_mode None: the events get the uploaded file itself
-                        label="1. Concept image: upload, drop or paste (JPEG, PNG, ...)",
-                        type="filepath",
-                        image_mode=None,
-                        sources=["upload", "clipboard"],
-                        height=240,
-                        elem_id="concept",
-                    )
-                    mode = gr.Radio(
-                        list(MODES), value=next(iter(MODES)), label="2. A click on the image adds", elem_id="mode"
-                    )
-                    view = gr.Image(
-                        label="Click on the object (blue = mask)",
-                        interactive=False,
-                        format="png",
-                        type="pil",
-                        elem_id="view",
-                        buttons=["fullscreen"],
-                    )
-                    with gr.Row():
-                        auto = gr.Button("SAM: most salient object", size="sm", elem_id="auto")
-                        whole = gr.Button("Whole image (clear)", size="sm", elem_id="whole")
-                    status = gr.Markdown(describe(None, ""), elem_id="mask-status")
-                    mask = gr.File(
-                        label="Object mask (white = object): made from your clicks, or upload one",
-                        type="filepath",
-                        elem_id="mask",
-                    )
-                    with gr.Accordion("Touch up the mask with a brush", open=False):
-                        edit = gr.Button("Open the mask in the editor", size="sm", elem_id="edit")
-                        painter = gr.ImageEditor(
-                            type="pil",
-                            image_mode="RGBA",
-                            sources=(),
-                            transforms=(),
-                            layers=False,
-                            brush=gr.Brush(colors=[f"rgb{TINT}", f"rgb{ERASE}"], color_mode="fixed"),
-                            eraser=gr.Eraser(),
-                            label="Blue brush adds to the mask, black removes",
-                            elem_id="painter",
-                            format="png",
-                        )
-                        use = gr.Button("Use the painted mask", size="sm", elem_id="use-painted")
-                    with gr.Accordion("Second concept (optional): the prompt then names them S1* and S2*", open=False):
-                        concept2 = gr.File(label="Second concept image", type="filepath", elem_id="concept2")
-                        mask2 = gr.File(
-                            label="Its mask (white = object; none: the whole image)", type="filepath", elem_id="mask2"
-                        )
+                    left = self._concept_column()
                 with gr.Column(scale=1):
-                    prompt = gr.Textbox(
-                        label="3. Prompt (S* = your concept)", value="a photo of a S*", elem_id="prompt"
-                    )
-                    negative = gr.Textbox(
-                        label="Negative prompt: what the images should not show (optional)",
-                        placeholder="e.g. blurry, low quality",
-                        elem_id="negative",
-                    )
-                    preset = gr.Radio(list(LAMS), label="lambda preset (paper)", elem_id="preset")
-                    lam = gr.Slider(
-                        0.0,
-                        1.5,
-                        value=d.lam,
-                        step=0.05,
-                        elem_id="lam",
-                        label="lambda: weight of the local (detail) branch; 0.8 plain, 0.6 editing prompts",
-                    )
-                    with gr.Accordion("Sampler: seed, steps, guidance, size", open=False):
-                        with gr.Row():
-                            seed = gr.Number(
-                                value=d.seed, precision=0, label="seed (image i uses seed + i)", elem_id="seed"
-                            )
-                            randomize = gr.Checkbox(
-                                label="randomize seed (the seed used is under each image)", elem_id="randomize"
-                            )
-                        guidance = gr.Slider(
-                            1.0, 15.0, value=d.guidance, step=0.5, label="guidance scale", elem_id="guidance"
-                        )
-                        steps = gr.Slider(1, 150, value=d.steps, step=1, label="steps", elem_id="steps")
-                        low, high = d.size_range()
-                        with gr.Row():
-                            width, height = (
-                                gr.Slider(low, high, value=d.size, step=d.size_step, label=side, elem_id=side)
-                                for side in ("width", "height")
-                            )
-                        scheduler = gr.Dropdown(list(SCHEDULERS), value=d.scheduler, label="scheduler")
-                    num = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="number of images", elem_id="num")
-                    with gr.Row():
-                        go = gr.Button("Generate", variant="primary", elem_id="generate", scale=3)
-                        stop = gr.Button("Cancel", variant="stop", elem_id="cancel", scale=1)
-                    gallery = gr.Gallery(
-                        label="Results (caption: the seed of each image)",
-                        format="png",
-                        columns=2,
-                        elem_id="gallery",
-                        height=480,
-                    )
+                    right = self._prompt_column()
+            ui = SimpleNamespace(**vars(left), **vars(right), prompts=prompts)
             if self.examples:
-                gr.Examples(
-                    [e.row() for e in self.examples],
-                    inputs=[concept, mask, prompt, lam],
-                    fn=self.on_example,
-                    outputs=[view, prompts, status],
-                    run_on_click=True,
-                    label="Examples (click one: image, mask, prompt and lambda)",
-                    elem_id="examples",
-                    cache_examples=False,
-                    examples_per_page=12,
-                    **hidden,
-                )
-
-            sam = {"concurrency_id": "sam", "concurrency_limit": 1, **hidden}
-            # upload, drop and paste: the file goes to our decoder unprocessed (gradio's preprocessing opens it with
-            # PIL and answers a non-image with a generic error); a refused file is cleared from the box
-            for event in (concept.upload, concept.clear):
-                event(self.on_concept, concept, [concept, view, mask, prompts, status], preprocess=False, **hidden)
-            view.select(self.on_click, [concept, prompts, mode], [view, mask, prompts, status], **sam)
-            auto.click(self.on_auto, concept, [view, mask, prompts, status], **sam)
-            whole.click(self.on_whole, concept, [view, mask, prompts, status], **hidden)
-            mask.upload(self.on_mask_upload, [concept, mask], [view, mask, prompts, status], **hidden)
-            mask.clear(self.on_whole, concept, [view, mask, prompts, status], **hidden)
-            edit.click(self.on_edit, [concept, mask], painter, **hidden)
-            use.click(self.on_painted, [concept, mask, painter], [view, mask, prompts, status], **hidden)
-            preset.change(lambda p: LAMS.get(p, d.lam), preset, lam, **hidden)
-            run = go.click(
-                self.generate,
-                [concept, mask, prompt, lam, seed, guidance, steps, scheduler, num, concept2, mask2]
-                + [negative, randomize, width, height],
-                gallery,
-                api_name="generate",
-                concurrency_id="generate",
-                concurrency_limit=1,
-                show_progress="full",
-                preprocess=False,  # every input checked here (`check_request`), with one-line messages
-            )
-            stop.click(None, None, None, cancels=[run], **hidden)
+                self._examples(ui)
+            self._wire(ui)
         return app
+
+    def _concept_column(self) -> SimpleNamespace:
+        """The concept image, the mask tools (clicks, SAM, brush, upload) and the optional second concept."""
+        concept = gr.Image(  # image_mode None: the events get the uploaded file itself
+            label="1. Concept image: upload, drop or paste (JPEG, PNG, ...)",
+            type="filepath",
+            image_mode=None,
+            sources=["upload", "clipboard"],
+            height=240,
+            elem_id="concept",
+        )
+        mode = gr.Radio(list(MODES), value=next(iter(MODES)), label="2. A click on the image adds", elem_id="mode")
+        view = gr.Image(
+            label="Click on the object (blue = mask)",
+            interactive=False,
+            format="png",
+            type="pil",
+            elem_id="view",
+            buttons=["fullscreen"],
+        )
+        with gr.Row():
+            auto = gr.Button("SAM: most salient object", size="sm", elem_id="auto")
+            whole = gr.Button("Whole image (clear)", size="sm", elem_id="whole")
+        status = gr.Markdown(describe(None, ""), elem_id="mask-status")
+        mask = gr.File(
+            label="Object mask (white = object): made from your clicks, or upload one",
+            type="filepath",
+            elem_id="mask",
+        )
+        with gr.Accordion("Touch up the mask with a brush", open=False):
+            edit = gr.Button("Open the mask in the editor", size="sm", elem_id="edit")
+            painter = gr.ImageEditor(
+                type="pil",
+                image_mode="RGBA",
+                sources=(),
+                transforms=(),
+                layers=False,
+                brush=gr.Brush(colors=[f"rgb{TINT}", f"rgb{ERASE}"], color_mode="fixed"),
+                eraser=gr.Eraser(),
+                label="Blue brush adds to the mask, black removes",
+                elem_id="painter",
+                format="png",
+            )
+            use = gr.Button("Use the painted mask", size="sm", elem_id="use-painted")
+        with gr.Accordion("Second concept (optional): the prompt then names them S1* and S2*", open=False):
+            concept2 = gr.File(label="Second concept image", type="filepath", elem_id="concept2")
+            mask2 = gr.File(label="Its mask (white = object; none: the whole image)", type="filepath", elem_id="mask2")
+        return SimpleNamespace(
+            concept=concept,
+            mode=mode,
+            view=view,
+            auto=auto,
+            whole=whole,
+            status=status,
+            mask=mask,
+            edit=edit,
+            painter=painter,
+            use=use,
+            concept2=concept2,
+            mask2=mask2,
+        )
+
+    def _prompt_column(self) -> SimpleNamespace:
+        """Prompt, lambda, the sampler settings and the results."""
+        d = self.defaults
+        prompt = gr.Textbox(label="3. Prompt (S* = your concept)", value="a photo of a S*", elem_id="prompt")
+        negative = gr.Textbox(
+            label="Negative prompt: what the images should not show (optional)",
+            placeholder="e.g. blurry, low quality",
+            elem_id="negative",
+        )
+        preset = gr.Radio(list(LAMS), label="lambda preset (paper)", elem_id="preset")
+        lam = gr.Slider(
+            0.0,
+            1.5,
+            value=d.lam,
+            step=0.05,
+            elem_id="lam",
+            label="lambda: weight of the local (detail) branch; 0.8 plain, 0.6 editing prompts",
+        )
+        with gr.Accordion("Sampler: seed, steps, guidance, size", open=False):
+            with gr.Row():
+                seed = gr.Number(value=d.seed, precision=0, label="seed (image i uses seed + i)", elem_id="seed")
+                randomize = gr.Checkbox(
+                    label="randomize seed (the seed used is under each image)", elem_id="randomize"
+                )
+            guidance = gr.Slider(1.0, 15.0, value=d.guidance, step=0.5, label="guidance scale", elem_id="guidance")
+            steps = gr.Slider(1, 150, value=d.steps, step=1, label="steps", elem_id="steps")
+            low, high = d.size_range()
+            with gr.Row():
+                width, height = (
+                    gr.Slider(low, high, value=d.size, step=d.size_step, label=side, elem_id=side)
+                    for side in ("width", "height")
+                )
+            scheduler = gr.Dropdown(list(SCHEDULERS), value=d.scheduler, label="scheduler")
+        num = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="number of images", elem_id="num")
+        with gr.Row():
+            go = gr.Button("Generate", variant="primary", elem_id="generate", scale=3)
+            stop = gr.Button("Cancel", variant="stop", elem_id="cancel", scale=1)
+        gallery = gr.Gallery(
+            label="Results (caption: the seed of each image)",
+            format="png",
+            columns=2,
+            elem_id="gallery",
+            height=480,
+        )
+        return SimpleNamespace(
+            prompt=prompt,
+            negative=negative,
+            preset=preset,
+            lam=lam,
+            seed=seed,
+            randomize=randomize,
+            guidance=guidance,
+            steps=steps,
+            width=width,
+            height=height,
+            scheduler=scheduler,
+            num=num,
+            go=go,
+            stop=stop,
+            gallery=gallery,
+        )
+
+    def _examples(self, ui: SimpleNamespace) -> None:
+        hidden = {"api_visibility": "undocumented"}
+        gr.Examples(
+            [e.row() for e in self.examples],
+            inputs=[ui.concept, ui.mask, ui.prompt, ui.lam],
+            fn=self.on_example,
+            outputs=[ui.view, ui.prompts, ui.status],
+            run_on_click=True,
+            label="Examples (click one: image, mask, prompt and lambda)",
+            elem_id="examples",
+            cache_examples=False,
+            examples_per_page=12,
+            **hidden,
+        )
+
+    def _wire(self, ui: SimpleNamespace) -> None:
+        """The events: mask tools on one SAM queue, generation on its own, cancel."""
+        d = self.defaults
+        hidden = {"api_visibility": "undocumented"}
+        sam = {"concurrency_id": "sam", "concurrency_limit": 1, **hidden}
+        # upload, drop and paste: the file goes to our decoder unprocessed (gradio's preprocessing opens it with
+        # PIL and answers a non-image with a generic error); a refused file is cleared from the box
+        for event in (ui.concept.upload, ui.concept.clear):
+            event(
+                self.on_concept,
+                ui.concept,
+                [ui.concept, ui.view, ui.mask, ui.prompts, ui.status],
+                preprocess=False,
+                **hidden,
+            )
+        ui.view.select(
+            self.on_click, [ui.concept, ui.prompts, ui.mode], [ui.view, ui.mask, ui.prompts, ui.status], **sam
+        )
+        ui.auto.click(self.on_auto, ui.concept, [ui.view, ui.mask, ui.prompts, ui.status], **sam)
+        ui.whole.click(self.on_whole, ui.concept, [ui.view, ui.mask, ui.prompts, ui.status], **hidden)
+        ui.mask.upload(self.on_mask_upload, [ui.concept, ui.mask], [ui.view, ui.mask, ui.prompts, ui.status], **hidden)
+        ui.mask.clear(self.on_whole, ui.concept, [ui.view, ui.mask, ui.prompts, ui.status], **hidden)
+        ui.edit.click(self.on_edit, [ui.concept, ui.mask], ui.painter, **hidden)
+        ui.use.click(
+            self.on_painted, [ui.concept, ui.mask, ui.painter], [ui.view, ui.mask, ui.prompts, ui.status], **hidden
+        )
+        ui.preset.change(lambda p: LAMS.get(p, d.lam), ui.preset, ui.lam, **hidden)
+        run = ui.go.click(
+            self.generate,
+            [
+                ui.concept,
+                ui.mask,
+                ui.prompt,
+                ui.lam,
+                ui.seed,
+                ui.guidance,
+                ui.steps,
+                ui.scheduler,
+                ui.num,
+                ui.concept2,
+                ui.mask2,
+            ]
+            + [ui.negative, ui.randomize, ui.width, ui.height],
+            ui.gallery,
+            api_name="generate",
+            concurrency_id="generate",
+            concurrency_limit=1,
+            show_progress="full",
+            preprocess=False,  # every input checked here (`check_request`), with one-line messages
+        )
+        ui.stop.click(None, None, None, cancels=[run], **hidden)
 
 
 def launch(
