@@ -165,14 +165,15 @@ def plan(
     out = Path(cfg.out)
 
     def rows(variant, chosen, lam, count=cfg.images_per_prompt, folder=None, pick=lambda templates: templates):
-        """One job per (subject, prompt) of `chosen`; `lam` a value or a function of the template."""
+        """One job per (subject, prompt) of `chosen`, under `folder` (default: out/<variant>); `lam` a value or a
+        function of the template."""
         return [
             job(
                 variant,
                 row,
                 template,
                 lam(template) if callable(lam) else lam,
-                (folder or out / variant) / row["subject"] / slug(fill(template, "", row["class"])),
+                folder or out / variant,
                 count,
             )
             for row in chosen
@@ -214,14 +215,16 @@ def _check_folder_names(subjects: list[dict], cfg) -> None:
 
 
 def _job_maker(cfg, concepts: dict[str, tuple[Path, Path]], weights_id: str, baselines, named: dict | None):
-    """`job(variant, row, template, lam, folder, n)`: the Job of one (variant, subject, prompt) and its n images:
-    its prompt (S*, the class word or the named identity), seeds and the settings its images are checked against."""
+    """`job(variant, row, template, lam, root, n)`: the Job of one (variant, subject, prompt) and its n images in
+    root/<subject>/<prompt's slug>: its prompt (S*, the class word or the named identity), seeds and the settings
+    its images are checked against."""
     sampler = {"steps": cfg.steps, "guidance": cfg.guidance, "scheduler": cfg.scheduler}
     concept_ids = {s: fingerprint(*paths) for s, paths in concepts.items()}
 
-    def job(variant: str, row: dict, template: str, lam: float | None, folder: Path, n: int) -> Job:
+    def job(variant: str, row: dict, template: str, lam: float | None, root: Path, n: int) -> Job:
         family, _ = family_of(template, cfg.families)
         text = fill(template, "", row["class"])
+        folder = root / row["subject"] / slug(text)
         if variant == "named":
             prompt = fill(template, named[row["subject"]], row["class"])
         elif variant == "baseline":

@@ -271,12 +271,19 @@ def write_report(path: Path, metrics: dict, settings: dict, grids: dict[str, Pat
 
 def _overall_lines(metrics: dict) -> list[str]:
     ctx, overall = metrics["context"], metrics["overall"]
-    rows = [["ELITE", overall["clip_t"], overall["clip_i"], overall["dino_i"], overall["images"]]]
+    rows = [_score_row("ELITE", overall)]
     if "baseline" in ctx:
-        b = ctx["baseline"]
-        rows.append(["base model, class word (no concept)", b["clip_t"], b["clip_i"], b["dino_i"], b["images"]])
+        rows.append(_score_row("base model, class word (no concept)", ctx["baseline"]))
     rows.append(["real vs real (upper bound)", None, ctx["real"]["clip_i"], ctx["real"]["dino_i"], None])
-    return ["", "## Overall", "", *_table(["", "CLIP-T", "CLIP-I", "DINO-I", "images"], rows)]
+    return ["", "## Overall", "", *_table(["", *SCORE_COLUMNS, "images"], rows)]
+
+
+SCORE_COLUMNS = ("CLIP-T", "CLIP-I", "DINO-I")  # the table headers of SCORES
+
+
+def _score_row(name: str, v: dict, *extra) -> list:
+    """A table row: name, CLIP-T, CLIP-I, DINO-I, `extra` columns, images."""
+    return [name, v["clip_t"], v["clip_i"], v["dino_i"], *extra, v["images"]]
 
 
 TABLE2_NAMES = {
@@ -289,23 +296,20 @@ TABLE2_NAMES = {
 def _table2_lines(metrics: dict) -> list[str]:
     if not metrics.get("table2"):
         return []
-    rows = [
-        [TABLE2_NAMES[k], v["clip_t"], v["clip_i"], v["dino_i"], v["time_s"], v["images"]]
-        for k, v in metrics["table2"].items()
-    ]
+    rows = [_score_row(TABLE2_NAMES[k], v, v["time_s"]) for k, v in metrics["table2"].items()]
     return [
         "",
         "## ELITE vs optimisation baselines (paper Table 2, on the baselines' subjects)",
         "",
-        *_table(["", "CLIP-T", "CLIP-I", "DINO-I", "time per concept (s)", "images"], rows),
+        *_table(["", *SCORE_COLUMNS, "time per concept (s)", "images"], rows),
     ]
 
 
 def _breakdown_lines(metrics: dict) -> list[str]:
     lines = []
     for title, key in (("Per prompt family", "families"), ("Per subject", "subjects")):
-        rows = [[name, v["clip_t"], v["clip_i"], v["dino_i"], v["images"]] for name, v in metrics[key].items()]
-        lines += ["", f"## {title}", "", *_table(["", "CLIP-T", "CLIP-I", "DINO-I", "images"], rows)]
+        rows = [_score_row(name, v) for name, v in metrics[key].items()]
+        lines += ["", f"## {title}", "", *_table(["", *SCORE_COLUMNS, "images"], rows)]
     return lines
 
 
@@ -314,10 +318,8 @@ def _sweep_lines(metrics: dict) -> list[str]:
         return []
     from elite.evaluate.sweep import sweep_rows
 
-    rows = [
-        [f"{r['lam']:g}", r["clip_t"], r["clip_i"], r["dino_i"], r["images"]] for r in sweep_rows(metrics["sweep"])
-    ]
-    return ["", "## Lambda sweep", "", *_table(["lambda", "CLIP-T", "CLIP-I", "DINO-I", "images"], rows)]
+    rows = [_score_row(f"{r['lam']:g}", r) for r in sweep_rows(metrics["sweep"])]
+    return ["", "## Lambda sweep", "", *_table(["lambda", *SCORE_COLUMNS, "images"], rows)]
 
 
 def _figure_lines(folder: Path) -> list[str]:
