@@ -91,6 +91,7 @@ class TrainGlobalConfig(TrainCommon):
         ge=0
     )  # elastic field magnitude: uniform noise in [-1, 1] smoothed, times alpha (px)
     clip_elastic_sigma: float = Field(ge=1)  # Gaussian smoothing of that noise (px)
+    word_dropout: float = Field(ge=0, le=1)  # share of samples with w0 alone at S*, as inference (authors: 0)
 
     @field_validator("clip_blur_kernel")
     @classmethod

@@ -175,12 +175,17 @@ class GlobalDataset(DrawDataset):
         cfg = self.cfg
         pad = int(rng.integers(cfg.crop_pad[0], cfg.crop_pad[1] + 1))
         template = int(rng.integers(len(TEMPLATES)))
-        tok = tokenize_with_placeholder(self.tokenizer, caption(template), num_slots=NUM_WORDS)
         crop, _ = self.crop(index, pad)
         clip, _ = global_clip_augment(clip_pixels(crop, self.clip.size), rng, self.augment)
+        # word dropout (not the authors'): w0 alone at the placeholder, as inference injects it (no draw when off,
+        # so a run without it draws exactly what it drew before the option existed)
+        primary_only = cfg.word_dropout > 0 and bool(rng.random() < cfg.word_dropout)
+        slots = 1 if primary_only else NUM_WORDS
+        tok = tokenize_with_placeholder(self.tokenizer, caption(template), num_slots=slots)
         sample = {
             "input_ids": tok.input_ids,
             "slot": tok.slot,
+            "primary_only": primary_only,
             "clip_pixels": normalize(clip, self.clip.mean, self.clip.std),
         }
         if self.cache is not None:

@@ -133,15 +133,32 @@ class StageModule(nn.Module):
         )
 
 
+def encode_stage1_text(
+    text_encoder, ids: torch.Tensor, slots: torch.Tensor, words: torch.Tensor, primary_only: torch.Tensor
+) -> torch.Tensor:
+    """Stage 1's text states: each row's words at its slots, w0 alone where `primary_only` (word dropout: the
+    dataset reserved one slot for such rows instead of five)."""
+    if not primary_only.any():
+        return encode_with_words(text_encoder, ids, slots, words)
+    parts = [(rows, k) for rows, k in ((~primary_only, words.shape[1]), (primary_only, 1)) if rows.any()]
+    encoded = [encode_with_words(text_encoder, ids[rows], slots[rows], words[rows, :k]) for rows, k in parts]
+    text = encoded[0].new_empty(ids.shape[0], *encoded[0].shape[1:])
+    for (rows, _), states in zip(parts, encoded, strict=True):
+        text[rows] = states
+    return text
+
+
 class GlobalStageModule(StageModule):
-    """Stage 1: all five words at the placeholder; loss = L_LDM + reg_weight * mean|v|."""
+    """Stage 1: all five words at the placeholder (w0 alone in the rows the dataset marks `primary_only`:
+    train_global.word_dropout); loss = L_LDM + reg_weight * mean|v| over all five words."""
 
     def forward(self, batch: dict) -> dict:
         f = self.frozen
         noisy, target, t = self.noisy_latents(batch)
         words = self.elite.global_mapper(self.clip_features(batch["clip_pixels"]))
-        text = encode_with_words(
-            f.text_encoder, batch["input_ids"].to(self.device), batch["slot"].to(self.device), words
+        dev = self.device
+        text = encode_stage1_text(
+            f.text_encoder, batch["input_ids"].to(dev), batch["slot"].to(dev), words, batch["primary_only"].to(dev)
         )
         pred = f.unet(noisy, t, encoder_hidden_states=text.to(f.unet.dtype)).sample
         ldm, reg = ldm_loss(pred, target), word_regulariser(words)

@@ -13,9 +13,11 @@ from train_helpers import REPO, load_yaml
 
 from elite.config import load_params
 from elite.errors import EliteError
+from elite.models.text import encode_with_words, tokenize_with_placeholder
 from elite.train.augment import local_clip_augment, padded_box
-from elite.train.data import DrawSampler, read_manifest
+from elite.train.data import ClipSpec, DrawSampler, GlobalDataset, collate, read_manifest
 from elite.train.losses import ldm_loss, local_value_regulariser
+from elite.train.stages import encode_stage1_text
 from elite.train.templates import TEMPLATES, caption
 
 
@@ -71,8 +73,6 @@ def test_27_templates_and_prefixes(smoke_pipeline):
     assert caption(0, "a far away") == "a far away photo of a S*"
     assert caption(3, "zoomed in") == "zoomed in the photo of a S*"
     # the placeholder position comes from the tokenizer: "close-up" is three tokens
-    from elite.models.text import tokenize_with_placeholder
-
     tok = smoke_pipeline.tokenizer
     for i in range(27):
         text = caption(i, "very small")
@@ -155,3 +155,47 @@ def test_local_value_regulariser_is_mean_over_layers(smoke_pipeline):
     expected = np.mean([pair["to_v"](tokens).abs().mean().item() for pair in kv.layers.values()])
     assert len(kv.layers) == 16
     assert local_value_regulariser(kv, tokens).item() == pytest.approx(expected, rel=1e-5)
+
+
+def _global_samples(scenes, pipe, draws: int, **update) -> list[dict]:
+    cfg = load_params(REPO / "params.yaml", "smoke").train_global.model_copy(update=update)
+    dataset = GlobalDataset(
+        read_manifest(scenes["global"], need_mask=False), cfg, pipe.tokenizer, ClipSpec(pipe.image_processor)
+    )
+    return [dataset[d] for d in range(draws)]
+
+
+def _reserves(sample: dict, tokenizer, slots: int) -> bool:
+    """Is the sample's prompt one of the templates tokenized with `slots` slots at its placeholder?"""
+    ids = sample["input_ids"]
+    return any(
+        torch.equal(ids, tokenize_with_placeholder(tokenizer, caption(t), num_slots=slots).input_ids)
+        for t in range(len(TEMPLATES))
+    )
+
+
+def test_word_dropout_gives_w0_alone_to_its_share_of_samples(scenes, smoke_pipeline):
+    """Off (the authors' recipe): five slots in every row and the same draws as before the option existed (no
+    extra random draw); at 0.5 about half the rows reserve one slot, and the text encoder gets w0 alone there."""
+    tok = smoke_pipeline.tokenizer
+    off = _global_samples(scenes, smoke_pipeline, 40, word_dropout=0.0)
+    assert not any(s["primary_only"] for s in off) and all(_reserves(s, tok, 5) for s in off)
+    half = _global_samples(scenes, smoke_pipeline, 200, word_dropout=0.5)
+    share = sum(bool(s["primary_only"]) for s in half) / len(half)
+    assert 0.38 < share < 0.62, share
+    assert all(_reserves(s, tok, 1 if s["primary_only"] else 5) for s in half)
+
+    batch = collate(half[:8])
+    assert batch["primary_only"].any() and not batch["primary_only"].all()
+    words = torch.randn(8, 5, smoke_pipeline.text_encoder.config.hidden_size)
+    with torch.no_grad():
+        text = encode_stage1_text(
+            smoke_pipeline.text_encoder, batch["input_ids"], batch["slot"], words, batch["primary_only"]
+        )
+        for i in range(8):
+            k = 1 if batch["primary_only"][i] else 5
+            row = slice(i, i + 1)
+            alone = encode_with_words(
+                smoke_pipeline.text_encoder, batch["input_ids"][row], batch["slot"][row], words[row, :k]
+            )
+            torch.testing.assert_close(text[row], alone, rtol=1e-5, atol=1e-5)
