@@ -275,15 +275,16 @@ def _overall_lines(metrics: dict) -> list[str]:
     if "baseline" in ctx:
         rows.append(_score_row("base model, class word (no concept)", ctx["baseline"]))
     rows.append(["real vs real (upper bound)", None, ctx["real"]["clip_i"], ctx["real"]["dino_i"], None])
-    return ["", "## Overall", "", *_table(["", *SCORE_COLUMNS, "images"], rows)]
+    return ["", "## Overall", "", *_table(["", *SCORE_HEADERS, "images"], rows)]
 
 
-SCORE_COLUMNS = ("CLIP-T", "CLIP-I", "DINO-I")  # the table headers of SCORES
+SCORE_COLUMNS = (("clip_t", "CLIP-T"), ("clip_i", "CLIP-I"), ("dino_i", "DINO-I"))  # (metric key, header), shown order
+SCORE_HEADERS = tuple(header for _, header in SCORE_COLUMNS)
 
 
 def _score_row(name: str, v: dict, *extra) -> list:
-    """A table row: name, CLIP-T, CLIP-I, DINO-I, `extra` columns, images."""
-    return [name, v["clip_t"], v["clip_i"], v["dino_i"], *extra, v["images"]]
+    """A table row: name, the SCORE_COLUMNS, `extra` columns, images."""
+    return [name, *(v[key] for key, _ in SCORE_COLUMNS), *extra, v["images"]]
 
 
 TABLE2_NAMES = {
@@ -301,7 +302,7 @@ def _table2_lines(metrics: dict) -> list[str]:
         "",
         "## ELITE vs optimisation baselines (paper Table 2, on the baselines' subjects)",
         "",
-        *_table(["", *SCORE_COLUMNS, "time per concept (s)", "images"], rows),
+        *_table(["", *SCORE_HEADERS, "time per concept (s)", "images"], rows),
     ]
 
 
@@ -309,7 +310,7 @@ def _breakdown_lines(metrics: dict) -> list[str]:
     lines = []
     for title, key in (("Per prompt family", "families"), ("Per subject", "subjects")):
         rows = [_score_row(name, v) for name, v in metrics[key].items()]
-        lines += ["", f"## {title}", "", *_table(["", *SCORE_COLUMNS, "images"], rows)]
+        lines += ["", f"## {title}", "", *_table(["", *SCORE_HEADERS, "images"], rows)]
     return lines
 
 
@@ -319,7 +320,7 @@ def _sweep_lines(metrics: dict) -> list[str]:
     from elite.evaluate.sweep import sweep_rows
 
     rows = [_score_row(f"{r['lam']:g}", r) for r in sweep_rows(metrics["sweep"])]
-    return ["", "## Lambda sweep", "", *_table(["lambda", *SCORE_COLUMNS, "images"], rows)]
+    return ["", "## Lambda sweep", "", *_table(["lambda", *SCORE_HEADERS, "images"], rows)]
 
 
 def _figure_lines(folder: Path) -> list[str]:

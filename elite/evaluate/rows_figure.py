@@ -7,6 +7,7 @@ their mean +- sd (a black diamond) just below the row."""
 from __future__ import annotations
 
 from elite.evaluate.reference import row_block, row_path
+from elite.evaluate.report import SCORE_COLUMNS
 from elite.evaluate.spread import bar
 
 LABELS = {
@@ -20,7 +21,6 @@ LABELS = {
     "images3": "ELITE, 3 images",
 }
 WORLD = (("identity_acc", "identity"), ("colour_acc", "colour"), ("pattern_acc", "pattern"), ("scene_acc", "scene"))
-SCORES = (("clip_t", "CLIP-T"), ("clip_i", "CLIP-I"), ("dino_i", "DINO-I"))
 
 
 def interval_rows(metrics: dict, key: str) -> list[tuple[str, str, float, float, float]]:
@@ -36,7 +36,7 @@ def interval_rows(metrics: dict, key: str) -> list[tuple[str, str, float, float,
 def rows_figure(metrics: dict, seeds: dict | None = None):
     """seeds: metrics/seeds.json's "metrics" table (`row.key` -> {mean, sd, values}). None when no row has an
     interval (an evaluation made before intervals were recorded)."""
-    panels = WORLD if metrics["overall"].get("identity_acc") is not None else SCORES
+    panels = WORLD if metrics["overall"].get("identity_acc") is not None else SCORE_COLUMNS
     panels = tuple((key, title) for key, title in panels if interval_rows(metrics, key))
     if not panels:
         return None

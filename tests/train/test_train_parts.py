@@ -175,8 +175,8 @@ def _reserves(sample: dict, tokenizer, slots: int) -> bool:
 
 
 def test_word_dropout_gives_w0_alone_to_its_share_of_samples(scenes, smoke_pipeline):
-    """Off (the authors' recipe): five slots in every row and the same draws as before the option existed (no
-    extra random draw); at 0.5 about half the rows reserve one slot, and the text encoder gets w0 alone there."""
+    """Off (the authors' recipe): five slots in every row, none marked; at 0.5 about half the rows reserve one
+    slot, and the text encoder gets w0 alone there."""
     tok = smoke_pipeline.tokenizer
     off = _global_samples(scenes, smoke_pipeline, 40, word_dropout=0.0)
     assert not any(s["primary_only"] for s in off) and all(_reserves(s, tok, 5) for s in off)
