@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,14 +19,15 @@ from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPV
 from elite.concept_file import check_weights, pixels_sha256
 from elite.concepts import Concept, as_concepts, check_multi_concept, fuse_images, image_weights, local_inputs
 from elite.errors import EliteError
-from elite.images import clip_inputs, full_mask, open_image, open_mask
+from elite.images import full_mask, open_image, open_mask
 from elite.io import atomic_dir
 from elite.models.attention import EliteConditioning, KVProjections, attach_base_processors, cross_attention_layers
 from elite.models.elite_model import EliteModel
 from elite.models.features import clip_layer_features
-from elite.models.local_control import Lam, active_steps, check_lam, check_lam_blocks, check_local_steps, lam_is_zero
+from elite.models.local_control import Lam, active_steps, check_lam_blocks, lam_is_zero
 from elite.models.text import encode_with_words, tokenize_plain, tokenize_with_placeholder
-from elite.schedulers import SCHEDULERS, make_scheduler
+from elite.pixels import clip_inputs
+from elite.schedulers import check_sampling, make_scheduler
 
 ELITE_SUBFOLDER = "elite"  # the pipeline component, and its folder in a saved pipeline
 ImageInput = Image.Image | str | os.PathLike
@@ -437,24 +437,3 @@ def _each_local(tokens, fn):
 def _each(text, fn):
     """Apply fn to the text states, or to each layer's states when they differ per layer."""
     return {k: fn(v) for k, v in text.items()} if isinstance(text, dict) else fn(text)
-
-
-def check_sampling(
-    lam: Lam,
-    steps: int,
-    guidance: float,
-    num_images: int,
-    scheduler: str | SchedulerMixin | None = None,
-    local_steps: Sequence[float] = (0.0, 1.0),
-) -> None:
-    """One-line errors for sampling settings, cheap enough to run before any model is loaded."""
-    if isinstance(scheduler, str) and scheduler not in SCHEDULERS:
-        raise EliteError(f"unknown scheduler {scheduler!r}; choose one of: {', '.join(SCHEDULERS)}")
-    check_lam(lam)
-    check_local_steps(local_steps)
-    if not isinstance(steps, int) or steps < 1:
-        raise EliteError(f"num_inference_steps must be an integer >= 1, got {steps}")
-    if not math.isfinite(guidance):
-        raise EliteError(f"guidance_scale must be finite, got {guidance}")
-    if num_images < 1:
-        raise EliteError(f"num_images_per_prompt must be >= 1, got {num_images}")

@@ -25,7 +25,6 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from elite.config.baselines import InversionConfig
 from elite.errors import EliteError
-from elite.images import signed_pixels
 from elite.io import atomic_dir
 from elite.models.attention import (
     EliteConditioning,
@@ -34,8 +33,10 @@ from elite.models.attention import (
     cross_attention_layers,
     layer_level,
 )
-from elite.models.text import PLACEHOLDER, encode_with_words, tokenize_with_placeholder
+from elite.models.text import encode_with_words, tokenize_with_placeholder
 from elite.pipeline import Concept
+from elite.pixels import signed_pixels
+from elite.placeholders import PLACEHOLDER
 from elite.train.losses import diffusion_target, ldm_loss
 from elite.train.templates import TEMPLATES
 

@@ -119,17 +119,15 @@ def prepare_models_cmd(args) -> None:
 
 
 def generate_cmd(args) -> None:
-    import torch
-
-    from elite.io import atomic_file
-    from elite.pipeline import ElitePipeline, check_sampling
+    # the arguments, params and input files are checked before torch, diffusers or a model loads: a bad input is
+    # one line in well under a second (tests/core/test_cli.py checks that torch is not imported)
+    from elite.images import open_image
+    from elite.placeholders import find_placeholders
+    from elite.schedulers import check_sampling
 
     params = load_params(args.params, args.profile)
     cfg = params.generate
     pick = lambda value, default: default if value is None else value  # noqa: E731
-    # inputs are validated before any model is loaded
-    from elite.images import open_image
-    from elite.models.text import find_placeholders
 
     allow_s = pick(args.allow_bare_s, cfg.allow_bare_s)
     groups = [args.image] + ([args.image2] if args.image2 else [])
@@ -145,6 +143,16 @@ def generate_cmd(args) -> None:
     scheduler = pick(args.scheduler, cfg.scheduler)
     check_sampling(lam, steps, guidance, args.num_images, scheduler, args.local_steps)
     base = pick(args.base, str(Path(params.models.dir) / "base"))
+    if args.image:
+        inputs = []
+        for paths, masks in zip(groups, mask_groups):
+            images = [open_image(path) for path in paths]
+            inputs.append((images, [concept_mask(m, i, params) if m else None for m, i in zip(masks, images)]))
+    import torch
+
+    from elite.io import atomic_file
+    from elite.pipeline import ElitePipeline
+
     if args.embeddings:
         from elite.baselines.inversion import Inversion, mix_styles
 
@@ -158,10 +166,6 @@ def generate_cmd(args) -> None:
         concept = load_concept(args.concept)
         pipe = ElitePipeline.from_pretrained(base, pick(args.weights, cfg.weights))
     else:
-        inputs = []
-        for paths, masks in zip(groups, mask_groups):
-            images = [open_image(path) for path in paths]
-            inputs.append((images, [concept_mask(m, i, params) if m else None for m, i in zip(masks, images)]))
         pipe = ElitePipeline.from_pretrained(base, pick(args.weights, cfg.weights))
         concepts = [pipe.encode_concept(images, masks=masks) for images, masks in inputs]
         concept = concepts[0] if len(concepts) == 1 else concepts

@@ -42,7 +42,7 @@ from elite.demo.segment import (
     to_image_pixels,
 )
 from elite.errors import EliteError  # noqa: E402
-from elite.models.text import find_placeholders, shown  # noqa: E402
+from elite.placeholders import find_placeholders, shown  # noqa: E402
 from elite.registry.codec import decode_image, decode_mask  # noqa: E402
 from elite.schedulers import SCHEDULERS  # noqa: E402
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from elite.data.paths import concept_mask_name
 from elite.errors import EliteError
 from elite.evaluate.generate import PAIR_MODES, Job, family_of, fingerprint, image_seed, slug
-from elite.models.text import placeholder_names
+from elite.placeholders import placeholder_names
 
 PAIR_VARIANTS = (*PAIR_MODES, "pair_class", "pair_named")
 

@@ -200,7 +200,7 @@ class ElitePyfunc(PythonModel):
         self.config = cfg
 
     def _row_inputs(self, row: dict) -> dict:
-        from elite.models.text import find_placeholders
+        from elite.placeholders import find_placeholders
 
         def pick(column: str):  # the row's value, else the default stored at registration
             value = row.get(column)

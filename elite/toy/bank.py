@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from elite.images import signed_pixels
+from elite.pixels import signed_pixels
 from elite.toy.world import CLASSES, COLOURS, PATTERNS, SCENES, SceneSpec, render, sample_spec
 from elite.train.templates import TEMPLATES
 

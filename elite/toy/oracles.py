@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from elite.images import signed_pixels
+from elite.pixels import signed_pixels
 from elite.toy.gate import accuracies
 from elite.toy.heldout import ATTRIBUTES, Concept, single_attribute_oracles
 from elite.toy.world import SCENES, SceneSpec, render, sample_object

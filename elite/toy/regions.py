@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from elite.images import signed_pixels
 from elite.io import atomic_dir
+from elite.pixels import signed_pixels
 from elite.toy.bank import Bank
 from elite.toy.probes import HEADS, Probe, accuracy, train_probe
 from elite.toy.world import SceneSpec, render, sample_spec

@@ -17,9 +17,9 @@ import torch
 from diffusers import DDPMScheduler
 from PIL import Image
 
-from elite.images import signed_pixels
 from elite.models.attention import EliteConditioning
 from elite.models.text import tokenize_plain
+from elite.pixels import signed_pixels
 from elite.toy.heldout import Concept, held_out_concepts
 from elite.toy.world import SCENES, SceneSpec, render, sample_object
 from elite.train.losses import diffusion_target

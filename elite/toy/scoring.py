@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from elite.images import signed_pixels
+from elite.pixels import signed_pixels
 from elite.toy.heldout import held_out_concepts, held_out_identities
 from elite.toy.probes import HEADS, load_probes
 from elite.toy.world import SCENES

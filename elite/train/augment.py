@@ -23,7 +23,7 @@ import torch
 from albumentations.augmentations.geometric import functional as AF
 from PIL import Image
 
-from elite.images import signed_pixels
+from elite.pixels import signed_pixels
 
 REFLECT_101 = cv2.BORDER_REFLECT_101  # albumentations 1.3.0's border for Rotate and ElasticTransform ("dcb|abcd")
 

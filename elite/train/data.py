@@ -21,9 +21,10 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from elite.errors import EliteError
-from elite.images import clip_pixels, masked_clip_pixels, normalize, open_image, open_mask
+from elite.images import open_image, open_mask
 from elite.io import inside
 from elite.models.text import tokenize_with_placeholder
+from elite.pixels import clip_pixels, masked_clip_pixels, normalize
 from elite.train.augment import (
     global_clip_augment,
     global_clip_pipeline,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from elite.models.text import PLACEHOLDER
+from elite.placeholders import PLACEHOLDER
 
 TEMPLATES = (
     "a photo of a {}",

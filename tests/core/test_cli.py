@@ -14,6 +14,21 @@ def elite(*args, cwd):
     )
 
 
+# `elite` run in a process that then prints which model libraries the command imported
+REFUSED = (
+    "import sys; from elite.cli import main; code = main(sys.argv[1:]); "
+    "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules)); sys.exit(code)"
+)
+
+
+def elite_refused(*args, cwd):
+    """`elite ARGS` expected to refuse its input with one line before any model library loads (well under a
+    second instead of the ~7 s that importing torch, diffusers and transformers costs)."""
+    run = subprocess.run([sys.executable, "-c", REFUSED, *map(str, args)], capture_output=True, text=True, cwd=cwd)
+    assert run.stdout.strip().splitlines()[-1] == "[]", run.stdout
+    return run
+
+
 @pytest.fixture(scope="module")
 def gen_args(smoke_models, concept_image):
     return ["generate", "--base", smoke_models / "base", "--weights", smoke_models / "elite", "--steps", 2]
@@ -98,7 +113,7 @@ def test_bad_input_exits_with_one_line(case, match, gen_args, concept_image, bad
     args = [*gen_args, "--image", image, "--prompt", prompt, "--out", tmp_path / "o.png", *extra]
     if mask:
         args += ["--mask", mask]
-    run = elite(*args, cwd=repo_root)
+    run = elite_refused(*args, cwd=repo_root)
     assert run.returncode != 0
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], run.stderr
@@ -109,7 +124,7 @@ def test_bad_input_exits_with_one_line(case, match, gen_args, concept_image, bad
 def test_params_typo_is_one_line_with_the_closest_key(tmp_path, repo_root):
     text = (repo_root / "params.yaml").read_text().replace("  guidance: 5.0", "  guidence: 5.0")
     (tmp_path / "params.yaml").write_text(text)
-    run = elite(
+    run = elite_refused(
         "--params",
         tmp_path / "params.yaml",
         "generate",
@@ -186,7 +201,7 @@ def test_placeholder_and_image_count_errors_exit_2(
     extra, prompt, match, gen_args, concept_image, session_tmp, tmp_path, repo_root
 ):
     extra = [{"IMG": concept_image, "MASK": session_tmp / "concept_mask.png"}.get(a, a) for a in extra]
-    run = elite(
+    run = elite_refused(
         *gen_args, "--image", concept_image, *extra, "--prompt", prompt, "--out", tmp_path / "o.png", cwd=repo_root
     )
     lines = [line for line in run.stderr.splitlines() if line.strip()]

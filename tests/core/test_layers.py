@@ -15,7 +15,8 @@ from elite.plugins import DREAMBENCH, MODELS, RELEASES, names, plugin
 ELITE = Path(__file__).resolve().parents[2] / "elite"
 CORE = (
     "elite.models", "elite.pipeline", "elite.config", "elite.loader", "elite.pipelines", "elite.concepts",
-    "elite.schedulers", "elite.images", "elite.automask", "elite.concept_file", "elite.model_configs",
+    "elite.schedulers", "elite.images", "elite.pixels", "elite.placeholders", "elite.automask", "elite.concept_file",
+    "elite.model_configs",
 )  # fmt: skip
 WORLDS = ("elite.toy",)
 # the one known crossing: `--mask auto` runs the mask stage's own SAM rule (same settings as the stage), imported

@@ -258,7 +258,7 @@ def test_demo_on_all_interfaces_without_a_login_does_not_start(repo_root, capsys
 
 def test_short_messages():
     from elite.demo.app import MESSAGE_CHARS, one_line
-    from elite.models.text import find_placeholders
+    from elite.placeholders import find_placeholders
 
     long = "a dog " * 2000
     with pytest.raises(EliteError) as err:

@@ -14,7 +14,7 @@ from PIL import Image
 from train_helpers import REPO
 
 from elite.config import load_params
-from elite.images import clip_inputs, masked_clip_pixels
+from elite.pixels import clip_inputs, masked_clip_pixels
 from elite.train.augment import global_clip_augment, global_clip_pipeline, local_clip_augment, mask_box, scale_augment
 from elite.train.losses import ldm_loss
 
