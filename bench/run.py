@@ -100,35 +100,23 @@ def _missing(key: str, modules: tuple[str, ...]) -> dict | None:
     return None
 
 
-def run(args) -> int:
-    import torch
-    from PIL import Image
-    from tqdm.auto import tqdm
+@dataclasses.dataclass
+class Recorder:
+    """The results file being filled: each figure is written as soon as it is measured (a killed run keeps what
+    it measured); a figure that raises is recorded as failed and the others go on."""
 
-    from bench import figures_dvc, figures_infer, figures_train
-    from bench.measure import machine, merge
-    from bench.models import build_sd, build_smoke, concept_image, load_smoke
-    from bench.settings import FULL, QUICK
-    from elite.config import load_params
-    from elite.io import write_json
+    out: Path
+    wanted: set[str]
+    results: dict
+    started: float = dataclasses.field(default_factory=time.perf_counter)
 
-    settings = QUICK if args.quick else FULL
-    torch.set_num_threads(args.threads)
-    wanted = set(args.only.split(",")) if args.only else set(FIGURES)
-    params = load_params(REPO / "params.yaml", profile="smoke")
-    results = {
-        "schema": 1,
-        "mode": settings.mode,
-        "machine": machine(),
-        "settings": dataclasses.asdict(settings),
-        "figures": {},
-    }
-    started = time.perf_counter()
-    out = Path(args.out)
-    work = Path(tempfile.mkdtemp(prefix="elite-bench-"))
+    def measure(self, key: str, size: str, fn) -> None:
+        from tqdm.auto import tqdm
 
-    def measure(key: str, size: str, fn) -> None:
-        if key not in wanted:
+        from bench.measure import merge
+        from elite.io import write_json
+
+        if key not in self.wanted:
             return
         tqdm.write(f"[bench] {key} ({size}) ...", file=sys.stderr)
         t0 = time.perf_counter()
@@ -138,87 +126,114 @@ def run(args) -> int:
             traceback.print_exc(file=sys.stderr)
             fig = _failed(key, size, exc)
         fig["seconds"] = round(time.perf_counter() - t0, 1)
-        results["figures"][key] = merge(results["figures"].get(key), fig)
-        results["wall_seconds"] = round(time.perf_counter() - started, 1)
-        write_json(out, results)  # after every figure: a killed run keeps what it measured
+        self.results["figures"][key] = merge(self.results["figures"].get(key), fig)
+        self.results["wall_seconds"] = round(time.perf_counter() - self.started, 1)
+        write_json(self.out, self.results)
         tqdm.write(f"[bench] {key} ({size}): {fig['status']} in {fig['seconds']} s", file=sys.stderr)
 
+
+@dataclasses.dataclass
+class Inputs:
+    """What every size's figures share: the smoke models (built once), the concept, the settings."""
+
+    smoke: object
+    smoke_root: Path
+    image: object
+    mask: object
+    params: object
+    settings: object
+    work: Path
+    encode_smoke: dict = dataclasses.field(default_factory=dict)  # the smoke encode figure, for TI's speed-up
+
+
+def _measure_size(rec: Recorder, size: str, inp: Inputs) -> None:
+    """The model figures of one size (smoke: the smoke models; sd: SD-sized random weights) and its SAM figure."""
+    from tqdm.auto import tqdm
+
+    from bench import figures_infer, figures_train
+    from bench.models import build_sd
+
+    settings, params, work, models, concepts = inp.settings, inp.params, inp.work, {}, {}
+    if size == "smoke":
+        models[size] = inp.smoke
+    elif rec.wanted & {"encode", "generation", "step", "training", "memory"}:
+        tqdm.write(f"[bench] building the {size} models (random weights) ...", file=sys.stderr)
+        models[size] = build_sd(inp.smoke, inp.smoke_root, settings.sd_resolution, params, work)
+    if rec.wanted & {"generation", "step"}:
+        concepts[size] = models[size].elite_pipeline().encode_concept(inp.image, inp.mask)
+
+    def encode():
+        fig, _ = figures_infer.encode_latency(models, settings, inp.image, inp.mask)
+        inp.encode_smoke.update(fig["sizes"].get("smoke", {}))
+        return fig
+
+    def train_figure(key: str, module: str, fn):
+        return lambda: (
+            _missing(key, ("elite.train.stages", module))
+            or fn(size, models[size], inp.smoke_root, work, params, settings)
+        )
+
+    def textual_inversion():
+        if not inp.encode_smoke:  # the encode figure was not asked for: TI's speed-up still needs its latency
+            encode()
+        base = inp.smoke_root / "base"
+        return figures_train.textual_inversion(base, inp.image, inp.mask, params, settings, inp.encode_smoke)
+
+    def sam_masking():
+        return _missing("sam", ("elite.data.sam",)) or figures_train.sam_masking(sam, inp.smoke_root, params, settings)
+
+    if models:
+        rec.measure("encode", size, encode)
+        rec.measure("generation", size, lambda: figures_infer.generation(models, concepts, settings))
+        rec.measure("step", size, lambda: figures_infer.sampling_step(models, concepts, settings))
+        rec.measure("training", size, train_figure("training", "elite.train.latents", figures_train.training_step))
+        rec.measure("memory", size, train_figure("memory", "elite.train.memory", figures_train.training_memory))
+    if size == "smoke":
+        rec.measure("textual_inversion", size, textual_inversion)
+    sam = settings.sam_model[size]
+    rec.measure("sam", sam, sam_masking)
+
+
+def run(args) -> int:
+    import torch
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from bench import figures_dvc
+    from bench.measure import machine
+    from bench.models import build_smoke, concept_image, load_smoke
+    from bench.settings import FULL, QUICK
+    from elite.config import load_params
+    from elite.io import write_json
+
+    settings = QUICK if args.quick else FULL
+    torch.set_num_threads(args.threads)
+    wanted = set(args.only.split(",")) if args.only else set(FIGURES)
+    params = load_params(REPO / "params.yaml", profile="smoke")
+    results = {"schema": 1, "mode": settings.mode, "machine": machine(), "settings": dataclasses.asdict(settings)}
+    rec = Recorder(Path(args.out), wanted, {**results, "figures": {}})
+    work = Path(tempfile.mkdtemp(prefix="elite-bench-"))
     try:
-        if wanted - {"dvc"}:  # the dvc figure alone needs no models
+        sizes = settings.sizes if wanted - {"dvc"} else []  # the dvc figure alone needs no models
+        if sizes:
             tqdm.write("[bench] building the smoke models ...", file=sys.stderr)
             smoke_root = build_smoke(work / "models", params)
-            smoke = load_smoke(smoke_root)
             img_path, mask_path = concept_image(work / "concept")
             image, mask = Image.open(img_path).convert("RGB"), Image.open(mask_path).convert("L")
-        encode_smoke: dict = {}
-        for size in tqdm(settings.sizes if wanted - {"dvc"} else [], desc="bench sizes", file=sys.stderr):
-            models, concepts = {}, {}
-            if size == "smoke":
-                models[size] = smoke
-            elif wanted & {"encode", "generation", "step", "training", "memory"}:
-                tqdm.write(f"[bench] building the {size} models (random weights) ...", file=sys.stderr)
-                models[size] = build_sd(smoke, smoke_root, settings.sd_resolution, params, work)
-            if wanted & {"generation", "step"}:
-                concepts[size] = models[size].elite_pipeline().encode_concept(image, mask)
-
-            def encode():
-                fig, _ = figures_infer.encode_latency(models, settings, image, mask)
-                encode_smoke.update(fig["sizes"].get("smoke", {}))
-                return fig
-
-            if models:
-                measure("encode", size, encode)
-                measure("generation", size, lambda: figures_infer.generation(models, concepts, settings))
-                measure("step", size, lambda: figures_infer.sampling_step(models, concepts, settings))
-                measure(
-                    "training",
-                    size,
-                    lambda: (
-                        _missing("training", ("elite.train.stages", "elite.train.latents"))
-                        or figures_train.training_step(size, models[size], smoke_root, work, params, settings)
-                    ),
-                )
-                measure(
-                    "memory",
-                    size,
-                    lambda: (
-                        _missing("memory", ("elite.train.stages", "elite.train.memory"))
-                        or figures_train.training_memory(size, models[size], smoke_root, work, params, settings)
-                    ),
-                )
-            if size == "smoke":
-                measure(
-                    "textual_inversion",
-                    size,
-                    lambda: figures_train.textual_inversion(
-                        smoke_root / "base",
-                        image,
-                        mask,
-                        params,
-                        settings,
-                        encode_smoke
-                        or figures_infer.encode_latency(models, settings, image, mask)[0]["sizes"]["smoke"],
-                    ),
-                )
-            sam = settings.sam_model[size]
-            measure(
-                "sam",
-                sam,
-                lambda: (
-                    _missing("sam", ("elite.data.sam",))
-                    or figures_train.sam_masking(sam, smoke_root, params, settings)
-                ),
-            )
-        measure("dvc", "smoke", lambda: figures_dvc.dvc_repro(REPO, work, args.dvc, args.dvc_timeout))
+            inp = Inputs(load_smoke(smoke_root), smoke_root, image, mask, params, settings, work)
+        for size in tqdm(sizes, desc="bench sizes", file=sys.stderr):
+            _measure_size(rec, size, inp)
+        rec.measure("dvc", "smoke", lambda: figures_dvc.dvc_repro(REPO, work, args.dvc, args.dvc_timeout))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    results = rec.results
     results["machine"]["load_average_at_end"] = list(os.getloadavg())
-    results["wall_seconds"] = round(time.perf_counter() - started, 1)
-    write_json(out, results)
+    results["wall_seconds"] = round(time.perf_counter() - rec.started, 1)
+    write_json(rec.out, results)
     print(render_table(results, args.markdown))
     print(
         f"\n{settings.mode} run in {results['wall_seconds']:.0f} s on {results['machine']['cores']} cores "
-        f"({results['machine']['cpu_model']}, {args.threads} torch thread(s)); results: {out}"
+        f"({results['machine']['cpu_model']}, {args.threads} torch thread(s)); results: {rec.out}"
     )
     return 1 if any(f["status"] == "failed" for f in results["figures"].values()) else 0
 
