@@ -57,6 +57,7 @@ def save_concept(concept: Concept, path: str | os.PathLike, elite: EliteModel) -
         "images_sha256": json.dumps(source.get("images", [])),
         "masks_sha256": json.dumps(source.get("masks", [])),
         "image_weights": json.dumps(source.get("image_weights")),
+        "global_crop": json.dumps(source.get("global_crop")),  # M^g's input: null = the whole image
     }
     with atomic_file(path, suffix=".safetensors") as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
@@ -90,6 +91,7 @@ def load_concept(path: str | os.PathLike, label: str | None = None) -> Concept:
     try:
         images, masks = json.loads(meta.get("images_sha256", "[]")), json.loads(meta.get("masks_sha256", "[]"))
         shares = json.loads(meta.get("image_weights", "null"))
+        crop = json.loads(meta.get("global_crop", "null"))
     except json.JSONDecodeError:
         raise EliteError(f"{name}: damaged concept metadata (image hashes); {MAKE}") from None
     return Concept(
@@ -98,6 +100,7 @@ def load_concept(path: str | os.PathLike, label: str | None = None) -> Concept:
         layer_words=layers or None,
         local_bias=tensors.get("local_bias"),
         provenance={"images": images, "masks": masks, "image_weights": shares}
+        | ({} if crop is None else {"global_crop": crop})
         | {"weights_sha256": meta["weights_sha256"], "file": name},
     )
 

@@ -4,6 +4,7 @@ input is refused before any model library loads (the tensors the models read: el
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from pathlib import Path
 
@@ -103,3 +104,29 @@ def open_mask(path: str | Path, size: tuple[int, int]) -> Image.Image:
 
 def full_mask(image: Image.Image) -> Image.Image:
     return Image.new("L", image.size, 255)
+
+
+def padded_box(box, size: tuple[int, int], pad: int) -> tuple[int, int, int, int]:
+    """Pixel box [x0, y0, x1, y1] grown by `pad` on every side and clipped to the image (width, height)."""
+    w, h = size
+    x0, y0, x1, y1 = box
+    left, top = max(0, math.floor(x0) - pad), max(0, math.floor(y0) - pad)
+    right, bottom = min(w, math.ceil(x1) + pad), min(h, math.ceil(y1) + pad)
+    return left, top, max(right, left + 1), max(bottom, top + 1)
+
+
+def mask_box(mask: Image.Image) -> tuple[int, int, int, int]:
+    """The tight box [x0, y0, x1, y1] of a binary mask's object pixels, as the authors' cal_bbox_by_seg.py:
+    x1 / y1 are the last object column / row (so a crop to x1 + pad ends pad - 1 px past the object), and a
+    side of odd length grows by one pixel (at the far end when it fits, else at the near end)."""
+    arr = np.asarray(mask)
+    ys, xs = np.nonzero(arr)
+    h, w = arr.shape[:2]
+    box = []
+    for lo, hi, limit in ((int(xs.min()), int(xs.max()), w), (int(ys.min()), int(ys.max()), h)):
+        if (hi - lo) % 2 and hi + 1 <= limit:
+            hi += 1
+        if (hi - lo) % 2 and lo - 1 >= 0:
+            lo -= 1
+        box.append((lo, hi))
+    return box[0][0], box[1][0], box[0][1], box[1][1]

@@ -116,12 +116,13 @@ class EliteLoaderMixin:
         mask: ImageInput | Sequence | None = None,
         masks: Sequence[ImageInput | None] | None = None,
         weights: Sequence[float] | None = None,
+        global_crop: int | None = None,
     ) -> Concept:
         """As `ElitePipeline.encode_concept`: one image (or several of one concept, optionally weighted), an
-        optional mask each."""
+        optional mask each; `global_crop` as there."""
         loaded = self._loaded()
         device = self._execution_device  # type: ignore[attr-defined]
-        encoder = ConceptEncoder(loaded.model, loaded.image_encoder, loaded.image_processor, device)
+        encoder = ConceptEncoder(loaded.model, loaded.image_encoder, loaded.image_processor, device, global_crop)
         return encoder(image, mask, masks, weights)
 
     def elite_inputs(

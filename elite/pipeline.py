@@ -19,7 +19,7 @@ from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPV
 from elite.concept_file import check_weights, pixels_sha256
 from elite.concepts import Concept, as_concepts, check_multi_concept, fuse_images, image_weights, local_inputs
 from elite.errors import EliteError
-from elite.images import full_mask, open_image, open_mask
+from elite.images import binary_mask, full_mask, mask_box, open_image, open_mask, padded_box
 from elite.io import atomic_dir
 from elite.models.attention import EliteConditioning, KVProjections, attach_base_processors, cross_attention_layers
 from elite.models.elite_model import EliteModel
@@ -172,6 +172,7 @@ class ElitePipeline(DiffusionPipeline):
         mask: ImageInput | Sequence | None = None,
         masks: Sequence[ImageInput | None] | None = None,
         weights: Sequence[float] | None = None,
+        global_crop: int | None = None,
     ) -> Concept:
         """One forward pass: the global words from the whole image, the local tokens from the masked object.
 
@@ -179,10 +180,14 @@ class ElitePipeline(DiffusionPipeline):
         one concept, `encode_concept([a, b], masks=[ma, None])` (None or "auto" per image; one `mask` applies
         to all): each is encoded alone, then the words are averaged and the local tokens concatenated
         (elite.concepts.fuse_images). A list of one image gives exactly that image's concept. `weights` (one per
-        image, normalised) weight the images: words by weighted mean, local tokens by attention share."""
+        image, normalised) weight the images: words by weighted mean, local tokens by attention share.
+        `global_crop` (pixels): M^g reads the mask's object box grown by this many pixels instead of the whole
+        image, as stage 1 trains on box crops (the authors' inference reads the whole image: None, the default);
+        the local branch is unchanged. Without a mask it is the whole image either way."""
         if self.elite is None or self.image_encoder is None:
             raise EliteError("this pipeline was loaded without ELITE weights; pass elite_weights to encode images")
-        encoder = ConceptEncoder(self.elite, self.image_encoder, self.image_processor, self._execution_device)
+        device = self._execution_device
+        encoder = ConceptEncoder(self.elite, self.image_encoder, self.image_processor, device, global_crop)
         return encoder(image, mask, masks, weights)
 
     # --- generation ----------------------------------------------------------------------------------
@@ -289,8 +294,16 @@ class ConceptEncoder:
     """Encodes concept images with ELITE's mappers (one forward pass each): what `ElitePipeline.encode_concept`
     and `EliteLoaderMixin.encode_concept` share."""
 
-    def __init__(self, elite: EliteModel, image_encoder: CLIPVisionModel, processor: CLIPImageProcessor, device):
+    def __init__(
+        self,
+        elite: EliteModel,
+        image_encoder: CLIPVisionModel,
+        processor: CLIPImageProcessor,
+        device,
+        global_crop: int | None = None,
+    ):
         self.elite, self.image_encoder, self.processor, self.device = elite, image_encoder, processor, device
+        self.global_crop = check_global_crop(global_crop)
 
     def __call__(
         self,
@@ -332,6 +345,8 @@ class ConceptEncoder:
         if mask is not None and not isinstance(mask, Image.Image):
             mask = open_mask(os.fspath(mask), image.size)
         full, masked, m = self.clip_inputs(image, mask)
+        if self.global_crop is not None and mask is not None:
+            full = self.clip_inputs(image.crop(object_box(image, mask, self.global_crop)), None)[0]
         device, dtype = self.device, self.image_encoder.dtype
         layers = self.elite.config.layers
         words = self.elite.global_mapper(clip_layer_features(self.image_encoder, full.to(device, dtype), layers))
@@ -339,8 +354,31 @@ class ConceptEncoder:
         if self.elite.local_mapper is not None:
             feats = clip_layer_features(self.image_encoder, masked.to(device, dtype), layers)
             local = self.elite.local_mapper(feats, m.to(device, dtype))
-        provenance = {"images": [pixels_sha256(image)], "masks": [pixels_sha256(mask)]}
+        provenance: dict[str, Any] = {"images": [pixels_sha256(image)], "masks": [pixels_sha256(mask)]}
+        if self.global_crop is not None:
+            provenance["global_crop"] = self.global_crop
         return Concept(words=words, local_tokens=local, provenance=provenance)
+
+
+def check_global_crop(global_crop: Any) -> int | None:
+    """`global_crop`: None (M^g reads the whole image, as the authors' inference) or pixels >= 0 of padding."""
+    if global_crop is None:
+        return None
+    if isinstance(global_crop, bool) or not isinstance(global_crop, int) or global_crop < 0:
+        raise EliteError(
+            f"global_crop: expected None (the whole image) or a padding in pixels >= 0, got {global_crop!r}"
+        )
+    return global_crop
+
+
+def object_box(image: Image.Image, mask: Image.Image, pad: int) -> tuple[int, int, int, int]:
+    """The mask's tight object box (as stage 1's `mask_box`) grown by `pad` px, clipped to the image."""
+    binary = binary_mask(mask)
+    if binary.size != image.size:
+        binary = binary.resize(image.size, Image.Resampling.NEAREST)
+    if binary.getbbox() is None:
+        raise EliteError("global_crop: the mask has no object pixels (white = object); give a mask of the object")
+    return padded_box(mask_box(binary), image.size, pad)
 
 
 def encode_prompts(

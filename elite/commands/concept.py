@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from elite.commands.core import add_global_crop
 from elite.config import load_params
 
 
@@ -34,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("-o", "--out", required=True, help="output concept file (.safetensors)")
     e.add_argument("--weights", help="ELITE weights folder (default: params generate.weights)")
     e.add_argument("--image-encoder", help="CLIP vision tower (default: the one the weights' config names)")
+    add_global_crop(e)
     e.set_defaults(func=encode_cmd)
 
 
@@ -57,7 +59,7 @@ def encode_cmd(args) -> None:
     source = args.image_encoder or resolve_image_encoder(weights, elite.config.image_encoder)
     tower = _load("the image encoder", source, CLIPVisionModel.from_pretrained, dtype=torch.float32)
     processor = _load("the image processor", source, CLIPImageProcessor.from_pretrained)
-    encoder = ConceptEncoder(elite, tower, processor, torch.device("cpu"))
+    encoder = ConceptEncoder(elite, tower, processor, torch.device("cpu"), args.global_crop)
     with torch.no_grad():
         each = [concept_mask(m, i, params) if m else None for m, i in zip(masks, images)]
         concept = encoder(images, masks=each, weights=args.image_weights)

@@ -56,6 +56,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         help="a second concept's image (repeatable); the prompt names the concepts S1* (--image) and S2* (--image2)",
     )
     g.add_argument("--mask2", action="append", help="masks of the --image2 images, as --mask")
+    add_global_crop(g)
     g.add_argument(
         "--multi-concept",
         choices=["per_concept", "naive"],
@@ -131,8 +132,10 @@ def generate_cmd(args) -> None:
 
     allow_s = pick(args.allow_bare_s, cfg.allow_bare_s)
     groups = [args.image] + ([args.image2] if args.image2 else [])
-    if (args.image2 or args.mask or args.mask2) and not args.image:
-        raise EliteError("--mask, --image2 and --mask2 go with --image (not with --embeddings or --concept)")
+    if (args.image2 or args.mask or args.mask2 or args.global_crop is not None) and not args.image:
+        raise EliteError(
+            "--mask, --image2, --mask2 and --global-crop go with --image (not with --embeddings or --concept)"
+        )
     find_placeholders(args.prompt, len(groups) if args.image else 1, allow_s)
     if args.image:
         mask_groups = [
@@ -167,7 +170,8 @@ def generate_cmd(args) -> None:
         pipe = ElitePipeline.from_pretrained(base, pick(args.weights, cfg.weights))
     else:
         pipe = ElitePipeline.from_pretrained(base, pick(args.weights, cfg.weights))
-        concepts = [pipe.encode_concept(images, masks=masks) for images, masks in inputs]
+        crop = args.global_crop
+        concepts = [pipe.encode_concept(images, masks=masks, global_crop=crop) for images, masks in inputs]
         concept = concepts[0] if len(concepts) == 1 else concepts
     result = pipe(
         args.prompt,
@@ -192,6 +196,27 @@ def generate_cmd(args) -> None:
         with atomic_file(path, suffix=".png") as tmp:
             img.save(tmp, format="PNG")
         print(f"wrote {path}")
+
+
+def add_global_crop(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--global-crop",
+        type=pixels_arg,
+        metavar="PAD",
+        help="M^g reads the mask's object box grown by PAD pixels instead of the whole image (stage 1 trains on "
+        "such crops; the authors' inference, and the default, reads the whole image); needs --mask",
+    )
+
+
+def pixels_arg(text: str) -> int:
+    """--global-crop: a whole number of pixels >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels >= 0, got {text!r}")
+    return value
 
 
 def lam_arg(text: str):

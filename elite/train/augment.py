@@ -13,7 +13,6 @@ translated together with its mask, with OpenCV as they do (`local_clip_augment`)
 
 from __future__ import annotations
 
-import math
 import random
 
 import albumentations as A
@@ -26,32 +25,6 @@ from PIL import Image
 from elite.pixels import signed_pixels
 
 REFLECT_101 = cv2.BORDER_REFLECT_101  # albumentations 1.3.0's border for Rotate and ElasticTransform ("dcb|abcd")
-
-
-def padded_box(box, size: tuple[int, int], pad: int) -> tuple[int, int, int, int]:
-    """Pixel box [x0, y0, x1, y1] grown by `pad` on every side and clipped to the image (width, height)."""
-    w, h = size
-    x0, y0, x1, y1 = box
-    left, top = max(0, math.floor(x0) - pad), max(0, math.floor(y0) - pad)
-    right, bottom = min(w, math.ceil(x1) + pad), min(h, math.ceil(y1) + pad)
-    return left, top, max(right, left + 1), max(bottom, top + 1)
-
-
-def mask_box(mask: Image.Image) -> tuple[int, int, int, int]:
-    """The tight box [x0, y0, x1, y1] of a binary mask's object pixels, as the authors' cal_bbox_by_seg.py:
-    x1 / y1 are the last object column / row (so a crop to x1 + pad ends pad - 1 px past the object), and a
-    side of odd length grows by one pixel (at the far end when it fits, else at the near end)."""
-    arr = np.asarray(mask)
-    ys, xs = np.nonzero(arr)
-    h, w = arr.shape[:2]
-    box = []
-    for lo, hi, limit in ((int(xs.min()), int(xs.max()), w), (int(ys.min()), int(ys.max()), h)):
-        if (hi - lo) % 2 and hi + 1 <= limit:
-            hi += 1
-        if (hi - lo) % 2 and lo - 1 >= 0:
-            lo -= 1
-        box.append((lo, hi))
-    return box[0][0], box[1][0], box[0][1], box[1][1]
 
 
 def target_tensor(img: Image.Image, resolution: int) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from elite.errors import EliteError
-from elite.images import open_image, open_mask
+from elite.images import mask_box, open_image, open_mask, padded_box
 from elite.io import inside
 from elite.models.text import tokenize_with_placeholder
 from elite.pixels import clip_pixels, masked_clip_pixels, normalize
@@ -29,8 +29,6 @@ from elite.train.augment import (
     global_clip_augment,
     global_clip_pipeline,
     local_clip_augment,
-    mask_box,
-    padded_box,
     scale_augment,
     target_tensor,
 )

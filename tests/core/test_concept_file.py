@@ -137,7 +137,7 @@ def test_cli_encode_then_generate_equals_generate_from_the_image(smoke_models, c
     # one-line errors: a missing concept file, --mask without --image, a non-concept file
     for args, message in [
         (["--concept", tmp_path / "none.safetensors"], "none.safetensors: concept file not found"),
-        (["--concept", tmp_path / "c.safetensors", "--mask", mask], "--mask, --image2 and --mask2 go with --image"),
+        (["--concept", tmp_path / "c.safetensors", "--mask", mask], "--mask2 and --global-crop go with --image"),
         (["--concept", weights / "elite.safetensors"], "elite.safetensors: a safetensors file but not an ELITE"),
     ]:
         run = _elite(*common, *args, "--out", tmp_path / "x.png", cwd=repo_root)

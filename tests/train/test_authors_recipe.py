@@ -14,8 +14,9 @@ from PIL import Image
 from train_helpers import REPO
 
 from elite.config import load_params
+from elite.images import mask_box
 from elite.pixels import clip_inputs, masked_clip_pixels
-from elite.train.augment import global_clip_augment, global_clip_pipeline, local_clip_augment, mask_box, scale_augment
+from elite.train.augment import global_clip_augment, global_clip_pipeline, local_clip_augment, scale_augment
 from elite.train.losses import ldm_loss
 
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)

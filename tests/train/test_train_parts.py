@@ -13,8 +13,9 @@ from train_helpers import REPO, load_yaml
 
 from elite.config import load_params
 from elite.errors import EliteError
+from elite.images import padded_box
 from elite.models.text import encode_with_words, tokenize_with_placeholder
-from elite.train.augment import local_clip_augment, padded_box
+from elite.train.augment import local_clip_augment
 from elite.train.data import ClipSpec, DrawSampler, GlobalDataset, collate, read_manifest
 from elite.train.losses import ldm_loss, local_value_regulariser
 from elite.train.stages import encode_stage1_text
