@@ -20,6 +20,8 @@ versioned by the row's `version` (absent = 1, so requests written before version
 | lam           | number | no      | local-branch weight lambda, or per block an object               |
 |               | object |         | {"down": .., "mid": .., "up": ..} (elite.models.local_control)    |
 | local_steps   | list   | no      | [start, end] fractions of the denoising with the local branch    |
+| global_crop   | number | no      | M^g reads the mask's object box + this many px, not the whole     |
+|               |        |         | image (ElitePipeline.encode_concept; default: the whole image)   |
 | steps         | number | no      | sampling steps (a whole number)                                  |
 | guidance      | number | no      | classifier-free guidance scale                                   |
 | seed          | number | no      | random seed (a whole number)                                     |
@@ -72,6 +74,7 @@ def signature(scheduler: str) -> ModelSignature:
             ColSpec("string", "prompt"),
             ColSpec(AnyType(), "lam", required=False),
             ColSpec(AnyType(), "local_steps", required=False),
+            ColSpec(AnyType(), "global_crop", required=False),
             ColSpec(AnyType(), "steps", required=False),
             ColSpec(AnyType(), "guidance", required=False),
             ColSpec(AnyType(), "seed", required=False),
@@ -225,6 +228,7 @@ class ElitePyfunc(PythonModel):
             "multi_concept": mode,
             "lam": _lam(pick("lam")),
             "local_steps": (0.0, 1.0) if _missing(row.get("local_steps")) else _steps(row["local_steps"]),
+            "global_crop": None if _missing(row.get("global_crop")) else _integer(row["global_crop"], "global_crop"),
             "steps": _integer(pick("steps"), "steps"),
             "guidance": _number(pick("guidance"), "guidance"),
             "seed": _integer(pick("seed"), "seed"),
@@ -247,7 +251,7 @@ class ElitePyfunc(PythonModel):
     @staticmethod
     def _file_concept(row: dict):
         """`concept`: a concept file's bytes, in place of the images (either version)."""
-        for field in ("image", "mask", "concepts"):
+        for field in ("image", "mask", "concepts", "global_crop"):
             if not _missing(row.get(field)):
                 raise EliteError(f"{field}: a row with a concept file (concept) has no images; send one or the other")
         return decode_concept(row["concept"], "concept")
@@ -277,7 +281,9 @@ class ElitePyfunc(PythonModel):
             try:
                 args = self._row_inputs(row)
                 concepts = [
-                    c if isinstance(c, Concept) else self.pipe.encode_concept(c[0], masks=c[1])
+                    c
+                    if isinstance(c, Concept)
+                    else self.pipe.encode_concept(c[0], masks=c[1], global_crop=args["global_crop"])
                     for c in args["concepts"]
                 ]
                 result = self.pipe(

@@ -373,3 +373,29 @@ def test_lambda_per_block_and_step_range_rows(saved_model, files, smoke_pipeline
         with pytest.raises(MlflowException) as info:
             model.predict(pd.DataFrame([{**common, "steps": 1, **bad}]))
         assert info.value.error_code == "INVALID_PARAMETER_VALUE" and message in info.value.message, info.value.message
+
+
+def test_global_crop_rows(saved_model, files, smoke_pipeline, concept_image, tmp_path):
+    """`global_crop`: the concept encoded with M^g on the mask's padded object box, as encode_concept(global_crop=)
+    does; a negative value, or one beside a concept file, is an error naming row and field."""
+    model, _, _ = saved_model
+    image, mask = files
+    common = {"prompt": "a S* on the beach", "steps": 2, "seed": 4, "lam": 0.8, "guidance": 5.0}
+    out = [_img(b64) for b64 in model.predict(pd.DataFrame([{"image": image, "mask": mask, "global_crop": g, **common}
+                                                               for g in (3, None)]))["image"]]  # fmt: skip
+    concept = smoke_pipeline.encode_concept(concept_image, concept_image.with_name("concept_mask.png"), global_crop=3)
+    direct = smoke_pipeline("a S* on the beach", concept=concept, lam=0.8, num_inference_steps=2,
+                            generator=torch.Generator().manual_seed(4)).images[0]  # fmt: skip
+    assert np.abs(out[0] - np.asarray(direct).astype(np.int16)).max() <= 2
+    assert not np.array_equal(out[0], out[1])
+    path = tmp_path / "c.safetensors"
+    from elite.concept_file import save_concept
+
+    save_concept(concept, path, smoke_pipeline.elite)
+    for bad, message in [
+        ({"image": image, "mask": mask, "global_crop": -1}, "row 0: global_crop: expected None"),
+        ({"concept": encode_file(path), "global_crop": 2}, "row 0: global_crop: a row with a concept file"),
+    ]:
+        with pytest.raises(MlflowException) as info:
+            model.predict(pd.DataFrame([{**common, "steps": 1, **bad}]))
+        assert info.value.error_code == "INVALID_PARAMETER_VALUE" and message in info.value.message, info.value.message
