@@ -95,9 +95,6 @@ def fuse_images(encoded: Sequence[Concept], weights: Sequence[float] | None = No
         provenance = {key: [h for s in sources if s is not None for h in s[key]] for key in ("images", "masks")}
         if normalised is not None:
             provenance["image_weights"] = normalised
-        crops = {s.get("global_crop") for s in sources if s is not None}
-        if crops != {None}:
-            provenance["global_crop"] = crops.pop() if len(crops) == 1 else sorted(crops, key=str)
     return Concept(words=words, local_tokens=local, provenance=provenance, local_bias=bias)
 
 

@@ -55,6 +55,12 @@ def binary_mask(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.where(level >= MASK_THRESHOLD, 255, 0).astype(np.uint8), mode="L")
 
 
+def binary_mask_at(mask: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`binary_mask`, resized (nearest) to (width, height) when it has another size."""
+    mask = binary_mask(mask)
+    return mask if mask.size == size else mask.resize(size, Image.Resampling.NEAREST)
+
+
 def open_image(path: str | Path) -> Image.Image:
     """An RGB image with EXIF orientation applied, or a one-line EliteError."""
     path = Path(path)

@@ -19,7 +19,7 @@ from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPV
 from elite.concept_file import check_weights, pixels_sha256
 from elite.concepts import Concept, as_concepts, check_multi_concept, fuse_images, image_weights, local_inputs
 from elite.errors import EliteError
-from elite.images import binary_mask, full_mask, mask_box, open_image, open_mask, padded_box
+from elite.images import binary_mask_at, full_mask, mask_box, open_image, open_mask, padded_box
 from elite.io import atomic_dir
 from elite.models.attention import EliteConditioning, KVProjections, attach_base_processors, cross_attention_layers
 from elite.models.elite_model import EliteModel
@@ -326,7 +326,10 @@ class ConceptEncoder:
                 f"image and one mask per image (None: the whole image)"
             )
         image_weights(weights, len(images))  # bad weights fail before any image is encoded
-        return fuse_images([self.encode_one(i, m) for i, m in zip(images, each, strict=True)], weights)
+        concept = fuse_images([self.encode_one(i, m) for i, m in zip(images, each, strict=True)], weights)
+        if self.global_crop is not None and concept.provenance is not None:
+            concept.provenance["global_crop"] = self.global_crop
+        return concept
 
     def clip_inputs(self, image: Image.Image, mask: Image.Image | None):
         proc = self.processor
@@ -354,9 +357,7 @@ class ConceptEncoder:
         if self.elite.local_mapper is not None:
             feats = clip_layer_features(self.image_encoder, masked.to(device, dtype), layers)
             local = self.elite.local_mapper(feats, m.to(device, dtype))
-        provenance: dict[str, Any] = {"images": [pixels_sha256(image)], "masks": [pixels_sha256(mask)]}
-        if self.global_crop is not None:
-            provenance["global_crop"] = self.global_crop
+        provenance = {"images": [pixels_sha256(image)], "masks": [pixels_sha256(mask)]}
         return Concept(words=words, local_tokens=local, provenance=provenance)
 
 
@@ -373,9 +374,7 @@ def check_global_crop(global_crop: Any) -> int | None:
 
 def object_box(image: Image.Image, mask: Image.Image, pad: int) -> tuple[int, int, int, int]:
     """The mask's tight object box (as stage 1's `mask_box`) grown by `pad` px, clipped to the image."""
-    binary = binary_mask(mask)
-    if binary.size != image.size:
-        binary = binary.resize(image.size, Image.Resampling.NEAREST)
+    binary = binary_mask_at(mask, image.size)
     if binary.getbbox() is None:
         raise EliteError("global_crop: the mask has no object pixels (white = object); give a mask of the object")
     return padded_box(mask_box(binary), image.size, pad)

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from elite.images import MASK_THRESHOLD, binary_mask
+from elite.images import MASK_THRESHOLD, binary_mask_at
 
 
 def clip_pixels(image: Image.Image, size: int) -> torch.Tensor:
@@ -24,9 +24,7 @@ def masked_clip_pixels(
     """(whole image, masked object, mask) for the CLIP tower, unnormalised: the object is cut out at the
     image's full resolution (background black, as the authors' image * mask) and then resized like the whole
     image; the mask (binarised with MASK_THRESHOLD) is resized nearest. Shapes (3, S, S), (3, S, S), (1, S, S)."""
-    mask = binary_mask(mask)
-    if mask.size != image.size:
-        mask = mask.resize(image.size, Image.NEAREST)
+    mask = binary_mask_at(mask, image.size)
     obj = Image.composite(image.convert("RGB"), Image.new("RGB", image.size), mask)
     small = np.asarray(mask.resize((size, size), Image.NEAREST)) >= MASK_THRESHOLD
     return clip_pixels(image, size), clip_pixels(obj, size), torch.from_numpy(small.astype(np.float32))[None]

@@ -27,11 +27,6 @@ def placeholder_names(num_concepts: int) -> list[str]:
     return [PLACEHOLDER] if num_concepts == 1 else [f"S{i}*" for i in range(1, num_concepts + 1)]
 
 
-def find_placeholder(prompt: str, allow_bare_s: bool = False) -> re.Match:
-    """The single placeholder in `prompt` (S*, or also a standalone S when `allow_bare_s`)."""
-    return find_placeholders(prompt, 1, allow_bare_s)[0]
-
-
 def find_placeholders(prompt: str, num_concepts: int = 1, allow_bare_s: bool = False) -> list[re.Match]:
     """One placeholder per concept, in concept order: `S*` for one concept (or a standalone S when
     `allow_bare_s`), `S1*` ... `SN*` for N concepts, each exactly once; anything else is an EliteError."""
