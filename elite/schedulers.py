@@ -29,10 +29,14 @@ def make_scheduler(name_or_scheduler: str | SchedulerMixin, base_config) -> Sche
 
     if isinstance(name_or_scheduler, SchedulerMixin):
         return name_or_scheduler.__class__.from_config(name_or_scheduler.config)
-    if name_or_scheduler not in SCHEDULERS:
-        raise EliteError(f"unknown scheduler {name_or_scheduler!r}; choose one of: {', '.join(SCHEDULERS)}")
+    check_scheduler(name_or_scheduler)
     cls, overrides = SCHEDULERS[name_or_scheduler]
     return getattr(diffusers, cls).from_config(base_config, **overrides)
+
+
+def check_scheduler(name: str) -> None:
+    if name not in SCHEDULERS:
+        raise EliteError(f"unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULERS)}")
 
 
 def check_sampling(
@@ -44,8 +48,8 @@ def check_sampling(
     local_steps: Sequence[float] = (0.0, 1.0),
 ) -> None:
     """One-line errors for sampling settings, cheap enough to run before any model is loaded."""
-    if isinstance(scheduler, str) and scheduler not in SCHEDULERS:
-        raise EliteError(f"unknown scheduler {scheduler!r}; choose one of: {', '.join(SCHEDULERS)}")
+    if isinstance(scheduler, str):
+        check_scheduler(scheduler)
     check_lam(lam)
     check_local_steps(local_steps)
     if not isinstance(steps, int) or steps < 1:
