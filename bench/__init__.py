@@ -6,5 +6,6 @@
 - `classic`: the authors' style of attention (no SDPA, heads folded into the batch) for the step figure.
 - `figures_infer`: concept encoding, generation vs StableDiffusionPipeline, sampling step.
 - `figures_train`: Textual-Inversion-style optimisation, stage-1 training step, SAM masking.
+- `figures_device`: both training stages' step memory per option on the training device (`--device cuda`).
 - `figures_dvc`: `dvc repro` of the smoke pipeline in a temporary copy (opt-in, `--dvc`).
 """

@@ -3,7 +3,6 @@ step with vs without the VAE latent cache, and SAM masking with all boxes in one
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ import torch
 from PIL import Image
 
 from bench.measure import Samples, figure, headline, interleaved, ratio, ratio_headline
-from bench.models import Models, scene
+from bench.models import Models, scene, train_manifest
 from bench.settings import Settings
 
 
@@ -81,24 +80,6 @@ def textual_inversion(
     )
 
 
-def _train_images(root: Path, n: int, seed: int) -> Path:
-    """A stage-1 manifest (data/curated/global.jsonl format) of n generated JPEGs, one box each."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for i in range(n):
-        w, h = int(rng.integers(320, 480)), int(rng.integers(320, 480))
-        img, boxes = scene(rng, w, h, 3)
-        path = root / f"{i:03d}.jpg"
-        Image.fromarray(img).save(path, quality=90)
-        lines.append(
-            json.dumps({"image": str(path), "box": boxes[0], "label": "Thing", "image_id": f"{i:03d}", "mask": None})
-        )
-    manifest = root / "global.jsonl"
-    manifest.write_text("\n".join(lines) + "\n")
-    return manifest
-
-
 @dataclass
 class Stage1:
     """Stage 1 as the training code builds it (GlobalStage, its dataset and loss module), outside accelerate."""
@@ -123,7 +104,7 @@ def stage1(name: str, m: Models | None, smoke_root: Path, work: Path, params, se
     from elite.train.stages import Frozen, GlobalStage, load_frozen
 
     base, init_dir = params.train_global, smoke_root / "elite"
-    manifest = _train_images(work / f"train_images_{name}", settings.train_rows[name], settings.seed)
+    manifest = train_manifest(work / f"train_images_{name}", settings.train_rows[name], settings.seed)
     update = {
         "manifest": str(manifest),
         "init": str(init_dir),

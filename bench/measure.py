@@ -174,6 +174,10 @@ CATALOG = {
         "stage-1 step memory per option (checkpointing, bf16, 8-bit AdamW)",
         "report (target: paper stage 1 < 24 GB)",
     ),
+    "device_memory": (
+        "stage-1 and stage-2 step peak memory on the training device, per option (paper profile on a CUDA GPU)",
+        "stage 1 at the paper's per-process batch < 24 GiB (CUDA)",
+    ),
     "sam": ("SAM masking, all boxes of an image in one call vs one call per box", ">= 3x"),
     "dvc": ("smoke pipeline: dvc repro from nothing, then with nothing changed", "<= 15 min and <= 10 s"),
 }
@@ -244,7 +248,8 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine() -> dict:
+def machine(device=None) -> dict:
+    """The machine record; `device` (a torch.device) names the GPU when the figures ran on one."""
     import diffusers
     import torch
     import transformers
@@ -265,7 +270,8 @@ def machine() -> dict:
         "transformers": transformers.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cuda_used": False,
+        "cuda_used": device is not None and device.type == "cuda",
+        "gpu": torch.cuda.get_device_name(device) if device is not None and device.type == "cuda" else None,
         "load_average_at_start": list(os.getloadavg()),
         "rss_method": RSS_METHOD,
     }

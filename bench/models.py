@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,3 +194,26 @@ def scene(rng: np.random.Generator, w: int, h: int, k: int) -> tuple[np.ndarray,
         img[inside] = rng.integers(100, 256, 3)
         boxes.append([x0, y0, x0 + bw, y0 + bh])
     return img, boxes
+
+
+def train_manifest(root: Path, n: int, seed: int, masks: bool = False) -> Path:
+    """A training manifest (data/curated/*.jsonl format) of n generated JPEG scenes, the first object's box
+    each; `masks`: that box as a mask PNG too (stage 2 reads masks), else "mask": null (stage 1)."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(n):
+        w, h = int(rng.integers(320, 480)), int(rng.integers(320, 480))
+        img, boxes = scene(rng, w, h, 3)
+        Image.fromarray(img).save(root / f"{i:03d}.jpg", quality=90)
+        row = {"image": str(root / f"{i:03d}.jpg"), "box": boxes[0], "label": "Thing", "image_id": f"{i:03d}"}
+        if masks:
+            x0, y0, x1, y1 = boxes[0]
+            mask = np.zeros((h, w), np.uint8)
+            mask[y0:y1, x0:x1] = 255
+            Image.fromarray(mask).save(root / f"{i:03d}_mask.png")
+            row.update(mask=str(root / f"{i:03d}_mask.png"), mask_source="box")
+        lines.append(json.dumps({"mask": None, **row}))
+    manifest = root / "rows.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest

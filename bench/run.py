@@ -5,6 +5,7 @@
     python bench/run.py --quick --out /tmp/r.json   # smoke sizes, few repeats: checks the code paths only
     python bench/run.py --only encode,generation    # some figures
     python bench/run.py --table bench/results.json --markdown   # print the table of a results file
+    python bench/run.py --device cuda   # on a GPU node: the device_memory figure -> bench/results_cuda.json
 
 Every model is built from its configuration with random weights in a temporary folder; nothing in the
 checkout (models/, data/, mlflow.db) is read or written except the results file.
@@ -29,7 +30,8 @@ if str(REPO) not in sys.path:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-FIGURES = ("encode", "generation", "step", "textual_inversion", "training", "memory", "sam", "dvc")
+FIGURES = ("encode", "generation", "step", "textual_inversion", "training", "memory", "device_memory", "sam", "dvc")
+GPU_FIGURES = ("device_memory",)  # what `--device cuda` measures unless --only names more (those run on the CPU)
 
 
 def _fmt(value, unit: str) -> str:
@@ -199,7 +201,7 @@ def run(args) -> int:
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from bench import figures_dvc
+    from bench import figures_device, figures_dvc
     from bench.measure import machine
     from bench.models import build_smoke, concept_image, load_smoke
     from bench.settings import FULL, QUICK
@@ -208,9 +210,15 @@ def run(args) -> int:
 
     settings = QUICK if args.quick else FULL
     torch.set_num_threads(args.threads)
-    wanted = set(args.only.split(",")) if args.only else set(FIGURES)
+    device = torch.device(args.device)
+    wanted = set(args.only.split(",")) if args.only else set(GPU_FIGURES if device.type == "cuda" else FIGURES)
     params = load_params(REPO / "params.yaml", profile="smoke")
-    results = {"schema": 1, "mode": settings.mode, "machine": machine(), "settings": dataclasses.asdict(settings)}
+    results = {
+        "schema": 1,
+        "mode": settings.mode,
+        "machine": machine(device),
+        "settings": dataclasses.asdict(settings),
+    }
     rec = Recorder(Path(args.out), wanted, {**results, "figures": {}})
     work = Path(tempfile.mkdtemp(prefix="elite-bench-"))
     try:
@@ -223,6 +231,10 @@ def run(args) -> int:
             inp = Inputs(load_smoke(smoke_root), smoke_root, image, mask, params, settings, work)
         for size in tqdm(sizes, desc="bench sizes", file=sys.stderr):
             _measure_size(rec, size, inp)
+        if sizes:
+            size = "sd" if device.type == "cuda" else "smoke"
+            measure = figures_device.device_memory
+            rec.measure("device_memory", size, lambda: measure(smoke_root, work, settings, device))
         rec.measure("dvc", "smoke", lambda: figures_dvc.dvc_repro(REPO, work, args.dvc, args.dvc_timeout))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -251,12 +263,26 @@ def main(argv: list[str] | None = None) -> int:
         "erratic and several times slower; use the core count on a quiet machine)",
     )
     parser.add_argument("--only", help=f"comma-separated figures out of: {','.join(FIGURES)}")
-    parser.add_argument("--out", default=str(REPO / "bench" / "results.json"), help="results file")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: on a GPU node, the device_memory figure at the paper profile's settings (default out "
+        "bench/results_cuda.json); the other figures run on the CPU",
+    )
+    parser.add_argument("--out", help="results file (default bench/results.json; --device cuda: results_cuda.json)")
     parser.add_argument("--table", metavar="RESULTS", help="print the table of an existing results file and exit")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
+    if args.out is None:
+        args.out = str(REPO / "bench" / ("results_cuda.json" if args.device == "cuda" else "results.json"))
+    if args.device == "cuda" and not args.table:
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error("--device cuda: torch sees no CUDA GPU here (run it on a GPU node, or leave --device out)")
     if args.only:
         unknown = [f for f in args.only.split(",") if f not in FIGURES]
         if unknown:

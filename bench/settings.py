@@ -37,6 +37,8 @@ class Settings:
     ]  # SAM measured in each size's phase: "tiny" (the smoke SAM) or a SAM type (random weights)
     sam_images: dict[str, int]  # images per round, by SAM model
     sam_rounds: dict[str, int]
+    device_memory_rows: int = 8  # training images the device_memory figure's steps draw from
+    device_memory_steps: int = 3  # optimiser steps per option in the device_memory figure (the first builds state)
     sam_boxes: tuple[int, int] = (4, 6)  # [min, max] boxes per image (the issue: images with >= 4 boxes)
     prompt: str = "a photo of a S* on the beach"
     seed: int = 0
@@ -81,4 +83,6 @@ QUICK = Settings(
     sam_model={"smoke": "tiny"},
     sam_images={"tiny": 2},
     sam_rounds={"tiny": 2},
+    device_memory_rows=4,
+    device_memory_steps=2,
 )

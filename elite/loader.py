@@ -54,6 +54,12 @@ class LoadedElite:
     image_processor: CLIPImageProcessor
     saved_processors: dict[str, Any]
 
+    def follow(self, device: torch.device) -> None:
+        """ELITE (mappers and the K/V its processors call) and the CLIP tower to the device the pipeline runs
+        on: `pipe.to(...)` and diffusers' offload move the pipeline's own components, which these are not."""
+        self.model.to(device)
+        self.image_encoder.to(device)
+
 
 class EliteLoaderMixin:
     """`load_elite` / `encode_concept` / `unload_elite` for a Stable Diffusion pipeline (see the module doc)."""
@@ -122,6 +128,7 @@ class EliteLoaderMixin:
         optional mask each; `global_crop` as there."""
         loaded = self._loaded()
         device = self._execution_device  # type: ignore[attr-defined]
+        loaded.follow(device)
         encoder = ConceptEncoder(loaded.model, loaded.image_encoder, loaded.image_processor, device, global_crop)
         return encoder(image, mask, masks, weights)
 
@@ -147,6 +154,8 @@ class EliteLoaderMixin:
             raise EliteError("per-layer concepts (XTI) need ElitePipeline; load_elite takes one word per concept")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         device = self._execution_device  # type: ignore[attr-defined]
+        if self.elite_loaded is not None:
+            self.elite_loaded.follow(device)
         tokenizer, text_encoder = self.tokenizer, self.text_encoder  # type: ignore[attr-defined]
         text, slots = encode_prompts(tokenizer, text_encoder, device, prompts, concepts, allow_bare_s)
         uncond = unconditional_states(tokenizer, text_encoder, device).expand(len(prompts), -1, -1)

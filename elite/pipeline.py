@@ -380,6 +380,19 @@ def object_box(image: Image.Image, mask: Image.Image, pad: int) -> tuple[int, in
     return padded_box(mask_box(binary), image.size, pad)
 
 
+def onload(model) -> None:
+    """With enable_model_cpu_offload() a model moves to the accelerator in the accelerate hook of its forward.
+    ELITE calls the text encoder's parts (to put w0 at the placeholder), not its forward, so it runs that hook
+    itself first (which also sends the model before it in the chain back to the CPU). No offload hook: nothing."""
+    hook = getattr(model, "_hf_hook", None)
+    if hook is None:
+        return
+    from accelerate.hooks import CpuOffload  # a hook is there, so accelerate is installed
+
+    if isinstance(hook, CpuOffload):
+        hook.pre_forward(model)
+
+
 def encode_prompts(
     tokenizer: CLIPTokenizer,
     text_encoder: CLIPTextModel,
@@ -395,6 +408,7 @@ def encode_prompts(
     With `concept.layer_words` the states are a dict with one tensor per cross-attention layer. `all_words`:
     every global word of the one concept at S* (w0 first, the later tokens shifted), as stage 1 trains."""
     concepts = as_concepts(concept)
+    onload(text_encoder)
     if all_words and (len(concepts) > 1 or concepts[0].layer_words is not None):
         raise EliteError("all_words injects one concept's global words: give one concept without per-layer words")
     slots_per = concepts[0].words.shape[1] if all_words else 1

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
-FIGURES = ("encode", "generation", "step", "textual_inversion", "training", "memory", "sam", "dvc")
+FIGURES = ("encode", "generation", "step", "textual_inversion", "training", "memory", "device_memory", "sam", "dvc")
 
 
 def test_quick_run_writes_every_figure(quick_run):
@@ -80,6 +84,52 @@ def test_training_figure_is_measured_or_says_why(quick_run):
         assert "elite.train" in fig["reason"]
     dvc = quick_run[2]["figures"]["dvc"]
     assert dvc["status"] == "not measured" and "--dvc" in dvc["reason"]
+
+
+def test_device_memory_runs_both_stages_on_the_cpu(quick_run):
+    """The device_memory figure's code path on the smoke models (CPU: peak RSS); on a GPU node the same code
+    measures CUDA memory at the paper profile's settings (`--device cuda`, bench/results_cuda.json)."""
+    from bench.figures_device import OPTIONS
+
+    fig = quick_run[2]["figures"]["device_memory"]
+    assert fig["status"] == "measured", fig.get("reason")
+    smoke = fig["sizes"]["smoke"]
+    assert smoke["device"] == "cpu" and smoke["profile"] == "smoke" and not smoke["bitsandbytes"]
+    for stage in ("train_global", "train_local"):
+        rows = smoke[stage]["options"]
+        cpu_options = {k for k, v in OPTIONS.items() if v[0] == "adamw" and v[2] != "fp16"}
+        assert set(rows) == cpu_options, stage
+        for row in rows.values():
+            assert 0 < row["resident_before_first_step_gib"] <= row["peak_gib"] and row["median_step_s"] > 0
+            assert row["trainable_params_m"] > 0 and np.isfinite(row["final_loss"])
+    assert len(fig["headline"]) == 2 * len(cpu_options)
+
+
+def test_cuda_results_file_is_this_code_s(repo_root):
+    """bench/results_cuda.json, the GPU node's run (issue 27: does stage 1 at the authors' batch fit 24 GB?),
+    names every option of bench/figures_device.py for both stages at the paper profile's settings."""
+    from bench.figures_device import OPTIONS
+    from elite.config import load_params
+
+    results = json.loads((repo_root / "bench" / "results_cuda.json").read_text())
+    assert results["machine"]["cuda_used"] and results["machine"]["gpu"]
+    sd = results["figures"]["device_memory"]["sizes"]["sd"]
+    paper = load_params(repo_root / "params.yaml", profile="paper")
+    assert sd["profile"] == "paper" and sd["bitsandbytes"]
+    for stage, cfg in (("train_global", paper.train_global), ("train_local", paper.train_local)):
+        assert (sd[stage]["resolution"], sd[stage]["batch_size"]) == (cfg.resolution, cfg.batch_size)
+        assert set(sd[stage]["options"]) == set(OPTIONS), stage
+
+
+def test_device_cuda_without_a_gpu_is_one_line():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: --device cuda runs")
+    cmd = [sys.executable, str(REPO / "bench" / "run.py"), "--device", "cuda"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--device cuda: torch sees no CUDA GPU" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_table_of_a_results_file(quick_run):

@@ -12,10 +12,12 @@ mishandles (a weight comes back as a plain tensor); `_sequential_offload` runs d
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from accelerate import cpu_offload
 from accelerate.hooks import CpuOffload
+from PIL import Image
 
 from elite.models.attention import EliteCrossAttnProcessor, cross_attention_layers
 from elite.pipeline import ElitePipeline
@@ -108,3 +110,32 @@ def test_offload_on_a_gpu(fresh, concept_image):
         assert pipe._execution_device.type == "cuda"
         torch.testing.assert_close(generate(pipe, concept_image, steps=10), reference, rtol=0, atol=1e-3, msg=enable)
         assert pipe.elite.device.type == "cuda"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_loaded_pipeline_offload_on_a_gpu(smoke_models, concept_image):
+    """`load_elite` on diffusers' own pipeline under enable_model_cpu_offload(): w0 goes into the text encoder's
+    parts, which its offload hook does not see (this failed with tensors on two devices before elite.pipeline's
+    `onload`)."""
+    from diffusers import StableDiffusionPipeline
+
+    from elite.loader import EliteStableDiffusionPipeline
+
+    def loaded() -> EliteStableDiffusionPipeline:
+        sd = StableDiffusionPipeline.from_pretrained(
+            smoke_models / "base", safety_checker=None, requires_safety_checker=False
+        )
+        pipe = EliteStableDiffusionPipeline.from_pipe(sd)
+        pipe.set_progress_bar_config(disable=True)
+        pipe.load_elite(smoke_models / "elite")
+        return pipe
+
+    def images(pipe) -> np.ndarray:
+        concept = pipe.encode_concept(Image.open(concept_image).convert("RGB"))
+        g = torch.Generator().manual_seed(0)
+        return pipe("a S* on the beach", concept=concept, num_inference_steps=10, generator=g, output_type="np").images
+
+    reference = images(loaded().to("cuda"))
+    pipe = loaded()
+    pipe.enable_model_cpu_offload()
+    np.testing.assert_allclose(images(pipe), reference, rtol=0, atol=1e-3)
