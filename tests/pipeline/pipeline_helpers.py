@@ -55,6 +55,9 @@ def stage_env(repo: Path, **extra: str) -> dict[str, str]:
     (plus the import tracer), and its own MLflow store and FiftyOne database."""
     env = dict(os.environ)
     env.pop("PREFECT_API_URL", None)
+    # the copy's own FiftyOne database (FIFTYONE_DATABASE_DIR below), not a mongod another test of this worker
+    # started for its session (tests/data/conftest.py sets the URI in os.environ while its session lasts)
+    env.pop("FIFTYONE_DATABASE_URI", None)
     env.update(
         {
             "PATH": os.pathsep.join([str(BIN), env.get("PATH", "")]),
