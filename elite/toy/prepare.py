@@ -13,7 +13,7 @@ import multiprocessing
 import shutil
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
@@ -22,6 +22,7 @@ from tqdm import tqdm
 from transformers import CLIPTextModel, CLIPVisionModel
 
 from elite.config import Params
+from elite.errors import EliteError
 from elite.io import atomic_dir, write_json
 from elite.model_configs import clip_processor
 from elite.smoke_models import init_elite_weights, save_sd_folder, write_clip_tokenizer
@@ -175,32 +176,51 @@ PARTS = {"vae": prepare_vae, "clip": prepare_clip, "base": prepare_base, "evalua
 LANES = (("clip", "base"), ("vae", "evaluators"))
 
 
+FAILED = "_lane_failed"  # written by a lane whose part raised, so that the other lane stops waiting for it
+
+
 def _run_parts(params: Params, out: Path, names: list[str], wait_for: Path | None = None) -> None:
     """The parts `names` in order, each on `toy.threads` threads with the torch seed reset (so a part's result
-    does not depend on what ran before it in the same process)."""
+    does not depend on what ran before it in the same process). In a lane (`wait_for`: the other lane's VAE
+    folder, which base needs) a part that raises leaves `out/_lane_failed` behind before the error goes on."""
     torch.set_num_threads(params.toy.threads)
-    for name in names:
-        if name == "base" and wait_for is not None:
-            while not wait_for.is_dir():  # the other lane's VAE (atomic: the folder appears whole)
-                time.sleep(2)
-        torch.manual_seed(params.toy.seed)
-        PARTS[name](params, out)
+    try:
+        for name in names:
+            if name == "base" and wait_for is not None:
+                _wait_for(wait_for, out / FAILED)
+            torch.manual_seed(params.toy.seed)
+            PARTS[name](params, out)
+    except BaseException as exc:
+        if wait_for is not None:
+            (out / FAILED).write_text(f"{', '.join(names)}: {type(exc).__name__}: {exc}\n")
+        raise
+
+
+def _wait_for(folder: Path, failed: Path) -> None:
+    """Until `folder` appears (atomic: whole), or the other lane says it failed (then a one-line error)."""
+    while not folder.is_dir():
+        if failed.is_file():
+            raise EliteError(f"prepare_models: the other lane failed ({failed.read_text().strip()})")
+        time.sleep(2)
 
 
 def prepare_toy(params: Params, out: Path, parts: list[str] | None = None, lanes: int = 2) -> None:
     """Every part (base needs vae and clip), in two processes when `lanes` is 2, then fresh ELITE weights for the
-    new base and the base gate. `parts` runs just those, in order, in this process."""
+    new base and the base gate. `parts` runs just those, in order, in this process. In two lanes the first
+    error is raised as soon as its lane ends (the other lane finishes its part or stops at its wait)."""
     if parts is not None:
         _run_parts(params, out, parts)
         return _finish(params, out, parts)
     shutil.rmtree(out / "_vae", ignore_errors=True)  # never a VAE left by a run that was stopped
+    (out / FAILED).unlink(missing_ok=True)
     if lanes == 1:
         _run_parts(params, out, list(PARTS))
     else:
         ctx = multiprocessing.get_context("spawn")
+        out.mkdir(parents=True, exist_ok=True)
         with ProcessPoolExecutor(2, mp_context=ctx) as pool:
             futures = [pool.submit(_run_parts, params, out, list(lane), out / "_vae") for lane in LANES]
-            for future in futures:
+            for future in as_completed(futures):
                 future.result()
     _finish(params, out, None)
 

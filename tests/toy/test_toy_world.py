@@ -267,3 +267,27 @@ def test_word_gate_samples_seen_and_held_out_concepts_from_one_render_each(tiny_
     assert (w0["all_words"], every["all_words"]) == (False, True)
     assert main(["--models", str(out), "--weights", str(out / "elite"), "--images", "4", "--steps", "2"]) == 0
     assert json.loads(capsys.readouterr().out) == w0
+
+
+@pytest.mark.timeout(60)
+def test_a_failed_lane_stops_the_other_lane_instead_of_hanging_it(tmp_path, repo_root, monkeypatch):
+    """prepare_toy's two lanes: when the VAE lane fails, the lane whose base waits for that VAE stops with a
+    one-line error naming the failure (before, it waited for the VAE folder forever and the stage hung). The
+    failure is injected into the VAE part; the two lanes' code runs here one after the other."""
+    from toy_helpers import tiny_toy_params
+
+    from elite.errors import EliteError
+    from elite.toy import prepare
+
+    def disk_full(params, out):
+        raise OSError("No space left on device")
+
+    monkeypatch.setitem(prepare.PARTS, "vae", disk_full)
+    params, out = tiny_toy_params(repo_root), tmp_path / "pretrained"
+    out.mkdir()
+    with pytest.raises(OSError, match="No space"):
+        prepare._run_parts(params, out, ["vae", "evaluators"], out / "_vae")
+    assert (out / prepare.FAILED).read_text() == "vae, evaluators: OSError: No space left on device\n"
+    with pytest.raises(EliteError, match=r"the other lane failed \(vae, evaluators: OSError: No space left"):
+        prepare._run_parts(params, out, ["base"], out / "_vae")
+    assert not (out / "base").exists()
