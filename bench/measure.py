@@ -254,6 +254,7 @@ def machine(device=None) -> dict:
     import torch
     import transformers
 
+    cuda = device is not None and device.type == "cuda"
     try:
         mem_total = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) / 2**20
     except (OSError, AttributeError):
@@ -270,8 +271,8 @@ def machine(device=None) -> dict:
         "transformers": transformers.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cuda_used": device is not None and device.type == "cuda",
-        "gpu": torch.cuda.get_device_name(device) if device is not None and device.type == "cuda" else None,
+        "cuda_used": cuda,
+        "gpu": torch.cuda.get_device_name(device) if cuda else None,
         "load_average_at_start": list(os.getloadavg()),
         "rss_method": RSS_METHOD,
     }

@@ -114,9 +114,9 @@ def test_offload_on_a_gpu(fresh, concept_image):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_loaded_pipeline_offload_on_a_gpu(smoke_models, concept_image):
-    """`load_elite` on diffusers' own pipeline under enable_model_cpu_offload(): w0 goes into the text encoder's
-    parts, which its offload hook does not see (this failed with tensors on two devices before elite.pipeline's
-    `onload`)."""
+    """`load_elite` on diffusers' own pipeline, moved with `.to("cuda")` and under enable_model_cpu_offload(): the
+    same images. What load_elite installs (the CLIP tower, ELITE's mappers and K/V) is no pipeline component, so
+    neither moves it; this failed with tensors on two devices before `LoadedElite.follow`."""
     from diffusers import StableDiffusionPipeline
 
     from elite.loader import EliteStableDiffusionPipeline
