@@ -98,7 +98,7 @@ def _models(setup: Setup, resolution: int, dtype: torch.dtype):
         )  # fmt: skip
     for model in (unet, vae, text_encoder, tower):
         model.requires_grad_(False).eval().to(dtype)
-    frozen = Frozen(
+    frozen = Frozen.in_memory(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=CLIPTokenizer.from_pretrained(root / "base", subfolder="tokenizer"),
@@ -106,8 +106,6 @@ def _models(setup: Setup, resolution: int, dtype: torch.dtype):
         image_encoder=tower,
         image_processor=CLIPImageProcessor.from_pretrained(root / "image_encoder"),
         noise_scheduler=DDPMScheduler.from_pretrained(root / "base", subfolder="scheduler"),
-        base="(in memory)",
-        image_encoder_src="(in memory)",
     )
     return frozen, init
 

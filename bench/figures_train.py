@@ -122,7 +122,7 @@ def stage1(name: str, m: Models | None, smoke_root: Path, work: Path, params, se
     else:
         cfg = base.model_copy(update={**update, "resolution": settings.sd_resolution, "batch_size": 1})
         init = m.elite
-        frozen = Frozen(
+        frozen = Frozen.in_memory(
             vae=m.vae,
             text_encoder=m.text_encoder,
             tokenizer=m.tokenizer,
@@ -130,8 +130,6 @@ def stage1(name: str, m: Models | None, smoke_root: Path, work: Path, params, se
             image_encoder=m.image_encoder,
             image_processor=m.image_processor,
             noise_scheduler=DDPMScheduler.from_config(m.scheduler_config),
-            base="(in memory)",
-            image_encoder_src="(in memory)",
         )
         vae_dir = m.vae_dir
     stage = GlobalStage(cfg)

@@ -59,7 +59,7 @@ def check_lam(lam: Any, field: str = "lam") -> None:
                 _number(s, name if len(scales) == 1 and not isinstance(scale, (list, tuple)) else f"{name}[{i}]")
 
 
-def _position(layer: str) -> tuple[str, int, int]:
+def position(layer: str) -> tuple[str, int, int]:
     """(part, block, attention) of a cross-attention layer key such as down_blocks_1_attentions_0_..._attn2."""
     parts = layer.split("_")
     if parts[:2] == ["mid", "block"]:
@@ -76,7 +76,7 @@ def check_lam_blocks(lam: Lam, layers: Iterable[str], field: str = "lam") -> Non
         return
     counts: dict[tuple[str, int], int] = {}
     for layer in layers:
-        part, block, attention = _position(layer)
+        part, block, attention = position(layer)
         counts[(part, block)] = max(counts.get((part, block), 0), attention + 1)
     for part in ("down", "up"):
         blocks = lam.get(part)
@@ -97,7 +97,7 @@ def check_lam_blocks(lam: Lam, layers: Iterable[str], field: str = "lam") -> Non
 
 def layer_lambda(lam: Mapping[str, Any], layer: str) -> float:
     """The lambda of one cross-attention layer (its KVProjections key) under a per-block dict."""
-    part, block, attention = _position(layer)
+    part, block, attention = position(layer)
     value = lam.get(part, 0.0)
     if not isinstance(value, Mapping):
         return float(value)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from elite.models.local_control import Lam
 from elite.pipeline import ElitePipeline
 from elite.toy.gate import accuracies, gate_rows, seen_concepts
 from elite.toy.heldout import Concept, held_out_concepts
@@ -27,7 +28,7 @@ from elite.toy.retrieval import concept_shots
 
 @dataclass(frozen=True)
 class WordSampling:
-    lam: float = 0.0  # local branch weight (0: the global word alone)
+    lam: Lam = 0.0  # local branch weight (0: the global word alone), or a per-block dict
     all_words: bool = False  # every global word at S*, as stage 1 trains (the paper's [v])
     guidance: float = 4.0
     steps: int = 25
@@ -61,16 +62,24 @@ def sample_words(
     return images, rows
 
 
-def measure_words(models: Path, weights: Path, held_out: list[Concept], n: int, how: WordSampling) -> dict:
-    """Per set (seen, held-out concepts): each attribute's and the joint accuracy of n sampled images."""
+def load_judged(models: Path, weights: Path) -> tuple[ElitePipeline, dict]:
+    """The toy base with ELITE `weights` (fp32, no progress bars) and the probes that judge its images."""
     pipe = ElitePipeline.from_pretrained(models / "base", elite_weights=weights, torch_dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
-    probes = load_probes(models / "probes")
+    return pipe, load_probes(models / "probes")
+
+
+def judge_words(pipe: ElitePipeline, probes: dict, held_out: list[Concept], n: int, how: WordSampling) -> dict:
+    """Per set (seen, held-out concepts): each attribute's and the joint accuracy of n sampled images."""
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     result: dict = asdict(how)
     for name, concepts in (("seen", seen_concepts(held_out)), ("held_out", held_out)):
         result[name] = accuracies(probes, *sample_words(pipe, concepts, n, size, how))
     return result
+
+
+def measure_words(models: Path, weights: Path, held_out: list[Concept], n: int, how: WordSampling) -> dict:
+    return judge_words(*load_judged(models, weights), held_out, n, how)
 
 
 def main(argv: list[str] | None = None) -> int:

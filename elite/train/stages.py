@@ -46,6 +46,11 @@ class Frozen:
     def latent_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
+    @classmethod
+    def in_memory(cls, **models) -> Frozen:
+        """Models built in this process (benchmarks): no folder to name as their source."""
+        return cls(**models, base="(in memory)", image_encoder_src="(in memory)")
+
 
 def load_frozen(base: str, encoder_src: str, device: torch.device, dtype: torch.dtype) -> Frozen:
     """The frozen models, in eval mode without gradients, on `device` in `dtype`."""

@@ -269,6 +269,45 @@ def test_word_gate_samples_seen_and_held_out_concepts_from_one_render_each(tiny_
     assert json.loads(capsys.readouterr().out) == w0
 
 
+def test_block_sweep_turns_the_local_branch_on_one_block_at_a_time(tiny_models, tmp_path, capsys):
+    """elite.toy.block_sweep on the tiny models: one row per part and per block of the UNet's cross-attention, each
+    a valid per-block lambda; a row's local term changes the images against the global word's row; the command
+    line writes the table, its JSON and the figure, and a folder without a toy world is a one-line error."""
+    from PIL import Image
+
+    from elite.models.attention import KVProjections, cross_attention_layers
+    from elite.models.local_control import check_lam_blocks, position
+    from elite.toy.block_sweep import block_rows, main
+    from elite.toy.heldout import held_out_concepts
+    from elite.toy.word_gate import WordSampling, load_judged, sample_words
+
+    params, out = tiny_models
+    pipe, _ = load_judged(out, out / "elite")
+    layers = [KVProjections.key(p) for p in cross_attention_layers(pipe.unet)]
+    rows = block_rows(pipe.unet, 0.8)
+    parts = sorted({position(layer)[0] for layer in layers})
+    assert list(rows)[:2] == ["global word only", "every block"] and set(parts) <= set(rows)
+    for lam in rows.values():
+        check_lam_blocks(lam, layers)
+    concepts, size = held_out_concepts(params.toy.held_out)[:1], params.toy.size
+    images = {
+        name: sample_words(pipe, concepts, 1, size, WordSampling(rows[name], steps=2))[0]
+        for name in ("global word only", "every block", parts[-1])
+    }
+    assert not torch.equal(images["global word only"], images["every block"])
+    assert not torch.equal(images["global word only"], images[parts[-1]])
+    args = ["--models", str(out), "--weights", str(out / "elite"), "--images", "2", "--steps", "2"]
+    assert main([*args, "--out", str(tmp_path / "sweep.json"), "--figure", str(tmp_path / "sweep.png")]) == 0
+    sweep = json.loads((tmp_path / "sweep.json").read_text())
+    assert [row["row"] for row in sweep["rows"]] == list(rows) and sweep["rows"][1]["held_out"]["images"] == 2
+    assert f"| {parts[-1]} |" in capsys.readouterr().out
+    assert Image.open(tmp_path / "sweep.png").size[0] > 300
+    assert main(["--models", str(tmp_path), "--out", str(tmp_path / "none.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "toy_world.json: toy world not found" in err
+    assert not (tmp_path / "none.json").exists()
+
+
 @pytest.mark.timeout(60)
 def test_a_failed_lane_stops_the_other_lane_instead_of_hanging_it(tmp_path, repo_root, monkeypatch):
     """prepare_toy's two lanes: when the VAE lane fails, the lane whose base waits for that VAE stops with a
