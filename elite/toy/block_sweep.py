@@ -16,6 +16,7 @@ Run: `python -m elite.toy.block_sweep --models models/pretrained --weights model
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -74,6 +75,12 @@ def table(sweep: dict) -> str:
     return "\n".join(lines)
 
 
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion p of n (it stays inside [0, 1], also at 0 and 1)."""
+    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half / (1 + z * z / n)), min(1.0, centre + half / (1 + z * z / n))
+
+
 def figure(sweep: dict, path: Path) -> None:
     """One panel per score (held-out concepts), one bar per row; the global word's value as a dashed line."""
     import matplotlib
@@ -85,13 +92,19 @@ def figure(sweep: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(SCORES), figsize=(2.6 * len(SCORES) + 1.5, 0.32 * len(names) + 1.4), sharey=True)
     for ax, key in zip(axes, SCORES):
         values = [row["held_out"][key] for row in sweep["rows"]]
-        ax.barh(range(len(names)), values, color=["grey"] + ["tab:red"] * (len(names) - 1))
+        lo, hi = zip(*(wilson(v, row["held_out"]["images"]) for v, row in zip(values, sweep["rows"])))
+        xerr = [[v - a for v, a in zip(values, lo)], [b - v for v, b in zip(values, hi)]]
+        colours = ["grey"] + ["tab:red"] * (len(names) - 1)
+        ax.barh(range(len(names)), values, xerr=xerr, color=colours, error_kw={"lw": 1, "capsize": 2})
         ax.axvline(values[0], ls="--", lw=1, color="black")
         ax.set_title(key)
         ax.set_xlim(0, 1)
         ax.invert_yaxis()
     axes[0].set_yticks(range(len(names)), names)
-    fig.suptitle(f"Held-out concepts, {sweep['images']} images a row: lambda {sweep['lam']} on one block at a time")
+    fig.suptitle(
+        f"Held-out concepts, {sweep['images']} images a row (95% Wilson intervals): lambda {sweep['lam']} on one "
+        "block at a time"
+    )
     fig.tight_layout()
     with atomic_file(path) as tmp:
         fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")

@@ -277,7 +277,7 @@ def test_block_sweep_turns_the_local_branch_on_one_block_at_a_time(tiny_models, 
 
     from elite.models.attention import KVProjections, cross_attention_layers
     from elite.models.local_control import check_lam_blocks, position
-    from elite.toy.block_sweep import block_rows, main
+    from elite.toy.block_sweep import block_rows, main, wilson
     from elite.toy.heldout import held_out_concepts
     from elite.toy.word_gate import WordSampling, load_judged, sample_words
 
@@ -302,6 +302,7 @@ def test_block_sweep_turns_the_local_branch_on_one_block_at_a_time(tiny_models, 
     assert [row["row"] for row in sweep["rows"]] == list(rows) and sweep["rows"][1]["held_out"]["images"] == 2
     assert f"| {parts[-1]} |" in capsys.readouterr().out
     assert Image.open(tmp_path / "sweep.png").size[0] > 300
+    assert wilson(0.5, 96) == pytest.approx((0.4019, 0.5981), abs=1e-4) and wilson(0.0, 96)[0] == 0.0
     assert main(["--models", str(tmp_path), "--out", str(tmp_path / "none.json")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "toy_world.json: toy world not found" in err
