@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -35,11 +36,10 @@ FIX = "--models must be a toy models folder (`make run` on the toy profile write
 
 def block_rows(unet: torch.nn.Module, lam: float) -> dict[str, Lam]:
     """Row name -> lambda for the sweep over this UNet's cross-attention blocks (in UNet order)."""
-    blocks: dict[str, list[int]] = {}
+    blocks: dict[str, set[int]] = {}
     for layer in cross_attention_layers(unet):
         part, block, _ = position(KVProjections.key(layer))
-        if block not in blocks.setdefault(part, []):
-            blocks[part].append(block)
+        blocks.setdefault(part, set()).add(block)
     rows: dict[str, Lam] = {"global word only": 0.0, "every block": lam}
     for part in ("down", "mid", "up"):
         if part not in blocks:
@@ -52,12 +52,13 @@ def block_rows(unet: torch.nn.Module, lam: float) -> dict[str, Lam]:
 
 def sweep_blocks(models: Path, weights: Path, held_out: list[Concept], n: int, lam: float, how: WordSampling) -> dict:
     """{"lam": lam, ..., "rows": [{"row", "lam", "seen", "held_out"}]} over `block_rows` (in their order); each
-    row's seen / held-out scores are the mapper gate's (elite.toy.word_gate)."""
+    row's seen / held-out scores are the mapper gate's (elite.toy.word_gate), sampled as `how` with its lambda
+    replaced by the row's."""
     pipe, probes = load_judged(models, weights)
     rows = block_rows(pipe.unet, lam)
     out: dict = {"lam": lam, "guidance": how.guidance, "steps": how.steps, "images": n, "rows": []}
     for i, (name, row_lam) in enumerate(rows.items(), 1):
-        report = judge_words(pipe, probes, held_out, n, WordSampling(row_lam, False, how.guidance, how.steps))
+        report = judge_words(pipe, probes, held_out, n, replace(how, lam=row_lam))
         out["rows"].append({"row": name, "lam": row_lam, "seen": report["seen"], "held_out": report["held_out"]})
         held = report["held_out"]
         print(f"[{i}/{len(rows)}] {name}: held-out " + " ".join(f"{k} {held[k]:.2f}" for k in SCORES), flush=True)
