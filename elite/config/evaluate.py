@@ -66,6 +66,7 @@ class EvaluateConfig(Section):
     sweep_subjects: int = Field(ge=1)  # the sweep runs on the first this-many evaluated subjects
     sweep_prompts: int = Field(ge=1)  # ... and this many of their prompts, evenly spaced
     sweep_images: int = Field(ge=1)  # ... with this many images each
+    sweep_blocks: float | None = Field(ge=0)  # the sweep by block: this lambda on one part / block; null = none
     metric_batch: int = Field(ge=1)  # images per forward pass of the metric models
     grid_tile: int = Field(ge=16)  # pixels per image in the per-subject grids
     fiftyone_dataset: str | None  # FiftyOne dataset of the generations with scores (null = none)

@@ -4,6 +4,8 @@ A job is one (variant, subject, prompt[, lambda]) with its N images:
 - `elite`: ELITE with S* in the prompt and the prompt family's lambda;
 - `baseline`: plain Stable Diffusion (the same base) with the class word instead of S*;
 - `sweep`: ELITE on a subset at every lambda of `evaluate.sweep_lams`;
+- `blocks`: ELITE on the sweep's subset with lambda `evaluate.sweep_blocks` on one cross-attention part or block
+  at a time (elite.models.local_control.block_rows; the row's name in `Job.row`);
 - `ti` / `xti`: the optimisation baselines (params `baselines`) on their subjects, with S* in the
   prompt, sampled on the base model from the word(s) learned once per subject on the concept image.
 Each image's seed depends only on `evaluate.seed`, the subject, the template and the image index, so
@@ -19,7 +21,7 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +31,10 @@ from tqdm import tqdm
 from elite.errors import EliteError
 from elite.evaluate.dreambench import fill
 from elite.io import atomic_file, write_json
+from elite.models.local_control import Lam
 
-VARIANTS = ("elite", "baseline", "sweep", "ti", "xti", "global", "named")  # + images<k> and pair_* (several.py)
+# + images<k> and pair_* (several.py)
+VARIANTS = ("elite", "baseline", "sweep", "blocks", "ti", "xti", "global", "named")
 TEXT_ONLY = ("baseline", "named", "pair_class", "pair_named")  # the base model on a text prompt
 PAIR_MODES = {"pair": "per_concept", "pair_naive": "naive"}  # ELITE with two concepts: its multi_concept rule
 INVERSIONS = ("ti", "xti")
@@ -43,7 +47,7 @@ class Job:
     class_word: str
     template: str  # the published template ({0} unique token, {1} class word)
     family: str
-    lam: float | None  # None for the baseline
+    lam: Lam | None  # None for the baseline; a per-block dict in the `blocks` rows
     prompt: str  # what the model is given
     text: str  # the prompt with the class word instead of S*: CLIP-T text and the baseline's prompt
     folder: Path
@@ -51,6 +55,7 @@ class Job:
     settings: dict = field(hash=False, compare=False)
     images: int = 1  # images of the concept ELITE sees (the several-image rows `images<k>`)
     pair: tuple[str, ...] = ()  # two-concept rows: the subjects of S1* and S2*
+    row: str = ""  # the `blocks` rows: the row's name (`up.block_1`, ...)
 
     def image(self, i: int) -> Path:
         return self.folder / f"{i}.png"
@@ -77,6 +82,7 @@ class Job:
             "index": i,
             "seed": self.seeds[i],
             "path": self.image(i).as_posix(),
+            **({"row": self.row} if self.row else {}),
         }
 
     def missing(self) -> list[int]:
@@ -156,10 +162,12 @@ def plan(
     weights_id: str,
     baselines=None,
     named: dict[str, str] | None = None,
+    blocks: dict[str, Lam] | None = None,
 ) -> list[Job]:
-    """Every job of the stage in a fixed order: elite, baseline, sweep, ti/xti, then global (ELITE at lambda 0,
-    `evaluate.global_row`) and named (the base model with the subject's identity words of `named` in place of
-    S*: what text alone can do; toy world); subjects and prompts as listed."""
+    """Every job of the stage in a fixed order: elite, baseline, sweep, blocks (one per row of `blocks`: name ->
+    lambda), ti/xti, then global (ELITE at lambda 0, `evaluate.global_row`) and named (the base model with the
+    subject's identity words of `named` in place of S*: what text alone can do; toy world); subjects and prompts
+    as listed."""
     _check_folder_names(subjects, cfg)
     job = _job_maker(cfg, concepts, weights_id, baselines, named)
     out = Path(cfg.out)
@@ -192,6 +200,18 @@ def plan(
             out / "sweep" / f"lam_{lam:g}",
             lambda templates: spread(templates, cfg.sweep_prompts),
         )
+    for name, lam in (blocks or {}).items():
+        jobs += [
+            replace(j, row=name)
+            for j in rows(
+                "blocks",
+                subjects[: cfg.sweep_subjects],
+                lam,
+                cfg.sweep_images,
+                out / "blocks" / slug(name),
+                lambda templates: spread(templates, cfg.sweep_prompts),
+            )
+        ]
     if baselines is not None:
         chosen = select_subjects(subjects, list(baselines.subjects), "baselines.subjects")
         for method in baselines.methods:
@@ -221,7 +241,7 @@ def _job_maker(cfg, concepts: dict[str, tuple[Path, Path]], weights_id: str, bas
     sampler = {"steps": cfg.steps, "guidance": cfg.guidance, "scheduler": cfg.scheduler}
     concept_ids = {s: fingerprint(*paths) for s, paths in concepts.items()}
 
-    def job(variant: str, row: dict, template: str, lam: float | None, root: Path, n: int) -> Job:
+    def job(variant: str, row: dict, template: str, lam: Lam | None, root: Path, n: int) -> Job:
         family, _ = family_of(template, cfg.families)
         text = fill(template, "", row["class"])
         folder = root / row["subject"] / slug(text)

@@ -53,13 +53,15 @@ def row_block(metrics: dict, name: str) -> dict | None:
 
 def _rows(workspace: dict, reference: dict):
     """(name, reference row, workspace row, reference bounds, workspace bounds) of every row with an interval:
-    the `spread` block's rows, then each lambda of the sweep (its bounds sit in the row itself)."""
+    the `spread` block's rows, then each lambda of the sweep and each row of the sweep by block (their bounds sit in
+    the row itself)."""
     for name, bounds in sorted(reference["spread"].items()):
         ws_bounds = workspace.get("spread", {}).get(name, {})
         yield name, row_block(reference, name), row_block(workspace, name), bounds, ws_bounds
-    for lam, ref_row in sorted(reference.get("sweep", {}).items()):
-        ws_row = workspace.get("sweep", {}).get(lam)
-        yield f"sweep.{lam}", ref_row, ws_row, ref_row, ws_row or {}
+    for block in ("sweep", "blocks"):
+        for key, ref_row in sorted(reference.get(block, {}).items()):
+            ws_row = workspace.get(block, {}).get(key)
+            yield f"{block}.{key}", ref_row, ws_row, ref_row, ws_row or {}
 
 
 def compare(workspace: dict, reference: dict) -> list[dict]:

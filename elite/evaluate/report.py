@@ -5,6 +5,8 @@ metrics/dreambench.json (DVC metrics; `dvc metrics diff` compares runs):
     families {<family>: {...}}  subjects {<subject>: {...}}
     context  {real: {clip_i, dino_i, pairs}, baseline: {clip_i, clip_t, dino_i, images}}
     sweep    {lam_<x>: {clip_i, clip_t, dino_i, images, <metric>_lo, <metric>_hi}}   with each lambda's 95% interval
+    blocks   {<row>: {order, clip_i, clip_t, dino_i, images, <metric>_lo, <metric>_hi}}   the sweep by block
+             (`evaluate.sweep_blocks` on one cross-attention part or block; `order`: the rows' order)
     table2   {elite|ti|xti: {clip_t, clip_i, dino_i, images, time_s}}   paper Table 2 on the baselines' subjects
              (time_s: ELITE's encode vs a baseline's optimisation, mean seconds per concept)
     spread   {<row>: {<metric>_lo, <metric>_hi}}   95% bootstrap intervals over subjects, prompts and seeds
@@ -104,6 +106,13 @@ def build_metrics(
         f"lam_{lam:g}": {**aggregate(items), **spread(items, (*SCORES, *score_keys(items)))}
         for lam, items in by_lam.items()
     }
+    by_row: dict[str, list[dict]] = defaultdict(list)
+    for r in by_variant["blocks"]:
+        by_row[r["row"]].append(r)
+    blocks = {
+        name: {"order": i, **aggregate(items), **spread(items, (*SCORES, *score_keys(items)))}
+        for i, (name, items) in enumerate(by_row.items())
+    }
     times = list(encode_s.values())
     timing = {
         "encode_s_mean": _mean(times),
@@ -114,7 +123,7 @@ def build_metrics(
             [r["generate_s"] for r in baseline if r["generate_s"] is not None]
         ),
     }
-    spread_rows = {"elite": elite, **{v: by_variant[v] for v in by_variant if v not in ("elite", "sweep")}}
+    spread_rows = {"elite": elite, **{v: by_variant[v] for v in by_variant if v not in ("elite", "sweep", "blocks")}}
     return {
         "overall": aggregate(elite),
         "spread": {name: spread(items, (*SCORES, *score_keys(items))) for name, items in spread_rows.items() if items},
@@ -122,6 +131,7 @@ def build_metrics(
         "subjects": group(elite, "subject"),
         "context": context,
         "sweep": sweep,
+        "blocks": blocks,
         "timing": timing,
         "table2": table2(by_variant, encode_s, inversion_s or {}),
     }
@@ -254,6 +264,7 @@ def write_report(path: Path, metrics: dict, settings: dict, grids: dict[str, Pat
         *_table2_lines(metrics),
         *_breakdown_lines(metrics),
         *_sweep_lines(metrics),
+        *_block_lines(metrics),
         *world_lines(metrics),
         *report_lines(metrics),
         "",
@@ -323,11 +334,33 @@ def _sweep_lines(metrics: dict) -> list[str]:
     return ["", "## Lambda sweep", "", *_table(["lambda", *SCORE_HEADERS, "images"], rows)]
 
 
+def _block_lines(metrics: dict) -> list[str]:
+    """The sweep by block: scores and, in a world with probes, identity / colour / scene accuracy per row."""
+    if not metrics.get("blocks"):
+        return []
+    from elite.evaluate.sweep import ACCURACY, block_rows_of, has_accuracy
+
+    rows = block_rows_of(metrics["blocks"])
+    accuracy = ACCURACY if has_accuracy(rows) else ()
+    table = [_score_row(r["row"], r, *(r[key] for key, _ in accuracy)) for r in rows]
+    return [
+        "",
+        "## Lambda by block",
+        "",
+        "The local branch on one cross-attention part or block at a time (0 elsewhere), on the sweep's prompts.",
+        "",
+        *_table(["row", *SCORE_HEADERS, *(label for _, label in accuracy), "images"], table),
+    ]
+
+
 def _figure_lines(folder: Path) -> list[str]:
-    """The figures the stage wrote beside the report (the lambda sweep; every row with its interval)."""
+    """The figures the stage wrote beside the report (the lambda sweep, by value and by block; every row with its
+    interval)."""
     lines = []
     if (folder / "lambda_sweep.png").is_file():
         lines += ["![lambda sweep](lambda_sweep.png)", ""]
+    if (folder / "lambda_blocks.png").is_file():
+        lines += ["![lambda by block](lambda_blocks.png)", ""]
     if (folder / "rows.png").is_file():
         lines += ["## Every row with its 95% interval", "", "![rows with intervals](rows.png)", ""]
     return lines
@@ -362,7 +395,8 @@ FIELDS = (
 
 
 def write_fiftyone(name: str, rows: list[dict]) -> int:
-    """A persistent FiftyOne dataset (replaced if it exists): one sample per generated image with its scores."""
+    """A persistent FiftyOne dataset (replaced if it exists): one sample per generated image with its scores. The
+    sweep by block's images carry their row's name in `row` and no number in `lam` (theirs is per block)."""
     from elite.data.fiftyone_db import fiftyone  # the project's FiftyOne settings (bundled mongod, no tracking)
 
     fo = fiftyone()
@@ -375,6 +409,8 @@ def write_fiftyone(name: str, rows: list[dict]) -> int:
         sample = fo.Sample(filepath=str(Path(r["path"]).resolve()), tags=[r["variant"], r["subject"]])
         for key in FIELDS:
             sample["class_word" if key == "class" else key] = r[key]  # `class` reads badly in queries
+        if "row" in r:
+            sample["lam"], sample["row"] = None, r["row"]
         samples.append(sample)
     dataset.add_samples(samples)
     return len(dataset)

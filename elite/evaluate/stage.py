@@ -1,7 +1,7 @@
 """The `evaluate` stage: generate DreamBench images with ELITE (and the context rows), score, report.
 
 `elite evaluate` generates whatever is missing, then scores everything and writes metrics/dreambench.json,
-plots/lambda_sweep.csv, data/eval/ (images, grids, report.md, scores.jsonl), a FiftyOne dataset, and an
+plots/lambda_sweep.csv, data/eval/ (images, grids, report.md, scores.jsonl, the figures), a FiftyOne dataset, and an
 MLflow run. `elite evaluate --shard i/n` only generates its share of the images (for parallel GPU
 workers); a final `elite evaluate` then finds them, fills any gap and scores.
 """
@@ -31,6 +31,8 @@ from elite.evaluate.scorers import WorldScorer, find_scorer
 from elite.evaluate.several import multi_image_jobs, pair_jobs, score_pairs, several_inputs
 from elite.images import open_image, open_mask
 from elite.io import atomic_file, save_figure, write_json
+from elite.models.elite_model import EliteModelConfig
+from elite.models.local_control import Lam, block_rows
 from elite.shards import parse_shard
 from elite.tracking import METRICS_DIGEST_TAG, file_digest, scoped_dataset
 
@@ -68,6 +70,15 @@ def check_weights(path: str) -> Path:
             f"evaluate.weights to models/pretrained/elite or an `elite import-official` folder"
         )
     return weights
+
+
+def sweep_by_block(cfg, weights: Path) -> dict[str, Lam] | None:
+    """The rows of the sweep by block (`evaluate.sweep_blocks`), from the cross-attention layers the weights carry
+    K/V for; None when it is off or the weights have no local branch (then every row would be the global word's)."""
+    config = EliteModelConfig.from_pretrained(weights)
+    if cfg.sweep_blocks is None or not config.has_local:
+        return None
+    return block_rows(config.kv_shapes, cfg.sweep_blocks)
 
 
 def score(
@@ -171,7 +182,7 @@ def run_evaluate(params, shard: str | None = None) -> dict | None:
         )
     named = world.words() if world else None
     weights_id = fingerprint(weights)
-    jobs = plan(cfg, rows, concepts, weights_id, params.baselines, named)
+    jobs = plan(cfg, rows, concepts, weights_id, params.baselines, named, sweep_by_block(cfg, weights))
     jobs += multi_image_jobs(cfg, [j for j in jobs if j.variant == "elite"], several)
     jobs += pair_jobs(cfg, rows, weights_id, {s: fingerprint(*p) for s, p in concepts.items()}, named)
     device, dtype = resolve_device(cfg.device, cfg.dtype)
@@ -224,7 +235,7 @@ def write_outputs(
     from elite.evaluate.report import build_metrics, write_fiftyone, write_report
     from elite.evaluate.rows_figure import rows_figure
     from elite.evaluate.several import pair_grids, several_metrics
-    from elite.evaluate.sweep import sweep_figure, sweep_rows, write_sweep_csv
+    from elite.evaluate.sweep import block_rows_of, blocks_figure, sweep_figure, sweep_rows, write_sweep_csv
 
     out = Path(cfg.out)
     inversion_s = {m: encode_times(cfg, rows, m) for m in ("ti", "xti")}
@@ -237,6 +248,8 @@ def write_outputs(
     sweep = sweep_rows(metrics["sweep"])
     write_sweep_csv(Path(cfg.sweep_csv), sweep)
     save_figure(sweep_figure(sweep) if sweep else None, out / "lambda_sweep.png")
+    blocks = block_rows_of(metrics["blocks"])
+    save_figure(blocks_figure(blocks) if blocks else None, out / "lambda_blocks.png")
     save_figure(rows_figure(metrics), out / "rows.png")
     grid_paths = {**grids(cfg, jobs, concepts), **pair_grids(cfg, jobs, concepts)}
     settings = {
@@ -258,7 +271,7 @@ def write_outputs(
 
 def _log_artifacts(mlflow, cfg, metrics: dict, grid_paths: dict[str, Path]) -> None:
     out = Path(cfg.out)
-    for figure in ("lambda_sweep.png", "rows.png"):
+    for figure in ("lambda_sweep.png", "lambda_blocks.png", "rows.png"):
         if (out / figure).is_file():
             mlflow.log_artifact(str(out / figure))
     for grid in grid_paths.values():

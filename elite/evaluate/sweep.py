@@ -1,6 +1,8 @@
 """The lambda sweep (paper Fig. 12): CLIP-I / CLIP-T / DINO-I per lambda as a DVC plot CSV and a figure; on the
 toy profile also the probes' identity and scene accuracy (the trade-off measured exactly). Each lambda's 95%
-interval (metrics["sweep"]'s `<metric>_lo/_hi`, elite/evaluate/spread.py) is a CSV column and an error bar."""
+interval (metrics["sweep"]'s `<metric>_lo/_hi`, elite/evaluate/spread.py) is a CSV column and an error bar.
+The sweep by block (metrics["blocks"]: lambda on one cross-attention part or block at a time) is a second figure,
+one panel per score, a bar per row with its interval."""
 
 from __future__ import annotations
 
@@ -100,5 +102,34 @@ def sweep_figure(rows: list[dict]):
         axes[2].legend()
         axes[2].grid(alpha=0.3)
     fig.suptitle("ELITE lambda sweep")
+    fig.tight_layout()
+    return fig
+
+
+def block_rows_of(blocks: dict[str, dict]) -> list[dict]:
+    """metrics["blocks"] ({"up.block_1": {"order": 6, ...}}) -> rows in the sweep's order, each with its name."""
+    return [{"row": name, **value} for name, value in sorted(blocks.items(), key=lambda item: item[1]["order"])]
+
+
+def blocks_figure(rows: list[dict]):
+    """One panel per score (CLIP-I, CLIP-T; identity, colour, scene accuracy when scored), a horizontal bar per row
+    of the sweep by block (first row on top), its 95% interval as an error bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (("clip_i", "CLIP-I"), ("clip_t", "CLIP-T"), *(ACCURACY if has_accuracy(rows) else ()))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 0.45 * len(rows) + 1.6), sharey=True)
+    ys = list(range(len(rows)))[::-1]
+    for ax, (key, label) in zip(axes, panels):
+        bars = _bars(rows, key)
+        ax.barh(ys, [r[key] for r in rows], xerr=bars, capsize=3, color="tab:blue", alpha=0.8)
+        ax.set_title(label)
+        ax.grid(axis="x", alpha=0.3)
+        if key.endswith("_acc"):
+            ax.set_xlim(0, 1.05)
+    axes[0].set_yticks(ys, [r["row"] for r in rows])
+    fig.suptitle("ELITE lambda by block (the local branch on one part or block, 0 elsewhere)")
     fig.tight_layout()
     return fig

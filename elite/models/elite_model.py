@@ -41,6 +41,20 @@ class EliteModelConfig:
         """Hidden-state indices to read from the vision tower, in word order (w0 first)."""
         return scaled_layers(self.feature_layers, self.reference_depth, self.vision_depth)
 
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> "EliteModelConfig":
+        """The config of an ELITE weights folder (without its weights)."""
+        directory = Path(directory)
+        if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
+            raise EliteError(
+                f"{directory}: no ELITE weights ({CONFIG_NAME} + {WEIGHTS_NAME}); build them with "
+                "`elite prepare-models`, train them with `dvc repro`, or convert the authors' with `elite import-official`"
+            )
+        try:
+            return cls(**json.loads((directory / CONFIG_NAME).read_text()))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise EliteError(f"{directory / CONFIG_NAME}: not a valid ELITE config ({exc})") from None
+
 
 class EliteModel(nn.Module):
     def __init__(self, config: EliteModelConfig) -> None:
@@ -116,17 +130,7 @@ class EliteModel(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, dtype: torch.dtype = torch.float32) -> "EliteModel":
         directory = Path(directory)
-        if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
-            raise EliteError(
-                f"{directory}: no ELITE weights ({CONFIG_NAME} + {WEIGHTS_NAME}); build them with "
-                "`elite prepare-models`, train them with `dvc repro`, or convert the authors' with `elite import-official`"
-            )
-        try:
-            raw = json.loads((directory / CONFIG_NAME).read_text())
-            config = EliteModelConfig(**raw)
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise EliteError(f"{directory / CONFIG_NAME}: not a valid ELITE config ({exc})") from None
-        model = cls(config)
+        model = cls(EliteModelConfig.from_pretrained(directory))
         try:
             data = (directory / WEIGHTS_NAME).read_bytes()
             problems = model.load_state_dict(load(data), strict=False)

@@ -95,6 +95,24 @@ def check_lam_blocks(lam: Lam, layers: Iterable[str], field: str = "lam") -> Non
                 )
 
 
+def block_rows(layers: Iterable[str], lam: float) -> dict[str, Lam]:
+    """The lambda sweep by block over these cross-attention layers (KVProjections keys, in UNet order): row name ->
+    lambda. `global word only` (0 everywhere), `every block` (`lam` everywhere), then `lam` on one part (down, mid,
+    up) and on one block of a part that has several (`up.block_1`, ...), 0 elsewhere."""
+    blocks: dict[str, set[int]] = {}
+    for layer in layers:
+        part, block, _ = position(layer)
+        blocks.setdefault(part, set()).add(block)
+    rows: dict[str, Lam] = {"global word only": 0.0, "every block": lam}
+    for part in PARTS:
+        if part not in blocks:
+            continue
+        rows[part] = {part: lam}
+        if part != "mid" and len(blocks[part]) > 1:
+            rows.update({f"{part}.block_{b}": {part: {f"block_{b}": lam}} for b in sorted(blocks[part])})
+    return rows
+
+
 def layer_lambda(lam: Mapping[str, Any], layer: str) -> float:
     """The lambda of one cross-attention layer (its KVProjections key) under a per-block dict."""
     part, block, attention = position(layer)

@@ -26,7 +26,7 @@ import torch
 from elite.errors import EliteError
 from elite.io import atomic_file, read_json, write_json
 from elite.models.attention import KVProjections, cross_attention_layers
-from elite.models.local_control import Lam, position
+from elite.models.local_control import block_rows
 from elite.toy.heldout import Concept, held_out_concepts
 from elite.toy.word_gate import WordSampling, judge_words, load_judged
 
@@ -34,28 +34,12 @@ SCORES = ("joint", "colour", "pattern", "class", "scene")
 FIX = "--models must be a toy models folder (`make run` on the toy profile writes models/pretrained)"
 
 
-def block_rows(unet: torch.nn.Module, lam: float) -> dict[str, Lam]:
-    """Row name -> lambda for the sweep over this UNet's cross-attention blocks (in UNet order)."""
-    blocks: dict[str, set[int]] = {}
-    for layer in cross_attention_layers(unet):
-        part, block, _ = position(KVProjections.key(layer))
-        blocks.setdefault(part, set()).add(block)
-    rows: dict[str, Lam] = {"global word only": 0.0, "every block": lam}
-    for part in ("down", "mid", "up"):
-        if part not in blocks:
-            continue
-        rows[part] = {part: lam}
-        if part != "mid" and len(blocks[part]) > 1:
-            rows.update({f"{part}.block_{b}": {part: {f"block_{b}": lam}} for b in sorted(blocks[part])})
-    return rows
-
-
 def sweep_blocks(models: Path, weights: Path, held_out: list[Concept], n: int, lam: float, how: WordSampling) -> dict:
     """{"lam": lam, ..., "rows": [{"row", "lam", "seen", "held_out"}]} over `block_rows` (in their order); each
     row's seen / held-out scores are the mapper gate's (elite.toy.word_gate), sampled as `how` with its lambda
     replaced by the row's."""
     pipe, probes = load_judged(models, weights)
-    rows = block_rows(pipe.unet, lam)
+    rows = block_rows((KVProjections.key(layer) for layer in cross_attention_layers(pipe.unet)), lam)
     out: dict = {"lam": lam, "guidance": how.guidance, "steps": how.steps, "images": n, "rows": []}
     for i, (name, row_lam) in enumerate(rows.items(), 1):
         report = judge_words(pipe, probes, held_out, n, replace(how, lam=row_lam))

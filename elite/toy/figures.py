@@ -4,12 +4,12 @@
 
 `held_out_grid.png`: one row per held-out concept: its concept image; every row of the evaluation
 (class word, identity named, TI, XTI, ELITE global only, ELITE) on the first prompt; then ELITE on each
-other prompt (first seed everywhere). `lambda_sweep.png`: copied from the evaluation. `rows.png` (every row
-with its 95% interval): drawn from --metrics, with each training seed of --seeds (`elite seeds summary`) when
-given, else copied from the evaluation. When the evaluation has them (issue 16): `several_images.png`, one row
-per concept: its first three images, then ELITE from 1, 2 and 3 of them on the first prompt; `two_concepts.png`,
-one row per pair: both concept images, then the class words, the identities named, ELITE naive and ELITE per
-concept on the first pair prompt.
+other prompt (first seed everywhere). `lambda_sweep.png`, `lambda_blocks.png`: copied from the evaluation.
+`rows.png` (every row with its 95% interval): drawn from --metrics, with each training seed of --seeds (`elite
+seeds summary`) when given, else copied from the evaluation. When the evaluation has them (issue 16):
+`several_images.png`, one row per concept: its first three images, then ELITE from 1, 2 and 3 of them on the first
+prompt; `two_concepts.png`, one row per pair: both concept images, then the class words, the identities named,
+ELITE naive and ELITE per concept on the first pair prompt.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         if fig is not None:
             save_figure(fig, out / "rows.png")
             written.append("rows.png")
-    for name in ("lambda_sweep.png", "rows.png"):  # the evaluation's own figures
+    for name in ("lambda_sweep.png", "lambda_blocks.png", "rows.png"):  # the evaluation's own figures
         if name not in written and (eval_dir / name).is_file():
             with atomic_file(out / name, suffix=".png") as tmp:
                 shutil.copyfile(eval_dir / name, tmp)

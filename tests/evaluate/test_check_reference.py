@@ -58,6 +58,20 @@ def test_each_lambda_of_the_sweep_is_checked_against_its_own_interval():
     ]  # a lambda the workspace did not run does not agree
 
 
+def test_each_row_of_the_sweep_by_block_is_checked_against_its_own_interval():
+    reference = metrics(0.60, 0.52, 0.68)
+    reference["blocks"] = {
+        "mid": {"order": 2, "colour_acc": 0.10, "colour_acc_lo": 0.05, "colour_acc_hi": 0.15},
+        "up.block_1": {"order": 3, "colour_acc": 0.50, "colour_acc_lo": 0.40, "colour_acc_hi": 0.60},
+    }
+    workspace = copy.deepcopy(reference)
+    workspace["blocks"]["up.block_1"].update(colour_acc=0.10, colour_acc_lo=0.05, colour_acc_hi=0.15)
+    lines = {(r["row"], r["metric"]): r for r in compare(workspace, reference)}
+    assert lines[("blocks.mid", "colour_acc")]["agrees"]
+    assert not lines[("blocks.up.block_1", "colour_acc")]["agrees"]
+    assert ("blocks.mid", "order") not in lines  # only what has an interval
+
+
 def test_the_rows_of_elite_from_several_images_are_checked():
     reference = metrics(0.60, 0.52, 0.68)
     reference["images"] = {"2": {"identity_acc": 0.40}}

@@ -91,6 +91,44 @@ def test_sweep_subset_and_folders(repo_root, tmp_path, concepts):
     assert len(set(folders)) == len(folders)
 
 
+def test_sweep_by_block_runs_the_sweep_subset_once_per_row_with_its_lambda(repo_root, tmp_path, concepts):
+    """The sweep by block (issue 27): rows from the weights' cross-attention layers, each on the sweep's subjects,
+    prompts and images, in its own folder, with the row's per-block lambda in its settings (a changed row redoes
+    only its images) and its name in the score rows."""
+    from elite.models.local_control import block_rows
+
+    layers = [
+        "down_blocks_1_attentions_0_transformer_blocks_0_attn2",
+        "down_blocks_2_attentions_0_transformer_blocks_0_attn2",
+        "mid_block_attentions_0_transformer_blocks_0_attn2",
+        "up_blocks_1_attentions_0_transformer_blocks_0_attn2",
+    ]
+    rows = block_rows(layers, 0.8)
+    assert rows == {
+        "global word only": 0.0,
+        "every block": 0.8,
+        "down": {"down": 0.8},
+        "down.block_1": {"down": {"block_1": 0.8}},
+        "down.block_2": {"down": {"block_2": 0.8}},
+        "mid": {"mid": 0.8},
+        "up": {"up": 0.8},
+    }
+    cfg = cfg_with(repo_root, tmp_path)
+    jobs = plan(cfg, SUBJECTS, concepts, "w", blocks=rows)
+    blocks = [j for j in jobs if j.variant == "blocks"]
+    assert [j.row for j in blocks[::2]] == list(rows) and len(blocks) == len(rows) * 2
+    assert {j.subject for j in blocks} == {"teapot"} and all(len(j.seeds) == 1 for j in blocks)
+    one = next(j for j in blocks if j.row == "down.block_1")
+    assert one.lam == {"down": {"block_1": 0.8}} and one.settings["lam"] == one.lam
+    assert one.folder == tmp_path / "eval" / "blocks" / "down_block_1" / "teapot" / "a_photo_of_a_teapot"
+    assert one.record(0)["row"] == "down.block_1" and "row" not in jobs[0].record(0)
+    sweep = {(j.template, j.lam): j.seeds for j in jobs if j.variant == "sweep"}
+    assert all(sweep[(j.template, 0.0)] == j.seeds for j in blocks)  # the sweep's noise: rows differ by lambda only
+    folders = [j.folder for j in jobs]
+    assert len(set(folders)) == len(folders)
+    assert not [j for j in plan(cfg, SUBJECTS, concepts, "w") if j.variant == "blocks"]
+
+
 def test_max_prompts_spreads_over_the_list():
     assert spread(list(range(25)), 5) == [0, 6, 12, 18, 24]
     assert spread([1, 2], 5) == [1, 2] and spread([1, 2, 3], None) == [1, 2, 3]

@@ -110,8 +110,9 @@ def test_evaluate_stage_end_to_end(project, monkeypatch, capsys, smoke_pipeline)
     assert set(first) < set(every)
     n_elite = 3 * 4  # 3 subjects x (3 DreamBench prompts + "a photo of a {0} {1}") x 1 image
     # elite + images2 (the concept from 2 images) + baseline + sweep (2 lambdas x 2 prompts x 1 subject)
-    # + TI and XTI on red_ball (4 prompts x 1 image)
-    assert len(every) == 3 * n_elite + 2 * 2 + 2 * 4
+    # + TI and XTI on red_ball (4 prompts x 1 image) + the sweep by block (SD's layout: the global word, every
+    # block, down and its blocks 0-2, mid, up and its blocks 1-3 = 11 rows x 2 prompts x 1 subject)
+    assert len(every) == 3 * n_elite + 2 * 2 + 2 * 4 + 11 * 2
     stamps = {p: p.stat().st_mtime_ns for p in every}
     torch.set_num_threads(threads)
     capsys.readouterr()
@@ -140,7 +141,7 @@ def test_evaluate_stage_end_to_end(project, monkeypatch, capsys, smoke_pipeline)
     # FiftyOne: one sample per generated image, sortable by DINO-I
     assert fo_info["rc"] == 0 and fo_info["n"] == len(every)
     assert (
-        fo_info["variants"] == ["baseline", "elite", "images2", "sweep", "ti", "xti"]
+        fo_info["variants"] == ["baseline", "blocks", "elite", "images2", "sweep", "ti", "xti"]
         and fo_info["worst"] == fo_info["min"]
     )
     assert {"clip_i", "clip_t", "dino_i", "prompt", "family", "lam", "seed", "subject", "class_word"} <= set(
@@ -156,6 +157,11 @@ def test_evaluate_stage_end_to_end(project, monkeypatch, capsys, smoke_pipeline)
         assert all(-1.0 <= row[k] <= 1.0 for k in ("clip_i", "clip_t", "dino_i"))
     assert m["context"]["real"]["pairs"] == 3 * 3 * 2 and -1 <= m["context"]["real"]["dino_i"] <= 1
     assert set(m["sweep"]) == {"lam_0", "lam_1.2"} and all(v["images"] == 2 for v in m["sweep"].values())
+    blocks = sorted(m["blocks"], key=lambda name: m["blocks"][name]["order"])
+    assert blocks[:3] == ["global word only", "every block", "down"] and "up.block_3" in blocks and len(blocks) == 11
+    assert all(v["images"] == 2 and v["clip_i_lo"] <= v["clip_i"] <= v["clip_i_hi"] for v in m["blocks"].values())
+    assert m["blocks"]["global word only"]["clip_i"] == pytest.approx(m["sweep"]["lam_0"]["clip_i"])  # same images
+    assert m["blocks"]["up.block_1"]["clip_i"] != m["blocks"]["up.block_2"]["clip_i"]  # each row its own lambda
     assert set(m["timing"]["encode_s"]) == {"red_ball", "blue_box", "dog"} and m["timing"]["encode_s_mean"] > 0
     assert m["timing"]["generate_s_per_image_mean"] > 0 and m["timing"]["baseline_generate_s_per_image_mean"] > 0
     assert m["images"]["1"] == m["overall"] and m["images"]["2"]["images"] == n_elite and "pairs" not in m
@@ -187,6 +193,8 @@ def test_evaluate_stage_end_to_end(project, monkeypatch, capsys, smoke_pipeline)
     assert "## A concept from several images" in report and "## Two concepts" not in report
     assert "![lambda sweep](lambda_sweep.png)" in report and (project / "data" / "eval" / "lambda_sweep.png").is_file()
     assert "![rows with intervals](rows.png)" in report and (project / "data" / "eval" / "rows.png").is_file()
+    assert "## Lambda by block" in report and "| up.block_1 |" in report
+    assert Image.open(project / "data" / "eval" / "lambda_blocks.png").size[1] > 300
 
     # the MLflow run of the stage
     import mlflow
@@ -199,7 +207,7 @@ def test_evaluate_stage_end_to_end(project, monkeypatch, capsys, smoke_pipeline)
     assert run.data.metrics["overall.dino_i"] == pytest.approx(m["overall"]["dino_i"])
     assert run.data.tags["fiftyone_dataset"] == DATASET
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
-    assert {"grids", "lambda_sweep.png", "rows.png", "report.md", "dreambench.json"} <= artifacts
+    assert {"grids", "lambda_sweep.png", "lambda_blocks.png", "rows.png", "report.md", "dreambench.json"} <= artifacts
 
     # an image is reproducible from its seed alone
     job_dir = project / "data" / "eval" / "elite" / "dog" / "a_photo_of_a_dog"
@@ -231,7 +239,7 @@ def test_changed_settings_regenerate_only_what_changed(project, monkeypatch, cap
     (project / "params.yaml").write_text(yaml_dump(params))
     assert main(["--params", "params.yaml", "evaluate", "--shard", "0/1"]) == 0
     torch.set_num_threads(threads)
-    assert "generated 2 images, 48 already there" in capsys.readouterr().out  # TI/XTI images and inversions reused too
+    assert "generated 2 images, 70 already there" in capsys.readouterr().out  # TI/XTI images and inversions reused too
     assert len(list((project / "data" / "eval" / "sweep" / "lam_0.5").rglob("*.png"))) == 2
 
 

@@ -276,15 +276,15 @@ def test_block_sweep_turns_the_local_branch_on_one_block_at_a_time(tiny_models, 
     from PIL import Image
 
     from elite.models.attention import KVProjections, cross_attention_layers
-    from elite.models.local_control import check_lam_blocks, position
-    from elite.toy.block_sweep import block_rows, main, wilson
+    from elite.models.local_control import block_rows, check_lam_blocks, position
+    from elite.toy.block_sweep import main, wilson
     from elite.toy.heldout import held_out_concepts
     from elite.toy.word_gate import WordSampling, load_judged, sample_words
 
     params, out = tiny_models
     pipe, _ = load_judged(out, out / "elite")
     layers = [KVProjections.key(p) for p in cross_attention_layers(pipe.unet)]
-    rows = block_rows(pipe.unet, 0.8)
+    rows = block_rows(layers, 0.8)
     parts = sorted({position(layer)[0] for layer in layers})
     assert list(rows)[:2] == ["global word only", "every block"] and set(parts) <= set(rows)
     for lam in rows.values():
