@@ -15,7 +15,6 @@ Run: `python -m elite.toy.block_sweep --models models/pretrained --weights model
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from dataclasses import replace
@@ -24,14 +23,13 @@ from pathlib import Path
 import torch
 
 from elite.errors import EliteError
-from elite.io import atomic_file, read_json, write_json
+from elite.io import atomic_file, write_json
 from elite.models.attention import KVProjections, cross_attention_layers
 from elite.models.local_control import block_rows
-from elite.toy.heldout import Concept, held_out_concepts
-from elite.toy.word_gate import WordSampling, judge_words, load_judged
+from elite.toy.heldout import Concept
+from elite.toy.word_gate import WordSampling, held_out_of, judge_words, load_judged, sampling_parser
 
 SCORES = ("joint", "colour", "pattern", "class", "scene")
-FIX = "--models must be a toy models folder (`make run` on the toy profile writes models/pretrained)"
 
 
 def sweep_blocks(models: Path, weights: Path, held_out: list[Concept], n: int, lam: float, how: WordSampling) -> dict:
@@ -97,24 +95,16 @@ def figure(sweep: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", type=Path, default=Path("models/pretrained"))
-    parser.add_argument("--weights", type=Path, default=Path("models/elite"))
+    parser = sampling_parser(__doc__, "models/elite", "images per set (seen, held-out) and row")
     parser.add_argument("--lam", type=float, default=0.8, help="lambda of the blocks a row turns on")
-    parser.add_argument("--images", type=int, default=96, help="images per set (seen, held-out) and row")
-    parser.add_argument("--guidance", type=float, default=4.0)
-    parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--out", type=Path, default=Path("block_sweep.json"))
     parser.add_argument("--figure", type=Path, default=None, help="also draw the held-out panels (png/svg)")
-    parser.add_argument("--cpu-threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args(argv)
     if args.cpu_threads:
         torch.set_num_threads(args.cpu_threads)
     how = WordSampling(guidance=args.guidance, steps=args.steps)
     try:
-        toy = read_json(args.models / "base" / "toy_world.json", dict, "toy world", FIX)
-        held_out = held_out_concepts(toy["held_out"])
-        sweep = sweep_blocks(args.models, args.weights, held_out, args.images, args.lam, how)
+        sweep = sweep_blocks(args.models, args.weights, held_out_of(args.models), args.images, args.lam, how)
     except EliteError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from elite.errors import EliteError
+from elite.io import read_json
 from elite.models.local_control import Lam
 from elite.pipeline import ElitePipeline
 from elite.toy.gate import accuracies, gate_rows, seen_concepts
@@ -82,22 +85,41 @@ def measure_words(models: Path, weights: Path, held_out: list[Concept], n: int, 
     return judge_words(*load_judged(models, weights), held_out, n, how)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+FIX = "--models must be a toy models folder (`make run` on the toy profile writes models/pretrained)"
+
+
+def sampling_parser(doc: str | None, weights: str, images: str) -> argparse.ArgumentParser:
+    """The gate tools' shared options: the models and weights folders, images per set, sampler, CPU threads."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=Path, default=Path("models/pretrained"))
-    parser.add_argument("--weights", type=Path, default=Path("models/elite_global"))
-    parser.add_argument("--images", type=int, default=96, help="images per set (seen, held-out)")
-    parser.add_argument("--lam", type=float, default=0.0, help="local branch weight (0: the global word alone)")
-    parser.add_argument("--all-words", action="store_true", help="inject every global word, as stage 1 trains")
+    parser.add_argument("--weights", type=Path, default=Path(weights))
+    parser.add_argument("--images", type=int, default=96, help=images)
     parser.add_argument("--guidance", type=float, default=4.0)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--cpu-threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    return parser
+
+
+def held_out_of(models: Path) -> list[Concept]:
+    """The held-out concepts a toy models folder was built with (base/toy_world.json); a folder without it is a
+    one-line error."""
+    toy = read_json(models / "base" / "toy_world.json", dict, "toy world", FIX)
+    return held_out_concepts(toy["held_out"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = sampling_parser(__doc__, "models/elite_global", "images per set (seen, held-out)")
+    parser.add_argument("--lam", type=float, default=0.0, help="local branch weight (0: the global word alone)")
+    parser.add_argument("--all-words", action="store_true", help="inject every global word, as stage 1 trains")
     args = parser.parse_args(argv)
     if args.cpu_threads:
         torch.set_num_threads(args.cpu_threads)
-    toy = json.loads((args.models / "base" / "toy_world.json").read_text())
     how = WordSampling(args.lam, args.all_words, args.guidance, args.steps)
-    result = measure_words(args.models, args.weights, held_out_concepts(toy["held_out"]), args.images, how)
+    try:
+        result = measure_words(args.models, args.weights, held_out_of(args.models), args.images, how)
+    except EliteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(json.dumps(result, indent=2))
     return 0
 

@@ -249,10 +249,10 @@ def test_every_stand_in_trains_and_loads_through_the_real_loaders(tiny_models):
     assert top == params.toy.unet_top_attention
 
 
-def test_word_gate_samples_seen_and_held_out_concepts_from_one_render_each(tiny_models, capsys):
+def test_word_gate_samples_seen_and_held_out_concepts_from_one_render_each(tiny_models, tmp_path, capsys):
     """The mapper's gate (elite.toy.word_gate) on the tiny models: per set, every attribute, the joint and the
     scene read from n images, with w0 alone and with all the global words; the command line prints the same
-    report."""
+    report, and a folder without a toy world is a one-line error."""
     from elite.toy.heldout import held_out_concepts
     from elite.toy.word_gate import WordSampling, main, measure_words
 
@@ -267,6 +267,9 @@ def test_word_gate_samples_seen_and_held_out_concepts_from_one_render_each(tiny_
     assert (w0["all_words"], every["all_words"]) == (False, True)
     assert main(["--models", str(out), "--weights", str(out / "elite"), "--images", "4", "--steps", "2"]) == 0
     assert json.loads(capsys.readouterr().out) == w0
+    assert main(["--models", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "toy_world.json: toy world not found" in err
 
 
 def test_block_sweep_turns_the_local_branch_on_one_block_at_a_time(tiny_models, tmp_path, capsys):
