@@ -43,6 +43,7 @@ SMOKE_OVERRIDES = {
         "baseline": False,
         "sweep_lams": [0.0, 0.8],
         "sweep_prompts": 1,
+        "sweep_blocks": None,  # tested in tests/evaluate/test_eval_stage.py
     },
     "baselines": {"subjects": []},
 }

@@ -153,6 +153,7 @@ def eval_project(root: Path, smoke_models: Path) -> Path:
             "steps": 2,
             "baseline": False,
             "sweep_lams": [],
+            "sweep_blocks": None,
             "multi_images": [],  # the concept image only (this test counts the images of one row)
             "cpu_threads": 1,
         },
