@@ -191,27 +191,22 @@ def plan(
     jobs = rows("elite", subjects, lambda template: family_of(template, cfg.families)[1])
     if cfg.baseline:
         jobs += rows("baseline", subjects, None)
-    for lam in cfg.sweep_lams:
-        jobs += rows(
-            "sweep",
+
+    def sweep_subset(variant, lam, folder):
+        """The sweep's subjects, prompts and images (the sweep and the sweep by block share them)."""
+        return rows(
+            variant,
             subjects[: cfg.sweep_subjects],
-            float(lam),
+            lam,
             cfg.sweep_images,
-            out / "sweep" / f"lam_{lam:g}",
+            folder,
             lambda templates: spread(templates, cfg.sweep_prompts),
         )
+
+    for lam in cfg.sweep_lams:
+        jobs += sweep_subset("sweep", float(lam), out / "sweep" / f"lam_{lam:g}")
     for name, lam in (blocks or {}).items():
-        jobs += [
-            replace(j, row=name)
-            for j in rows(
-                "blocks",
-                subjects[: cfg.sweep_subjects],
-                lam,
-                cfg.sweep_images,
-                out / "blocks" / slug(name),
-                lambda templates: spread(templates, cfg.sweep_prompts),
-            )
-        ]
+        jobs += [replace(j, row=name) for j in sweep_subset("blocks", lam, out / "blocks" / slug(name))]
     if baselines is not None:
         chosen = select_subjects(subjects, list(baselines.subjects), "baselines.subjects")
         for method in baselines.methods:

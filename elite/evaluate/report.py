@@ -77,6 +77,16 @@ def table2(
     }
 
 
+def _intervals(items: list[dict]) -> dict[str, float]:
+    """The 95% interval of every score the rows have."""
+    return spread(items, (*SCORES, *score_keys(items)))
+
+
+def _with_intervals(items: list[dict]) -> dict:
+    """Mean scores and their intervals: one row of the sweep or of the sweep by block."""
+    return {**aggregate(items), **_intervals(items)}
+
+
 def build_metrics(
     rows: list[dict],
     real: dict[str, dict],
@@ -102,17 +112,11 @@ def build_metrics(
     by_lam: dict[float, list[dict]] = defaultdict(list)
     for r in by_variant["sweep"]:
         by_lam[float(r["lam"])].append(r)
-    sweep = {
-        f"lam_{lam:g}": {**aggregate(items), **spread(items, (*SCORES, *score_keys(items)))}
-        for lam, items in by_lam.items()
-    }
+    sweep = {f"lam_{lam:g}": _with_intervals(items) for lam, items in by_lam.items()}
     by_row: dict[str, list[dict]] = defaultdict(list)
     for r in by_variant["blocks"]:
         by_row[r["row"]].append(r)
-    blocks = {
-        name: {"order": i, **aggregate(items), **spread(items, (*SCORES, *score_keys(items)))}
-        for i, (name, items) in enumerate(by_row.items())
-    }
+    blocks = {name: {"order": i, **_with_intervals(items)} for i, (name, items) in enumerate(by_row.items())}
     times = list(encode_s.values())
     timing = {
         "encode_s_mean": _mean(times),
@@ -126,7 +130,7 @@ def build_metrics(
     spread_rows = {"elite": elite, **{v: by_variant[v] for v in by_variant if v not in ("elite", "sweep", "blocks")}}
     return {
         "overall": aggregate(elite),
-        "spread": {name: spread(items, (*SCORES, *score_keys(items))) for name, items in spread_rows.items() if items},
+        "spread": {name: _intervals(items) for name, items in spread_rows.items() if items},
         "families": group(elite, "family"),
         "subjects": group(elite, "subject"),
         "context": context,

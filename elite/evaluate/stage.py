@@ -75,8 +75,10 @@ def check_weights(path: str) -> Path:
 def sweep_by_block(cfg, weights: Path) -> dict[str, Lam] | None:
     """The rows of the sweep by block (`evaluate.sweep_blocks`), from the cross-attention layers the weights carry
     K/V for; None when it is off or the weights have no local branch (then every row would be the global word's)."""
+    if cfg.sweep_blocks is None:
+        return None
     config = EliteModelConfig.from_pretrained(weights)
-    if cfg.sweep_blocks is None or not config.has_local:
+    if not config.has_local:
         return None
     return block_rows(config.kv_shapes, cfg.sweep_blocks)
 
