@@ -19,18 +19,7 @@ from pipeline_helpers import BIN, REPO, copy_checkout, dvc, git, run, stage_env
 from servers import MLFLOW_SERVER_ENV, free_port, mlflow_server_cmd, server
 
 SECTION = {"prepare_models": "models"}  # stage -> its params.yaml section, where the names differ
-STAGES = [
-    "plugins",
-    "prepare_models",
-    "download",
-    "curate",
-    "dreambench",
-    "mask",
-    "train_global",
-    "train_local",
-    "evaluate",
-    "register",
-]
+STAGES = list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])  # in pipeline order
 
 
 def stage_section(stage: str) -> str:
@@ -69,7 +58,6 @@ def bump_first_scalar(params_file: Path, section: str) -> str:
 
 def test_stages_follow_the_contract(dvc_yaml):
     stages = dvc_yaml["stages"]
-    assert list(stages) == STAGES
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for name, spec in stages.items():
         assert spec["cmd"] == f"elite {name.replace('_', '-')}"
