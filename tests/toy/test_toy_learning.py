@@ -39,8 +39,9 @@ RECORD = Path(__file__).resolve().parents[1] / "artifacts" / "toy_learning.json"
 # tests/toy/learning_seeds.json): over the fixture's 6,000-step min-SNR base (gate: seen named joint 0.958, held-out
 # named 0.885) the named identity retrieves 0.792; stage 1 rises from 0.073 to 0.344 (+0.271; its detached control
 # 0.125) and passes; the local branch then adds only +0.042 over that global word (0.385; detached 0.365), short
-# of the margin. That claim stays in the suite as a strict expected failure: the day it passes, the suite goes
-# red until the marker is removed and docs/toy.md says so.
+# of the margin. That claim is kept as a strict expected failure among the research measurements (`make
+# test-research`, about 7 minutes: stage 1, then stage 2 over it, then retrieval; `make test` skips it, saying so):
+# the day it passes, that run goes red until the markers are removed and docs/toy.md says so.
 STAGE2_BELOW_MARGIN = pytest.mark.xfail(
     strict=True,
     reason="toy v2: over the min-SNR base the local branch adds +0.042 over stage 1, margin 0.15 (issue 23); "
@@ -181,6 +182,7 @@ def stage2(toy, world, stage1) -> Path:
     return run(LocalStage, "train_local", toy, world, stage1, "local")
 
 
+@pytest.mark.research
 @STAGE2_BELOW_MARGIN
 def test_stage2_local_branch_adds_identity_and_fails_detached(toy, world, stage1, stage2, stage1_score):
     """Global + local (lambda 0.8) over global only: the paper's Table 3 claim, on held-out concepts; then its
