@@ -181,21 +181,23 @@ def test_upload_click_mask_generate(demo_url, concept_image, smoke_models, bad_f
         wait.until(lambda d: "has no placeholder" in d.find_element(By.TAG_NAME, "body").text)
         screenshot(driver, "demo-bad-prompt")
 
-        # generate with 150 steps (the page's most, so that the progress stays on screen long enough to be read on
-        # an idle machine too): the sampler's bar names the image and counts the steps ("image 1 of 1: sampling -
-        # 16.7%" and "25/150 steps | 0.5s", both in one look at the gallery); then one image of the model's output
-        # size in the gallery
+        # generate three images with 150 steps each (the page's most, so that the progress stays on screen long
+        # enough to be read on an idle machine too, and for three images: on a loaded machine one look at the page
+        # can take longer than one image): the sampler's bar names the image and counts the steps ("image 1 of 3:
+        # sampling - 16.7%" and "25/150 steps | 0.5s", both in one look at the gallery); then three images of the
+        # model's output size in the gallery
         driver.find_element(By.XPATH, "//button[contains(., 'Sampler')]").click()
         wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "#steps input[type=number]")))
-        fill(driver, {"#prompt textarea": "a S* on the beach", **numbers(steps=150)})
+        fill(driver, {"#prompt textarea": "a S* on the beach", **numbers(steps=150, num=3)})
         click(driver, "#generate")
-        until_progress(driver, r"image 1 of 1: sampling\s*-\s*[\d.]+%", r"\b\d+/150\s+steps")
+        until_progress(driver, r"image [123] of 3: sampling\s*-\s*[\d.]+%", r"\b\d+/150\s+steps")
         driver.execute_script("arguments[0].scrollIntoView()", css("#gallery"))
         screenshot(driver, "demo-progress")
-        (result,) = wait.until(lambda d: gallery_images(d))
-        image = fetch_image(result)
-        assert image.size == output_size(smoke_models)
-        assert np.asarray(image).std() > 0
+        results = wait.until(lambda d: (found := gallery_images(d)) and len(found) == 3 and found)
+        for result in results:
+            image = fetch_image(result)
+            assert image.size == output_size(smoke_models)
+            assert np.asarray(image).std() > 0
         screenshot(driver, "demo-result")
 
 
