@@ -101,10 +101,12 @@ def run_curate(cfg) -> dict:
     # images: readability, EXIF rotation, exact duplicates
     ids, files, oi_ids = dataset.values(["id", "filepath", IMAGE_ID])
     with ThreadPoolExecutor(cfg.workers) as pool:
-        checks = list(tqdm(pool.map(check_image, files), total=len(files), desc="check images", unit="img", leave=False))
+        checks = list(
+            tqdm(pool.map(check_image, files), total=len(files), desc="check images", unit="img", leave=False)
+        )
     drop: dict[str, list[str]] = {tag: [] for tag in IMAGE_DROPS}
     seen: dict[str, str] = {}
-    for sid, oi_id, (status, digest) in sorted(zip(ids, oi_ids, checks), key=lambda t: t[1]):
+    for sid, _oi_id, (status, digest) in sorted(zip(ids, oi_ids, checks), key=lambda t: t[1]):
         if status != "ok":
             drop[f"drop:{status}"].append(sid)
         elif cfg.drop_duplicates and digest in seen:
@@ -132,8 +134,10 @@ def run_curate(cfg) -> dict:
     # stage 2: size and aspect of the box in pixels
     w_px = F("bounding_box")[2] * F("$metadata.width")
     h_px = F("bounding_box")[3] * F("$metadata.height")
-    size_rules = [("drop:small_box", (w_px < cfg.min_side) | (h_px < cfg.min_side)),
-                  ("drop:aspect", (w_px > cfg.max_aspect * h_px) | (h_px > cfg.max_aspect * w_px))]
+    size_rules = [
+        ("drop:small_box", (w_px < cfg.min_side) | (h_px < cfg.min_side)),
+        ("drop:aspect", (w_px > cfg.max_aspect * h_px) | (h_px > cfg.max_aspect * w_px)),
+    ]
     for tag, cond in size_rules:
         kept.filter_labels(MASKS, untagged & cond).tag_labels(tag, label_fields=[MASKS])
     kept.filter_labels(MASKS, untagged).tag_labels("local", label_fields=[MASKS])
@@ -186,8 +190,14 @@ def _local_boxes(kept, cfg, size_rules, F) -> None:
     for _, cond in size_rules:
         candidates = candidates.filter_labels(BOXES, ~cond)
     box_ids, box_labels, box_bbs, mask_labels, mask_bbs = candidates.values(
-        [f"{BOXES}.detections.id", f"{BOXES}.detections.label", f"{BOXES}.detections.bounding_box",
-         f"{MASKS}.detections.label", f"{MASKS}.detections.bounding_box"])
+        [
+            f"{BOXES}.detections.id",
+            f"{BOXES}.detections.label",
+            f"{BOXES}.detections.bounding_box",
+            f"{MASKS}.detections.label",
+            f"{MASKS}.detections.bounding_box",
+        ]
+    )
     local, covered = [], []
     for ids, labs, bbs, mlabs, mbbs in zip(box_ids, box_labels, box_bbs, mask_labels, mask_bbs):
         masks = list(zip(mlabs or [], mbbs or []))
@@ -201,22 +211,34 @@ def _local_boxes(kept, cfg, size_rules, F) -> None:
 
 
 def _manifest_rows(kept) -> tuple[list[dict], list[dict]]:
-    fields = ["filepath", IMAGE_ID, "metadata.width", "metadata.height",
-              f"{BOXES}.detections.label", f"{BOXES}.detections.bounding_box", f"{BOXES}.detections.tags",
-              f"{MASKS}.detections.label", f"{MASKS}.detections.bounding_box", f"{MASKS}.detections.tags",
-              f"{MASKS}.detections.{RELEASE_MASK}"]
+    fields = [
+        "filepath",
+        IMAGE_ID,
+        "metadata.width",
+        "metadata.height",
+        f"{BOXES}.detections.label",
+        f"{BOXES}.detections.bounding_box",
+        f"{BOXES}.detections.tags",
+        f"{MASKS}.detections.label",
+        f"{MASKS}.detections.bounding_box",
+        f"{MASKS}.detections.tags",
+        f"{MASKS}.detections.{RELEASE_MASK}",
+    ]
     rows_global, rows_local = [], []
     for fp, oi_id, w, h, labs, bbs, tags, mlabs, mbbs, mtags, mpaths in zip(*kept.values(fields)):
         image = paths.rel(fp)
-        row = lambda label, bb, mask: {"image": image, "box": pixel_box(bb, w, h), "label": label,  # noqa: E731
-                                       "image_id": oi_id, "mask": mask}
         for lab, bb, tg in zip(labs or [], bbs or [], tags or []):
             if "global" in tg:
-                rows_global.append(row(lab, bb, None))
+                rows_global.append(_row(image, oi_id, w, h, lab, bb, None))
             if "local" in tg:
-                rows_local.append(row(lab, bb, None))
+                rows_local.append(_row(image, oi_id, w, h, lab, bb, None))
         for lab, bb, tg, mp in zip(mlabs or [], mbbs or [], mtags or [], mpaths or []):
             if "local" in tg and mp is not None:
-                rows_local.append(row(lab, bb, mp))
+                rows_local.append(_row(image, oi_id, w, h, lab, bb, mp))
     key = lambda r: (r["image_id"], r["box"], r["label"], r["mask"] or "")  # noqa: E731
     return sorted(rows_global, key=key), sorted(rows_local, key=key)
+
+
+def _row(image: str, oi_id: str, w: int, h: int, label: str, bb, mask: str | None) -> dict:
+    """One manifest row: the image, its box in pixels, the label, the Open Images ImageID, the mask (or None)."""
+    return {"image": image, "box": pixel_box(bb, w, h), "label": label, "image_id": oi_id, "mask": mask}

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import fcntl
-import functools
 import hashlib
 import logging
 import os
@@ -65,31 +64,57 @@ def service_name(db_dir: str) -> str:
 
 
 def checkout_database(db_dir: str) -> str:
-    """The MongoDB URI of the database in `db_dir`, under a service watcher of its own (found, or started)."""
+    """The MongoDB URI of the database in `db_dir`, under a service watcher of its own (found, or started),
+    once it answers. A watcher found just as the last process using it exits stops its mongod after this one
+    attached: then the database is started again, when that mongod has let go of the directory."""
     try:
         Path(db_dir).parent.mkdir(parents=True, exist_ok=True)
         with open(f"{db_dir}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one process of this checkout starts the service; the rest attach
-            port = _wait_for_port(_database_service(db_dir))
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while True:
+                service = _database_service(db_dir)
+                port = _wait_for_port(service, deadline)
+                if _answers(port, service, deadline):
+                    return f"mongodb://127.0.0.1:{port}"
+                log.warning("FiftyOne's database in %s stopped as this process attached; starting it again", db_dir)
+                _drop_service(db_dir)
+                _wait_for_release(db_dir, deadline)
     except Exception as exc:  # ServiceListenTimeout, PermissionError, ServiceExecutableNotFound, OSError
         raise EliteError(_db_failure(db_dir, exc)) from None
-    return f"mongodb://127.0.0.1:{port}"
 
 
 START_TIMEOUT_S = 600  # a fresh mongod on a loaded 2-core machine took 57 s to listen; FiftyOne waits 60 s
 
 
-def _wait_for_port(service) -> int:
+def _wait_for_port(service, deadline: float) -> int:
     """The database's port, waiting past FiftyOne's 60 s while its watcher process is alive (a busy machine)."""
     from fiftyone.core.service import ServiceListenTimeout
 
-    deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         try:
             return service.port
         except ServiceListenTimeout:
             if time.monotonic() > deadline or not _alive(service.child):
                 raise
+
+
+def _answers(port: int, service, deadline: float) -> bool:
+    """Whether the mongod on `port` answers a ping; False once the service's watcher has exited (it stopped)."""
+    import pymongo
+
+    while True:
+        client = pymongo.MongoClient(port=port, serverSelectionTimeoutMS=2000, connect=False)
+        try:
+            client.admin.command("ping")
+            return True
+        except pymongo.errors.PyMongoError:
+            if not _alive(service.child):
+                return False
+            if time.monotonic() > deadline:
+                raise
+        finally:
+            client.close()
 
 
 def _alive(process) -> bool:
@@ -102,7 +127,26 @@ def _alive(process) -> bool:
         return False
 
 
-@functools.cache  # one service handle per process and directory, kept: dropping it detaches this process
+def _wait_for_release(db_dir: str, deadline: float) -> None:
+    """Wait until no mongod runs on `db_dir` (a stopping one holds its lock file until it exits)."""
+    import psutil
+
+    def running() -> bool:
+        for proc in psutil.process_iter(["name", "cmdline"]):
+            cmd = proc.info["cmdline"] or []
+            if proc.info["name"] == "mongod" and db_dir in cmd and proc.status() != psutil.STATUS_ZOMBIE:
+                return True
+        return False
+
+    while running():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"a mongod still holds {db_dir}")
+        time.sleep(0.5)
+
+
+_SERVICES: dict[str, object] = {}  # one service handle per directory, kept: dropping it detaches this process
+
+
 def _database_service(db_dir: str):
     import fiftyone.core.service as fos
 
@@ -113,11 +157,20 @@ def _database_service(db_dir: str):
             self.service_name = name
             super().__init__()
 
-    return CheckoutDatabase(service_name(db_dir))
+    if db_dir not in _SERVICES:
+        _SERVICES[db_dir] = CheckoutDatabase(service_name(db_dir))
+    return _SERVICES[db_dir]
+
+
+def _drop_service(db_dir: str) -> None:
+    service = _SERVICES.pop(db_dir)
+    service.stop()  # type: ignore[attr-defined]
 
 
 def _db_failure(db_dir: str, exc: Exception) -> str:
-    reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}" if str(exc).strip() else type(exc).__name__
+    reason = (
+        f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}" if str(exc).strip() else type(exc).__name__
+    )
     return (
         f"FiftyOne's database did not start in {db_dir} ({reason}); its log is {db_dir}/log/mongo.log. Another "
         "mongod on that directory, a full disk or a directory you cannot write are the usual causes; set "
@@ -162,8 +215,8 @@ def zoo_download(split: str, zoo_dir: str, max_samples: int | None, workers: int
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
             if attempt == retries:
                 raise EliteError(
-                    f"download: the FiftyOne zoo could not fetch open-images-v7/{split} after {retries} tries ({reason}); "
-                    f"offline, copy the release here and set download.source to that folder (docs/data.md)"
+                    f"download: the FiftyOne zoo could not fetch open-images-v7/{split} after {retries} tries "
+                    f"({reason}); offline, copy the release here and set download.source to that folder (docs/data.md)"
                 ) from None
             pause = wait * 2 ** (attempt - 1)
             log.warning("zoo download failed (%s); retry %d/%d in %.0f s", reason, attempt, retries - 1, pause)
@@ -185,12 +238,18 @@ def release_masks(split_dir: Path) -> dict[str, list[tuple[str, tuple[float, ...
 def import_split(split_dir: Path, name: str, stamp: str):
     """Import a FiftyOne-layout Open Images split as the persistent dataset `name` (replacing it).
 
-    Adds the ImageID (`open_images_id`), image metadata (width/height) and, on every segmentation, the repo-relative path of its
-    full-image release mask PNG (`release_mask`), which FiftyOne's importer does not keep.
+    Adds the ImageID (`open_images_id`), image metadata (width/height) and, on every segmentation, the
+    repo-relative path of its full-image release mask PNG (`release_mask`), which FiftyOne's importer does not keep.
     """
     fo = fiftyone()
-    dataset = fo.Dataset.from_dir(dataset_dir=str(split_dir), dataset_type=fo.types.OpenImagesV7Dataset,
-                                  label_types=LABEL_TYPES, name=name, overwrite=True, persistent=True)
+    dataset = fo.Dataset.from_dir(
+        dataset_dir=str(split_dir),
+        dataset_type=fo.types.OpenImagesV7Dataset,
+        label_types=LABEL_TYPES,
+        name=name,
+        overwrite=True,
+        persistent=True,
+    )
     for field in (BOXES, MASKS):  # a split without any box or mask still gets both (empty) fields
         if not dataset.has_sample_field(field):
             dataset.add_sample_field(field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
@@ -209,8 +268,14 @@ def import_split(split_dir: Path, name: str, stamp: str):
         pool = list(masks.get(image_id, []))
         row = []
         for lab, bb in zip(labs, bbs):
-            hit = next((i for i, (mid, box, _) in enumerate(pool) if mid == names.get(lab)
-                        and max(abs(a - b) for a, b in zip(box, bb)) < 1e-6), None)
+            hit = next(
+                (
+                    i
+                    for i, (mid, box, _) in enumerate(pool)
+                    if mid == names.get(lab) and max(abs(a - b) for a, b in zip(box, bb)) < 1e-6
+                ),
+                None,
+            )
             row.append(pool.pop(hit)[2] if hit is not None else None)
         paths.append(row)
     if any(p is not None for p in paths):

@@ -108,22 +108,35 @@ def _run_mask(cfg, shard: tuple[int, int]) -> dict | None:
     sam_id = sam_fingerprint(paths.SAM_DIR)
     _check_marker(paths.MASKS / "sam", {"sam": sam_id, "multimask": cfg.multimask}, "mask.multimask")
     if paths.DREAMBENCH_SUBJECTS.is_file():
-        concept = {k: v for k, v in cfg.model_dump().items() if k.startswith(("concept_", "auto_")) or k == "min_mask_pixels"}
-        _check_marker(paths.MASKS / "dreambench", {"sam": sam_id, "multimask": cfg.multimask, **concept},
-                      "mask.concept_* / auto_* / min_mask_pixels")
+        concept = {
+            k: v for k, v in cfg.model_dump().items() if k.startswith(("concept_", "auto_")) or k == "min_mask_pixels"
+        }
+        _check_marker(
+            paths.MASKS / "dreambench",
+            {"sam": sam_id, "multimask": cfg.multimask, **concept},
+            "mask.concept_* / auto_* / min_mask_pixels",
+        )
 
     by_image: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_image[row["image_id"]].append(row)
     mine = sorted(by_image)[index::count]
     out_rows: list[dict] = []
-    stats = {"images": len(mine), "images_encoded": 0, "encode_seconds": 0.0, "masks_made": 0, "unreadable": 0,
-             "dropped_empty": 0}
+    stats = {
+        "images": len(mine),
+        "images_encoded": 0,
+        "encode_seconds": 0.0,
+        "masks_made": 0,
+        "unreadable": 0,
+        "dropped_empty": 0,
+    }
     for image_id in tqdm(mine, desc=f"sam {index}/{count}", unit="img"):
         _mask_image(masker, by_image[image_id], cfg, stats, out_rows)
     stats.update(_dreambench(masker, cfg, index, count))
-    write_json(paths.MASKS / "shards" / f"{index}-of-{count}.json",
-               {"fingerprint": fingerprint, "shard": [index, count], "rows": out_rows, "stats": stats})
+    write_json(
+        paths.MASKS / "shards" / f"{index}-of-{count}.json",
+        {"fingerprint": fingerprint, "shard": [index, count], "rows": out_rows, "stats": stats},
+    )
     return merge_shards(count, fingerprint)
 
 
@@ -163,8 +176,10 @@ def _check_marker(folder: Path, made_by: dict, settings: str) -> None:
     """Masks already in `folder` are reused only if the same SAM (and settings) made them."""
     marker = folder / "model.json"
     if marker.is_file() and json.loads(marker.read_text()) != made_by:
-        raise EliteError(f"{folder}: these masks were made by another SAM or other {settings}; delete "
-                         f"{folder} (or run through DVC, which does) to make them again")
+        raise EliteError(
+            f"{folder}: these masks were made by another SAM or other {settings}; delete "
+            f"{folder} (or run through DVC, which does) to make them again"
+        )
     write_json(marker, made_by)
 
 
@@ -198,15 +213,16 @@ def concept_mask(masker: BoxMasker, rgb: np.ndarray, cfg) -> tuple[np.ndarray, b
     h, w = rgb.shape[:2]
     box = None
     if cfg.concept_box == "auto":
-        box = masker.dominant_box(rgb, cfg.auto_points_per_side, cfg.auto_pred_iou_thresh,
-                                  cfg.auto_stability_thresh, cfg.auto_max_area)
+        box = masker.dominant_box(
+            rgb, cfg.auto_points_per_side, cfg.auto_pred_iou_thresh, cfg.auto_stability_thresh, cfg.auto_max_area
+        )
     auto_box = box is not None
     box = box or [0, 0, w, h]
     mask = masker(rgb, [box])[0][0]
     if mask.sum() >= cfg.min_mask_pixels:
         return mask, auto_box, False
     mask = np.zeros((h, w), bool)
-    mask[box[1]:box[3], box[0]:box[2]] = True
+    mask[box[1] : box[3], box[0] : box[2]] = True
     return mask, auto_box, True
 
 
@@ -223,7 +239,9 @@ def _dreambench(masker: BoxMasker, cfg, index: int, count: int) -> dict:
                 continue
             rgb = load_rgb(image)
             if rgb is None:
-                raise EliteError(f"{image}: DreamBench image of {name} is missing or unreadable; run `elite dreambench` again")
+                raise EliteError(
+                    f"{image}: DreamBench image of {name} is missing or unreadable; run `elite dreambench` again"
+                )
             mask, auto_box, box_fallback = concept_mask(masker, rgb, cfg)
             stats["dreambench_auto_box"] += auto_box
             stats["dreambench_box_fallback"] += box_fallback
@@ -244,7 +262,9 @@ def merge_shards(count: int, fingerprint: str) -> dict | None:
         if part.get("fingerprint") != fingerprint:
             return None
         parts.append(part)
-    rows = sorted((r for p in parts for r in p["rows"]), key=lambda r: (r["image_id"], r["box"], r["label"], r["mask"]))
+    rows = sorted(
+        (r for p in parts for r in p["rows"]), key=lambda r: (r["image_id"], r["box"], r["label"], r["mask"])
+    )
     write_manifest(paths.MASKS / "local.jsonl", rows)
     total = defaultdict(float)
     for p in parts:
@@ -262,7 +282,9 @@ def merge_shards(count: int, fingerprint: str) -> dict | None:
         "iou_pairs": len(ious),
         "images": int(total["images"]),
         "images_encoded": int(total["images_encoded"]),
-        "images_per_s": round(total["images_encoded"] / total["encode_seconds"], 3) if total["encode_seconds"] else None,
+        "images_per_s": round(total["images_encoded"] / total["encode_seconds"], 3)
+        if total["encode_seconds"]
+        else None,
         "dreambench_masks": int(total["dreambench_masks"]),
         "dreambench_made": int(total["dreambench_made"]),
         "dreambench_auto_box": int(total["dreambench_auto_box"]),

@@ -42,10 +42,33 @@ from tqdm import tqdm
 
 from elite.errors import EliteError
 
-BOX_COLUMNS = ["ImageID", "Source", "LabelName", "Confidence", "XMin", "XMax", "YMin", "YMax",
-               "IsOccluded", "IsTruncated", "IsGroupOf", "IsDepiction", "IsInside"]
-SEG_COLUMNS = ["MaskPath", "ImageID", "LabelName", "BoxID", "BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax",
-               "PredictedIoU", "Clicks"]
+BOX_COLUMNS = [
+    "ImageID",
+    "Source",
+    "LabelName",
+    "Confidence",
+    "XMin",
+    "XMax",
+    "YMin",
+    "YMax",
+    "IsOccluded",
+    "IsTruncated",
+    "IsGroupOf",
+    "IsDepiction",
+    "IsInside",
+]
+SEG_COLUMNS = [
+    "MaskPath",
+    "ImageID",
+    "LabelName",
+    "BoxID",
+    "BoxXMin",
+    "BoxXMax",
+    "BoxYMin",
+    "BoxYMax",
+    "PredictedIoU",
+    "Clicks",
+]
 BOX_KEYS = ("XMin", "XMax", "YMin", "YMax")
 SEG_BOX_KEYS = ("BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax")
 FLAG_COLUMNS = ["IsOccluded", "IsTruncated", "IsGroupOf", "IsDepiction", "IsInside"]
@@ -85,7 +108,9 @@ def find_release(root: str | Path, split: str) -> Release:
     """Recognise the layout of a local Open Images copy, or a one-line error saying what is missing."""
     root = Path(root)
     if not root.is_dir():
-        raise EliteError(f"download.source: {root} is not a directory (give a local Open Images copy, 'zoo' or 'synthetic')")
+        raise EliteError(
+            f"download.source: {root} is not a directory (give a local Open Images copy, 'zoo' or 'synthetic')"
+        )
     if (root / "labels" / "detections.csv").is_file():
         return _fiftyone_layout(root)
     if (root / split / "labels" / "detections.csv").is_file():
@@ -97,27 +122,44 @@ def find_release(root: str | Path, split: str) -> Release:
     if not (root / split).is_dir():
         missing.append(f"{split}/ (the images)")
     if missing:
-        raise EliteError(f"download.source: {root} is not an Open Images {split} copy: missing {', '.join(missing)} "
-                         f"(official release layout, see docs/data.md)")
+        raise EliteError(
+            f"download.source: {root} is not an Open Images {split} copy: missing {', '.join(missing)} "
+            f"(official release layout, see docs/data.md)"
+        )
     zips = sorted(root.glob(f"{split}-masks-*.zip"))
     masks_dir = root / f"{split}-masks"
-    return Release(root=root, layout="official", bbox_csv=bbox, seg_csv=seg, classes_csv=classes, images_dir=root / split,
-                   seg_classes=next((root / n for n in SEG_CLASS_FILES if (root / n).is_file()), None),
-                   hierarchy=root / HIERARCHY_FILE if (root / HIERARCHY_FILE).is_file() else None,
-                   masks_dir=masks_dir if masks_dir.is_dir() else None, mask_zips=zips)
+    return Release(
+        root=root,
+        layout="official",
+        bbox_csv=bbox,
+        seg_csv=seg,
+        classes_csv=classes,
+        images_dir=root / split,
+        seg_classes=next((root / n for n in SEG_CLASS_FILES if (root / n).is_file()), None),
+        hierarchy=root / HIERARCHY_FILE if (root / HIERARCHY_FILE).is_file() else None,
+        masks_dir=masks_dir if masks_dir.is_dir() else None,
+        mask_zips=zips,
+    )
 
 
 def _fiftyone_layout(split_dir: Path) -> Release:
     meta = split_dir / "metadata"
     for need in (split_dir / "labels" / "segmentations.csv", meta / "classes.csv", split_dir / "data"):
         if not need.exists():
-            raise EliteError(f"download.source: {split_dir} looks like FiftyOne's Open Images layout but lacks {need.name}")
-    return Release(root=split_dir, layout="fiftyone", bbox_csv=split_dir / "labels" / "detections.csv",
-                   seg_csv=split_dir / "labels" / "segmentations.csv", classes_csv=meta / "classes.csv",
-                   images_dir=split_dir / "data",
-                   seg_classes=meta / "segmentation_classes.csv" if (meta / "segmentation_classes.csv").is_file() else None,
-                   hierarchy=meta / "hierarchy.json" if (meta / "hierarchy.json").is_file() else None,
-                   masks_dir=split_dir / "labels" / "masks")
+            raise EliteError(
+                f"download.source: {split_dir} looks like FiftyOne's Open Images layout but lacks {need.name}"
+            )
+    return Release(
+        root=split_dir,
+        layout="fiftyone",
+        bbox_csv=split_dir / "labels" / "detections.csv",
+        seg_csv=split_dir / "labels" / "segmentations.csv",
+        classes_csv=meta / "classes.csv",
+        images_dir=split_dir / "data",
+        seg_classes=meta / "segmentation_classes.csv" if (meta / "segmentation_classes.csv").is_file() else None,
+        hierarchy=meta / "hierarchy.json" if (meta / "hierarchy.json").is_file() else None,
+        masks_dir=split_dir / "labels" / "masks",
+    )
 
 
 def read_classes(path: Path) -> dict[str, str]:
@@ -136,12 +178,15 @@ def read_classes(path: Path) -> dict[str, str]:
 
 
 def _rows(path: Path, columns: list[str]):
-    f = open(path, newline="", encoding="utf-8")
+    """The open file and its DictReader, once its header has `columns` (the caller closes the file)."""
+    f = open(path, newline="", encoding="utf-8")  # noqa: SIM115 (returned open: the caller reads it in `with f`)
     reader = csv.DictReader(f)
     missing = [c for c in columns if c not in (reader.fieldnames or [])]
     if missing:
         f.close()
-        raise EliteError(f"{path}: missing column(s) {', '.join(missing)} (expected the official header: {','.join(columns)})")
+        raise EliteError(
+            f"{path}: missing column(s) {', '.join(missing)} (expected the official header: {','.join(columns)})"
+        )
     return f, reader
 
 
@@ -232,9 +277,16 @@ class ImportReport:
     rejected: Counter = field(default_factory=Counter)  # "<file kind>:<reason>" -> rows
 
     def as_dict(self) -> dict:
-        return {"images": self.images, "boxes": self.boxes, "masks": self.masks, "classes": self.classes,
-                "masks_resized": self.masks_resized, "images_unreadable_header": self.unreadable_headers,
-                "rejected_rows": dict(sorted(self.rejected.items())), "rejected_total": sum(self.rejected.values())}
+        return {
+            "images": self.images,
+            "boxes": self.boxes,
+            "masks": self.masks,
+            "classes": self.classes,
+            "masks_resized": self.masks_resized,
+            "images_unreadable_header": self.unreadable_headers,
+            "rejected_rows": dict(sorted(self.rejected.items())),
+            "rejected_total": sum(self.rejected.values()),
+        }
 
 
 def import_release(release: Release, out: Path, workers: int, mask_tolerance: float) -> ImportReport:

@@ -32,9 +32,22 @@ from elite.io import atomic_dir, read_json
 
 CONFIG = "sam_config.json"
 SAM_TYPES = ("vit_h", "vit_l", "vit_b", "tiny")
-TINY_ARCH = {"img_size": 64, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0,
-             "window_size": 4, "global_attn_indexes": [1], "prompt_embed_dim": 32, "mask_in_chans": 8,
-             "decoder_depth": 2, "decoder_mlp_dim": 64, "decoder_heads": 2, "iou_head_hidden_dim": 32}
+TINY_ARCH = {
+    "img_size": 64,
+    "patch_size": 8,
+    "embed_dim": 32,
+    "depth": 2,
+    "num_heads": 2,
+    "mlp_ratio": 2.0,
+    "window_size": 4,
+    "global_attn_indexes": [1],
+    "prompt_embed_dim": 32,
+    "mask_in_chans": 8,
+    "decoder_depth": 2,
+    "decoder_mlp_dim": 64,
+    "decoder_heads": 2,
+    "iou_head_hidden_dim": 32,
+}
 PIXEL_MEAN = [123.675, 116.28, 103.53]  # SAM's ImageNet normalisation, as in segment_anything.build_sam
 PIXEL_STD = [58.395, 57.12, 57.375]
 
@@ -43,16 +56,41 @@ def build_tiny_sam(arch: dict):
     from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
     size, patch, dim = arch["img_size"], arch["patch_size"], arch["prompt_embed_dim"]
-    encoder = ImageEncoderViT(img_size=size, patch_size=patch, embed_dim=arch["embed_dim"], depth=arch["depth"],
-                              num_heads=arch["num_heads"], mlp_ratio=arch["mlp_ratio"], out_chans=dim, qkv_bias=True,
-                              norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), use_rel_pos=True,
-                              window_size=arch["window_size"], global_attn_indexes=tuple(arch["global_attn_indexes"]))
-    prompt = PromptEncoder(embed_dim=dim, image_embedding_size=(size // patch, size // patch),
-                           input_image_size=(size, size), mask_in_chans=arch["mask_in_chans"])
-    decoder = MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(
-        depth=arch["decoder_depth"], embedding_dim=dim, mlp_dim=arch["decoder_mlp_dim"], num_heads=arch["decoder_heads"]),
-        transformer_dim=dim, iou_head_depth=3, iou_head_hidden_dim=arch["iou_head_hidden_dim"])
-    return Sam(image_encoder=encoder, prompt_encoder=prompt, mask_decoder=decoder, pixel_mean=PIXEL_MEAN, pixel_std=PIXEL_STD)
+    encoder = ImageEncoderViT(
+        img_size=size,
+        patch_size=patch,
+        embed_dim=arch["embed_dim"],
+        depth=arch["depth"],
+        num_heads=arch["num_heads"],
+        mlp_ratio=arch["mlp_ratio"],
+        out_chans=dim,
+        qkv_bias=True,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        use_rel_pos=True,
+        window_size=arch["window_size"],
+        global_attn_indexes=tuple(arch["global_attn_indexes"]),
+    )
+    prompt = PromptEncoder(
+        embed_dim=dim,
+        image_embedding_size=(size // patch, size // patch),
+        input_image_size=(size, size),
+        mask_in_chans=arch["mask_in_chans"],
+    )
+    decoder = MaskDecoder(
+        num_multimask_outputs=3,
+        transformer=TwoWayTransformer(
+            depth=arch["decoder_depth"],
+            embedding_dim=dim,
+            mlp_dim=arch["decoder_mlp_dim"],
+            num_heads=arch["decoder_heads"],
+        ),
+        transformer_dim=dim,
+        iou_head_depth=3,
+        iou_head_hidden_dim=arch["iou_head_hidden_dim"],
+    )
+    return Sam(
+        image_encoder=encoder, prompt_encoder=prompt, mask_decoder=decoder, pixel_mean=PIXEL_MEAN, pixel_std=PIXEL_STD
+    )
 
 
 def build_sam_model(config: dict):
@@ -73,7 +111,9 @@ def write_tiny_sam(out: Path, seed: int, model=None) -> None:
         torch.manual_seed(seed)
         model = build_tiny_sam(TINY_ARCH)
     torch.save(model.state_dict(), out / "sam_tiny.pth")
-    (out / CONFIG).write_text(json.dumps({"type": "tiny", "checkpoint": "sam_tiny.pth", "arch": TINY_ARCH}, indent=2) + "\n")
+    (out / CONFIG).write_text(
+        json.dumps({"type": "tiny", "checkpoint": "sam_tiny.pth", "arch": TINY_ARCH}, indent=2) + "\n"
+    )
 
 
 def prepare_sam(source: str, sam_type: str, out: Path, seed: int) -> None:
@@ -105,8 +145,10 @@ def _download(url: str, dest: Path) -> None:
                     f.write(chunk)
                     bar.update(len(chunk))
     except (urllib.error.URLError, OSError) as exc:
-        raise EliteError(f"cannot fetch {url} ({getattr(exc, 'reason', exc)}); without internet, download it elsewhere "
-                         f"and set models.sam in params.yaml to the file") from None
+        raise EliteError(
+            f"cannot fetch {url} ({getattr(exc, 'reason', exc)}); without internet, download it elsewhere "
+            f"and set models.sam in params.yaml to the file"
+        ) from None
 
 
 def load_sam(sam_dir: Path, device: str):
@@ -165,13 +207,15 @@ class BoxMasker:
         pick = torch.arange(len(boxes), device=masks.device)
         return masks[pick, best].cpu().numpy(), iou[pick, best].float().cpu().numpy()
 
-    def dominant_box(self, image: np.ndarray, points_per_side: int, pred_iou: float, stability: float,
-                     max_area: float) -> list[int] | None:
+    def dominant_box(
+        self, image: np.ndarray, points_per_side: int, pred_iou: float, stability: float, max_area: float
+    ) -> list[int] | None:
         """Box of the largest automatic mask covering at most `max_area` of the image, or None."""
         from segment_anything import SamAutomaticMaskGenerator
 
-        gen = SamAutomaticMaskGenerator(self.model, points_per_side=points_per_side, pred_iou_thresh=pred_iou,
-                                        stability_score_thresh=stability)
+        gen = SamAutomaticMaskGenerator(
+            self.model, points_per_side=points_per_side, pred_iou_thresh=pred_iou, stability_score_thresh=stability
+        )
         h, w = image.shape[:2]
         found = [m for m in gen.generate(image) if m["area"] <= max_area * h * w]
         if not found:

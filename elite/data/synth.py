@@ -33,10 +33,33 @@ CLASSES = [
     ("/m/015p6", "Bird", "diamond", (30, 160, 90)),
 ]
 USED = 6
-BBOX_HEADER = ["ImageID", "Source", "LabelName", "Confidence", "XMin", "XMax", "YMin", "YMax",
-               "IsOccluded", "IsTruncated", "IsGroupOf", "IsDepiction", "IsInside"]
-SEG_HEADER = ["MaskPath", "ImageID", "LabelName", "BoxID", "BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax",
-              "PredictedIoU", "Clicks"]
+BBOX_HEADER = [
+    "ImageID",
+    "Source",
+    "LabelName",
+    "Confidence",
+    "XMin",
+    "XMax",
+    "YMin",
+    "YMax",
+    "IsOccluded",
+    "IsTruncated",
+    "IsGroupOf",
+    "IsDepiction",
+    "IsInside",
+]
+SEG_HEADER = [
+    "MaskPath",
+    "ImageID",
+    "LabelName",
+    "BoxID",
+    "BoxXMin",
+    "BoxXMax",
+    "BoxYMin",
+    "BoxYMax",
+    "PredictedIoU",
+    "Clicks",
+]
 
 
 def shape_mask(kind: str, h: int, w: int, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -65,8 +88,9 @@ def _fmt(x: float) -> str:
     return repr(float(x))
 
 
-def write_synthetic_release(root: Path, split: str, n_images: int, size: list[int], objects: list[int],
-                            mask_fraction: float, seed: int) -> Path:
+def write_synthetic_release(
+    root: Path, split: str, n_images: int, size: list[int], objects: list[int], mask_fraction: float, seed: int
+) -> Path:
     """Write the release layout (see module docstring) to `root`; returns `root`."""
     rng = np.random.default_rng(seed)
     root = Path(root)
@@ -90,16 +114,18 @@ def write_synthetic_release(root: Path, split: str, n_images: int, size: list[in
     return root
 
 
-def write_release_tables(root: Path, split: str, classes: list[tuple[str, str]], boxes: list, segs: list,
-                         masks: dict[str, bytes]) -> None:
+def write_release_tables(
+    root: Path, split: str, classes: list[tuple[str, str]], boxes: list, segs: list, masks: dict[str, bytes]
+) -> None:
     """The release's CSVs, class lists, hierarchy and mask archives for rows made by `annotate`. The archives
     carry a fixed timestamp, so the same rows give byte-identical files (DVC then sees no change)."""
     _write_csv(root / f"{split}-annotations-bbox.csv", BBOX_HEADER, boxes)
     _write_csv(root / f"{split}-annotations-object-segmentation.csv", SEG_HEADER, segs)
     _write_csv(root / "oidv7-class-descriptions-boxable.csv", ["LabelName", "DisplayName"], classes)
     (root / "oidv7-classes-segmentation.txt").write_text("".join(f"{c[0]}\n" for c in classes))
-    (root / "bbox_labels_600_hierarchy.json").write_text(json.dumps(
-        {"LabelName": "/m/0bl9f", "Subcategory": [{"LabelName": c[0]} for c in classes]}, indent=1))
+    (root / "bbox_labels_600_hierarchy.json").write_text(
+        json.dumps({"LabelName": "/m/0bl9f", "Subcategory": [{"LabelName": c[0]} for c in classes]}, indent=1)
+    )
     by_archive: dict[str, list[str]] = {}
     for name in sorted(masks):
         by_archive.setdefault(name[0], []).append(name)
@@ -120,8 +146,12 @@ def new_image_id(rng, used: set[str]) -> str:
 def _scene(rng, w: int, h: int, k: int):
     yy, xx = np.mgrid[:h, :w]
     base = rng.integers(60, 200, 3)
-    rgb = (base[None, None, :] + 25 * np.sin(xx / rng.uniform(6, 20))[..., None]
-           + 25 * np.cos(yy / rng.uniform(6, 20))[..., None] + rng.normal(0, 6, (h, w, 3)))
+    rgb = (
+        base[None, None, :]
+        + 25 * np.sin(xx / rng.uniform(6, 20))[..., None]
+        + 25 * np.cos(yy / rng.uniform(6, 20))[..., None]
+        + rng.normal(0, 6, (h, w, 3))
+    )
     rgb = np.clip(rgb, 0, 255).astype(np.uint8)
     objs = []
     backdrop = rng.random() < 0.2  # a first object filling most of the frame (box area > 0.8)
@@ -157,8 +187,20 @@ def annotate(rng, image_id, w, h, objs, mask_fraction, boxes, segs, masks) -> No
         coords = [_fmt(x0 / w), _fmt(x1 / w), _fmt(y0 / h), _fmt(y1 / h)]
         truncated = int(x0 == 0 or y0 == 0 or x1 == w or y1 == h)
         occluded = int(vis.sum() < obj["mask"].sum())
-        boxes.append([image_id, "xclick", mid, "1", *coords, str(occluded), str(truncated), str(int(obj["group"])),
-                      str(int(obj["depiction"])), "0"])
+        boxes.append(
+            [
+                image_id,
+                "xclick",
+                mid,
+                "1",
+                *coords,
+                str(occluded),
+                str(truncated),
+                str(int(obj["group"])),
+                str(int(obj["depiction"])),
+                "0",
+            ]
+        )
         if obj["group"] or rng.random() >= mask_fraction:
             continue
         box_id = "".join(rng.choice(list("0123456789abcdef"), 8))

@@ -27,7 +27,8 @@ the w0 maps (the naive baseline: M = sum_c M_c).
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -76,10 +77,12 @@ class KVProjections(nn.Module):
         return module_path.replace(".", "_")
 
     @classmethod
-    def from_unet(cls, unet: nn.Module) -> "KVProjections":
+    def from_unet(cls, unet: nn.Module) -> KVProjections:
         """Copies of the UNet's own cross-attention K/V (how both ELITE stages initialise theirs)."""
         layers = cross_attention_layers(unet)
-        kv = cls({cls.key(p): (a.to_k.in_features, a.to_k.out_features, a.to_v.out_features) for p, a in layers.items()})
+        kv = cls(
+            {cls.key(p): (a.to_k.in_features, a.to_k.out_features, a.to_v.out_features) for p, a in layers.items()}
+        )
         with torch.no_grad():
             for path, attn in layers.items():
                 pair = kv.pair(cls.key(path))
@@ -102,7 +105,11 @@ class KVProjections(nn.Module):
 
     def shapes(self) -> dict[str, tuple[int, int, int]]:
         return {
-            key: (self._linear(key, "to_k").in_features, self._linear(key, "to_k").out_features, self._linear(key, "to_v").out_features)
+            key: (
+                self._linear(key, "to_k").in_features,
+                self._linear(key, "to_k").out_features,
+                self._linear(key, "to_v").out_features,
+            )
             for key in self.layers
         }
 
@@ -279,10 +286,8 @@ def _w0_weight(probs_g: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """M / max M per sample: M the attention of each pixel to w0 (idx (R,)), or the sum of the maps of
     several w0 (idx (R, C)). probs_g (R, heads, Nq, L) -> (R, heads, Nq)."""
     rows = torch.arange(len(idx), device=idx.device)
-    if idx.ndim == 1:
-        attn_w0 = probs_g[rows, :, :, idx]
-    else:
-        attn_w0 = probs_g[rows[:, None], :, :, idx].sum(dim=1)  # (R, C, heads, Nq) -> (R, heads, Nq)
+    # several w0: (R, C, heads, Nq) summed -> (R, heads, Nq)
+    attn_w0 = probs_g[rows, :, :, idx] if idx.ndim == 1 else probs_g[rows[:, None], :, :, idx].sum(dim=1)
     peak = attn_w0.flatten(1).amax(dim=1).clamp_min(torch.finfo(probs_g.dtype).tiny)
     return attn_w0 / peak[:, None, None]
 

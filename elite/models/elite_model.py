@@ -42,13 +42,14 @@ class EliteModelConfig:
         return scaled_layers(self.feature_layers, self.reference_depth, self.vision_depth)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> "EliteModelConfig":
+    def from_pretrained(cls, directory: str | os.PathLike) -> EliteModelConfig:
         """The config of an ELITE weights folder (without its weights)."""
         directory = Path(directory)
         if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
             raise EliteError(
                 f"{directory}: no ELITE weights ({CONFIG_NAME} + {WEIGHTS_NAME}); build them with "
-                "`elite prepare-models`, train them with `dvc repro`, or convert the authors' with `elite import-official`"
+                "`elite prepare-models`, train them with `dvc repro`, or convert the authors' with "
+                "`elite import-official`"
             )
         try:
             return cls(**json.loads((directory / CONFIG_NAME).read_text()))
@@ -77,16 +78,28 @@ class EliteModel(nn.Module):
         return next(self.parameters()).dtype
 
     @classmethod
-    def from_models(cls, unet: nn.Module, image_encoder: nn.Module, text_dim: int, image_encoder_name: str,
-                    feature_layers: list[int] | None = None, reference_depth: int = 24, has_local: bool = True,
-                    seed: int = 0) -> "EliteModel":
+    def from_models(
+        cls,
+        unet: nn.Module,
+        image_encoder: nn.Module,
+        text_dim: int,
+        image_encoder_name: str,
+        feature_layers: list[int] | None = None,
+        reference_depth: int = 24,
+        has_local: bool = True,
+        seed: int = 0,
+    ) -> EliteModel:
         """Fresh weights as training starts: mappers random (seeded), K/V copied from the UNet."""
         vcfg: Any = image_encoder.config  # a transformers config
         kv = KVProjections.from_unet(unet)
         config = EliteModelConfig(
-            vision_dim=vcfg.hidden_size, text_dim=text_dim, vision_depth=vcfg.num_hidden_layers,
-            feature_layers=list(feature_layers or [24, 4, 8, 12, 16]), reference_depth=reference_depth,
-            image_encoder=image_encoder_name, kv_shapes={k: list(v) for k, v in kv.shapes().items()},
+            vision_dim=vcfg.hidden_size,
+            text_dim=text_dim,
+            vision_depth=vcfg.num_hidden_layers,
+            feature_layers=list(feature_layers or [24, 4, 8, 12, 16]),
+            reference_depth=reference_depth,
+            image_encoder=image_encoder_name,
+            kv_shapes={k: list(v) for k, v in kv.shapes().items()},
             has_local=has_local,
         )
         with torch.random.fork_rng(devices=[]):
@@ -104,7 +117,9 @@ class EliteModel(nn.Module):
         self.config.has_local = True
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.local_mapper = LocalMapper(self.config.vision_dim, self.config.text_dim, len(self.config.feature_layers))
+            self.local_mapper = LocalMapper(
+                self.config.vision_dim, self.config.text_dim, len(self.config.feature_layers)
+            )
         self.local_kv = KVProjections.from_unet(unet)
         self.to(next(self.global_mapper.parameters()).dtype)
 
@@ -128,7 +143,7 @@ class EliteModel(nn.Module):
             (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, dtype: torch.dtype = torch.float32) -> "EliteModel":
+    def from_pretrained(cls, directory: str | os.PathLike, dtype: torch.dtype = torch.float32) -> EliteModel:
         directory = Path(directory)
         model = cls(EliteModelConfig.from_pretrained(directory))
         try:
@@ -136,8 +151,9 @@ class EliteModel(nn.Module):
             problems = model.load_state_dict(load(data), strict=False)
         except (SafetensorError, RuntimeError, OSError) as exc:  # a damaged file, or tensors of other shapes
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise EliteError(f"{directory / WEIGHTS_NAME}: cannot load these weights ({first}); rebuild, retrain or "
-                             f"re-convert them") from None
+            raise EliteError(
+                f"{directory / WEIGHTS_NAME}: cannot load these weights ({first}); rebuild, retrain or re-convert them"
+            ) from None
         if problems.missing_keys or problems.unexpected_keys:
             bad = (problems.missing_keys or problems.unexpected_keys)[0]
             raise EliteError(f"{directory / WEIGHTS_NAME}: weights do not match {CONFIG_NAME} (first mismatch: {bad})")

@@ -43,7 +43,9 @@ def check_lam(lam: Any, field: str = "lam") -> None:
         return
     unknown = [k for k in lam if k not in PARTS]
     if unknown or not lam:
-        raise EliteError(f"{field}: unknown block {unknown[0] if unknown else None!r}; the keys are {', '.join(PARTS)}")
+        raise EliteError(
+            f"{field}: unknown block {unknown[0] if unknown else None!r}; the keys are {', '.join(PARTS)}"
+        )
     for part, value in lam.items():
         if part == "mid" or not isinstance(value, Mapping):
             _number(value, f"{field}.{part}")

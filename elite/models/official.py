@@ -50,8 +50,13 @@ def split_official(state: dict[str, torch.Tensor], path: Path) -> tuple[dict, di
     return mapper, kv
 
 
-def convert_official(global_path: Path, local_path: Path | None, image_encoder: str, vision_depth: int = 24,
-                     feature_layers: list[int] | None = None) -> EliteModel:
+def convert_official(
+    global_path: Path,
+    local_path: Path | None,
+    image_encoder: str,
+    vision_depth: int = 24,
+    feature_layers: list[int] | None = None,
+) -> EliteModel:
     g_mapper, g_kv = split_official(load_official(global_path), global_path)
     num_layers = len({k.split(".")[1] for k in g_mapper})
     shapes: dict[str, list[int]] = {}

@@ -49,7 +49,8 @@ def tokenize_with_placeholder(
     limit = tokenizer.model_max_length
     if len(ids) > limit:
         raise EliteError(
-            f"prompt {shown(prompt)} is {len(ids)} tokens with the concept word(s); the text encoder takes {limit}: shorten it"
+            f"prompt {shown(prompt)} is {len(ids)} tokens with the concept word(s); the text encoder takes {limit}: "
+            "shorten it"
         )
     ids += [tokenizer.pad_token_id] * (limit - len(ids))
     return TokenizedPrompt(

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from data_helpers import SPLIT, damage_release, write_subjects
 
 
@@ -42,9 +41,22 @@ def mongod(session_tmp):
     dbpath = session_tmp / "data-tests-mongo"
     dbpath.mkdir()
     port = _free_port()
-    proc = subprocess.Popen([str(binary), "--dbpath", str(dbpath), "--port", str(port), "--bind_ip", "127.0.0.1",
-                             "--nounixsocket", "--logpath", str(dbpath / "mongod.log")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            str(binary),
+            "--dbpath",
+            str(dbpath),
+            "--port",
+            str(port),
+            "--bind_ip",
+            "127.0.0.1",
+            "--nounixsocket",
+            "--logpath",
+            str(dbpath / "mongod.log"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 60
     while True:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -89,8 +101,15 @@ def pipeline_run(tmp_path_factory, mongod, cfgs):
     download, curate, mask = cfgs
     repo = tmp_path_factory.mktemp("data-repo")
     mirror = tmp_path_factory.mktemp("oi-mirror")
-    write_synthetic_release(mirror, SPLIT, 24, download.synthetic_size, download.synthetic_objects,
-                            download.synthetic_mask_fraction, seed=7)
+    write_synthetic_release(
+        mirror,
+        SPLIT,
+        24,
+        download.synthetic_size,
+        download.synthetic_objects,
+        download.synthetic_mask_fraction,
+        seed=7,
+    )
     damage = damage_release(mirror)
     download = download.model_copy(update={"source": str(mirror), "dataset": "elite-data-tests"})
     with contextlib.chdir(repo):
@@ -103,6 +122,14 @@ def pipeline_run(tmp_path_factory, mongod, cfgs):
         t2 = time.perf_counter()
         m_mask = run_mask(mask)
         t3 = time.perf_counter()
-    return {"repo": repo, "mirror": mirror, "damage": damage, "subjects": subjects, "cfgs": (download, curate, mask),
-            "download": m_download, "curate": m_curate, "mask": m_mask,
-            "seconds": {"download": t1 - t0, "curate": t2 - t1, "mask": t3 - t2}}
+    return {
+        "repo": repo,
+        "mirror": mirror,
+        "damage": damage,
+        "subjects": subjects,
+        "cfgs": (download, curate, mask),
+        "download": m_download,
+        "curate": m_curate,
+        "mask": m_mask,
+        "seconds": {"download": t1 - t0, "curate": t2 - t1, "mask": t3 - t2},
+    }

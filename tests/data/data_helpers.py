@@ -52,13 +52,23 @@ def damage_release(root: Path) -> dict:
     bbox_csv = root / f"{SPLIT}-annotations-bbox.csv"
     with open(bbox_csv, newline="") as f:
         boxes = list(csv.DictReader(f))
-    extra = [dict(boxes[0], ImageID="../../../etc/passwd"), dict(boxes[0], ImageID="../" + boxes[0]["ImageID"]),
-             dict(boxes[0], LabelName="/m/notaclass"), dict(boxes[0], XMax="1.5"),
-             dict(boxes[0], ImageID="0123abcdef999999")]
+    extra = [
+        dict(boxes[0], ImageID="../../../etc/passwd"),
+        dict(boxes[0], ImageID="../" + boxes[0]["ImageID"]),
+        dict(boxes[0], LabelName="/m/notaclass"),
+        dict(boxes[0], XMax="1.5"),
+        dict(boxes[0], ImageID="0123abcdef999999"),
+    ]
     with open(bbox_csv, "a", newline="") as f:
         csv.DictWriter(f, list(boxes[0])).writerows(extra)
-    return {"corrupt": corrupt.stem, "truncated": truncated.stem, "wrong_size_mask": wrong["MaskPath"],
-            "half_mask": half["MaskPath"], "half_mask_full": half_mask, "rows": len(rows) - 1}
+    return {
+        "corrupt": corrupt.stem,
+        "truncated": truncated.stem,
+        "wrong_size_mask": wrong["MaskPath"],
+        "half_mask": half["MaskPath"],
+        "half_mask_full": half_mask,
+        "rows": len(rows) - 1,
+    }
 
 
 def write_subjects(root: Path) -> list[dict]:
@@ -67,7 +77,7 @@ def write_subjects(root: Path) -> list[dict]:
     for k, name in enumerate(["red_disc", "blue_box"]):
         images = []
         for i in range(2):
-            yy, xx = np.mgrid[:96 + 8 * i, :80]
+            yy, xx = np.mgrid[: 96 + 8 * i, :80]
             rgb = np.full((96 + 8 * i, 80, 3), (30, 120, 60), np.uint8)
             obj = ((yy - 48) ** 2 + (xx - 40) ** 2 < 25**2) if k == 0 else ((abs(yy - 50) < 20) & (abs(xx - 40) < 18))
             rgb[obj] = (220, 40, 40) if k == 0 else (40, 40, 220)
@@ -75,7 +85,9 @@ def write_subjects(root: Path) -> list[dict]:
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(rgb).save(path, quality=95)
             images.append(path.relative_to(root).as_posix())
-        subjects.append({"subject": name, "class": "toy", "live": False, "images": images, "prompts": ["a S* on a table"]})
+        subjects.append(
+            {"subject": name, "class": "toy", "live": False, "images": images, "prompts": ["a S* on a table"]}
+        )
     (root / "data" / "dreambench" / "subjects.json").write_text(json.dumps(subjects))
     return subjects
 

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_helpers import SPLIT, damage_release
 from PIL import Image
 
 from elite.data.openimages import BOX_COLUMNS, SEG_COLUMNS, find_release, import_release, read_classes
 from elite.data.synth import write_synthetic_release
 from elite.errors import EliteError
-
-from data_helpers import SPLIT, damage_release
 
 
 def rows(path: Path) -> list[dict]:
@@ -60,7 +59,9 @@ def test_generated_release_has_the_official_layout_and_exact_labels(release):
         ys, xs = np.nonzero(mask)
         assert round(float(s["BoxXMin"]) * w) == xs.min() and round(float(s["BoxXMax"]) * w) == xs.max() + 1
         assert round(float(s["BoxYMin"]) * h) == ys.min() and round(float(s["BoxYMax"]) * h) == ys.max() + 1
-        assert any(b["ImageID"] == s["ImageID"] and b["XMin"] == s["BoxXMin"] and b["YMax"] == s["BoxYMax"] for b in boxes)
+        assert any(
+            b["ImageID"] == s["ImageID"] and b["XMin"] == s["BoxXMin"] and b["YMax"] == s["BoxYMax"] for b in boxes
+        )
 
 
 def test_parser_rejects_damage_and_keeps_everything_else(release, tmp_path):
@@ -71,8 +72,14 @@ def test_parser_rejects_damage_and_keeps_everything_else(release, tmp_path):
     out = tmp_path / "out" / SPLIT
     report = import_release(rel, out, workers=2, mask_tolerance=0.02)
 
-    assert report.rejected == {"boxes:bad_image_id": 2, "boxes:unknown_class": 1, "boxes:bad_box": 1,
-                               "boxes:missing_image": 1, "masks:bad_mask_path": 1, "masks:mask_wrong_size": 1}
+    assert report.rejected == {
+        "boxes:bad_image_id": 2,
+        "boxes:unknown_class": 1,
+        "boxes:bad_box": 1,
+        "boxes:missing_image": 1,
+        "masks:bad_mask_path": 1,
+        "masks:mask_wrong_size": 1,
+    }
     assert report.images == 10 and report.boxes == n_boxes
     assert report.masks == damage["rows"] - 1 and report.masks_resized == 1
     assert report.unreadable_headers == 1  # the corrupt file; the truncated one still has its header
@@ -90,8 +97,12 @@ def test_parser_rejects_damage_and_keeps_everything_else(release, tmp_path):
     assert restored.shape == original.shape
     assert (restored == original).mean() > 0.97
     # FiftyOne's split layout
-    assert read_classes(out / "metadata" / "classes.csv") == read_classes(release / "oidv7-class-descriptions-boxable.csv")
-    assert (out / "metadata" / "hierarchy.json").is_file() and (out / "metadata" / "segmentation_classes.csv").is_file()
+    assert read_classes(out / "metadata" / "classes.csv") == read_classes(
+        release / "oidv7-class-descriptions-boxable.csv"
+    )
+    assert (out / "metadata" / "hierarchy.json").is_file() and (
+        out / "metadata" / "segmentation_classes.csv"
+    ).is_file()
     for r in kept:
         assert (out / "labels" / "masks" / r["ImageID"][0].upper() / r["MaskPath"]).is_file()
     assert sorted(p.name for p in (out / "data").iterdir()) == sorted(p.name for p in (release / SPLIT).iterdir())
@@ -105,7 +116,12 @@ def test_fiftyone_layout_is_read_back_unchanged(release, tmp_path):
     second = tmp_path / "second" / SPLIT
     report = import_release(rel, second, 2, 0.02)
     assert not report.rejected
-    for name in ("labels/detections.csv", "labels/segmentations.csv", "metadata/classes.csv", "metadata/hierarchy.json"):
+    for name in (
+        "labels/detections.csv",
+        "labels/segmentations.csv",
+        "metadata/classes.csv",
+        "metadata/hierarchy.json",
+    ):
         assert (first / name).read_text() == (second / name).read_text()
 
 

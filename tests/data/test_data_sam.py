@@ -39,8 +39,12 @@ def test_tiny_sam_is_saved_and_loaded_like_the_release(sam_dir):
     state = torch.load(sam_dir / config["checkpoint"], map_location="cpu", weights_only=True)
     assert isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
     # the released checkpoints' key scheme (segment_anything.modeling.Sam)
-    for key in ("image_encoder.patch_embed.proj.weight", "image_encoder.neck.0.weight",
-                "prompt_encoder.point_embeddings.0.weight", "mask_decoder.iou_prediction_head.layers.0.weight"):
+    for key in (
+        "image_encoder.patch_embed.proj.weight",
+        "image_encoder.neck.0.weight",
+        "prompt_encoder.point_embeddings.0.weight",
+        "mask_decoder.iou_prediction_head.layers.0.weight",
+    ):
         assert key in state
     model = load_sam(sam_dir, "cpu")
     assert sum(p.numel() for p in model.parameters()) < 100_000

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_helpers import SPLIT, read_jsonl
 from PIL import Image
 
-from data_helpers import SPLIT, read_jsonl
 from elite.data.openimages import read_classes
 
 ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]*$")
@@ -69,14 +69,23 @@ def expected(pipeline_run):
 
     box_keys, seg_keys = ("XMin", "XMax", "YMin", "YMax"), ("BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax")
     boxes = [r for r in csv_rows(mirror / "test-annotations-bbox.csv") if valid(r, box_keys)]
-    segs = [r for r in csv_rows(mirror / "test-annotations-object-segmentation.csv")
-            if valid(r, seg_keys) and ".." not in r["MaskPath"] and r["MaskPath"] != damage["wrong_size_mask"]]
+    segs = [
+        r
+        for r in csv_rows(mirror / "test-annotations-object-segmentation.csv")
+        if valid(r, seg_keys) and ".." not in r["MaskPath"] and r["MaskPath"] != damage["wrong_size_mask"]
+    ]
     single = [r for r in boxes if r["IsGroupOf"] == "0" and r["IsDepiction"] == "0"]
     area = lambda r: (float(r["XMax"]) - float(r["XMin"])) * (float(r["YMax"]) - float(r["YMin"]))  # noqa: E731
-    stage1 = sorted((r["ImageID"], px(r, box_keys), names[r["LabelName"]]) for r in single
-                    if cur.min_area <= area(r) <= cur.max_area)
-    stage2_masks = sorted((r["ImageID"], px(r, seg_keys), names[r["LabelName"]], r["MaskPath"]) for r in segs
-                          if stage2_size_ok(r, seg_keys))
+    stage1 = sorted(
+        (r["ImageID"], px(r, box_keys), names[r["LabelName"]])
+        for r in single
+        if cur.min_area <= area(r) <= cur.max_area
+    )
+    stage2_masks = sorted(
+        (r["ImageID"], px(r, seg_keys), names[r["LabelName"]], r["MaskPath"])
+        for r in segs
+        if stage2_size_ok(r, seg_keys)
+    )
 
     def iou(a, b):
         ix = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
@@ -86,13 +95,29 @@ def expected(pipeline_run):
 
     def covered(r):
         box = [float(r[k]) for k in box_keys]
-        return any(s["ImageID"] == r["ImageID"] and s["LabelName"] == r["LabelName"]
-                   and iou(box, [float(s[k]) for k in seg_keys]) >= cur.match_iou for s in segs)
+        return any(
+            s["ImageID"] == r["ImageID"]
+            and s["LabelName"] == r["LabelName"]
+            and iou(box, [float(s[k]) for k in seg_keys]) >= cur.match_iou
+            for s in segs
+        )
 
-    stage2_boxes = sorted((r["ImageID"], px(r, box_keys), names[r["LabelName"]]) for r in single
-                          if stage2_size_ok(r, box_keys) and not covered(r))
-    return {"kept": kept, "duplicates": duplicates, "bad": bad, "stage1": stage1, "stage2_masks": stage2_masks,
-            "stage2_boxes": stage2_boxes, "boxes": boxes, "segs": segs, "sizes": sizes}
+    stage2_boxes = sorted(
+        (r["ImageID"], px(r, box_keys), names[r["LabelName"]])
+        for r in single
+        if stage2_size_ok(r, box_keys) and not covered(r)
+    )
+    return {
+        "kept": kept,
+        "duplicates": duplicates,
+        "bad": bad,
+        "stage1": stage1,
+        "stage2_masks": stage2_masks,
+        "stage2_boxes": stage2_boxes,
+        "boxes": boxes,
+        "segs": segs,
+        "sizes": sizes,
+    }
 
 
 def test_download_metrics_and_fiftyone_dataset(pipeline_run, mongod):
@@ -101,13 +126,21 @@ def test_download_metrics_and_fiftyone_dataset(pipeline_run, mongod):
     m, repo = pipeline_run["download"], pipeline_run["repo"]
     assert json.loads((repo / "metrics" / "download.json").read_text()) == m
     assert m["images"] == 24 and m["classes"] >= 3
-    assert m["rejected_rows"] == {"boxes:bad_box": 1, "boxes:bad_image_id": 2, "boxes:missing_image": 1,
-                                  "boxes:unknown_class": 1, "masks:bad_mask_path": 1, "masks:mask_wrong_size": 1}
+    assert m["rejected_rows"] == {
+        "boxes:bad_box": 1,
+        "boxes:bad_image_id": 2,
+        "boxes:missing_image": 1,
+        "boxes:unknown_class": 1,
+        "masks:bad_mask_path": 1,
+        "masks:mask_wrong_size": 1,
+    }
     assert m["masks_resized"] == 1
     ds = fo.load_dataset("elite-data-tests")
     assert ds.persistent and len(ds) == m["images"] == m["fiftyone_samples"]
     assert ds.count("detections.detections") == m["boxes"] and ds.count("segmentations.detections") == m["masks"]
-    assert sorted(ds.distinct("open_images_id")) == sorted(p.stem for p in (repo / "data/openimages/test/data").iterdir())
+    assert sorted(ds.distinct("open_images_id")) == sorted(
+        p.stem for p in (repo / "data/openimages/test/data").iterdir()
+    )
     paths = [p for per in ds.values("segmentations.detections.release_mask") if per for p in per]
     assert len(paths) == m["masks"] and None not in paths
     assert all((repo / p).is_file() and p.startswith("data/openimages/test/labels/masks/") for p in paths)
@@ -124,7 +157,9 @@ def test_curated_manifests_match_the_rules(pipeline_run, expected):
         assert r["image"] == f"data/openimages/test/data/{r['image_id']}.jpg" and (repo / r["image"]).is_file()
     assert sorted((r["image_id"], tuple(r["box"]), r["label"]) for r in glob_rows) == expected["stage1"]
     assert all(r["mask"] is None for r in glob_rows)
-    with_mask = sorted((r["image_id"], tuple(r["box"]), r["label"], Path(r["mask"]).name) for r in local_rows if r["mask"])
+    with_mask = sorted(
+        (r["image_id"], tuple(r["box"]), r["label"], Path(r["mask"]).name) for r in local_rows if r["mask"]
+    )
     assert with_mask == expected["stage2_masks"]
     without = sorted((r["image_id"], tuple(r["box"]), r["label"]) for r in local_rows if r["mask"] is None)
     assert without == expected["stage2_boxes"]
@@ -133,7 +168,9 @@ def test_curated_manifests_match_the_rules(pipeline_run, expected):
     for r in local_rows:
         if r["mask"]:
             ys, xs = np.nonzero(mask_bool(repo / r["mask"]))
-            assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == r["box"] or Path(r["mask"]).name == pipeline_run["damage"]["half_mask"]
+            assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == r["box"] or Path(
+                r["mask"]
+            ).name == pipeline_run["damage"]["half_mask"]
 
 
 def test_curate_metrics_and_fiftyone_tags(pipeline_run, expected, mongod):
@@ -232,7 +269,9 @@ def test_shards_merge_to_the_unsharded_result_and_reruns_resume(pipeline_run, co
         assert not Path("data/masks/local.jsonl").exists()
         merged = run_mask(mask_cfg, (2, 3))
     assert merged["shards"] == 3
-    assert (copy_repo / "data/masks/local.jsonl").read_text() == (pipeline_run["repo"] / "data/masks/local.jsonl").read_text()
+    assert (copy_repo / "data/masks/local.jsonl").read_text() == (
+        pipeline_run["repo"] / "data/masks/local.jsonl"
+    ).read_text()
     whole = dict(pipeline_run["mask"])
     for key in ("images_per_s", "shards"):
         whole.pop(key), merged.pop(key)
@@ -247,7 +286,9 @@ def test_shards_merge_to_the_unsharded_result_and_reruns_resume(pipeline_run, co
         rerun = run_mask(mask_cfg)
     assert rerun["masks_made"] == 3 and rerun["dreambench_made"] == 1
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
-    assert (copy_repo / "data/masks/local.jsonl").read_text() == (pipeline_run["repo"] / "data/masks/local.jsonl").read_text()
+    assert (copy_repo / "data/masks/local.jsonl").read_text() == (
+        pipeline_run["repo"] / "data/masks/local.jsonl"
+    ).read_text()
 
 
 def test_empty_sam_masks_drop_unmasked_rows_and_fall_back_to_the_box(pipeline_run, copy_repo):
@@ -286,7 +327,9 @@ def test_a_split_without_masks_still_curates(cfgs, mongod, tmp_path):
     from elite.data.synth import write_synthetic_release
 
     download, cur, _ = cfgs
-    src = write_synthetic_release(tmp_path / "src", SPLIT, 6, download.synthetic_size, download.synthetic_objects, 0.0, 1)
+    src = write_synthetic_release(
+        tmp_path / "src", SPLIT, 6, download.synthetic_size, download.synthetic_objects, 0.0, 1
+    )
     (tmp_path / "repo").mkdir()
     with contextlib.chdir(tmp_path / "repo"):
         d = run_download(download.model_copy(update={"source": str(src), "dataset": "elite-data-tests-nomask"}))

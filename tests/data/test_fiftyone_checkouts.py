@@ -1,7 +1,8 @@
-"""Two checkouts on one machine: `elite download` started at the same moment in two copies of a tiny checkout
-(no FIFTYONE_DATABASE_DIR, no FIFTYONE_DATABASE_URI, no MLFLOW_TRACKING_URI) gives each its own FiftyOne
-database in `<checkout>/.fiftyone/db`, holding only its own dataset, and its own `mlflow.db`; the databases stop with the last process using
-them; and a database that cannot start or be reached is one error line."""
+"""Two checkouts on one machine: `elite download` started at the same moment in two copies of a tiny checkout (no
+FIFTYONE_DATABASE_DIR, no FIFTYONE_DATABASE_URI, no MLFLOW_TRACKING_URI) gives each its own FiftyOne database in
+`<checkout>/.fiftyone/db`, holding only its own dataset, and its own `mlflow.db`; the databases stop with the last
+process using them; a database that stops just as a process attaches is started again; and a database that cannot
+start or be reached is one error line."""
 
 from __future__ import annotations
 
@@ -60,20 +61,22 @@ def test_two_checkouts_start_their_own_databases_at_once(repo_root, tmp_path):
     env = _env()
     start = time.monotonic()
     procs = [
-        subprocess.Popen([str(ELITE), "download"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+        subprocess.Popen(
+            [str(ELITE), "download"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         for repo in (a, b)
     ]
     outs = [p.communicate(timeout=600) for p in procs]
     print(f"two concurrent downloads: {time.monotonic() - start:.1f} s")
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     found = {}
     for repo in (a, b):
         assert (repo / ".fiftyone" / "db").is_dir() and list((repo / ".fiftyone" / "db").glob("*.wt"))
         assert (repo / "mlflow.db").is_file()
-        probe = subprocess.run([sys.executable, "-c", PROBE], cwd=repo, env=env, capture_output=True, text=True,
-                               timeout=300)
+        probe = subprocess.run(
+            [sys.executable, "-c", PROBE], cwd=repo, env=env, capture_output=True, text=True, timeout=300
+        )
         assert probe.returncode == 0, probe.stderr[-3000:]
         found[repo.name] = json.loads(probe.stdout.strip().splitlines()[-1])
     assert found["a"]["uri"] != found["b"]["uri"]
@@ -110,3 +113,47 @@ def test_a_database_that_cannot_start_or_answer_is_one_line(repo_root, tmp_path,
     lines = proc.stderr.strip().splitlines()  # progress bars and MLflow's notes, then one error line
     assert "Traceback" not in proc.stderr and lines[-1].startswith(f"error: {message}"), proc.stderr[-2000:]
     assert [line for line in lines if line.startswith("error")] == lines[-1:] and "FIFTYONE_DATABASE_" in lines[-1]
+
+
+PEEK = (
+    "import json; from elite.data.fiftyone_db import fiftyone; fo = fiftyone(); "
+    "print(json.dumps({'uri': fo.config.database_uri, 'datasets': fo.list_datasets()}))"
+)
+HOLD = (
+    "import sys; from elite.data.fiftyone_db import fiftyone; fo = fiftyone(); "
+    "print(fo.config.database_uri, flush=True); sys.stdin.read()"
+)
+
+
+def test_a_database_that_stops_as_a_process_attaches_is_started_again(repo_root, tmp_path):
+    """Process A holds the checkout's database; its mongod is paused, process B attaches to A's watcher and
+    waits for an answer, then the mongod dies (as one does when its watcher stops just after B attached). B
+    starts the database again once the directory is free, and reads it; the watcher that lost its mongod is gone."""
+    repo = _checkout(tmp_path / "d", repo_root, 6)
+    env = _env()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD], cwd=repo, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    first = holder.stdout.readline().strip()
+    (old,) = _mongods_under(tmp_path)
+    old_port = int(first.rsplit(":", 1)[1])
+    old.suspend()
+    probe = subprocess.Popen(
+        [sys.executable, "-c", PEEK], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300  # B is waiting on the paused mongod: a connection to its port
+    while not any(c.raddr and c.raddr.port == old_port for c in psutil.Process(probe.pid).net_connections("tcp")):
+        assert probe.poll() is None and time.monotonic() < deadline, probe.communicate()
+        time.sleep(0.2)
+    old.kill()
+    out, err = probe.communicate(timeout=600)
+    holder.stdin.close()
+    holder.wait(timeout=60)
+    assert probe.returncode == 0, err[-3000:]
+    found = json.loads(out.strip().splitlines()[-1])
+    assert found["uri"] != first and found["datasets"] == []
+    assert "starting it again" in err
+    deadline = time.monotonic() + 60
+    while _mongods_under(tmp_path) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not _mongods_under(tmp_path)
