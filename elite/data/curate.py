@@ -98,24 +98,7 @@ def run_curate(cfg) -> dict:
     dataset.untag_samples(IMAGE_DROPS)
     dataset.untag_labels(ALL_LABEL_TAGS, label_fields=[BOXES, MASKS])
 
-    # images: readability, EXIF rotation, exact duplicates
-    ids, files, oi_ids = dataset.values(["id", "filepath", IMAGE_ID])
-    with ThreadPoolExecutor(cfg.workers) as pool:
-        checks = list(
-            tqdm(pool.map(check_image, files), total=len(files), desc="check images", unit="img", leave=False)
-        )
-    drop: dict[str, list[str]] = {tag: [] for tag in IMAGE_DROPS}
-    seen: dict[str, str] = {}
-    for sid, _oi_id, (status, digest) in sorted(zip(ids, oi_ids, checks), key=lambda t: t[1]):
-        if status != "ok":
-            drop[f"drop:{status}"].append(sid)
-        elif cfg.drop_duplicates and digest in seen:
-            drop["drop:duplicate"].append(sid)
-        else:
-            seen[digest] = sid
-    for tag, sids in drop.items():
-        if sids:
-            dataset.select(sids).tag_samples(tag)
+    drop = _drop_images(dataset, cfg)
     kept = dataset.match_tags(IMAGE_DROPS, bool=False)
 
     # stage 1: box rules in order; a box gets the tag of the first rule it fails
@@ -175,6 +158,29 @@ def run_curate(cfg) -> dict:
         metrics["local_boxes_covered_by_mask"] = box_tags["has_mask"]
     write_json(paths.metrics_file("curate"), metrics)
     return metrics
+
+
+def _drop_images(dataset, cfg) -> dict[str, list[str]]:
+    """Tag the images to drop (unreadable, EXIF-rotated, exact duplicates: the first ImageID of a digest stays);
+    returns the sample ids per drop tag."""
+    ids, files, oi_ids = dataset.values(["id", "filepath", IMAGE_ID])
+    with ThreadPoolExecutor(cfg.workers) as pool:
+        checks = list(
+            tqdm(pool.map(check_image, files), total=len(files), desc="check images", unit="img", leave=False)
+        )
+    drop: dict[str, list[str]] = {tag: [] for tag in IMAGE_DROPS}
+    seen: dict[str, str] = {}
+    for sid, _oi_id, (status, digest) in sorted(zip(ids, oi_ids, checks), key=lambda t: t[1]):
+        if status != "ok":
+            drop[f"drop:{status}"].append(sid)
+        elif cfg.drop_duplicates and digest in seen:
+            drop["drop:duplicate"].append(sid)
+        else:
+            seen[digest] = sid
+    for tag, sids in drop.items():
+        if sids:
+            dataset.select(sids).tag_samples(tag)
+    return drop
 
 
 def _with_labels(view, tags: list[str], F):
