@@ -6,7 +6,8 @@ temporary copies use the workspace's). It runs under FiftyOne's own service watc
 the last process using it exits, but under a name of its own (`db-<hash of the directory>`): FiftyOne's
 plain `db` service is shared by every process of the user whatever its directory, so two checkouts would
 write into one database. Processes of one checkout find and share its service (a file lock next to the
-directory keeps two of them from starting it at once). Set `FIFTYONE_DATABASE_URI` to use your own
+directory keeps two of them from starting it at once; one that comes while it stops starts it again once
+the old mongod has let go of the directory: `checkout_database`). Set `FIFTYONE_DATABASE_URI` to use your own
 MongoDB instead. Any failure to start or reach the database is one EliteError line. The version check of
 the bundled mongod is switched off (`database_validation`), as INSTALL-NOTES advise.
 """
@@ -65,37 +66,51 @@ def service_name(db_dir: str) -> str:
 
 def checkout_database(db_dir: str) -> str:
     """The MongoDB URI of the database in `db_dir`, under a service watcher of its own (found, or started),
-    once it answers. A watcher found just as the last process using it exits stops its mongod after this one
-    attached: then the database is started again, when that mongod has let go of the directory."""
+    once it answers. A watcher found while it stops (its last process gone) refuses this process, whose own
+    mongod then cannot lock the directory, or stops its mongod after this process attached: either way the
+    database is started again once that mongod has let go of the directory (at most RESTARTS times)."""
     try:
         Path(db_dir).parent.mkdir(parents=True, exist_ok=True)
         with open(f"{db_dir}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one process of this checkout starts the service; the rest attach
             deadline = time.monotonic() + START_TIMEOUT_S
-            while True:
+            for attempt in range(RESTARTS + 1):
                 service = _database_service(db_dir)
                 port = _wait_for_port(service, deadline)
-                if _answers(port, service, deadline):
+                if port is not None and _answers(port, service, deadline):
                     return f"mongodb://127.0.0.1:{port}"
-                log.warning("FiftyOne's database in %s stopped as this process attached; starting it again", db_dir)
+                what = "stopped as this process attached" if port else "could not start (a mongod held the directory)"
+                if attempt == RESTARTS:
+                    raise RuntimeError(f"its mongod {what}, {RESTARTS + 1} times")
+                log.warning("FiftyOne's database in %s %s; starting it again", db_dir, what)
                 _drop_service(db_dir)
-                _wait_for_release(db_dir, deadline)
+                _wait_for_release(db_dir, min(deadline, time.monotonic() + RELEASE_TIMEOUT_S))
     except Exception as exc:  # ServiceListenTimeout, PermissionError, ServiceExecutableNotFound, OSError
         raise EliteError(_db_failure(db_dir, exc)) from None
+    raise AssertionError("unreachable")
 
 
 START_TIMEOUT_S = 600  # a fresh mongod on a loaded 2-core machine took 57 s to listen; FiftyOne waits 60 s
+RELEASE_TIMEOUT_S = 120  # a stopping mongod lets go of its directory (WiredTiger's last checkpoint)
+RESTARTS = 2
+PORT_POLL_S = 5  # how long one look for the mongod's port waits before the watcher is checked again
 
 
-def _wait_for_port(service, deadline: float) -> int:
-    """The database's port, waiting past FiftyOne's 60 s while its watcher process is alive (a busy machine)."""
+def _wait_for_port(service, deadline: float) -> int | None:
+    """The database's port, waiting while its watcher process is alive (a busy machine: past FiftyOne's 60 s);
+    None once the watcher has exited without one (its mongod could not start)."""
+    import psutil
     from fiftyone.core.service import ServiceListenTimeout
 
     while True:
         try:
             return service.port
+        except psutil.NoSuchProcess:  # an attached watcher that has exited since
+            return None
         except ServiceListenTimeout:
-            if time.monotonic() > deadline or not _alive(service.child):
+            if not _alive(service.child):
+                return None
+            if time.monotonic() > deadline:
                 raise
 
 
@@ -132,9 +147,9 @@ def _wait_for_release(db_dir: str, deadline: float) -> None:
     import psutil
 
     def running() -> bool:
-        for proc in psutil.process_iter(["name", "cmdline"]):
+        for proc in psutil.process_iter(["name", "cmdline", "status"]):
             cmd = proc.info["cmdline"] or []
-            if proc.info["name"] == "mongod" and db_dir in cmd and proc.status() != psutil.STATUS_ZOMBIE:
+            if proc.info["name"] == "mongod" and db_dir in cmd and proc.info["status"] != psutil.STATUS_ZOMBIE:
                 return True
         return False
 
@@ -156,6 +171,10 @@ def _database_service(db_dir: str):
         def __init__(self, name: str) -> None:
             self.service_name = name
             super().__init__()
+
+        @property
+        def port(self) -> int:  # FiftyOne looks for 60 s; the caller checks the watcher between looks
+            return self._wait_for_child_port(timeout=PORT_POLL_S)
 
     if db_dir not in _SERVICES:
         _SERVICES[db_dir] = CheckoutDatabase(service_name(db_dir))

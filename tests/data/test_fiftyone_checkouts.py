@@ -119,23 +119,40 @@ PEEK = (
     "import json; from elite.data.fiftyone_db import fiftyone; fo = fiftyone(); "
     "print(json.dumps({'uri': fo.config.database_uri, 'datasets': fo.list_datasets()}))"
 )
-HOLD = (
-    "import sys; from elite.data.fiftyone_db import fiftyone; fo = fiftyone(); "
-    "print(fo.config.database_uri, flush=True); sys.stdin.read()"
+HOLD = (  # process A: holds the database; a line on stdin drops its handle (its watcher then stops)
+    "import sys; from elite.data import fiftyone_db as f; fo = f.fiftyone(); "
+    "print(fo.config.database_uri, flush=True); sys.stdin.readline(); f._drop_service(str(f.database_dir())); "
+    "print('dropped', flush=True); sys.stdin.read()"
 )
+
+
+def _hold(repo: Path, env: dict[str, str], tmp_path: Path) -> tuple[subprocess.Popen, str, psutil.Process]:
+    """Process A, holding the checkout's database until its stdin closes; its URI; its mongod."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD], cwd=repo, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    first = holder.stdout.readline().strip()
+    (mongod,) = _mongods_under(tmp_path)
+    return holder, first, mongod
+
+
+def _started_again(probe: subprocess.Popen, out: str, err: str, first: str, tmp_path: Path) -> None:
+    assert probe.returncode == 0, err[-3000:]
+    found = json.loads(out.strip().splitlines()[-1])
+    assert found["uri"] != first and found["datasets"] == []
+    assert "starting it again" in err
+    deadline = time.monotonic() + 60  # B has exited: its database stops
+    while _mongods_under(tmp_path) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not _mongods_under(tmp_path)
 
 
 def test_a_database_that_stops_as_a_process_attaches_is_started_again(repo_root, tmp_path):
     """Process A holds the checkout's database; its mongod is paused, process B attaches to A's watcher and
     waits for an answer, then the mongod dies (as one does when its watcher stops just after B attached). B
-    starts the database again once the directory is free, and reads it; the watcher that lost its mongod is gone."""
-    repo = _checkout(tmp_path / "d", repo_root, 6)
-    env = _env()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD], cwd=repo, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    first = holder.stdout.readline().strip()
-    (old,) = _mongods_under(tmp_path)
+    starts the database again once the directory is free, and reads it."""
+    repo, env = _checkout(tmp_path / "d", repo_root, 6), _env()
+    holder, first, old = _hold(repo, env, tmp_path)
     old_port = int(first.rsplit(":", 1)[1])
     old.suspend()
     probe = subprocess.Popen(
@@ -147,13 +164,33 @@ def test_a_database_that_stops_as_a_process_attaches_is_started_again(repo_root,
         time.sleep(0.2)
     old.kill()
     out, err = probe.communicate(timeout=600)
-    holder.stdin.close()
+    holder.kill()  # (its exit hooks would wait 30 s on the dead mongod)
     holder.wait(timeout=60)
-    assert probe.returncode == 0, err[-3000:]
-    found = json.loads(out.strip().splitlines()[-1])
-    assert found["uri"] != first and found["datasets"] == []
-    assert "starting it again" in err
-    deadline = time.monotonic() + 60
-    while _mongods_under(tmp_path) and time.monotonic() < deadline:
-        time.sleep(1)
-    assert not _mongods_under(tmp_path)
+    _started_again(probe, out, err, first, tmp_path)
+
+
+def test_a_database_refused_while_it_stops_is_started_again(repo_root, tmp_path):
+    """Process A holds the database, then lets its watcher go while its mongod is paused: the watcher is
+    stopping (it refuses newcomers) and the mongod still holds the directory, so process B's own mongod cannot
+    start there. B waits until the old mongod has gone, then starts the database and reads it. (A stays alive:
+    a watcher orphaned with a paused mongod gets it continued by the kernel.)"""
+    repo, env = _checkout(tmp_path / "e", repo_root, 6), _env()
+    holder, first, old = _hold(repo, env, tmp_path)
+    old.suspend()
+    holder.stdin.write("drop\n")
+    holder.stdin.flush()
+    assert holder.stdout.readline().strip() == "dropped"  # A's watcher stops: its SIGTERM waits on the paused mongod
+    log = tmp_path / "peek.err"
+    with open(log, "w") as err_file:
+        probe = subprocess.Popen(
+            [sys.executable, "-c", PEEK], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=err_file, text=True
+        )
+        deadline = time.monotonic() + 300
+        while "starting it again" not in log.read_text():
+            assert probe.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        old.resume()
+        out, _ = probe.communicate(timeout=600)
+    holder.kill()
+    holder.wait(timeout=60)
+    _started_again(probe, out, log.read_text(), first, tmp_path)
