@@ -118,18 +118,16 @@ def _answers(port: int, service, deadline: float) -> bool:
     """Whether the mongod on `port` answers a ping; False once the service's watcher has exited (it stopped)."""
     import pymongo
 
-    while True:
-        client = pymongo.MongoClient(port=port, serverSelectionTimeoutMS=2000, connect=False)
-        try:
-            client.admin.command("ping")
-            return True
-        except pymongo.errors.PyMongoError:
-            if not _alive(service.child):
-                return False
-            if time.monotonic() > deadline:
-                raise
-        finally:
-            client.close()
+    with pymongo.MongoClient(port=port, serverSelectionTimeoutMS=2000, connect=False) as client:
+        while True:
+            try:
+                client.admin.command("ping")
+                return True
+            except pymongo.errors.PyMongoError:
+                if not _alive(service.child):
+                    return False
+                if time.monotonic() > deadline:
+                    raise
 
 
 def _alive(process) -> bool:

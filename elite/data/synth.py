@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from elite.data.openimages import BOX_COLUMNS, SEG_COLUMNS
+
 # (LabelName, DisplayName, shape, RGB): real Open Images ids; the last two never appear in scenes
 CLASSES = [
     ("/m/0bt9lr", "Dog", "ellipse", (150, 90, 40)),
@@ -33,33 +35,6 @@ CLASSES = [
     ("/m/015p6", "Bird", "diamond", (30, 160, 90)),
 ]
 USED = 6
-BBOX_HEADER = [
-    "ImageID",
-    "Source",
-    "LabelName",
-    "Confidence",
-    "XMin",
-    "XMax",
-    "YMin",
-    "YMax",
-    "IsOccluded",
-    "IsTruncated",
-    "IsGroupOf",
-    "IsDepiction",
-    "IsInside",
-]
-SEG_HEADER = [
-    "MaskPath",
-    "ImageID",
-    "LabelName",
-    "BoxID",
-    "BoxXMin",
-    "BoxXMax",
-    "BoxYMin",
-    "BoxYMax",
-    "PredictedIoU",
-    "Clicks",
-]
 
 
 def shape_mask(kind: str, h: int, w: int, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -119,8 +94,8 @@ def write_release_tables(
 ) -> None:
     """The release's CSVs, class lists, hierarchy and mask archives for rows made by `annotate`. The archives
     carry a fixed timestamp, so the same rows give byte-identical files (DVC then sees no change)."""
-    _write_csv(root / f"{split}-annotations-bbox.csv", BBOX_HEADER, boxes)
-    _write_csv(root / f"{split}-annotations-object-segmentation.csv", SEG_HEADER, segs)
+    _write_csv(root / f"{split}-annotations-bbox.csv", BOX_COLUMNS, boxes)
+    _write_csv(root / f"{split}-annotations-object-segmentation.csv", SEG_COLUMNS, segs)
     _write_csv(root / "oidv7-class-descriptions-boxable.csv", ["LabelName", "DisplayName"], classes)
     (root / "oidv7-classes-segmentation.txt").write_text("".join(f"{c[0]}\n" for c in classes))
     (root / "bbox_labels_600_hierarchy.json").write_text(
