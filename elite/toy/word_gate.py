@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from elite.concepts import Concept as EncodedConcept
 from elite.errors import EliteError
 from elite.io import read_json
 from elite.models.local_control import Lam
@@ -36,6 +37,27 @@ class WordSampling:
     guidance: float = 4.0
     steps: int = 25
     seed: int = 0
+    attribute_scale: float | None = None  # draw the attribute word (attribute_word) instead of the encoded one
+
+
+def attribute_word(pipe, concept: Concept, scale: float) -> torch.Tensor:
+    """scale x (e(colour) + e(pattern) + e(class)): the text encoder's input embeddings of the concept's words,
+    each word's tokens summed. (D,)"""
+    table = pipe.text_encoder.get_input_embeddings().weight
+    ids = [i for word in (concept.colour, concept.pattern, concept.cls) for i in pipe.tokenizer(word).input_ids]
+    special = set(pipe.tokenizer.all_special_ids)
+    return scale * table[[i for i in ids if i not in special]].sum(0)
+
+
+def word_concept(pipe, concept: Concept, how: WordSampling, size: int, seed: int) -> EncodedConcept:
+    """What S* is for one concept: the word ELITE encodes from one render of its own, or the attribute word."""
+    if how.attribute_scale is None:
+        shot = concept_shots(concept, 1, size, seed)[0]
+        return pipe.encode_concept(shot.image, mask=shot.mask)
+    table = pipe.text_encoder.get_input_embeddings().weight
+    words = torch.zeros(1, len(pipe.elite.config.feature_layers), table.shape[1], dtype=table.dtype)
+    words[0, 0] = attribute_word(pipe, concept, how.attribute_scale)
+    return EncodedConcept(words=words, local_tokens=None)
 
 
 @torch.no_grad()
@@ -50,10 +72,9 @@ def sample_words(
         mine = [i for i in range(n) if i % len(concepts) == k]
         if not mine:
             continue
-        shot = concept_shots(concept, 1, size, how.seed + 100 + k)[0]
         out = pipe(
             [f"a S* on the {rows[i]['scene']}" for i in mine],
-            pipe.encode_concept(shot.image, mask=shot.mask),
+            word_concept(pipe, concept, how, size, how.seed + 100 + k),
             lam=how.lam,
             num_inference_steps=how.steps,
             guidance_scale=how.guidance,
@@ -111,10 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = sampling_parser(__doc__, "models/elite_global", "images per set (seen, held-out)")
     parser.add_argument("--lam", type=float, default=0.0, help="local branch weight (0: the global word alone)")
     parser.add_argument("--all-words", action="store_true", help="inject every global word, as stage 1 trains")
+    parser.add_argument(
+        "--attribute-words",
+        type=float,
+        metavar="SCALE",
+        help="draw SCALE x (e(colour) + e(pattern) + e(class)) from the vocabulary instead of the encoded word",
+    )
     args = parser.parse_args(argv)
     if args.cpu_threads:
         torch.set_num_threads(args.cpu_threads)
-    how = WordSampling(args.lam, args.all_words, args.guidance, args.steps)
+    how = WordSampling(args.lam, args.all_words, args.guidance, args.steps, attribute_scale=args.attribute_words)
     try:
         result = measure_words(args.models, args.weights, held_out_of(args.models), args.images, how)
     except EliteError as err:

@@ -272,6 +272,29 @@ def test_word_gate_samples_seen_and_held_out_concepts_from_one_render_each(tiny_
     assert err.count("\n") == 1 and "toy_world.json: toy world not found" in err
 
 
+def test_word_gate_draws_the_attribute_word_in_place_of_the_encoded_one(tiny_models, capsys):
+    """`--attribute-words SCALE`: S* is SCALE x the sum of the vocabulary's input embeddings of the concept's
+    colour, pattern and class words (w0 only, no local tokens, no image read), drawn by the same sampler."""
+    from elite.toy.heldout import held_out_concepts
+    from elite.toy.word_gate import WordSampling, attribute_word, load_judged, main, sample_words, word_concept
+
+    params, out = tiny_models
+    pipe, _ = load_judged(out, out / "elite")
+    concept = held_out_concepts(params.toy.held_out)[0]
+    table = pipe.text_encoder.get_input_embeddings().weight
+    ids = pipe.tokenizer(f"{concept.colour} {concept.pattern} {concept.cls}", add_special_tokens=False).input_ids
+    assert torch.allclose(attribute_word(pipe, concept, 2.0), 2 * table[ids].sum(0))
+    how = WordSampling(steps=2, attribute_scale=2.0)
+    made = word_concept(pipe, concept, how, 32, 0)
+    assert made.local_tokens is None and torch.equal(made.words[0, 0], attribute_word(pipe, concept, 2.0))
+    assert not made.words[0, 1:].any()
+    drawn = sample_words(pipe, [concept], 2, 32, how)[0]
+    assert not torch.equal(drawn, sample_words(pipe, [concept], 2, 32, WordSampling(steps=2))[0])
+    args = ["--models", str(out), "--weights", str(out / "elite"), "--images", "2", "--steps", "2"]
+    assert main([*args, "--attribute-words", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["attribute_scale"] == 2.0
+
+
 def test_block_sweep_turns_the_local_branch_on_one_block_at_a_time(tiny_models, tmp_path, capsys):
     """elite.toy.block_sweep on the tiny models: one row per part and per block of the UNet's cross-attention, each
     a valid per-block lambda; a row's local term changes the images against the global word's row; the command
