@@ -44,9 +44,8 @@ def attribute_word(pipe, concept: Concept, scale: float) -> torch.Tensor:
     """scale x (e(colour) + e(pattern) + e(class)): the text encoder's input embeddings of the concept's words,
     each word's tokens summed. (D,)"""
     table = pipe.text_encoder.get_input_embeddings().weight
-    ids = [i for word in (concept.colour, concept.pattern, concept.cls) for i in pipe.tokenizer(word).input_ids]
-    special = set(pipe.tokenizer.all_special_ids)
-    return scale * table[[i for i in ids if i not in special]].sum(0)
+    words = f"{concept.colour} {concept.pattern} {concept.cls}"
+    return scale * table[pipe.tokenizer(words, add_special_tokens=False).input_ids].sum(0)
 
 
 def word_concept(pipe, concept: Concept, how: WordSampling, size: int, seed: int) -> EncodedConcept:
@@ -54,9 +53,9 @@ def word_concept(pipe, concept: Concept, how: WordSampling, size: int, seed: int
     if how.attribute_scale is None:
         shot = concept_shots(concept, 1, size, seed)[0]
         return pipe.encode_concept(shot.image, mask=shot.mask)
-    table = pipe.text_encoder.get_input_embeddings().weight
-    words = torch.zeros(1, len(pipe.elite.config.feature_layers), table.shape[1], dtype=table.dtype)
-    words[0, 0] = attribute_word(pipe, concept, how.attribute_scale)
+    word = attribute_word(pipe, concept, how.attribute_scale)
+    words = word.new_zeros(1, len(pipe.elite.config.feature_layers), word.shape[0])  # w0 only: the rest unused
+    words[0, 0] = word
     return EncodedConcept(words=words, local_tokens=None)
 
 
