@@ -327,3 +327,35 @@ def test_the_reference_ran_with_the_toy_values_params_yaml_gives_now():
         changed = [name for name in sorted(sections) if getattr(then, name) != getattr(now, name)]
         stale += [f"{stage}: {name}" for name in changed]
     assert not stale, f"dvc.lock ran with other toy params than params.yaml: {stale}; make a new reference run"
+
+
+def code_changed_since_the_reference(repo: Path) -> list[str]:
+    """`dvc status` deps of the committed dvc.lock that this tree has changed (a stage's code, pyproject.toml,
+    a plug-in package); the data deps a fresh tree lacks ("deleted") and params (the test above) are not listed."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc_repo:
+        report = dvc_repo.status()
+    changed = []
+    for key, entries in report.items():
+        for entry in entries:
+            deps = entry.get("changed deps", {}) if isinstance(entry, dict) else {}
+            changed += [
+                f"{key.rsplit(':', 1)[-1]}: {path} {state}"
+                for path, state in deps.items()
+                if isinstance(state, str) and state != "deleted"
+            ]
+    return changed
+
+
+def test_the_reference_ran_on_the_code_of_this_commit(session_tmp):
+    """Every code dep dvc.lock recorded (the modules a stage runs, pyproject.toml, elite/toy) has the bytes of this
+    tree: a fresh clone's `make run` runs the code the committed reference ran. An edit of a stage's code without
+    a new reference run fails here (for an edit that cannot change any output, e.g. formatting, rerun the cheap
+    stages and `dvc commit -f` the others, saying so in the commit). The same check on an edited copy goes red."""
+    repo = copy_checkout(session_tmp / "code-deps-repo")
+    changed = code_changed_since_the_reference(repo)
+    assert not changed, f"dvc.lock records other code than this tree's: {changed}; make a new reference run"
+    with (repo / "elite/prepare.py").open("a") as module:
+        module.write("\n# an edit\n")
+    assert code_changed_since_the_reference(repo) == ["prepare_models: elite/prepare.py modified"]
