@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from suite_units import LONGEST_FIRST, work_unit
+from suite_units import LONGEST_FIRST, unit_times, work_unit
 
 REPO = Path(__file__).resolve().parents[1]
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="elite-tests-"))
@@ -70,6 +70,26 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_SESSION_TMP, ignore_errors=True)
+
+
+_REPORTS: list[tuple[str, str, float]] = []  # (worker, test id, seconds) of each phase, for the summary below
+
+
+def pytest_runtest_logreport(report):
+    worker = getattr(getattr(report, "node", None), "gateway", None)
+    _REPORTS.append((worker.id if worker else "main", report.nodeid, report.duration))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Seconds of tests per worker and the longest units with their worker: what balancing the workers and
+    ordering tests/suite_units.py's LONGEST_FIRST go by."""
+    if not _REPORTS:
+        return
+    workers, units = unit_times(_REPORTS)
+    terminalreporter.write_sep("=", "seconds of tests per worker and the longest units (tests/suite_units.py)")
+    terminalreporter.write_line("  ".join(f"{w} {s:.0f} s" for w, s in sorted(workers.items())))
+    for unit, (worker, seconds) in sorted(units.items(), key=lambda kv: -kv[1][1])[:10]:
+        terminalreporter.write_line(f"{seconds:7.1f} s  {worker}  {unit}")
 
 
 @contextlib.contextmanager

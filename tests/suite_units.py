@@ -29,3 +29,15 @@ def work_unit(nodeid: str) -> str:
     """The unit of work a test id belongs to: its SHARED_SESSION unit, else its module."""
     module = nodeid.split("::", 1)[0].removeprefix("tests/")
     return next((unit for unit, modules in SHARED_SESSION.items() if module in modules), module)
+
+
+def unit_times(reports: list[tuple[str, str, float]]) -> tuple[dict[str, float], dict[str, tuple[str, float]]]:
+    """From (worker, test id, seconds) of every setup/call/teardown report: the seconds each worker spent in tests,
+    and each unit's worker and seconds (what LONGEST_FIRST is ordered by; a unit runs on one worker)."""
+    workers: dict[str, float] = {}
+    units: dict[str, tuple[str, float]] = {}
+    for worker, nodeid, seconds in reports:
+        workers[worker] = workers.get(worker, 0.0) + seconds
+        unit = work_unit(nodeid)
+        units[unit] = (worker, units.get(unit, (worker, 0.0))[1] + seconds)
+    return workers, units
