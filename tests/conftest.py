@@ -72,20 +72,18 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_SESSION_TMP, ignore_errors=True)
 
 
-_REPORTS: list[tuple[str, str, float]] = []  # (worker, test id, seconds) of each phase, for the summary below
-
-
-def pytest_runtest_logreport(report):
-    worker = getattr(getattr(report, "node", None), "gateway", None)
-    _REPORTS.append((worker.id if worker else "main", report.nodeid, report.duration))
-
-
 def pytest_terminal_summary(terminalreporter):
     """Seconds of tests per worker and the longest units with their worker: what balancing the workers and
-    ordering tests/suite_units.py's LONGEST_FIRST go by."""
-    if not _REPORTS:
+    ordering tests/suite_units.py's LONGEST_FIRST go by (from the reports the terminal keeps, as --durations)."""
+    reports = [
+        (getattr(getattr(rep, "node", None), "gateway", None), rep)
+        for replist in terminalreporter.stats.values()
+        for rep in replist
+        if hasattr(rep, "duration")
+    ]
+    if not reports:
         return
-    workers, units = unit_times(_REPORTS)
+    workers, units = unit_times([(gw.id if gw else "main", rep.nodeid, rep.duration) for gw, rep in reports])
     terminalreporter.write_sep("=", "seconds of tests per worker and the longest units (tests/suite_units.py)")
     terminalreporter.write_line("  ".join(f"{w} {s:.0f} s" for w, s in sorted(workers.items())))
     for unit, (worker, seconds) in sorted(units.items(), key=lambda kv: -kv[1][1])[:10]:

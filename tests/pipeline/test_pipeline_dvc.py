@@ -36,12 +36,17 @@ def readers(section: str, key: str) -> set[str]:
     return {name for name, spec in stages.items() if {section, f"{section}.{key}"} & set(spec.get("params", []))}
 
 
-def status(repo: Path, env: dict | None = None) -> set[str]:
-    """The stale stages, as `dvc status` lists them (DVC's Python API: no process start per call)."""
+def status_report(repo: Path) -> dict[str, list]:
+    """`dvc status` of `repo` by stage name (DVC's Python API: no process start per call)."""
     from dvc.repo import Repo
 
-    with Repo(str(repo)) as dvc_repo:
-        return {key.rsplit(":", 1)[-1] for key in dvc_repo.status()}  # "<path>/dvc.yaml:<stage>" away from cwd
+    with Repo(str(repo)) as dvc_repo:  # keys "<path>/dvc.yaml:<stage>" away from cwd
+        return {key.rsplit(":", 1)[-1]: entries for key, entries in dvc_repo.status().items()}
+
+
+def status(repo: Path, env: dict | None = None) -> set[str]:
+    """The stale stages, as `dvc status` lists them."""
+    return set(status_report(repo))
 
 
 def bump_first_scalar(params_file: Path, section: str) -> str:
@@ -332,16 +337,12 @@ def test_the_reference_ran_with_the_toy_values_params_yaml_gives_now():
 def code_changed_since_the_reference(repo: Path) -> list[str]:
     """`dvc status` deps of the committed dvc.lock that this tree has changed (a stage's code, pyproject.toml,
     a plug-in package); the data deps a fresh tree lacks ("deleted") and params (the test above) are not listed."""
-    from dvc.repo import Repo
-
-    with Repo(str(repo)) as dvc_repo:
-        report = dvc_repo.status()
     changed = []
-    for key, entries in report.items():
+    for stage, entries in status_report(repo).items():
         for entry in entries:
             deps = entry.get("changed deps", {}) if isinstance(entry, dict) else {}
             changed += [
-                f"{key.rsplit(':', 1)[-1]}: {path} {state}"
+                f"{stage}: {path} {state}"
                 for path, state in deps.items()
                 if isinstance(state, str) and state != "deleted"
             ]
