@@ -2,7 +2,7 @@
 `python tests/toy/learning_seeds.py 0 1 2` writes tests/toy/learning_seeds.json (`--out FILE`: another file, e.g.
 one per process when seeds run side by side), one block per seed with the
 five retrieval scores of test_toy_learning.py's training runs and the two differences its claims rest on (trained minus
-detached, for stage 1 and stage 2). About 10 CPU-minutes a seed on one thread."""
+detached, for stage 1 and stage 2). About 8 CPU-minutes a seed on one thread."""
 
 from __future__ import annotations
 
