@@ -78,7 +78,7 @@ test: $(STAMP) browser
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadscope --no-loadscope-reorder
 
 # The research measurements `make test` skips: claims not met yet, kept as strict expected failures (the day one
-# passes, this goes red until its marker is removed and the docs say so). About 7 minutes on one core.
+# passes, this goes red until its marker is removed and the docs say so). About 4 minutes on one core.
 test-research: $(STAMP)
 	$(BIN)/python -m pytest --research -m research
 

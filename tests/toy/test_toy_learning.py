@@ -2,6 +2,8 @@
 *seen* identities, and the held-out identities' retrieval (elite.toy.retrieval: does the S* encoded from one
 render of a concept denoise other renders of it better than the other concepts' S*?) must rise well above
 what the run started from. The frozen models are the toy profile's (tests/fixtures/toy, see make_fixture.py).
+Retrieval credits words that tell the held-out concepts apart (consistent across renders of one concept), not
+words that draw them: whether S* draws the concept is the word gate's and the evaluation's question (docs/toy.md).
 
 Each claim has its test of the test: the same run with the credited branch detached from the UNet (a forward
 hook returns the mapper's output detached: the forward pass is unchanged, no gradient reaches the mapper,
@@ -44,7 +46,7 @@ RECORD = Path(__file__).resolve().parents[1] / "artifacts" / "toy_learning.json"
 # named 0.885) the named identity retrieves 0.792; stage 1 rises from 0.073 to 0.281 (+0.208; its detached control
 # 0.125) and passes; the local branch then adds only +0.010 over that global word (0.292; detached 0.292), short
 # of the margin. That claim is kept as a strict expected failure among the research measurements (`make
-# test-research`, about 6 minutes: stage 1, then stage 2 over it, then retrieval; `make test` skips it, saying so):
+# test-research`, about 4 minutes: stage 1, then stage 2 over it, then retrieval; `make test` skips it, saying so):
 # the day it passes, that run goes red until the markers are removed and docs/toy.md says so.
 STAGE2_BELOW_MARGIN = pytest.mark.xfail(
     strict=True,
@@ -172,7 +174,7 @@ def test_the_frozen_base_follows_named_identities(toy):
     assert score >= 0.5
 
 
-def test_stage1_carries_held_out_identity(untrained, stage1_score):
+def test_stage1_words_tell_held_out_concepts_apart(untrained, stage1_score):
     assert stage1_score >= untrained + MARGIN, (untrained, stage1_score)
 
 
