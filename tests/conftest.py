@@ -7,8 +7,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
+import warnings
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from suite_units import LONGEST_FIRST, unit_times, work_unit
@@ -117,6 +120,33 @@ def one_torch_thread():
     test, so a test that changes the count does not leak it."""
     with torch_threads(1):
         yield
+
+
+@pytest.fixture
+def elite_cli(capfd):
+    """`elite ARGS` through `elite.cli.main` in this process: the console script's code without the ~6.5 s of
+    imports a fresh process pays. Output is captured at the file descriptors (so a line any handler writes is
+    seen too) and returned as a CompletedProcess; the environment and warning format `main` sets are restored.
+    Whether a refusal happens before the model libraries load is a fresh process's question (test_cli.py)."""
+
+    def run(*args, cwd) -> subprocess.CompletedProcess:
+        argv = [str(a) for a in args]
+        from elite.cli import main
+
+        capfd.readouterr()
+        with (
+            contextlib.chdir(cwd),
+            mock.patch.dict(os.environ),
+            mock.patch.object(warnings, "formatwarning", warnings.formatwarning),
+        ):
+            try:
+                code = main(argv)
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code if isinstance(exc.code, int) else 2
+        out = capfd.readouterr()
+        return subprocess.CompletedProcess(argv, code, out.out, out.err)
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,5 @@
 """Textual Inversion / XTI baselines on the smoke base model."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -102,13 +99,11 @@ def test_style_mixing_uses_coarse_and_fine_layers(smoke_models):
         mix_styles(Inversion("ti", "dog", {"S*": torch.zeros(4)}, 1, 0.0), b, 4)
 
 
-def test_cli_baseline_then_generate_with_embeddings(smoke_models, tmp_path, repo_root, disc_image):
+def test_cli_baseline_then_generate_with_embeddings(smoke_models, tmp_path, repo_root, disc_image, elite_cli):
     disc_image.save(tmp_path / "c.png")
 
     def run(*a):
-        return subprocess.run(
-            [sys.executable, "-m", "elite.cli", *map(str, a)], capture_output=True, text=True, cwd=repo_root
-        )
+        return elite_cli(*a, cwd=repo_root)
 
     for method in ("xti",):
         r = run(

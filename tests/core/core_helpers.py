@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import torch
 
 
@@ -12,13 +9,6 @@ def gen(pipe, concept, prompt="a photo of a S*", **kw) -> torch.Tensor:
     """ElitePipeline's images as a float tensor: lambda 0.8, 3 steps, seed 0 unless given."""
     kw = {"lam": 0.8, "num_inference_steps": 3, "generator": torch.Generator().manual_seed(0), **kw}
     return pipe(prompt, concept=concept, output_type="pt", **kw).images
-
-
-def run_elite(*args, cwd) -> subprocess.CompletedProcess:
-    """`elite ARGS` in a subprocess (as a user runs it)."""
-    return subprocess.run(
-        [sys.executable, "-m", "elite.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd
-    )
 
 
 def loaded_sd_pipeline(smoke_models):

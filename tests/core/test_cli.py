@@ -1,4 +1,6 @@
-"""`elite generate` end to end on the smoke models, and its one-line errors."""
+"""`elite generate` end to end on the smoke models, and its one-line errors. One run goes through a fresh
+process as a user's does; the other runs call the same `main` in this process (`elite_cli`, tests/core/conftest.py),
+except the refusals, which must happen before the model libraries load (`elite_refused`)."""
 
 import subprocess
 import sys
@@ -57,10 +59,10 @@ def test_generate_writes_a_png(gen_args, concept_image, session_tmp, tmp_path, r
     assert [p.name for p in tmp_path.iterdir()] == ["beach.png"]
 
 
-def test_authors_rgb_bg_mask_works(gen_args, concept_image, session_tmp, tmp_path, repo_root):
+def test_authors_rgb_bg_mask_works(gen_args, concept_image, session_tmp, tmp_path, repo_root, elite_cli):
     disc = np.asarray(Image.open(session_tmp / "concept_mask.png"))
     Image.fromarray(np.stack([disc] * 3, -1)).save(tmp_path / "concept_bg.png")
-    run = elite(
+    run = elite_cli(
         *gen_args,
         "--image",
         concept_image,
@@ -140,15 +142,15 @@ def test_params_typo_is_one_line_with_the_closest_key(tmp_path, repo_root):
     assert "unknown key generate.guidence; did you mean 'guidance'?" in run.stderr
 
 
-def test_missing_weights_say_how_to_get_them(gen_args, concept_image, tmp_path, repo_root):
+def test_missing_weights_say_how_to_get_them(gen_args, concept_image, tmp_path, repo_root, elite_cli):
     args = [a if a != gen_args[4] else tmp_path / "none" for a in gen_args]
-    run = elite(*args, "--image", concept_image, "--prompt", "a S*", "--out", tmp_path / "o.png", cwd=repo_root)
+    run = elite_cli(*args, "--image", concept_image, "--prompt", "a S*", "--out", tmp_path / "o.png", cwd=repo_root)
     assert run.returncode == 2 and "elite prepare-models" in run.stderr and "Traceback" not in run.stderr
 
 
-def test_several_images_and_two_concepts(gen_args, concept_image, session_tmp, tmp_path, repo_root):
+def test_several_images_and_two_concepts(gen_args, concept_image, session_tmp, tmp_path, repo_root, elite_cli):
     mask = session_tmp / "concept_mask.png"
-    run = elite(
+    run = elite_cli(
         *gen_args,
         "--image",
         concept_image,
@@ -165,7 +167,7 @@ def test_several_images_and_two_concepts(gen_args, concept_image, session_tmp, t
         cwd=repo_root,
     )
     assert run.returncode == 0, run.stderr
-    run = elite(
+    run = elite_cli(
         *gen_args,
         "--image",
         concept_image,

@@ -8,7 +8,6 @@ import pytest
 import torch
 from core_helpers import gen as _gen
 from core_helpers import loaded_sd_pipeline
-from core_helpers import run_elite as _elite
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -106,9 +105,11 @@ def test_the_loader_mixin_takes_concept_files(smoke_pipeline, smoke_models, othe
         run(foreign)
 
 
-def test_cli_encode_then_generate_equals_generate_from_the_image(smoke_models, concept_image, tmp_path, repo_root):
+def test_cli_encode_then_generate_equals_generate_from_the_image(
+    smoke_models, concept_image, tmp_path, repo_root, elite_cli
+):
     weights, mask = smoke_models / "elite", _mask(concept_image)
-    enc = _elite(
+    enc = elite_cli(
         "encode", concept_image, "--mask", mask, "--weights", weights, "-o", tmp_path / "c.safetensors", cwd=repo_root
     )
     assert enc.returncode == 0, enc.stderr
@@ -126,9 +127,9 @@ def test_cli_encode_then_generate_equals_generate_from_the_image(smoke_models, c
         "a S* on the beach",
     ]
     concept = ["--concept", tmp_path / "c.safetensors"]
-    from_file = _elite(*common, *concept, "--out", tmp_path / "file.png", cwd=repo_root)
+    from_file = elite_cli(*common, *concept, "--out", tmp_path / "file.png", cwd=repo_root)
     assert from_file.returncode == 0, from_file.stderr
-    in_place = _elite(
+    in_place = elite_cli(
         *common, "--image", concept_image, "--mask", mask, "--out", tmp_path / "image.png", cwd=repo_root
     )
     assert in_place.returncode == 0, in_place.stderr
@@ -140,7 +141,7 @@ def test_cli_encode_then_generate_equals_generate_from_the_image(smoke_models, c
         (["--concept", tmp_path / "c.safetensors", "--mask", mask], "--mask2 and --global-crop go with --image"),
         (["--concept", weights / "elite.safetensors"], "elite.safetensors: a safetensors file but not an ELITE"),
     ]:
-        run = _elite(*common, *args, "--out", tmp_path / "x.png", cwd=repo_root)
+        run = elite_cli(*common, *args, "--out", tmp_path / "x.png", cwd=repo_root)
         assert run.returncode == 2 and run.stderr.strip().splitlines() == [run.stderr.strip()], run.stderr
         assert message in run.stderr
     assert not (tmp_path / "x.png").exists()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 from core_helpers import loaded_sd_pipeline
-from core_helpers import run_elite as _elite
 from PIL import Image
 
 from elite.concept_file import load_concept
@@ -57,18 +56,18 @@ def test_a_mask_without_object_pixels_is_one_line(smoke_pipeline, disc):
 
 
 def test_cli_encode_records_it_and_generate_refuses_it_without_an_image(
-    smoke_models, concept_image, session_tmp, tmp_path, repo_root
+    smoke_models, concept_image, session_tmp, tmp_path, repo_root, elite_cli
 ):
     mask, weights = session_tmp / "concept_mask.png", smoke_models / "elite"
     out = tmp_path / "c.safetensors"
-    enc = _elite("encode", concept_image, "--mask", mask, "--weights", weights, "--global-crop", 2, "-o", out,
+    enc = elite_cli("encode", concept_image, "--mask", mask, "--weights", weights, "--global-crop", 2, "-o", out,
                  cwd=repo_root)  # fmt: skip
     assert enc.returncode == 0, enc.stderr
     assert load_concept(out).provenance["global_crop"] == 2
     common = ["generate", "--base", smoke_models / "base", "--weights", weights, "--prompt", "a S*"]
-    refused = _elite(*common, "--concept", out, "--global-crop", 2, "--out", tmp_path / "x.png", cwd=repo_root)
+    refused = elite_cli(*common, "--concept", out, "--global-crop", 2, "--out", tmp_path / "x.png", cwd=repo_root)
     assert refused.returncode == 2 and "--global-crop go with --image" in refused.stderr
-    negative = _elite(*common, "--image", concept_image, "--global-crop", "-2", "--out", tmp_path / "x.png",
+    negative = elite_cli(*common, "--image", concept_image, "--global-crop", "-2", "--out", tmp_path / "x.png",
                       cwd=repo_root)  # fmt: skip
     lines = negative.stderr.strip().splitlines()
     assert negative.returncode == 2 and len(lines) == 1 and "--global-crop: expected a whole number" in lines[0]

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from core_helpers import gen as _gen
-from core_helpers import run_elite as _elite
 from PIL import Image
 
 from elite.concept_file import load_concept, save_concept
@@ -94,15 +93,15 @@ def test_bad_weights_are_one_line_errors(smoke_pipeline, images, weights, messag
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
-def test_cli_encode_with_image_weights(smoke_pipeline, smoke_models, concept_image, tmp_path, repo_root):
+def test_cli_encode_with_image_weights(smoke_pipeline, smoke_models, concept_image, tmp_path, repo_root, elite_cli):
     square = tmp_path / "square.png"
     Image.new("RGB", (64, 64), (30, 200, 40)).save(square)
     args = ["encode", concept_image, square, "--weights", smoke_models / "elite", "-o", tmp_path / "c.safetensors"]
-    run = _elite(*args, "--image-weights", 3, 1, cwd=repo_root)
+    run = elite_cli(*args, "--image-weights", 3, 1, cwd=repo_root)
     assert run.returncode == 0, run.stderr
     expected = smoke_pipeline.encode_concept([concept_image, square], weights=[3, 1])
     got = load_concept(tmp_path / "c.safetensors")
     assert _same(got, expected) and torch.equal(got.local_bias, expected.local_bias)
-    bad = _elite(*args[:-2], "-o", tmp_path / "bad.safetensors", "--image-weights", 1, cwd=repo_root)
+    bad = elite_cli(*args[:-2], "-o", tmp_path / "bad.safetensors", "--image-weights", 1, cwd=repo_root)
     assert bad.returncode == 2 and "--image-weights: got 1 weight(s) for 2 image(s)" in bad.stderr
     assert not (tmp_path / "bad.safetensors").exists()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from core_helpers import gen, loaded_sd_pipeline, run_elite
+from core_helpers import gen, loaded_sd_pipeline
 from PIL import Image
 
 from elite.concepts import Concept
@@ -103,7 +103,7 @@ def test_the_loader_mixin_takes_lambda_per_block(smoke_pipeline, smoke_models):
         pipe("a S*", concept=concept, local_steps=(0.0, 0.5), num_inference_steps=1)
 
 
-def test_cli_lambda_per_block_and_step_range(smoke_models, concept_image, tmp_path, repo_root):
+def test_cli_lambda_per_block_and_step_range(smoke_models, concept_image, tmp_path, repo_root, elite_cli):
     common = ["generate", "--base", smoke_models / "base", "--weights", smoke_models / "elite", "--steps", 2]
     common += ["--image", concept_image, "--prompt", "a S*", "--seed", 2]
     runs = {
@@ -111,7 +111,7 @@ def test_cli_lambda_per_block_and_step_range(smoke_models, concept_image, tmp_pa
         "dict": ["--lam", '{"down": 0.8, "mid": 0.8, "up": 0.8}', "--local-steps", 0, 1],
     }
     for name, extra in runs.items():
-        run = run_elite(*common, *extra, "--out", tmp_path / f"{name}.png", cwd=repo_root)
+        run = elite_cli(*common, *extra, "--out", tmp_path / f"{name}.png", cwd=repo_root)
         assert run.returncode == 0, run.stderr
     with Image.open(tmp_path / "float.png") as a, Image.open(tmp_path / "dict.png") as b:
         assert np.array_equal(np.asarray(a), np.asarray(b))
@@ -120,6 +120,6 @@ def test_cli_lambda_per_block_and_step_range(smoke_models, concept_image, tmp_pa
         (["--lam", '{"middle": 1}'], "lam: unknown block 'middle'"),
         (["--local-steps", 0.9, 0.1], "local_steps: expected 0 <= start <= end <= 1"),
     ]:
-        run = run_elite(*common, *extra, "--out", tmp_path / "x.png", cwd=repo_root)
+        run = elite_cli(*common, *extra, "--out", tmp_path / "x.png", cwd=repo_root)
         assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
         assert message in run.stderr
