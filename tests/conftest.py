@@ -129,10 +129,10 @@ def elite_cli(capfd):
     seen too) and returned as a CompletedProcess; the environment and warning format `main` sets are restored.
     Whether a refusal happens before the model libraries load is a fresh process's question (test_cli.py)."""
 
+    from elite.cli import main
+
     def run(*args, cwd) -> subprocess.CompletedProcess:
         argv = [str(a) for a in args]
-        from elite.cli import main
-
         capfd.readouterr()
         with (
             contextlib.chdir(cwd),

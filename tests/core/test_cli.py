@@ -1,5 +1,5 @@
 """`elite generate` end to end on the smoke models, and its one-line errors. One run goes through a fresh
-process as a user's does; the other runs call the same `main` in this process (`elite_cli`, tests/core/conftest.py),
+process as a user's does; the other runs call the same `main` in this process (`elite_cli`, tests/conftest.py),
 except the refusals, which must happen before the model libraries load (`elite_refused`)."""
 
 import subprocess

@@ -61,14 +61,14 @@ def test_cli_encode_records_it_and_generate_refuses_it_without_an_image(
     mask, weights = session_tmp / "concept_mask.png", smoke_models / "elite"
     out = tmp_path / "c.safetensors"
     enc = elite_cli("encode", concept_image, "--mask", mask, "--weights", weights, "--global-crop", 2, "-o", out,
-                 cwd=repo_root)  # fmt: skip
+                    cwd=repo_root)  # fmt: skip
     assert enc.returncode == 0, enc.stderr
     assert load_concept(out).provenance["global_crop"] == 2
     common = ["generate", "--base", smoke_models / "base", "--weights", weights, "--prompt", "a S*"]
     refused = elite_cli(*common, "--concept", out, "--global-crop", 2, "--out", tmp_path / "x.png", cwd=repo_root)
     assert refused.returncode == 2 and "--global-crop go with --image" in refused.stderr
     negative = elite_cli(*common, "--image", concept_image, "--global-crop", "-2", "--out", tmp_path / "x.png",
-                      cwd=repo_root)  # fmt: skip
+                         cwd=repo_root)  # fmt: skip
     lines = negative.stderr.strip().splitlines()
     assert negative.returncode == 2 and len(lines) == 1 and "--global-crop: expected a whole number" in lines[0]
     assert not (tmp_path / "x.png").exists()

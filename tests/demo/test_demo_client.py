@@ -18,8 +18,6 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
-from elite.cli import main as elite_main
-
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")  # a line the demo's logger starts
 
 pytestmark = pytest.mark.timeout(600)
@@ -59,53 +57,50 @@ def generate(c, image, mask, prompt, seed, n=1, lam=0.8, steps=2, scheduler="lms
     return [pixels(item) for item in predict(c, image, mask, prompt, seed, n, lam, steps, scheduler, **extra)]
 
 
-def test_same_images_as_the_cli(demo_url, concept_image, smoke_models, repo_root, tmp_path):
+def test_same_images_as_the_cli(demo_url, concept_image, smoke_models, repo_root, tmp_path, elite_cli):
     mask = concept_image.with_name("concept_mask.png")
     images = generate(
         client(demo_url), concept_image, mask, "a S* on the beach", seed=7, n=2, lam=0.6, scheduler="ddim"
     )
     out = tmp_path / "cli.png"
-    assert (
-        elite_main(
-            [
-                "--params",
-                str(repo_root / "params.yaml"),
-                "--profile",
-                "smoke",
-                "generate",
-                "--image",
-                str(concept_image),
-                "--mask",
-                str(mask),
-                "--prompt",
-                "a S* on the beach",
-                "--out",
-                str(out),
-                "--weights",
-                str(smoke_models / "elite"),
-                "--base",
-                str(smoke_models / "base"),
-                "--seed",
-                "8",
-                "--steps",
-                "2",
-                "--lam",
-                "0.6",
-                "--guidance",
-                "5",
-                "--scheduler",
-                "ddim",
-            ]
-        )
-        == 0
+    run = elite_cli(
+        "--params",
+        str(repo_root / "params.yaml"),
+        "--profile",
+        "smoke",
+        "generate",
+        "--image",
+        str(concept_image),
+        "--mask",
+        str(mask),
+        "--prompt",
+        "a S* on the beach",
+        "--out",
+        str(out),
+        "--weights",
+        str(smoke_models / "elite"),
+        "--base",
+        str(smoke_models / "base"),
+        "--seed",
+        "8",
+        "--steps",
+        "2",
+        "--lam",
+        "0.6",
+        "--guidance",
+        "5",
+        "--scheduler",
+        "ddim",
+        cwd=repo_root,
     )
+    assert run.returncode == 0, run.stderr
     cli = np.asarray(Image.open(out).convert("RGB"))
     assert len(images) == 2 and images[1].shape == cli.shape
     assert np.array_equal(images[1], cli)  # image i of the page uses seed + i: the CLI's --seed 8
     assert not np.array_equal(images[0], images[1])
 
 
-def test_two_concepts_same_images_as_the_cli(demo_url, concept_image, smoke_models, repo_root, tmp_path):
+def test_two_concepts_same_images_as_the_cli(demo_url, concept_image, smoke_models, repo_root, tmp_path, elite_cli):
     """A second concept image (S1* and S2*): the page answers what `elite generate --image2` answers; a prompt
     with S* beside two concept images is a message."""
     from gradio_client import handle_file
@@ -129,42 +124,39 @@ def test_two_concepts_same_images_as_the_cli(demo_url, concept_image, smoke_mode
     )
     page = np.asarray(Image.open(out[0]["image"]).convert("RGB"))
     cli = tmp_path / "two.png"
-    assert (
-        elite_main(
-            [
-                "--params",
-                str(repo_root / "params.yaml"),
-                "--profile",
-                "smoke",
-                "generate",
-                "--image",
-                str(concept_image),
-                "--mask",
-                str(mask),
-                "--image2",
-                str(concept_image),
-                "--prompt",
-                "a S1* next to a S2*",
-                "--out",
-                str(cli),
-                "--weights",
-                str(smoke_models / "elite"),
-                "--base",
-                str(smoke_models / "base"),
-                "--seed",
-                "3",
-                "--steps",
-                "2",
-                "--lam",
-                "0.8",
-                "--guidance",
-                "5",
-                "--scheduler",
-                "lms",
-            ]
-        )
-        == 0
+    run = elite_cli(
+        "--params",
+        str(repo_root / "params.yaml"),
+        "--profile",
+        "smoke",
+        "generate",
+        "--image",
+        str(concept_image),
+        "--mask",
+        str(mask),
+        "--image2",
+        str(concept_image),
+        "--prompt",
+        "a S1* next to a S2*",
+        "--out",
+        str(cli),
+        "--weights",
+        str(smoke_models / "elite"),
+        "--base",
+        str(smoke_models / "base"),
+        "--seed",
+        "3",
+        "--steps",
+        "2",
+        "--lam",
+        "0.8",
+        "--guidance",
+        "5",
+        "--scheduler",
+        "lms",
+        cwd=repo_root,
     )
+    assert run.returncode == 0, run.stderr
     assert np.array_equal(page, np.asarray(Image.open(cli).convert("RGB")))
     with pytest.raises(AppError) as err:
         c.predict(
