@@ -13,7 +13,6 @@ import torch
 from browser import chrome, screenshot
 from PIL import Image
 
-from elite.cli import main as elite_main
 from elite.demo.app import Demo, launch
 from elite.demo.model import Defaults, DemoModel
 from elite.demo.segment import Prompts, Segmenter, to_image_pixels
@@ -93,7 +92,7 @@ def test_no_champion_the_page_says_how_to_make_one(champion):
 
 
 def test_mask_auto_in_the_cli_and_the_api(
-    repo_root, smoke_models, smoke_pipeline, concept_image, tmp_path, capsys, monkeypatch
+    repo_root, smoke_models, smoke_pipeline, concept_image, tmp_path, elite_cli, monkeypatch
 ):
     """`elite generate --mask auto` and `encode_concept(mask="auto")` use SAM's most-salient-object rule and agree."""
     from elite.automask import auto_mask
@@ -113,33 +112,30 @@ def test_mask_auto_in_the_cli_and_the_api(
     )
     assert np.array_equal(np.asarray(auto_mask(image, smoke_models / "sam", cfg)) > 0, expected)
 
-    assert (
-        elite_main(
-            [
-                "--profile",
-                "smoke",
-                "generate",
-                "--image",
-                str(concept_image),
-                "--mask",
-                "auto",
-                "--prompt",
-                "a S*",
-                "--out",
-                "auto.png",
-                "--weights",
-                str(smoke_models / "elite"),
-                "--base",
-                str(smoke_models / "base"),
-                "--steps",
-                "2",
-                "--seed",
-                "5",
-            ]
-        )
-        == 0
+    run = elite_cli(
+        "--profile",
+        "smoke",
+        "generate",
+        "--image",
+        str(concept_image),
+        "--mask",
+        "auto",
+        "--prompt",
+        "a S*",
+        "--out",
+        "auto.png",
+        "--weights",
+        str(smoke_models / "elite"),
+        "--base",
+        str(smoke_models / "base"),
+        "--steps",
+        "2",
+        "--seed",
+        "5",
+        cwd=tmp_path,
     )
-    assert "mask: SAM, most salient object" in capsys.readouterr().err
+    assert run.returncode == 0, run.stderr
+    assert "mask: SAM, most salient object" in run.stderr
     concept = smoke_pipeline.encode_concept(concept_image, mask="auto")
     api = smoke_pipeline(
         "a S*",
@@ -242,18 +238,20 @@ def test_logins_from_flags_file_and_environment(tmp_path):
         check_exposure("0.0.0.0", [], insecure=False)
 
 
-def test_demo_on_all_interfaces_without_a_login_does_not_start(repo_root, capsys, monkeypatch):
+def test_demo_on_all_interfaces_without_a_login_does_not_start(repo_root, elite_cli, monkeypatch):
     """`elite demo --host 0.0.0.0` without --auth: one line and exit 2, before any model is loaded."""
     from elite.demo.auth import AUTH_ENV
 
     monkeypatch.delenv(AUTH_ENV, raising=False)
     args = ["--params", str(repo_root / "params.yaml"), "--profile", "smoke", "demo", "--port", "7999"]
-    assert elite_main([*args, "--host", "0.0.0.0"]) == 2
-    err = capsys.readouterr().err
+    open_ = elite_cli(*args, "--host", "0.0.0.0", cwd=repo_root)
+    assert open_.returncode == 2
+    err = open_.stderr
     assert err.count("\n") == 1 and "error: --host 0.0.0.0 opens the demo to the network" in err
     assert "loading" not in err
-    assert elite_main([*args, "--host", "0.0.0.0", "--auth", "no-colon"]) == 2
-    assert capsys.readouterr().err == "error: --auth: expected USER:PASSWORD (both non-empty)\n"
+    bad = elite_cli(*args, "--host", "0.0.0.0", "--auth", "no-colon", cwd=repo_root)
+    assert bad.returncode == 2
+    assert bad.stderr == "error: --auth: expected USER:PASSWORD (both non-empty)\n"
 
 
 def test_short_messages():
