@@ -27,6 +27,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no internet here, 
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
+from starlette.requests import ClientDisconnect, Request  # noqa: E402
+from starlette.responses import PlainTextResponse  # noqa: E402
 
 from elite.demo.model import Defaults, DemoModel  # noqa: E402
 from elite.demo.segment import (
@@ -67,6 +69,13 @@ def logged(event: str, exc: Exception) -> str:
     message = one_line(str(exc))
     log.info("refused (%s): %s", event, message)
     return message
+
+
+def client_gone(request: Request, exc: Exception) -> PlainTextResponse:
+    """A client that closed its connection mid-request (an upload abandoned, a tab closed): one line in the log,
+    not uvicorn's stack trace; the answer goes nowhere."""
+    log.info("client went away during %s %s", request.method, request.url.path)
+    return PlainTextResponse("client disconnected", status_code=400)
 
 
 def refused(event: str, exc: Exception) -> gr.Error:
@@ -588,5 +597,6 @@ def launch(
         auth_message="ELITE demo: log in with a user and password the operator gave you" if auth else None,
         allowed_paths=[str(demo.tmp)],
         footer_links=["api"],
+        app_kwargs={"exception_handlers": {ClientDisconnect: client_gone}},
     )
     return app

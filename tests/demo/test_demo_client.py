@@ -57,41 +57,31 @@ def generate(c, image, mask, prompt, seed, n=1, lam=0.8, steps=2, scheduler="lms
     return [pixels(item) for item in predict(c, image, mask, prompt, seed, n, lam, steps, scheduler, **extra)]
 
 
+def cli_generate(elite_cli, repo_root, models, out, prompt, seed, lam, scheduler, images):
+    """`elite generate` on the smoke models with the page's settings (2 steps, guidance 5); `images`: its
+    --image/--mask/--image2 arguments."""
+    weights = ("--weights", models / "elite", "--base", models / "base")
+    settings = ("--seed", seed, "--steps", 2, "--lam", lam, "--guidance", 5, "--scheduler", scheduler)
+    args = ("--params", repo_root / "params.yaml", "--profile", "smoke", "generate", *images)
+    return elite_cli(*map(str, (*args, "--prompt", prompt, "--out", out, *weights, *settings)), cwd=repo_root)
+
+
 def test_same_images_as_the_cli(demo_url, concept_image, smoke_models, repo_root, tmp_path, elite_cli):
     mask = concept_image.with_name("concept_mask.png")
     images = generate(
         client(demo_url), concept_image, mask, "a S* on the beach", seed=7, n=2, lam=0.6, scheduler="ddim"
     )
     out = tmp_path / "cli.png"
-    run = elite_cli(
-        "--params",
-        str(repo_root / "params.yaml"),
-        "--profile",
-        "smoke",
-        "generate",
-        "--image",
-        str(concept_image),
-        "--mask",
-        str(mask),
-        "--prompt",
+    run = cli_generate(
+        elite_cli,
+        repo_root,
+        smoke_models,
+        out,
         "a S* on the beach",
-        "--out",
-        str(out),
-        "--weights",
-        str(smoke_models / "elite"),
-        "--base",
-        str(smoke_models / "base"),
-        "--seed",
-        "8",
-        "--steps",
-        "2",
-        "--lam",
-        "0.6",
-        "--guidance",
-        "5",
-        "--scheduler",
-        "ddim",
-        cwd=repo_root,
+        seed=8,
+        lam=0.6,
+        scheduler="ddim",
+        images=("--image", concept_image, "--mask", mask),
     )
     assert run.returncode == 0, run.stderr
     cli = np.asarray(Image.open(out).convert("RGB"))
@@ -124,37 +114,16 @@ def test_two_concepts_same_images_as_the_cli(demo_url, concept_image, smoke_mode
     )
     page = np.asarray(Image.open(out[0]["image"]).convert("RGB"))
     cli = tmp_path / "two.png"
-    run = elite_cli(
-        "--params",
-        str(repo_root / "params.yaml"),
-        "--profile",
-        "smoke",
-        "generate",
-        "--image",
-        str(concept_image),
-        "--mask",
-        str(mask),
-        "--image2",
-        str(concept_image),
-        "--prompt",
+    run = cli_generate(
+        elite_cli,
+        repo_root,
+        smoke_models,
+        cli,
         "a S1* next to a S2*",
-        "--out",
-        str(cli),
-        "--weights",
-        str(smoke_models / "elite"),
-        "--base",
-        str(smoke_models / "base"),
-        "--seed",
-        "3",
-        "--steps",
-        "2",
-        "--lam",
-        "0.8",
-        "--guidance",
-        "5",
-        "--scheduler",
-        "lms",
-        cwd=repo_root,
+        seed=3,
+        lam=0.8,
+        scheduler="lms",
+        images=("--image", concept_image, "--mask", mask, "--image2", concept_image),
     )
     assert run.returncode == 0, run.stderr
     assert np.array_equal(page, np.asarray(Image.open(cli).convert("RGB")))
@@ -238,6 +207,28 @@ def test_bad_input_is_a_message(demo_url, concept_image, bad_files, case, messag
             generate(c, image, mask, prompt, seed=0, n=n, **({"width": 60} if case == "odd_width" else {}))
     assert message in str(err.value) and "Traceback" not in str(err.value)
     assert "\n" not in str(err.value) and len(str(err.value)) <= 300
+
+
+def test_an_abandoned_upload_is_one_line_in_the_log(demo_url, demo_log):
+    """A client that closes its connection halfway through an upload (a tab closed, a client timed out): the
+    log says so in one line, not with uvicorn's stack trace (seen in CI), and the app goes on."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    url = urlsplit(demo_url)
+    part = b'--B\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n\r\n' + b"x" * 100
+    head = b"POST /gradio_api/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:  # 100 of 100,000 bytes sent
+        sock.sendall(head + b"Content-Type: multipart/form-data; boundary=B\r\n\r\n" + part)
+        time.sleep(0.5)
+    deadline = time.monotonic() + 60
+    while "client went away during POST /gradio_api/upload" not in demo_log.read_text():
+        assert time.monotonic() < deadline, demo_log.read_text()[-2000:]
+        time.sleep(0.2)
+    assert "ClientDisconnect" not in demo_log.read_text()
+    with urllib.request.urlopen(f"{demo_url}/gradio_api/info", timeout=30) as resp:
+        assert resp.status == 200
 
 
 def test_server_log_has_one_line_per_refused_input(demo_log):
